@@ -1,0 +1,240 @@
+//! Encodings of arguments, config and items, and the frame format of the WIT
+//! contract. bincode is used only here (it is unmaintained upstream,
+//! RUSTSEC-2025-0141), so replacing it touches one module.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, ErrorKind};
+
+/// How arguments, config and items are encoded between caller and plugin.
+///
+/// Chosen per iterable; the plugin learns it in `initialize`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Encoding {
+    /// bincode 2, standard configuration (little-endian, variable-length
+    /// integers), over the serde data model. Compact and fast; the default.
+    #[default]
+    Bincode,
+    /// UTF-8 JSON text, one value per item; what the CLI uses.
+    Json,
+}
+
+const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
+impl Encoding {
+    /// Encodes `value`.
+    pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
+        match self {
+            Encoding::Bincode => bincode::serde::encode_to_vec(value, BINCODE).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("cannot encode with bincode: {e}"),
+                )
+            }),
+            Encoding::Json => serde_json::to_vec(value).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("cannot encode as JSON: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// Decodes one item; the whole of `bytes` must be used.
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
+        match self {
+            Encoding::Bincode => {
+                let (value, read) =
+                    bincode::serde::decode_from_slice(bytes, BINCODE).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Decode,
+                            format!("cannot decode an item from bincode: {e}"),
+                        )
+                    })?;
+                if read != bytes.len() {
+                    return Err(Error::new(
+                        ErrorKind::Decode,
+                        format!(
+                            "cannot decode an item from bincode: {} bytes left after the value (is the item type right?)",
+                            bytes.len() - read
+                        ),
+                    ));
+                }
+                Ok(value)
+            }
+            Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("cannot decode an item from JSON: {e}"),
+                )
+            }),
+        }
+    }
+}
+
+/// Encodes a JSON value with bincode as its own `Serialize` writes it: what
+/// `sandgen bench --args` sends.
+pub fn json_to_bincode(value: &serde_json::Value) -> Result<Vec<u8>, Error> {
+    Encoding::Bincode.encode(value)
+}
+
+/// Checks a batch returned by `next` against the contract and counts its
+/// frames.
+///
+/// A batch is frames (4-byte little-endian length, then that many bytes); at
+/// most `max_items` of them; no frame may start at or after `max_bytes`.
+pub(crate) fn validate_batch(buf: &[u8], max_items: u32, max_bytes: u32) -> Result<u32, String> {
+    let mut offset = 0usize;
+    let mut count = 0u32;
+    while offset < buf.len() {
+        if count >= max_items {
+            return Err(format!(
+                "the plugin returned more items than the {max_items} asked for"
+            ));
+        }
+        if count > 0 && offset >= max_bytes as usize {
+            return Err(format!(
+                "the plugin added an item after its buffer reached max-bytes ({max_bytes} bytes)"
+            ));
+        }
+        let Some(header) = buf.get(offset..offset + 4) else {
+            return Err(format!(
+                "malformed frame at byte {offset}: {} bytes left, too few for a 4-byte length",
+                buf.len() - offset
+            ));
+        };
+        let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        let end = offset + 4 + len;
+        if end > buf.len() {
+            return Err(format!(
+                "malformed frame at byte {offset}: its length {len} overruns the {}-byte buffer",
+                buf.len()
+            ));
+        }
+        offset = end;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A batch of items as the worker sends it: frames checked by
+/// [`validate_batch`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Batch {
+    #[serde(with = "serde_bytes")]
+    pub(crate) frames: Vec<u8>,
+    pub(crate) count: u32,
+}
+
+/// Reads the frames of a [`Batch`] one by one.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    buf: Vec<u8>,
+    offset: usize,
+    left: u32,
+}
+
+impl Frames {
+    pub(crate) fn new(batch: Batch) -> Self {
+        Frames {
+            buf: batch.frames,
+            offset: 0,
+            left: batch.count,
+        }
+    }
+
+    /// Items not yet read.
+    pub(crate) fn left(&self) -> u32 {
+        self.left
+    }
+
+    /// The batch's size in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next item's bytes. The batch was validated when it was made, so
+    /// the bounds hold.
+    pub(crate) fn next_frame(&mut self) -> Option<&[u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let header: [u8; 4] = self.buf[self.offset..self.offset + 4].try_into().ok()?;
+        let start = self.offset + 4;
+        let end = start + u32::from_le_bytes(header) as usize;
+        self.offset = end;
+        self.left -= 1;
+        Some(&self.buf[start..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(items: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for item in items {
+            buf.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            buf.extend_from_slice(item);
+        }
+        buf
+    }
+
+    #[test]
+    fn valid_batches_are_counted_and_split() {
+        let buf = frames(&[b"a", b"", b"ccc"]);
+        assert_eq!(validate_batch(&buf, 3, 1000), Ok(3));
+        let mut f = Frames::new(Batch {
+            frames: buf,
+            count: 3,
+        });
+        assert_eq!(f.next_frame(), Some(&b"a"[..]));
+        assert_eq!(f.next_frame(), Some(&b""[..]));
+        assert_eq!(f.next_frame(), Some(&b"ccc"[..]));
+        assert_eq!(f.next_frame(), None);
+    }
+
+    #[test]
+    fn overrunning_length_is_refused() {
+        let mut buf = frames(&[b"abc"]);
+        buf[0] = 200;
+        let err = validate_batch(&buf, 10, 1000).unwrap_err();
+        assert_eq!(
+            err,
+            "malformed frame at byte 0: its length 200 overruns the 7-byte buffer"
+        );
+        assert!(
+            validate_batch(&[1, 0], 10, 1000)
+                .unwrap_err()
+                .contains("too few for a 4-byte length")
+        );
+    }
+
+    #[test]
+    fn too_many_items_or_bytes_are_refused() {
+        let buf = frames(&[b"a", b"b", b"c"]);
+        assert!(
+            validate_batch(&buf, 2, 1000)
+                .unwrap_err()
+                .contains("more items than the 2 asked for")
+        );
+        // Frames are 5 bytes: the third starts at 10, at max-bytes.
+        assert!(
+            validate_batch(&buf, 10, 10)
+                .unwrap_err()
+                .contains("max-bytes")
+        );
+        assert_eq!(validate_batch(&buf, 10, 11), Ok(3));
+        // One item larger than max-bytes alone is fine.
+        assert_eq!(validate_batch(&frames(&[b"abcdef"]), 10, 1), Ok(1));
+    }
+
+    #[test]
+    fn json_values_become_bincode_like_serde_writes_them() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": [true]}"#).unwrap();
+        // A map of 2 entries, keys in sorted order: "a" -> [true], "b" -> 1u64.
+        assert_eq!(json_to_bincode(&v).unwrap(), [2, 1, b'a', 1, 1, 1, b'b', 1]);
+    }
+}

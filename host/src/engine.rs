@@ -1,0 +1,312 @@
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings;
+use crate::sandbox::HostState;
+use crate::{Error, ErrorKind, IterableBuilder};
+
+/// How often the engine's epoch advances while workers run: the granularity
+/// at which a running guest notices an interrupt (teardown or timeout).
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Compiles plugins and runs their workers; cheap to clone.
+///
+/// One engine holds the compiler settings and a clock thread that lets busy
+/// guests be interrupted; the clock runs only while workers are alive. Create
+/// one per process and share it.
+///
+/// ```no_run
+/// # fn main() -> Result<(), sandgen::Error> {
+/// let engine = sandgen::Engine::new()?;
+/// let plugin = engine.load("plugin.wasm")?;
+/// for info in plugin.generators()? {
+///     println!("{}\t{}", info.name, info.description);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    ticker: Ticker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates an engine with sandgen's settings.
+    ///
+    /// # Errors
+    ///
+    /// When wasmtime cannot be set up on this machine.
+    pub fn new() -> Result<Engine, Error> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to set up the wasm engine: {e:#}"),
+            )
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::new(ErrorKind::Load, format!("failed to link WASI: {e:#}")))?;
+        let ticker = Ticker::start(engine.clone());
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                ticker,
+            }),
+        })
+    }
+
+    /// Loads a plugin from a `.wasm` component file.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Load`] when the file cannot be read, is not WebAssembly,
+    /// is a core module rather than a component, or does not compile;
+    /// [`ErrorKind::Incompatible`] when it is not a sandgen plugin.
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to read plugin `{}`: {e}", path.display()),
+            )
+        })?;
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        self.load_bytes_named(&name, &path.display().to_string(), &bytes)
+    }
+
+    /// Loads a plugin from the bytes of a component; `name` is used in
+    /// messages and in the prefix of the guest's output.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Engine::load`].
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, Error> {
+        self.load_bytes_named(name, name, bytes)
+    }
+
+    fn load_bytes_named(&self, name: &str, origin: &str, bytes: &[u8]) -> Result<Plugin, Error> {
+        check_header(origin, bytes)?;
+        let component = Component::new(&self.inner.engine, bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to compile plugin `{origin}`: {e:#}"),
+            )
+        })?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            Error::new(
+                ErrorKind::Incompatible,
+                format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {e:#}"),
+            )
+        })?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+            Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "`{origin}` is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0` \
+                     as wit/generator.wit defines it ({e:#})"
+                ),
+            )
+        })?;
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                engine: self.clone(),
+                name: name.to_owned(),
+                pre,
+            }),
+        })
+    }
+
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    /// Keeps the epoch clock running while the guard lives.
+    pub(crate) fn clock(&self) -> ClockGuard {
+        self.inner.ticker.activate()
+    }
+}
+
+fn check_header(origin: &str, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(Error::new(
+            ErrorKind::Load,
+            format!(
+                "`{origin}` is not WebAssembly (no `\\0asm` header); a plugin is a component, \
+                 e.g. built with `cargo build --target wasm32-wasip2`"
+            ),
+        ));
+    }
+    if bytes[6..8] == [0, 0] {
+        return Err(Error::new(
+            ErrorKind::Load,
+            format!(
+                "`{origin}` is a core WebAssembly module, not a component; build the plugin for \
+                 `wasm32-wasip2` or wrap the module with `wasm-tools component new`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A loaded plugin: a compiled component, ready to instantiate; cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    engine: Engine,
+    name: String,
+    pre: bindings::PluginPre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A generator that a plugin exports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratorInfo {
+    /// The name to pass to [`Plugin::generator`].
+    pub name: String,
+    /// What it yields, and from which arguments.
+    pub description: String,
+}
+
+impl Plugin {
+    /// The plugin's name: its file name without extension, or the name given
+    /// to [`Engine::load_bytes`].
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Lists the generators the plugin exports (in a fresh, sandboxed
+    /// instance).
+    ///
+    /// # Errors
+    ///
+    /// When the plugin cannot be instantiated or traps.
+    pub fn generators(&self) -> Result<Vec<GeneratorInfo>, Error> {
+        crate::worker::list_generators(self)
+    }
+
+    /// Starts building an iterable over generator `name`; see
+    /// [`IterableBuilder`].
+    pub fn generator(&self, name: &str) -> IterableBuilder {
+        IterableBuilder::new(self.clone(), name)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn pre(&self) -> &bindings::PluginPre<HostState> {
+        &self.inner.pre
+    }
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] while at
+/// least one [`ClockGuard`] lives, and sleeps otherwise.
+struct Ticker {
+    shared: Arc<TickerShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    state: Mutex<TickerState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TickerState {
+    active: usize,
+    shutdown: bool,
+}
+
+impl TickerShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine) -> Ticker {
+        let shared = Arc::new(TickerShared::default());
+        let clock = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sandgen-epoch".into())
+            .spawn(move || {
+                loop {
+                    let mut state = clock.lock();
+                    while state.active == 0 && !state.shutdown {
+                        state = clock.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if state.shutdown {
+                        return;
+                    }
+                    drop(state);
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Ticker { shared, thread }
+    }
+
+    fn activate(&self) -> ClockGuard {
+        self.shared.lock().active += 1;
+        self.shared.wake.notify_one();
+        ClockGuard {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Keeps the epoch clock running; see [`Engine::clock`].
+pub(crate) struct ClockGuard {
+    shared: Arc<TickerShared>,
+}
+
+impl Drop for ClockGuard {
+    fn drop(&mut self) {
+        self.shared.lock().active -= 1;
+    }
+}

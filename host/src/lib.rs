@@ -1,0 +1,78 @@
+//! sandgen runs generator functions compiled to WebAssembly components in
+//! sandboxed workers and streams their items back.
+//!
+//! A plugin exports generators through the WIT contract in
+//! `wit/generator.wit` (write one in Rust with the `sandgen-guest` crate, or
+//! in any language with a component toolchain). The host loads it once
+//! ([`Engine::load`]), creates an [`Iterable`] per generator and arguments
+//! ([`Plugin::generator`]), and iterates it any number of times: each pass is
+//! a plain [`Iterator`] of decoded items.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), sandgen::Error> {
+//! let engine = sandgen::Engine::new()?;
+//! let plugin = engine.load("examples/target/range.wasm")?;
+//! let iterable = plugin.generator("range").args(&5u64).build()?;
+//! for epoch in 0..2 {
+//!     for item in iterable.iter::<u64>()? {
+//!         println!("epoch {epoch}: {}", item?);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it runs
+//!
+//! Each iterable has a worker thread with its own wasm instance and store.
+//! The worker follows the protocol of SPDL's `iterate_in_subprocess`:
+//! creating the iterable runs the plugin's initializer and `create` and
+//! blocks until they succeeded or failed; each pass is started by the caller
+//! and ended by the worker (or stopped early by dropping the pass). Items
+//! travel in batches through a queue bounded by
+//! [`buffer_size`](IterableBuilder::buffer_size) items, the back-pressure.
+//!
+//! # The sandbox
+//!
+//! A guest gets nothing it is not given: no files, no environment variables,
+//! no arguments, no network, an empty stdin, and at most 1 GiB of linear
+//! memory. Its stdout and stderr go to the host's stderr (or a handler),
+//! never into the items. See [`IterableBuilder`] for every default and the
+//! options that grant more.
+//!
+//! # Errors
+//!
+//! Every failure is an [`Error`] whose [`ErrorKind`] says what happened:
+//! the plugin's own errors keep its message verbatim, traps keep the guest's
+//! stderr (a Rust panic's message) and a backtrace.
+#![deny(missing_docs)]
+
+mod codec;
+mod engine;
+mod error;
+mod iterable;
+mod output;
+mod protocol;
+mod sandbox;
+mod worker;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        exports: { default: async },
+    });
+}
+
+pub use crate::codec::Encoding;
+pub use crate::engine::{Engine, GeneratorInfo, Plugin};
+pub use crate::error::{Error, ErrorKind};
+pub use crate::iterable::{Iterable, IterableBuilder, Pass, RawPass};
+pub use crate::output::{GuestStream, OutputLine};
+pub use crate::sandbox::{DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MEMORY_LIMIT};
+
+#[doc(hidden)]
+pub mod __cli {
+    //! What the `sandgen` binary needs beyond the public API; not public.
+    pub use crate::codec::json_to_bincode;
+}

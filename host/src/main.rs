@@ -1,0 +1,301 @@
+//! The `sandgen` command: list, run and benchmark a plugin's generators.
+//!
+//! Exit status: 0 when every pass ended (or `--take` was reached); 1 when the
+//! plugin failed; 2 for usage errors or a plugin that cannot be loaded. On 1
+//! and 2, stderr carries one line `error: ...`.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sandgen::{Encoding, Engine, Iterable, IterableBuilder};
+
+#[derive(Parser)]
+#[command(
+    name = "sandgen",
+    version,
+    about = "Run generator plugins in WebAssembly sandboxes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lists a plugin's generators: one line each, NAME<TAB>DESCRIPTION.
+    List {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+    },
+    /// Runs a generator and prints each item as one line of JSON.
+    Run(RunArgs),
+    /// Iterates a generator (bincode encoding) without printing items and
+    /// prints one JSON object of throughput figures.
+    Bench(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The plugin component (.wasm).
+    plugin: PathBuf,
+    /// The generator to run.
+    generator: String,
+    /// Arguments for the generator, as JSON.
+    #[arg(long, value_name = "JSON")]
+    args: Option<String>,
+    /// Config for the plugin's initializer, as JSON.
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    /// Where the worker runs.
+    #[arg(long, value_enum, default_value_t = Isolation::Thread, value_name = "MODE")]
+    isolation: Isolation,
+    /// Inactivity timeout in seconds (fractions allowed).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Cap on the guest's linear memory, in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    memory_limit: u64,
+    /// CPU budget per pass.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Stop after N items (the pass is stopped, not drained).
+    #[arg(long, value_name = "N")]
+    take: Option<u64>,
+    /// Iterate N passes over the same iterable.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    passes: u64,
+    /// Items the worker may run ahead of the caller [default: 1024].
+    #[arg(long, value_name = "N")]
+    buffer_size: Option<usize>,
+    /// Grant read-only access to a host directory, at GUEST (default: the
+    /// same path); repeatable.
+    #[arg(long, value_name = "HOST[::GUEST]")]
+    dir: Vec<String>,
+    /// An environment variable visible to the plugin; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Isolation {
+    /// A worker thread in this process.
+    Thread,
+    /// A worker process.
+    Process,
+}
+
+/// An error with the exit status it warrants.
+struct Failure {
+    status: u8,
+    error: anyhow::Error,
+}
+
+impl From<sandgen::Error> for Failure {
+    fn from(error: sandgen::Error) -> Self {
+        let status = if error.kind().is_plugin_failure() {
+            1
+        } else {
+            2
+        };
+        Failure {
+            status,
+            error: error.into(),
+        }
+    }
+}
+
+fn usage(error: anyhow::Error) -> Failure {
+    Failure { status: 2, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List { plugin } => list(plugin),
+        Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let line = format!("{:#}", failure.error).replace('\n', " ");
+            let _ = writeln!(io::stderr().lock(), "error: {line}");
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+fn list(plugin: PathBuf) -> Result<(), Failure> {
+    let engine = Engine::new()?;
+    let plugin = engine.load(&plugin)?;
+    let mut out = io::stdout().lock();
+    for info in plugin.generators()? {
+        if writeln!(out, "{}\t{}", info.name, info.description).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the iterable from the common options.
+fn iterable(args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
+    if args.isolation == Isolation::Process {
+        return Err(usage(anyhow::anyhow!(
+            "--isolation process is not supported yet; use --isolation thread"
+        )));
+    }
+    if args.fuel.is_some() {
+        return Err(usage(anyhow::anyhow!("--fuel is not supported yet")));
+    }
+    let engine = Engine::new()?;
+    let plugin = engine.load(&args.plugin)?;
+    let mut builder = plugin.generator(&args.generator).encoding(encoding);
+    builder = with_payloads(builder, args, encoding)?;
+    if let Some(seconds) = args.timeout {
+        let timeout = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .with_context(|| {
+                format!("invalid --timeout {seconds}: give a positive number of seconds")
+            })
+            .map_err(usage)?;
+        builder = builder.timeout(timeout);
+    }
+    let memory = args
+        .memory_limit
+        .checked_mul(1024 * 1024)
+        .filter(|&m| m > 0)
+        .with_context(|| {
+            format!(
+                "invalid --memory-limit {}: give a positive number of MiB",
+                args.memory_limit
+            )
+        })
+        .map_err(usage)?;
+    builder = builder.memory_limit(memory);
+    if let Some(n) = args.buffer_size {
+        builder = builder.buffer_size(n);
+    }
+    for grant in &args.dir {
+        let (host, guest) = grant.split_once("::").unwrap_or((grant, grant));
+        if host.is_empty() || guest.is_empty() {
+            return Err(usage(anyhow::anyhow!(
+                "invalid --dir `{grant}`: expected HOST or HOST::GUEST"
+            )));
+        }
+        builder = builder.dir(host, guest);
+    }
+    for pair in &args.env {
+        let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(usage(anyhow::anyhow!(
+                "invalid --env `{pair}`: expected KEY=VALUE"
+            )));
+        };
+        builder = builder.env(key, value);
+    }
+    Ok(builder.build()?)
+}
+
+/// `--args` and `--config`: JSON text as is for `run`; for `bench`, the JSON
+/// value encoded with bincode.
+fn with_payloads(
+    mut builder: IterableBuilder,
+    args: &RunArgs,
+    encoding: Encoding,
+) -> Result<IterableBuilder, Failure> {
+    let encode = |flag: &str, text: &str| -> Result<Vec<u8>, Failure> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .with_context(|| format!("invalid {flag}: not JSON: {text}"))
+            .map_err(usage)?;
+        match encoding {
+            Encoding::Json => Ok(text.as_bytes().to_vec()),
+            _ => Ok(sandgen::__cli::json_to_bincode(&value)?),
+        }
+    };
+    if let Some(text) = &args.args {
+        builder = builder.args_raw(encode("--args", text)?);
+    }
+    if let Some(text) = &args.config {
+        builder = builder.config_raw(encode("--config", text)?);
+    }
+    Ok(builder)
+}
+
+fn run(args: RunArgs) -> Result<(), Failure> {
+    let iterable = iterable(&args, Encoding::Json)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let mut left = args.take.unwrap_or(u64::MAX);
+    'passes: for _ in 0..args.passes {
+        if left == 0 {
+            break;
+        }
+        let mut pass = iterable.iter_raw()?;
+        while let Some(item) = pass.next_item() {
+            let item = item?;
+            if let Err(e) = out.write_all(item).and_then(|()| out.write_all(b"\n")) {
+                return stdout_error(e);
+            }
+            left -= 1;
+            if left == 0 {
+                break 'passes;
+            }
+        }
+    }
+    match out.flush() {
+        Ok(()) => Ok(()),
+        Err(e) => stdout_error(e),
+    }
+}
+
+/// A closed stdout (`| head`) ends the run quietly; other write errors fail.
+fn stdout_error(error: io::Error) -> Result<(), Failure> {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(usage(
+            anyhow::Error::new(error).context("failed to write items to stdout"),
+        ))
+    }
+}
+
+fn bench(args: RunArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let iterable = iterable(&args, Encoding::Bincode)?;
+    let mut first_item = None;
+    let (mut items, mut bytes) = (0u64, 0u64);
+    let mut left = args.take.unwrap_or(u64::MAX);
+    let iterating = Instant::now();
+    'passes: for _ in 0..args.passes {
+        if left == 0 {
+            break;
+        }
+        let mut pass = iterable.iter_raw()?;
+        while let Some(item) = pass.next_item() {
+            let item = item?;
+            first_item.get_or_insert_with(|| started.elapsed());
+            items += 1;
+            bytes += item.len() as u64;
+            left -= 1;
+            if left == 0 {
+                break 'passes;
+            }
+        }
+    }
+    let seconds = iterating.elapsed().as_secs_f64();
+    drop(iterable);
+    let report = serde_json::json!({
+        "items": items,
+        "bytes": bytes,
+        "seconds": seconds,
+        "items_per_second": if seconds > 0.0 { items as f64 / seconds } else { 0.0 },
+        "megabytes_per_second": if seconds > 0.0 { bytes as f64 / seconds / 1e6 } else { 0.0 },
+        "first_item_ms": first_item.map(|d| d.as_secs_f64() * 1e3),
+    });
+    // A closed stdout has nobody left to tell.
+    let _ = writeln!(io::stdout().lock(), "{report}");
+    Ok(())
+}

@@ -1,0 +1,639 @@
+//! The worker: one guest instance running SPDL's state machine
+//! (Initialization → Stand By ⇄ Iteration), driven by [`Command`]s and
+//! reporting [`Status`]es (design §2).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use tokio::sync::Notify;
+use wasmtime::component::ResourceAny;
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+
+use crate::bindings::exports::sandgen::generator::generator as wit;
+use crate::codec::{Batch, Encoding, validate_batch};
+use crate::engine::ClockGuard;
+use crate::output::{GuestOutput, OutputHandler, summarize_stderr};
+use crate::protocol::{Command, Status};
+use crate::sandbox::{HostState, Options};
+use crate::{Error, ErrorKind, GeneratorInfo, Plugin, bindings};
+
+/// The most bytes asked of the guest in one `next` call (a larger single item
+/// still comes whole).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// The most items asked of the guest in one `next` call.
+const MAX_BATCH_ITEMS: usize = 4096;
+
+/// What a worker runs.
+pub(crate) struct Spec {
+    pub(crate) plugin: Plugin,
+    pub(crate) generator: String,
+    pub(crate) encoding: Encoding,
+    pub(crate) config: Vec<u8>,
+    pub(crate) args: Vec<u8>,
+    pub(crate) options: Options,
+    pub(crate) output: OutputHandler,
+}
+
+/// Interrupts whatever the guest is doing: set once, never cleared.
+#[derive(Default)]
+pub(crate) struct Interrupt {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Interrupt {
+    pub(crate) fn trigger(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+}
+
+/// The caller's handle on a worker thread.
+pub(crate) struct WorkerHandle {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) statuses: Receiver<Status>,
+    interrupt: Arc<Interrupt>,
+    /// Disconnects when the worker thread ends.
+    done: Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    pub(crate) fn spawn(spec: Spec) -> Result<WorkerHandle, Error> {
+        let (commands, command_rx) = crossbeam_channel::unbounded();
+        let (status_tx, statuses) = crossbeam_channel::unbounded();
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
+        let interrupt = Arc::new(Interrupt::default());
+        let worker_interrupt = interrupt.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sandgen-{}", spec.generator))
+            .spawn(move || {
+                let _done = done_tx;
+                run(spec, command_rx, status_tx, worker_interrupt);
+            })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("failed to start a worker thread: {e}"),
+                )
+            })?;
+        Ok(WorkerHandle {
+            commands,
+            statuses,
+            interrupt,
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the guest at once, wherever it is.
+    pub(crate) fn interrupt(&self) {
+        self.interrupt.trigger();
+    }
+
+    /// Ends the worker: Abort, interrupt, and wait up to `grace` for its
+    /// thread. A thread still running then (a guest stuck where no interrupt
+    /// reaches) is left to end on its own.
+    pub(crate) fn shutdown(&mut self, grace: Duration) {
+        let _ = self.commands.send(Command::Abort);
+        self.interrupt();
+        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+            self.done.recv_timeout(grace)
+            && let Some(thread) = self.thread.take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs the worker; a panic (a bug in sandgen, not in the guest) becomes a
+/// final status instead of a silent disconnect.
+fn run(
+    spec: Spec,
+    commands: Receiver<Command>,
+    statuses: Sender<Status>,
+    interrupt: Arc<Interrupt>,
+) {
+    let generator = spec.generator.clone();
+    let initialized = Arc::new(AtomicBool::new(false));
+    let flag = initialized.clone();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        Worker::run(spec, &commands, &statuses, &interrupt, &flag);
+    }));
+    if let Err(panic) = result {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let error = Error::new(
+            ErrorKind::WorkerDied,
+            format!(
+                "the worker of generator {generator} died: sandgen panicked: {what} (please report this bug)"
+            ),
+        );
+        let status = if initialized.load(Ordering::SeqCst) {
+            Status::IteratorFailed(error)
+        } else {
+            Status::InitializationFailed(error)
+        };
+        let _ = statuses.send(status);
+    }
+}
+
+/// Why a guest call did not return.
+enum Fault {
+    /// The caller interrupted it (teardown or timeout).
+    Interrupted,
+    /// It trapped or the host failed.
+    Trap(wasmtime::Error),
+}
+
+/// Drives one guest call to completion unless interrupted first.
+fn drive<R>(
+    runtime: &tokio::runtime::Runtime,
+    interrupt: &Interrupt,
+    call: impl Future<Output = wasmtime::Result<R>>,
+) -> Result<R, Fault> {
+    if interrupt.is_set() {
+        return Err(Fault::Interrupted);
+    }
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            () = interrupt.notify.notified() => Err(Fault::Interrupted),
+            result = call => result.map_err(Fault::Trap),
+        }
+    })
+}
+
+/// How a phase ended when it did not succeed.
+enum Stop {
+    /// Interrupted by the caller: end quietly, nobody is listening.
+    Quiet,
+    /// Failed: report this error, then end.
+    Failed(Error),
+}
+
+/// One instantiated guest.
+struct Guest {
+    runtime: tokio::runtime::Runtime,
+    store: Store<HostState>,
+    instance: bindings::Plugin,
+    output: GuestOutput,
+    generator: String,
+    _clock: ClockGuard,
+}
+
+impl Guest {
+    /// Instantiates the plugin in a fresh store.
+    fn new(
+        plugin: &Plugin,
+        generator: &str,
+        options: &Options,
+        output: OutputHandler,
+        interrupt: &Interrupt,
+    ) -> Result<Guest, Stop> {
+        let output = GuestOutput::new(plugin.name(), generator, output);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                Stop::Failed(Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("failed to start a worker runtime: {e}"),
+                ))
+            })?;
+        let state = HostState::new(options, &output).map_err(Stop::Failed)?;
+        let mut store = Store::new(plugin.engine().wasmtime(), state);
+        store.limiter(|state| &mut state.limiter);
+        // At every epoch tick, yield to the runtime so that an interrupt is
+        // seen even while the guest spins in wasm code.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let clock = plugin.engine().clock();
+        let instance = drive(
+            &runtime,
+            interrupt,
+            plugin.pre().instantiate_async(&mut store),
+        )
+        .map_err(|fault| {
+            fault_stop(
+                &store,
+                &output,
+                generator,
+                "while instantiating the plugin",
+                fault,
+            )
+        })?;
+        Ok(Guest {
+            runtime,
+            store,
+            instance,
+            output,
+            generator: generator.to_owned(),
+            _clock: clock,
+        })
+    }
+
+    /// Turns a failed call into a [`Stop`].
+    fn stop(&self, phase: &str, fault: Fault) -> Stop {
+        fault_stop(&self.store, &self.output, &self.generator, phase, fault)
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.output.flush();
+    }
+}
+
+fn fault_stop(
+    store: &Store<HostState>,
+    output: &GuestOutput,
+    generator: &str,
+    phase: &str,
+    fault: Fault,
+) -> Stop {
+    match fault {
+        Fault::Interrupted => Stop::Quiet,
+        Fault::Trap(error) => Stop::Failed(trap_error(store, output, generator, phase, &error)),
+    }
+}
+
+/// Classifies a trap (or host failure) of a guest call into an [`Error`]
+/// with the guest's stderr tail and backtrace attached.
+fn trap_error(
+    store: &Store<HostState>,
+    output: &GuestOutput,
+    generator: &str,
+    phase: &str,
+    error: &wasmtime::Error,
+) -> Error {
+    output.flush();
+    let stderr = output.stderr_tail();
+    let said = stderr.as_deref().and_then(summarize_stderr);
+    let said = said
+        .map(|s| format!(" (guest stderr: {s})"))
+        .unwrap_or_default();
+    let trap = error.downcast_ref::<Trap>().copied();
+    let limiter = &store.data().limiter;
+    let (kind, message) = match (trap, limiter.denied) {
+        (Some(Trap::StackOverflow), _) => (
+            ErrorKind::StackOverflow,
+            format!(
+                "generator {generator} exhausted its stack {phase} (unbounded recursion?){said}"
+            ),
+        ),
+        (Some(Trap::OutOfFuel), _) => (
+            ErrorKind::FuelExhausted,
+            format!("generator {generator} ran out of fuel {phase}{said}"),
+        ),
+        (_, Some(asked)) => (
+            ErrorKind::MemoryLimit,
+            format!(
+                "generator {generator} hit its memory limit of {} MiB {phase} (it asked for {} MiB){said}",
+                limiter.max_bytes() / (1024 * 1024),
+                asked.div_ceil(1024 * 1024)
+            ),
+        ),
+        (Some(trap), None) => (
+            ErrorKind::Trap,
+            format!("generator {generator} trapped {phase}: {trap}{said}"),
+        ),
+        (None, None) => {
+            let cause = error.root_cause().to_string();
+            let cause = cause.lines().next().unwrap_or_default();
+            (
+                ErrorKind::Trap,
+                format!("generator {generator} failed {phase}: {cause}{said}"),
+            )
+        }
+    };
+    let backtrace = error.downcast_ref::<WasmBacktrace>().map(format_backtrace);
+    Error::new(kind, message)
+        .with_guest_stderr(stderr)
+        .with_backtrace(backtrace)
+}
+
+/// The innermost frames of a guest backtrace, one per line.
+fn format_backtrace(backtrace: &WasmBacktrace) -> String {
+    const FRAMES: usize = 12;
+    let mut lines: Vec<String> = backtrace
+        .frames()
+        .iter()
+        .take(FRAMES)
+        .map(|frame| {
+            let name = frame.func_name().unwrap_or("<unnamed>");
+            match frame.module().name() {
+                Some(module) => format!("{module}!{name}"),
+                None => name.to_owned(),
+            }
+        })
+        .collect();
+    if backtrace.frames().len() > FRAMES {
+        lines.push(format!(
+            "... {} more frames",
+            backtrace.frames().len() - FRAMES
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Lists a plugin's generators in a fresh instance, on the calling thread.
+pub(crate) fn list_generators(plugin: &Plugin) -> Result<Vec<GeneratorInfo>, Error> {
+    let interrupt = Interrupt::default();
+    let stop = |stop: Stop| match stop {
+        Stop::Failed(error) => error,
+        Stop::Quiet => unreachable!("nothing interrupts a listing"),
+    };
+    let mut guest = Guest::new(
+        plugin,
+        "generators",
+        &Options::default(),
+        crate::output::stderr_handler(),
+        &interrupt,
+    )
+    .map_err(stop)?;
+    let exports = guest.instance.sandgen_generator_generator();
+    let infos = drive(
+        &guest.runtime,
+        &interrupt,
+        exports.call_generators(&mut guest.store),
+    )
+    .map_err(|fault| stop(guest.stop("while listing its generators", fault)))?;
+    Ok(infos
+        .into_iter()
+        .map(|info| GeneratorInfo {
+            name: info.name,
+            description: info.description,
+        })
+        .collect())
+}
+
+/// The worker's side of the protocol.
+struct Worker<'a> {
+    commands: &'a Receiver<Command>,
+    statuses: &'a Sender<Status>,
+    interrupt: &'a Interrupt,
+    guest: Guest,
+    iterable: ResourceAny,
+    options: Options,
+    plugin: String,
+}
+
+/// How a pass ended.
+enum PassEnd {
+    /// Back to Stand By.
+    StandBy,
+    /// The worker ends (Abort, an error already reported, or a broken
+    /// protocol).
+    Exit,
+}
+
+impl Worker<'_> {
+    fn run(
+        spec: Spec,
+        commands: &Receiver<Command>,
+        statuses: &Sender<Status>,
+        interrupt: &Interrupt,
+        initialized: &AtomicBool,
+    ) {
+        let plugin = spec.plugin.name().to_owned();
+        let (guest, iterable) = match Self::initialize(&spec, interrupt) {
+            Ok(ready) => ready,
+            Err(Stop::Quiet) => return,
+            Err(Stop::Failed(error)) => {
+                let _ = statuses.send(Status::InitializationFailed(error));
+                return;
+            }
+        };
+        initialized.store(true, Ordering::SeqCst);
+        if statuses.send(Status::InitializationSucceeded).is_err() {
+            return;
+        }
+        let mut worker = Worker {
+            commands,
+            statuses,
+            interrupt,
+            guest,
+            iterable,
+            options: spec.options,
+            plugin,
+        };
+        worker.stand_by();
+    }
+
+    /// Instantiate, `initialize`, `create`.
+    fn initialize(spec: &Spec, interrupt: &Interrupt) -> Result<(Guest, ResourceAny), Stop> {
+        let mut guest = Guest::new(
+            &spec.plugin,
+            &spec.generator,
+            &spec.options,
+            spec.output.clone(),
+            interrupt,
+        )?;
+        let encoding = match spec.encoding {
+            Encoding::Bincode => wit::Encoding::Bincode,
+            Encoding::Json => wit::Encoding::Json,
+        };
+        let exports = guest.instance.sandgen_generator_generator();
+        let initialized = drive(
+            &guest.runtime,
+            interrupt,
+            exports.call_initialize(&mut guest.store, encoding, &spec.config),
+        )
+        .map_err(|fault| guest.stop("in the initializer", fault))?;
+        if let Err(message) = initialized {
+            return Err(Stop::Failed(Error::plugin(
+                ErrorKind::InitializerFailed,
+                format_args!("initializer failed in plugin {}", spec.plugin.name()),
+                message,
+            )));
+        }
+        let created = drive(
+            &guest.runtime,
+            interrupt,
+            exports.call_create(&mut guest.store, &spec.generator, &spec.args),
+        )
+        .map_err(|fault| guest.stop("while creating the iterable", fault))?;
+        match created {
+            Ok(iterable) => Ok((guest, iterable)),
+            Err(message) => Err(Stop::Failed(Error::plugin(
+                ErrorKind::CreateFailed,
+                format_args!("create failed in generator {}", spec.generator),
+                message,
+            ))),
+        }
+    }
+
+    fn send(&self, status: Status) -> bool {
+        self.statuses.send(status).is_ok()
+    }
+
+    /// Stand By: wait for a command.
+    fn stand_by(&mut self) {
+        loop {
+            let Ok(command) = self.commands.recv() else {
+                return;
+            };
+            match command {
+                Command::StartIteration => {
+                    if !self.send(Status::IterationStarted) {
+                        return;
+                    }
+                    match self.iterate() {
+                        PassEnd::StandBy => {}
+                        PassEnd::Exit => return,
+                    }
+                }
+                // Leftovers of a pass that already ended.
+                Command::StopIteration | Command::Consumed { .. } => {}
+                Command::Abort => return,
+            }
+        }
+    }
+
+    /// Reports a failure that ends the worker.
+    fn fail(&self, stop: Stop) -> PassEnd {
+        if let Stop::Failed(error) = stop {
+            self.send(Status::IteratorFailed(error));
+        }
+        PassEnd::Exit
+    }
+
+    /// One pass: `iter`, then `next` until the pass ends, a command stops it,
+    /// or it fails.
+    fn iterate(&mut self) -> PassEnd {
+        let exports = self.guest.instance.sandgen_generator_generator();
+        let started = drive(
+            &self.guest.runtime,
+            self.interrupt,
+            exports
+                .iterable()
+                .call_iter(&mut self.guest.store, self.iterable),
+        );
+        let iterator = match started {
+            Ok(Ok(iterator)) => iterator,
+            Ok(Err(message)) => return self.fail(Stop::Failed(self.iteration_error(message))),
+            Err(fault) => return self.fail(self.guest.stop("while starting a pass", fault)),
+        };
+        let end = self.produce(iterator);
+        if matches!(end, PassEnd::StandBy) {
+            let dropped = drive(
+                &self.guest.runtime,
+                self.interrupt,
+                iterator.resource_drop_async(&mut self.guest.store),
+            );
+            if let Err(fault) = dropped {
+                return self.fail(self.guest.stop("while ending a pass", fault));
+            }
+        }
+        end
+    }
+
+    fn iteration_error(&self, message: String) -> Error {
+        Error::plugin(
+            ErrorKind::IterationFailed,
+            format_args!("iteration failed in generator {}", self.guest.generator),
+            message,
+        )
+    }
+
+    /// Calls `next` while the caller has room, and sends the batches.
+    fn produce(&mut self, iterator: ResourceAny) -> PassEnd {
+        let buffer_items = self.options.buffer_size;
+        let buffer_bytes = self.options.buffer_bytes;
+        let (mut items_ahead, mut bytes_ahead) = (0usize, 0usize);
+        // Slow start: the first call of a pass asks for one item, and each
+        // call twice as many as the last, so the first items come at once.
+        let mut batch_items = 1usize;
+        loop {
+            // Commands first: they are checked between every two batches.
+            let full = items_ahead >= buffer_items || bytes_ahead >= buffer_bytes;
+            let command = if full {
+                match self.commands.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => return PassEnd::Exit,
+                }
+            } else {
+                match self.commands.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return PassEnd::Exit,
+                }
+            };
+            match command {
+                Some(Command::Consumed { items, bytes }) => {
+                    items_ahead = items_ahead.saturating_sub(items as usize);
+                    bytes_ahead =
+                        bytes_ahead.saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
+                    continue;
+                }
+                Some(Command::StopIteration) => {
+                    return if self.send(Status::IterationFinished) {
+                        PassEnd::StandBy
+                    } else {
+                        PassEnd::Exit
+                    };
+                }
+                Some(Command::Abort) => return PassEnd::Exit,
+                Some(command @ Command::StartIteration) => {
+                    self.send(Status::UnexpectedCommand(command));
+                    return PassEnd::Exit;
+                }
+                None => {}
+            }
+            let max_items = (buffer_items - items_ahead).min(batch_items) as u32;
+            batch_items = (batch_items * 2).min(MAX_BATCH_ITEMS);
+            let max_bytes = (buffer_bytes - bytes_ahead).clamp(1, MAX_BATCH_BYTES) as u32;
+            let exports = self.guest.instance.sandgen_generator_generator();
+            let next = drive(
+                &self.guest.runtime,
+                self.interrupt,
+                exports
+                    .iterator()
+                    .call_next(&mut self.guest.store, iterator, max_items, max_bytes),
+            );
+            let frames = match next {
+                Ok(Ok(frames)) => frames,
+                Ok(Err(message)) => return self.fail(Stop::Failed(self.iteration_error(message))),
+                Err(fault) => return self.fail(self.guest.stop("while iterating", fault)),
+            };
+            if frames.is_empty() {
+                return if self.send(Status::IterationFinished) {
+                    PassEnd::StandBy
+                } else {
+                    PassEnd::Exit
+                };
+            }
+            let count = match validate_batch(&frames, max_items, max_bytes) {
+                Ok(count) => count,
+                Err(detail) => {
+                    let error = Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "generator {} of plugin {} broke the plugin contract: {detail}",
+                            self.guest.generator, self.plugin
+                        ),
+                    );
+                    return self.fail(Stop::Failed(error));
+                }
+            };
+            items_ahead += count as usize;
+            bytes_ahead += frames.len();
+            if !self.send(Status::Items(Batch { frames, count })) {
+                return PassEnd::Exit;
+            }
+        }
+    }
+}

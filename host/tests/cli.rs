@@ -1,0 +1,416 @@
+//! The `sandgen` command, tested as a process: output, exit statuses and the
+//! one-line errors of design §6.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sandgen_tests::artifacts::{
+    EXAMPLE_JSONL, EXAMPLE_TOKENIZE, FIXTURE_RAW, FIXTURE_SPDL, FIXTURE_WRONG_WORLD,
+};
+
+fn sandgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sandgen"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Asserts the exit status and returns (stdout, the `error:` lines of stderr).
+#[track_caller]
+fn expect(output: &Output, code: i32) -> (String, Vec<String>) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    let errors = stderr(output)
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .map(str::to_owned)
+        .collect();
+    (stdout(output), errors)
+}
+
+#[test]
+fn list_prints_name_tab_description() {
+    let (out, errors) = expect(&sandgen(&["list", FIXTURE_RAW]), 0);
+    assert!(errors.is_empty());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "count\tyields the JSON numbers 0..n from the argument n"
+    );
+    assert_eq!(lines.len(), 5);
+}
+
+#[test]
+fn run_prints_one_json_item_per_line() {
+    let (out, _) = expect(&sandgen(&["run", FIXTURE_SPDL, "range", "--args", "5"]), 0);
+    assert_eq!(out, "0\n1\n2\n3\n4\n");
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "bytes",
+            "--args",
+            r#"{"n": 2, "size": 2}"#,
+        ]),
+        0,
+    );
+    assert_eq!(out, "[0,0]\n[1,1]\n");
+}
+
+#[test]
+fn run_plugin_without_sdk() {
+    let (out, _) = expect(&sandgen(&["run", FIXTURE_RAW, "count", "--args", "3"]), 0);
+    assert_eq!(out, "0\n1\n2\n");
+}
+
+#[test]
+fn run_passes_take_and_buffer_size() {
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "shuffle",
+            "--args",
+            "3",
+            "--passes",
+            "3",
+        ]),
+        0,
+    );
+    assert_eq!(out, "1\n2\n0\n2\n0\n1\n0\n1\n2\n");
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "range",
+            "--args",
+            "1000000",
+            "--take",
+            "3",
+        ]),
+        0,
+    );
+    assert_eq!(out, "0\n1\n2\n");
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "range",
+            "--args",
+            "4",
+            "--passes",
+            "2",
+            "--take",
+            "6",
+            "--buffer-size",
+            "1",
+        ]),
+        0,
+    );
+    assert_eq!(out, "0\n1\n2\n3\n0\n1\n");
+}
+
+#[test]
+fn run_with_config() {
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "config_echo",
+            "--config",
+            r#"{"announce": "hi"}"#,
+        ]),
+        0,
+    );
+    assert_eq!(out, "[1,\"hi\"]\n");
+}
+
+#[test]
+fn plugin_failures_exit_1_with_one_error_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "fail_at",
+                "--args",
+                r#"{"n": 5, "fail_at": 2, "message": "bad record 2"}"#,
+            ],
+            "error: iteration failed in generator fail_at: bad record 2",
+        ),
+        (
+            &["range", "--config", r#"{"fail": "no setup"}"#],
+            "error: initializer failed in plugin fixture_spdl: no setup",
+        ),
+        (
+            &["create_fails", "--args", r#""nope""#],
+            "error: create failed in generator create_fails: nope",
+        ),
+    ];
+    for (args, line) in cases {
+        let mut all = vec!["run", FIXTURE_SPDL];
+        all.extend_from_slice(args);
+        let (_, errors) = expect(&sandgen(&all), 1);
+        assert_eq!(errors, [line.to_string()]);
+    }
+    // Items before the failure were printed.
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "fail_at",
+            "--args",
+            r#"{"n": 5, "fail_at": 2, "message": "x"}"#,
+        ]),
+        1,
+    );
+    assert_eq!(out, "0\n1\n");
+}
+
+#[test]
+fn trap_exits_1_with_the_panic_message() {
+    let output = sandgen(&[
+        "run",
+        FIXTURE_SPDL,
+        "panic_at",
+        "--args",
+        r#"{"at": 0, "message": "kaboom"}"#,
+    ]);
+    let (out, errors) = expect(&output, 1);
+    assert_eq!(out, "");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("error: generator panic_at trapped while iterating: "),
+        "{errors:?}"
+    );
+    assert!(errors[0].ends_with(": kaboom)"), "{errors:?}");
+    // The guest's own stderr went to stderr, prefixed; never to stdout.
+    assert!(stderr(&output).contains("[fixture_spdl/panic_at stderr] kaboom"));
+}
+
+#[test]
+fn timeout_and_memory_limit_exit_1_with_their_words() {
+    let (_, errors) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "sleep",
+            "--args",
+            r#"{"ms": 10000, "n": 1}"#,
+            "--timeout",
+            "0.2",
+        ]),
+        1,
+    );
+    assert!(errors[0].contains("timed out"), "{errors:?}");
+    let (_, errors) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "allocate",
+            "--args",
+            "64",
+            "--memory-limit",
+            "16",
+        ]),
+        1,
+    );
+    assert!(errors[0].contains("memory limit of 16 MiB"), "{errors:?}");
+}
+
+#[test]
+fn protocol_violation_exits_1() {
+    let (_, errors) = expect(&sandgen(&["run", FIXTURE_RAW, "overrun"]), 1);
+    assert!(
+        errors[0].contains("broke the plugin contract: malformed frame"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn load_and_usage_errors_exit_2() {
+    let (_, errors) = expect(&sandgen(&["run", "/no/such.wasm", "range"]), 2);
+    assert!(
+        errors[0].starts_with("error: failed to read plugin `/no/such.wasm`: "),
+        "{errors:?}"
+    );
+    let (_, errors) = expect(&sandgen(&["run", FIXTURE_WRONG_WORLD, "range"]), 2);
+    assert!(errors[0].contains("is not a sandgen plugin"), "{errors:?}");
+    let (_, errors) = expect(
+        &sandgen(&["run", FIXTURE_SPDL, "range", "--args", "{not json"]),
+        2,
+    );
+    assert!(
+        errors[0].starts_with("error: invalid --args: not JSON: {not json"),
+        "{errors:?}"
+    );
+    let (_, errors) = expect(
+        &sandgen(&["run", FIXTURE_SPDL, "range", "--env", "NOEQUALS"]),
+        2,
+    );
+    assert!(errors[0].contains("invalid --env `NOEQUALS`"), "{errors:?}");
+    let (_, errors) = expect(
+        &sandgen(&["run", FIXTURE_SPDL, "range", "--buffer-size", "0"]),
+        2,
+    );
+    assert!(
+        errors[0].contains("buffer size must be at least 1"),
+        "{errors:?}"
+    );
+    // clap's own usage errors.
+    expect(&sandgen(&["run", FIXTURE_SPDL]), 2);
+    expect(&sandgen(&["frobnicate"]), 2);
+}
+
+#[test]
+fn env_and_dir_grants() {
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "environment",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+        ]),
+        0,
+    );
+    assert_eq!(out, "\"env A=1\"\n\"env B=x=y\"\n");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data");
+    let grant = format!("{}::/data", data.display());
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            EXAMPLE_JSONL,
+            "rows",
+            "--dir",
+            &grant,
+            "--args",
+            r#"{"path": "/data/reviews.jsonl", "fields": ["id"], "where_field": "stars", "where_value": 5}"#,
+        ]),
+        0,
+    );
+    assert_eq!(out, "{\"id\":1}\n{\"id\":5}\n");
+}
+
+#[test]
+fn bench_prints_one_json_object() {
+    let output = sandgen(&[
+        "bench",
+        FIXTURE_SPDL,
+        "bytes",
+        "--args",
+        r#"{"n": 100, "size": 1000}"#,
+    ]);
+    let (out, _) = expect(&output, 0);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(out.lines().count(), 1);
+    assert_eq!(report["items"], 100);
+    // Each bincode item is a 3-byte length (251, then a u16) and 1000 bytes.
+    assert_eq!(report["bytes"], 100 * 1003);
+    for key in [
+        "seconds",
+        "items_per_second",
+        "megabytes_per_second",
+        "first_item_ms",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {report}"
+        );
+    }
+    // bench sends --args as bincode: the tokenize example decodes a struct.
+    let (out, _) = expect(
+        &sandgen(&[
+            "bench",
+            EXAMPLE_TOKENIZE,
+            "windows",
+            "--args",
+            r#"{"text": "a b c d e f", "window": 2}"#,
+        ]),
+        0,
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["items"], 4);
+}
+
+#[test]
+fn closing_stdout_early_ends_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandgen"))
+        .args(["run", FIXTURE_SPDL, "range", "--args", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "0");
+    drop(lines);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn sigterm_and_sigint_end_a_busy_run_promptly() {
+    for signal in ["-TERM", "-INT"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandgen"))
+            .args(["run", FIXTURE_SPDL, "spin", "--args", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The first item proves the worker is spinning now... once the
+        // buffered output is flushed, which it is not: wait for start-up.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{signal} took {:?}",
+            started.elapsed()
+        );
+        assert!(!status.success());
+        drop(lines.next());
+    }
+}
+
+/// SPDL A22/B23: a process whose iterable is still alive (an idle worker
+/// parked in Stand By) exits without waiting for it.
+#[test]
+fn process_exits_with_idle_worker() {
+    let started = Instant::now();
+    let (out, _) = expect(
+        &sandgen(&["run", FIXTURE_SPDL, "range", "--args", "3", "--take", "1"]),
+        0,
+    );
+    assert_eq!(out, "0\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,120 @@
+//! The example plugins, run through the host as their users would.
+
+use std::path::Path;
+
+use sandgen::ErrorKind;
+use sandgen_tests::{artifacts, plugin};
+use serde_json::{Value, json};
+
+fn data_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn jsonl_rows_are_projected_and_filtered() {
+    let iterable = plugin(artifacts::EXAMPLE_JSONL)
+        .generator("rows")
+        .encoding(sandgen::Encoding::Json)
+        .args(&json!({ "path": "/data/reviews.jsonl", "fields": ["id", "stars"], "where_field": "lang", "where_value": "en" }))
+        .dir(data_dir(), "/data")
+        .build()
+        .unwrap();
+    let rows: Vec<Value> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        rows,
+        [
+            json!({"id": 1, "stars": 5}),
+            json!({"id": 2, "stars": 2}),
+            json!({"id": 4, "stars": 1})
+        ]
+    );
+}
+
+#[test]
+fn jsonl_without_granted_dir_fails_clearly() {
+    let iterable = plugin(artifacts::EXAMPLE_JSONL)
+        .generator("rows")
+        .encoding(sandgen::Encoding::Json)
+        .args(&json!({ "path": "/data/reviews.jsonl", "fields": ["id"] }))
+        .build()
+        .unwrap();
+    let error = iterable
+        .iter::<Value>()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::IterationFailed);
+    assert!(
+        error
+            .to_string()
+            .contains("cannot open /data/reviews.jsonl"),
+        "{error}"
+    );
+}
+
+#[test]
+fn jsonl_missing_field_names_the_line() {
+    let iterable = plugin(artifacts::EXAMPLE_JSONL)
+        .generator("rows")
+        .encoding(sandgen::Encoding::Json)
+        .args(&json!({ "path": "/data/reviews.jsonl", "fields": ["id", "title"] }))
+        .dir(data_dir(), "/data")
+        .build()
+        .unwrap();
+    let error = iterable
+        .iter::<Value>()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error.plugin_message(),
+        Some("line 1: missing field `title`")
+    );
+}
+
+#[test]
+fn tokenize_windows_typed_over_bincode() {
+    let iterable = plugin(artifacts::EXAMPLE_TOKENIZE)
+        .generator("windows")
+        .args(&json!({ "text": "one two three four five\n\nsix", "window": 4, "vocab_size": 1000 }))
+        .build()
+        .unwrap();
+    let windows: Vec<Vec<u32>> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    // [one two three four] [five END six END]: word ids are >= 2, END is 1.
+    assert_eq!(windows.len(), 2);
+    assert!(windows[0].iter().all(|&t| (2..1000).contains(&t)));
+    assert_eq!((windows[1][1], windows[1][3]), (1, 1));
+    assert!((2..1000).contains(&windows[1][0]) && (2..1000).contains(&windows[1][2]));
+    // Ids are stable: the same word always gets the same id.
+    let again = plugin(artifacts::EXAMPLE_TOKENIZE)
+        .generator("windows")
+        .args(&json!({ "text": "four", "window": 1, "vocab_size": 1000 }))
+        .build()
+        .unwrap();
+    let four: Vec<Vec<u32>> = again.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(four[0][0], windows[0][3]);
+}
+
+#[test]
+fn tokenize_shuffles_differently_each_epoch() {
+    let text: String = (0..200).map(|i| format!("word{i} ")).collect();
+    let iterable = plugin(artifacts::EXAMPLE_TOKENIZE)
+        .generator("windows")
+        .args(&json!({ "text": text, "window": 8, "shuffle_seed": 3 }))
+        .build()
+        .unwrap();
+    let epoch = || -> Vec<Vec<u32>> { iterable.iter().unwrap().collect::<Result<_, _>>().unwrap() };
+    let (first, second) = (epoch(), epoch());
+    assert_ne!(first, second);
+    let (mut a, mut b) = (first, second);
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}

@@ -1,0 +1,133 @@
+//! Loading plugins: every kind of bad input gets its own clear error.
+
+use sandgen::ErrorKind;
+use sandgen_tests::{artifacts, engine, spdl};
+
+#[test]
+fn missing_file() {
+    let error = engine().load("/no/such/plugin.wasm").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Load);
+    assert!(
+        error
+            .to_string()
+            .starts_with("failed to read plugin `/no/such/plugin.wasm`: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn not_wasm() {
+    let error = engine()
+        .load_bytes("notes", b"just some text, not wasm")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Load);
+    assert!(
+        error.to_string().contains("`notes` is not WebAssembly"),
+        "{error}"
+    );
+}
+
+#[test]
+fn core_module_is_not_a_component() {
+    // The smallest valid core module: magic and version 1.
+    let error = engine().load_bytes("core", b"\0asm\x01\0\0\0").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Load);
+    assert!(
+        error
+            .to_string()
+            .contains("is a core WebAssembly module, not a component"),
+        "{error}"
+    );
+}
+
+#[test]
+fn truncated_component_does_not_compile() {
+    let bytes = std::fs::read(artifacts::FIXTURE_RAW).unwrap();
+    let error = engine()
+        .load_bytes("cut", &bytes[..bytes.len() / 2])
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Load);
+    assert!(
+        error
+            .to_string()
+            .starts_with("failed to compile plugin `cut`: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn wrong_world_is_incompatible() {
+    let error = engine().load(artifacts::FIXTURE_WRONG_WORLD).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Incompatible);
+    assert!(
+        error.to_string().contains(
+            "is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0`"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn generators_are_listed() {
+    let names: Vec<String> = spdl()
+        .generators()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "range",
+            "fail_at",
+            "iter_fails",
+            "create_fails",
+            "announce",
+            "shuffle",
+            "config_echo",
+            "panic_at",
+            "sleep",
+            "spin",
+            "bytes",
+            "environment",
+            "allocate"
+        ]
+    );
+}
+
+#[test]
+fn unknown_generator_is_a_create_failure() {
+    let error = spdl().generator("nope").build().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::CreateFailed);
+    assert!(
+        error.to_string().starts_with("create failed in generator nope: this plugin has no generator named `nope`; it has: range, "),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_options_are_invalid_input() {
+    let error = spdl()
+        .generator("range")
+        .buffer_size(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    let error = spdl()
+        .generator("range")
+        .dir("/no/such/dir", "/data")
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    let error = spdl()
+        .generator("range")
+        .args(&3u64)
+        .encoding(sandgen::Encoding::Json)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(
+        error.to_string().contains("call `encoding` before `args`"),
+        "{error}"
+    );
+}

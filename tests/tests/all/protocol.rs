@@ -1,0 +1,156 @@
+//! The plugin contract: a plugin written without the SDK works, and one that
+//! breaks the contract gets a protocol error, never a host panic or hang.
+
+use sandgen::{Encoding, ErrorKind, Iterable};
+use sandgen_tests::{raw, spdl};
+
+fn raw_iterable(generator: &str, args: &str) -> Iterable {
+    raw()
+        .generator(generator)
+        .encoding(Encoding::Json)
+        .args_raw(args)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn plugin_without_sdk_runs() {
+    let iterable = raw_iterable("count", "5");
+    for _ in 0..2 {
+        let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items, [0, 1, 2, 3, 4]);
+    }
+    let raw_items: Vec<Vec<u8>> = iterable
+        .iter_raw()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(raw_items, [b"0", b"1", b"2", b"3", b"4"]);
+}
+
+#[test]
+fn plugin_without_sdk_errors_keep_their_message() {
+    let error = raw()
+        .generator("count")
+        .encoding(Encoding::Json)
+        .config_raw("\"fail\"")
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InitializerFailed);
+    assert_eq!(error.plugin_message(), Some("raw init refused"));
+    let iterable = raw_iterable("fail", "");
+    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "iteration failed in generator fail: raw failure: something broke"
+    );
+}
+
+fn protocol_error(generator: &str, buffer_bytes: usize) -> sandgen::Error {
+    let iterable = raw()
+        .generator(generator)
+        .encoding(Encoding::Json)
+        .buffer_bytes(buffer_bytes)
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter::<serde_json::Value>().unwrap();
+    // Valid batches may come first (the first calls ask for few items).
+    let error = pass
+        .by_ref()
+        .find_map(Result::err)
+        .expect("a protocol error");
+    assert!(pass.next().is_none());
+    drop(pass);
+    assert_eq!(
+        iterable.iter::<u64>().unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    error
+}
+
+#[test]
+fn length_overrunning_the_buffer() {
+    let error = protocol_error("overrun", 1 << 20);
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert_eq!(
+        error.to_string(),
+        "generator overrun of plugin fixture_raw broke the plugin contract: malformed frame at byte 0: its length 1000 overruns the 6-byte buffer"
+    );
+}
+
+#[test]
+fn more_items_than_asked() {
+    let error = protocol_error("too_many", 1 << 20);
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert!(
+        error
+            .to_string()
+            .contains("returned more items than the 1 asked for"),
+        "{error}"
+    );
+}
+
+#[test]
+fn items_past_max_bytes() {
+    let error = protocol_error("ignore_max_bytes", 1000);
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert!(
+        error
+            .to_string()
+            .contains("the plugin added an item after its buffer reached max-bytes ("),
+        "{error}"
+    );
+}
+
+#[test]
+fn item_of_the_wrong_type_is_a_decode_error() {
+    let iterable = spdl().generator("range").args(&3u64).build().unwrap();
+    let mut pass = iterable.iter::<(u64, u64)>().unwrap();
+    let error = pass.next().unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert!(pass.next().is_none());
+    drop(pass);
+    // Not the worker's fault: the iterable still works.
+    let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, [0, 1, 2]);
+}
+
+#[test]
+fn json_and_bincode_give_the_same_items() {
+    #[derive(serde::Deserialize, PartialEq, Debug)]
+    struct Item(#[serde(with = "serde_bytes")] Vec<u8>);
+    for encoding in [Encoding::Bincode, Encoding::Json] {
+        let iterable = spdl()
+            .generator("bytes")
+            .encoding(encoding)
+            .args(&serde_json::json!({ "n": 3, "size": 4 }))
+            .build()
+            .unwrap();
+        let items: Vec<Item> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            items,
+            [Item(vec![0; 4]), Item(vec![1; 4]), Item(vec![2; 4])]
+        );
+    }
+}
+
+#[test]
+fn large_items_arrive_whole() {
+    let size = 8 << 20;
+    let iterable = spdl()
+        .generator("bytes")
+        .args(&serde_json::json!({ "n": 3, "size": size }))
+        .buffer_size(1)
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter_raw().unwrap();
+    let mut count = 0;
+    while let Some(item) = pass.next_item() {
+        let item = item.unwrap();
+        // bincode: a varint length (5 bytes for 8 MiB), then the bytes.
+        assert_eq!(item.len(), size + 5);
+        assert!(item[5..].iter().all(|&b| b == count as u8));
+        count += 1;
+    }
+    assert_eq!(count, 3);
+}

@@ -1,0 +1,143 @@
+//! Sandbox defaults and traps: nothing leaks in, failures keep the guest's
+//! own words.
+
+use std::time::Duration;
+
+use sandgen::ErrorKind;
+use sandgen_tests::{Captured, spdl};
+use serde_json::json;
+
+fn environment(builder: sandgen::IterableBuilder) -> Vec<String> {
+    let iterable = builder.build().unwrap();
+    iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn guest_sees_no_environment_and_no_arguments_by_default() {
+    assert!(std::env::var_os("PATH").is_some());
+    assert_eq!(
+        environment(spdl().generator("environment")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn granted_environment_is_visible() {
+    let seen = environment(
+        spdl()
+            .generator("environment")
+            .env("DATASET", "train")
+            .env("SEED", "7"),
+    );
+    assert_eq!(seen, ["env DATASET=train", "env SEED=7"]);
+}
+
+#[test]
+fn panic_keeps_the_guest_message() {
+    let captured = Captured::default();
+    let iterable = spdl()
+        .generator("panic_at")
+        .args(&json!({ "at": 2, "message": "kaboom 42" }))
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    let error = iterable
+        .iter::<u64>()
+        .unwrap()
+        .find_map(Result::err)
+        .unwrap();
+    assert_eq!(error.kind(), ErrorKind::Trap);
+    let message = error.to_string();
+    assert!(
+        message.starts_with("generator panic_at trapped while iterating: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("panicked at tests/fixtures/spdl/src/lib.rs:"),
+        "{message}"
+    );
+    assert!(message.ends_with(": kaboom 42)"), "{message}");
+    assert!(error.guest_stderr().unwrap().contains("kaboom 42"));
+    assert!(error.backtrace().is_some_and(|b| !b.is_empty()));
+    // The guest's stderr also reached the output handler, prefixed.
+    assert!(
+        captured
+            .lines()
+            .contains(&"[fixture_spdl/panic_at stderr] kaboom 42".to_owned())
+    );
+}
+
+#[test]
+fn panic_in_the_initializer_is_a_trap_at_build() {
+    let error = spdl()
+        .generator("range")
+        .args(&1u64)
+        .config(&json!({ "panic": "bad config" }))
+        .on_output(|_| {})
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Trap);
+    assert!(error.to_string().contains("in the initializer"), "{error}");
+    assert!(error.to_string().contains("bad config"), "{error}");
+}
+
+#[test]
+fn memory_limit_is_enforced_and_named() {
+    let error = spdl()
+        .generator("allocate")
+        .args(&64usize)
+        .memory_limit(16 << 20)
+        .on_output(|_| {})
+        .build()
+        .unwrap()
+        .iter::<usize>()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::MemoryLimit);
+    assert!(
+        error.to_string().contains("memory limit of 16 MiB"),
+        "{error}"
+    );
+    // Within the cap, the same allocation works.
+    let iterable = spdl()
+        .generator("allocate")
+        .args(&8usize)
+        .memory_limit(64 << 20)
+        .build()
+        .unwrap();
+    let sizes: Vec<usize> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(sizes, [8 << 20]);
+}
+
+#[test]
+fn timeout_during_initialization() {
+    let started = std::time::Instant::now();
+    let error = spdl()
+        .generator("range")
+        .args(&1u64)
+        .config(&json!({ "spin": true }))
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Timeout);
+    assert!(
+        error
+            .to_string()
+            .contains("timed out during initialization"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn many_workers_at_once() {
+    let iterables: Vec<_> = (0..50)
+        .map(|n| spdl().generator("range").args(&(n as u64)).build().unwrap())
+        .collect();
+    for (n, iterable) in iterables.iter().enumerate() {
+        let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items.len(), n);
+    }
+}
