@@ -1,5 +1,5 @@
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,9 +35,61 @@ pub struct Engine {
 }
 
 struct EngineInner {
+    /// For guests without a fuel budget.
+    plain: Flavor,
+    /// For guests with a fuel budget: fuel metering is compiled into the
+    /// code, so these plugins are compiled a second time, on first use.
+    fueled: Flavor,
+    ticker: Ticker,
+}
+
+/// A wasmtime engine and its WASI linker.
+struct Flavor {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
-    ticker: Ticker,
+}
+
+impl Flavor {
+    fn new(fuel: bool) -> Result<Flavor, Error> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(fuel);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to set up the wasm engine: {e:#}"),
+            )
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::new(ErrorKind::Load, format!("failed to link WASI: {e:#}")))?;
+        Ok(Flavor { engine, linker })
+    }
+
+    /// Compiles and links a component.
+    fn prepare(&self, origin: &str, bytes: &[u8]) -> Result<bindings::PluginPre<HostState>, Error> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to compile plugin `{origin}`: {e:#}"),
+            )
+        })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            Error::new(
+                ErrorKind::Incompatible,
+                format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {e:#}"),
+            )
+        })?;
+        bindings::PluginPre::new(pre).map_err(|e| {
+            Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "`{origin}` is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0` \
+                     as wit/generator.wit defines it ({e:#})"
+                ),
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -53,22 +105,13 @@ impl Engine {
     ///
     /// When wasmtime cannot be set up on this machine.
     pub fn new() -> Result<Engine, Error> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        let engine = wasmtime::Engine::new(&config).map_err(|e| {
-            Error::new(
-                ErrorKind::Load,
-                format!("failed to set up the wasm engine: {e:#}"),
-            )
-        })?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| Error::new(ErrorKind::Load, format!("failed to link WASI: {e:#}")))?;
-        let ticker = Ticker::start(engine.clone());
+        let plain = Flavor::new(false)?;
+        let fueled = Flavor::new(true)?;
+        let ticker = Ticker::start(vec![plain.engine.clone(), fueled.engine.clone()])?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
-                engine,
-                linker,
+                plain,
+                fueled,
                 ticker,
             }),
         })
@@ -108,38 +151,25 @@ impl Engine {
 
     fn load_bytes_named(&self, name: &str, origin: &str, bytes: &[u8]) -> Result<Plugin, Error> {
         check_header(origin, bytes)?;
-        let component = Component::new(&self.inner.engine, bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Load,
-                format!("failed to compile plugin `{origin}`: {e:#}"),
-            )
-        })?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
-            Error::new(
-                ErrorKind::Incompatible,
-                format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {e:#}"),
-            )
-        })?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
-            Error::new(
-                ErrorKind::Incompatible,
-                format!(
-                    "`{origin}` is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0` \
-                     as wit/generator.wit defines it ({e:#})"
-                ),
-            )
-        })?;
+        let pre = self.inner.plain.prepare(origin, bytes)?;
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 engine: self.clone(),
                 name: name.to_owned(),
+                origin: origin.to_owned(),
+                bytes: bytes.into(),
                 pre,
+                fueled: OnceLock::new(),
             }),
         })
     }
 
-    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.inner.engine
+    pub(crate) fn wasmtime(&self, fuel: bool) -> &wasmtime::Engine {
+        if fuel {
+            &self.inner.fueled.engine
+        } else {
+            &self.inner.plain.engine
+        }
     }
 
     /// Keeps the epoch clock running while the guard lives.
@@ -180,7 +210,11 @@ pub struct Plugin {
 struct PluginInner {
     engine: Engine,
     name: String,
+    origin: String,
+    /// The component, kept to compile it for the fuel engine on demand.
+    bytes: Arc<[u8]>,
     pre: bindings::PluginPre<HostState>,
+    fueled: OnceLock<Result<bindings::PluginPre<HostState>, Error>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -227,12 +261,27 @@ impl Plugin {
         &self.inner.engine
     }
 
-    pub(crate) fn pre(&self) -> &bindings::PluginPre<HostState> {
-        &self.inner.pre
+    /// The linked component for the engine with or without fuel metering.
+    pub(crate) fn pre(&self, fuel: bool) -> Result<&bindings::PluginPre<HostState>, Error> {
+        if !fuel {
+            return Ok(&self.inner.pre);
+        }
+        let inner = &self.inner;
+        inner
+            .fueled
+            .get_or_init(|| {
+                inner
+                    .engine
+                    .inner
+                    .fueled
+                    .prepare(&inner.origin, &inner.bytes)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
-/// A thread that advances the engine's epoch every [`EPOCH_TICK`] while at
+/// A thread that advances the engines' epochs every [`EPOCH_TICK`] while at
 /// least one [`ClockGuard`] lives, and sleeps otherwise.
 struct Ticker {
     shared: Arc<TickerShared>,
@@ -258,7 +307,7 @@ impl TickerShared {
 }
 
 impl Ticker {
-    fn start(engine: wasmtime::Engine) -> Ticker {
+    fn start(engines: Vec<wasmtime::Engine>) -> Result<Ticker, Error> {
         let shared = Arc::new(TickerShared::default());
         let clock = shared.clone();
         let thread = std::thread::Builder::new()
@@ -274,11 +323,21 @@ impl Ticker {
                     }
                     drop(state);
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
-            .ok();
-        Ticker { shared, thread }
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Load,
+                    format!("failed to start the epoch thread: {e}"),
+                )
+            })?;
+        Ok(Ticker {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     fn activate(&self) -> ClockGuard {

@@ -30,6 +30,8 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 /// | [`buffer_bytes`](Self::buffer_bytes) | 16 MiB ([`DEFAULT_BUFFER_BYTES`](crate::DEFAULT_BUFFER_BYTES)) |
 /// | [`timeout`](Self::timeout) | none |
 /// | [`memory_limit`](Self::memory_limit) | 1 GiB ([`DEFAULT_MEMORY_LIMIT`](crate::DEFAULT_MEMORY_LIMIT)) |
+/// | [`fuel`](Self::fuel) | unlimited |
+/// | [`max_item_bytes`](Self::max_item_bytes) | 1 GiB ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)) |
 /// | [`env`](Self::env) | no environment variables (the host's never leak) |
 /// | [`dir`](Self::dir) | no directories |
 /// | network | none, and there is no option to grant it |
@@ -176,6 +178,24 @@ impl IterableBuilder {
     /// [`ErrorKind::MemoryLimit`] error.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.options.memory_limit = bytes;
+        self
+    }
+
+    /// A CPU budget, in wasmtime fuel units (about one per wasm
+    /// instruction), for initialization and then for each pass. Running out
+    /// is an [`ErrorKind::FuelExhausted`] error. Plugins run with fuel are
+    /// compiled with fuel metering (a second compilation, on first use, and
+    /// slower code), so leave it unset unless it is needed.
+    pub fn fuel(mut self, units: u64) -> Self {
+        self.options.fuel = Some(units);
+        self
+    }
+
+    /// The largest item, in encoded bytes, that the plugin may return; a
+    /// larger one is an [`ErrorKind::Protocol`] error. Default 1 GiB
+    /// ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)).
+    pub fn max_item_bytes(mut self, bytes: u32) -> Self {
+        self.options.max_item_bytes = bytes;
         self
     }
 

@@ -69,7 +69,9 @@ pub use crate::engine::{Engine, GeneratorInfo, Plugin};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::iterable::{Iterable, IterableBuilder, Pass, RawPass};
 pub use crate::output::{GuestStream, OutputLine};
-pub use crate::sandbox::{DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MEMORY_LIMIT};
+pub use crate::sandbox::{
+    DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
+};
 
 #[doc(hidden)]
 pub mod __cli {

@@ -148,9 +148,6 @@ fn iterable(args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
             "--isolation process is not supported yet; use --isolation thread"
         )));
     }
-    if args.fuel.is_some() {
-        return Err(usage(anyhow::anyhow!("--fuel is not supported yet")));
-    }
     let engine = Engine::new()?;
     let plugin = engine.load(&args.plugin)?;
     let mut builder = plugin.generator(&args.generator).encoding(encoding);
@@ -179,6 +176,9 @@ fn iterable(args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
     builder = builder.memory_limit(memory);
     if let Some(n) = args.buffer_size {
         builder = builder.buffer_size(n);
+    }
+    if let Some(units) = args.fuel {
+        builder = builder.fuel(units);
     }
     for grant in &args.dir {
         let (host, guest) = grant.split_once("::").unwrap_or((grant, grant));

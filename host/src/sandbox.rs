@@ -20,6 +20,9 @@ pub const DEFAULT_BUFFER_SIZE: usize = 1024;
 /// least one batch always fits).
 pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
+/// The default largest item a plugin may return: 1 GiB.
+pub const DEFAULT_MAX_ITEM_BYTES: u32 = 1 << 30;
+
 /// A host directory granted to the guest, read-only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DirGrant {
@@ -36,6 +39,8 @@ pub(crate) struct Options {
     pub(crate) memory_limit: u64,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) dirs: Vec<DirGrant>,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) max_item_bytes: u32,
 }
 
 impl Default for Options {
@@ -47,6 +52,8 @@ impl Default for Options {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             env: Vec::new(),
             dirs: Vec::new(),
+            fuel: None,
+            max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
         }
     }
 }
@@ -63,6 +70,12 @@ impl Options {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "buffer bytes must be at least 1",
+            ));
+        }
+        if self.fuel == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "fuel must be at least 1",
             ));
         }
         if self.timeout == Some(Duration::ZERO) {
@@ -91,6 +104,8 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// The fuel budget per pass, if any (for messages).
+    pub(crate) fuel: Option<u64>,
 }
 
 impl WasiView for HostState {
@@ -132,6 +147,7 @@ impl HostState {
                 max_bytes: options.memory_limit,
                 denied: None,
             },
+            fuel: options.fuel,
         })
     }
 }

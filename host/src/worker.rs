@@ -214,27 +214,35 @@ impl Guest {
                 ))
             })?;
         let state = HostState::new(options, &output).map_err(Stop::Failed)?;
-        let mut store = Store::new(plugin.engine().wasmtime(), state);
+        let fuel = options.fuel.is_some();
+        let pre = plugin.pre(fuel).map_err(Stop::Failed)?;
+        let mut store = Store::new(plugin.engine().wasmtime(fuel), state);
         store.limiter(|state| &mut state.limiter);
+        if let Some(budget) = options.fuel {
+            // The budget also covers instantiation, the initializer and
+            // `create`; each pass gets it afresh.
+            store.set_fuel(budget).map_err(|e| {
+                Stop::Failed(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("cannot set the fuel budget: {e:#}"),
+                ))
+            })?;
+        }
         // At every epoch tick, yield to the runtime so that an interrupt is
         // seen even while the guest spins in wasm code.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         let clock = plugin.engine().clock();
-        let instance = drive(
-            &runtime,
-            interrupt,
-            plugin.pre().instantiate_async(&mut store),
-        )
-        .map_err(|fault| {
-            fault_stop(
-                &store,
-                &output,
-                generator,
-                "while instantiating the plugin",
-                fault,
-            )
-        })?;
+        let instance =
+            drive(&runtime, interrupt, pre.instantiate_async(&mut store)).map_err(|fault| {
+                fault_stop(
+                    &store,
+                    &output,
+                    generator,
+                    "while instantiating the plugin",
+                    fault,
+                )
+            })?;
         Ok(Guest {
             runtime,
             store,
@@ -296,7 +304,10 @@ fn trap_error(
         ),
         (Some(Trap::OutOfFuel), _) => (
             ErrorKind::FuelExhausted,
-            format!("generator {generator} ran out of fuel {phase}{said}"),
+            format!(
+                "generator {generator} ran out of fuel {phase} (its budget is {} units per pass){said}",
+                store.data().fuel.unwrap_or_default()
+            ),
         ),
         (_, Some(asked)) => (
             ErrorKind::MemoryLimit,
@@ -514,6 +525,15 @@ impl Worker<'_> {
     /// One pass: `iter`, then `next` until the pass ends, a command stops it,
     /// or it fails.
     fn iterate(&mut self) -> PassEnd {
+        if let Some(budget) = self.options.fuel
+            && let Err(e) = self.guest.store.set_fuel(budget)
+        {
+            let error = Error::new(
+                ErrorKind::InvalidInput,
+                format!("cannot set the fuel budget: {e:#}"),
+            );
+            return self.fail(Stop::Failed(error));
+        }
         let exports = self.guest.instance.sandgen_generator_generator();
         let started = drive(
             &self.guest.runtime,
@@ -539,6 +559,37 @@ impl Worker<'_> {
             }
         }
         end
+    }
+
+    fn contract_error(&self, detail: &str) -> Error {
+        Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "generator {} of plugin {} broke the plugin contract: {detail}",
+                self.guest.generator, self.plugin
+            ),
+        )
+    }
+
+    /// After an empty buffer, asks once more: a plugin that then returns
+    /// items has broken the contract (the pass was over). An error on this
+    /// extra call is not held against it.
+    fn check_pass_is_over(&mut self, iterator: ResourceAny) -> Result<(), Stop> {
+        let exports = self.guest.instance.sandgen_generator_generator();
+        let again = drive(
+            &self.guest.runtime,
+            self.interrupt,
+            exports
+                .iterator()
+                .call_next(&mut self.guest.store, iterator, 1, 1),
+        );
+        match again {
+            Ok(Ok(frames)) if !frames.is_empty() => Err(Stop::Failed(
+                self.contract_error("it returned items after an empty buffer had ended the pass"),
+            )),
+            Ok(_) => Ok(()),
+            Err(fault) => Err(self.guest.stop("after the end of a pass", fault)),
+        }
     }
 
     fn iteration_error(&self, message: String) -> Error {
@@ -610,25 +661,20 @@ impl Worker<'_> {
                 Err(fault) => return self.fail(self.guest.stop("while iterating", fault)),
             };
             if frames.is_empty() {
+                if let Err(stop) = self.check_pass_is_over(iterator) {
+                    return self.fail(stop);
+                }
                 return if self.send(Status::IterationFinished) {
                     PassEnd::StandBy
                 } else {
                     PassEnd::Exit
                 };
             }
-            let count = match validate_batch(&frames, max_items, max_bytes) {
-                Ok(count) => count,
-                Err(detail) => {
-                    let error = Error::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "generator {} of plugin {} broke the plugin contract: {detail}",
-                            self.guest.generator, self.plugin
-                        ),
-                    );
-                    return self.fail(Stop::Failed(error));
-                }
-            };
+            let count =
+                match validate_batch(&frames, max_items, max_bytes, self.options.max_item_bytes) {
+                    Ok(count) => count,
+                    Err(detail) => return self.fail(Stop::Failed(self.contract_error(&detail))),
+                };
             items_ahead += count as usize;
             bytes_ahead += frames.len();
             if !self.send(Status::Items(Batch { frames, count })) {

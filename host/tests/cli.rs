@@ -53,7 +53,7 @@ fn list_prints_name_tab_description() {
         lines[0],
         "count\tyields the JSON numbers 0..n from the argument n"
     );
-    assert_eq!(lines.len(), 5);
+    assert_eq!(lines.len(), 6);
 }
 
 #[test]
@@ -402,15 +402,121 @@ fn sigterm_and_sigint_end_a_busy_run_promptly() {
     }
 }
 
-/// SPDL A22/B23: a process whose iterable is still alive (an idle worker
-/// parked in Stand By) exits without waiting for it.
+/// `--take` stops the pass (not drained): a huge generator ends at once.
 #[test]
-fn process_exits_with_idle_worker() {
-    let started = Instant::now();
+fn take_stops_a_huge_pass() {
     let (out, _) = expect(
-        &sandgen(&["run", FIXTURE_SPDL, "range", "--args", "3", "--take", "1"]),
+        &sandgen(&["run", FIXTURE_SPDL, "spin", "--args", "1", "--take", "1"]),
         0,
     );
     assert_eq!(out, "0\n");
-    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The fault suite through the CLI: each fault exits 1 with its own words.
+#[test]
+fn faults_exit_1_with_their_words() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["recurse"], "exhausted its stack"),
+        (
+            &["spin", "--args", "0", "--fuel", "5000000"],
+            "ran out of fuel",
+        ),
+        (&["spin", "--args", "0", "--timeout", "0.2"], "timed out"),
+        (
+            &["range", "--config", r#"{"spin": true}"#, "--timeout", "0.2"],
+            "timed out during initialization",
+        ),
+        (
+            &[
+                "sleep",
+                "--args",
+                r#"{"ms": 60000, "n": 1}"#,
+                "--timeout",
+                "0.1",
+            ],
+            "timed out",
+        ),
+        (&["allocate", "--args", "1500"], "memory limit of 1024 MiB"),
+        (
+            &["panic_at", "--args", r#"{"at": 3, "message": "mid-pass"}"#],
+            ": mid-pass)",
+        ),
+    ];
+    for (args, words) in cases {
+        let mut all = vec!["run", FIXTURE_SPDL];
+        all.extend_from_slice(args);
+        let started = Instant::now();
+        let (_, errors) = expect(&sandgen(&all), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(errors.len(), 1, "{args:?}: {errors:?}");
+        assert!(errors[0].contains(words), "{args:?}: {errors:?}");
+    }
+    let (_, errors) = expect(&sandgen(&["run", FIXTURE_RAW, "after_end"]), 1);
+    assert!(
+        errors[0].contains("returned items after an empty buffer had ended the pass"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn capabilities_through_the_cli() {
+    let dir = std::env::temp_dir().join(format!("sandgen-cli-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "hello").unwrap();
+    let grant = format!("{}::/data", dir.display());
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "fs_probe",
+            "--dir",
+            &grant,
+            "--args",
+            r#"{"read": "/data/a.txt", "write": "/data/a.txt"}"#,
+        ]),
+        0,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "\"read /data/a.txt: ok hello\"");
+    assert!(
+        lines[1].starts_with("\"write /data/a.txt: error "),
+        "{lines:?}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "hello");
+    // The same path as host and guest when no ::GUEST is given.
+    let read = format!(r#"{{"read": "{}/a.txt"}}"#, dir.display());
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "fs_probe",
+            "--dir",
+            &dir.display().to_string(),
+            "--args",
+            &read,
+        ]),
+        0,
+    );
+    assert!(out.contains("ok hello"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("\"{}\"", listener.local_addr().unwrap());
+    let (out, _) = expect(
+        &sandgen(&["run", FIXTURE_SPDL, "net_probe", "--args", &address]),
+        0,
+    );
+    assert!(out.starts_with("\"connect: error "), "{out}");
+    // The host's environment never leaks; granted variables do.
+    let output = Command::new(env!("CARGO_BIN_EXE_sandgen"))
+        .args(["run", FIXTURE_SPDL, "environment", "--env", "ONLY=this"])
+        .env("SECRET_TOKEN", "do-not-leak")
+        .output()
+        .unwrap();
+    let (out, _) = expect(&output, 0);
+    assert_eq!(out, "\"env ONLY=this\"\n");
 }

@@ -2,7 +2,7 @@
 //! shared engine, and plugins compiled once per test binary.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sandgen::{Engine, OutputLine, Plugin};
 
@@ -40,6 +40,20 @@ pub fn spdl() -> Plugin {
 /// The fixture written against the WIT without the SDK.
 pub fn raw() -> Plugin {
     plugin(artifacts::FIXTURE_RAW)
+}
+
+static MEMORY: RwLock<()> = RwLock::new(());
+
+/// Held by tests that allocate a lot (large items, many workers), so that a
+/// test measuring the process's memory can run alone.
+pub fn memory_heavy() -> RwLockReadGuard<'static, ()> {
+    MEMORY.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test that measures the process's memory: no memory-heavy test
+/// runs meanwhile.
+pub fn memory_exclusive() -> RwLockWriteGuard<'static, ()> {
+    MEMORY.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Collects the lines a guest prints, for assertions.

@@ -90,7 +90,10 @@ fn generators_are_listed() {
             "spin",
             "bytes",
             "environment",
-            "allocate"
+            "allocate",
+            "recurse",
+            "fs_probe",
+            "net_probe",
         ]
     );
 }

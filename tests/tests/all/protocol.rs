@@ -136,6 +136,7 @@ fn json_and_bincode_give_the_same_items() {
 
 #[test]
 fn large_items_arrive_whole() {
+    let _heavy = sandgen_tests::memory_heavy();
     let size = 8 << 20;
     let iterable = spdl()
         .generator("bytes")

@@ -306,17 +306,6 @@ fn a21_reiterate_simple_iterable() {
     }
 }
 
-/// A22 `test_iterate_in_subprocess_fail_not_stuck` and B23
-/// `test_retained_iterable_does_not_block_process_exit`: a leaked iterable
-/// must not keep the process alive. Checked as a process: `sandgen run` exits
-/// while its worker thread is parked, see `process_exits_with_idle_worker` in host/tests/cli.rs.
-#[test]
-fn a22_leaked_iterable_does_not_block() {
-    let iterable = range(3);
-    assert_eq!(collect(&iterable), [0, 1, 2]);
-    std::mem::forget(iterable);
-}
-
 /// B24 `test_break_then_reiterate`.
 #[test]
 fn b24_break_then_reiterate() {

@@ -1,0 +1,278 @@
+//! The fault suite: hostile and broken guests are contained, each with an
+//! error of its own kind, and the host keeps working after every one.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use sandgen::{Encoding, ErrorKind};
+use sandgen_tests::{memory_exclusive, memory_heavy, raw, spdl};
+use serde_json::json;
+
+/// A fresh worker still works: the host survived the fault.
+fn assert_healthy() {
+    let iterable = spdl().generator("range").args(&3u64).build().unwrap();
+    let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, [0, 1, 2]);
+}
+
+fn first_error(builder: sandgen::IterableBuilder) -> sandgen::Error {
+    let iterable = builder.on_output(|_| {}).build().unwrap();
+    let error = iterable
+        .iter::<serde_json::Value>()
+        .unwrap()
+        .find_map(Result::err)
+        .expect("an error");
+    drop(iterable);
+    assert_healthy();
+    error
+}
+
+#[test]
+fn unbounded_recursion_is_a_stack_overflow() {
+    let error = first_error(spdl().generator("recurse").encoding(Encoding::Json));
+    assert_eq!(error.kind(), ErrorKind::StackOverflow);
+    assert!(
+        error
+            .to_string()
+            .contains("exhausted its stack while iterating"),
+        "{error}"
+    );
+}
+
+#[test]
+fn fuel_stops_a_spinning_guest() {
+    let error = first_error(
+        spdl()
+            .generator("spin")
+            .encoding(Encoding::Json)
+            .args(&0u64)
+            .fuel(5_000_000),
+    );
+    assert_eq!(error.kind(), ErrorKind::FuelExhausted);
+    assert!(
+        error
+            .to_string()
+            .contains("ran out of fuel while iterating (its budget is 5000000 units per pass)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn fuel_is_a_budget_per_pass() {
+    let iterable = spdl()
+        .generator("range")
+        .args(&1000u64)
+        .fuel(20_000_000)
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items.len(), 1000);
+    }
+}
+
+#[test]
+fn fuel_covers_the_initializer() {
+    let error = spdl()
+        .generator("range")
+        .config(&json!({ "spin": true }))
+        .fuel(1_000_000)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::FuelExhausted);
+    assert!(error.to_string().contains("in the initializer"), "{error}");
+}
+
+#[test]
+fn sleeping_guest_times_out_promptly() {
+    let iterable = spdl()
+        .generator("sleep")
+        .args(&json!({ "ms": 60_000, "n": 1 }))
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::Timeout);
+    assert!(
+        waited >= Duration::from_millis(100),
+        "fired early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "fired late: {waited:?}");
+    drop(iterable);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "teardown waited for the sleep"
+    );
+    assert_healthy();
+}
+
+#[test]
+fn huge_item_arrives_whole_when_allowed() {
+    let _heavy = memory_heavy();
+    let size = 64 << 20;
+    let iterable = spdl()
+        .generator("bytes")
+        .args(&json!({ "n": 2, "size": size }))
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter_raw().unwrap();
+    let mut seen = 0;
+    while let Some(item) = pass.next_item() {
+        let item = item.unwrap();
+        // bincode: a 5-byte length, then the bytes.
+        assert_eq!(item.len(), size + 5);
+        assert!(item[5..].iter().all(|&b| b == seen as u8));
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+    drop(pass);
+    let error = first_error(
+        spdl()
+            .generator("bytes")
+            .encoding(Encoding::Json)
+            .args(&json!({ "n": 1, "size": 1 << 20 }))
+            .max_item_bytes(1 << 20),
+    );
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert!(
+        error
+            .to_string()
+            .contains("more than the largest item allowed (1048576 bytes)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn items_after_the_end_of_a_pass_break_the_contract() {
+    let error = first_error(raw().generator("after_end").encoding(Encoding::Json));
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert!(
+        error
+            .to_string()
+            .contains("it returned items after an empty buffer had ended the pass"),
+        "{error}"
+    );
+}
+
+fn probe(builder: sandgen::IterableBuilder) -> Vec<String> {
+    let iterable = builder.build().unwrap();
+    iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn granted_directories_are_read_only() {
+    let dir = std::env::temp_dir().join(format!("sandgen-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "hello").unwrap();
+    let seen = probe(
+        spdl()
+            .generator("fs_probe")
+            .args(&json!({ "read": "/data/a.txt", "write": "/data/a.txt", "list": "/data" }))
+            .dir(&dir, "/data"),
+    );
+    assert_eq!(seen[0], "read /data/a.txt: ok hello");
+    assert!(seen[1].starts_with("write /data/a.txt: error "), "{seen:?}");
+    assert_eq!(seen[2], "list /data: ok 1");
+    let seen = probe(
+        spdl()
+            .generator("fs_probe")
+            .args(&json!({ "write": "/data/new.txt" }))
+            .dir(&dir, "/data"),
+    );
+    assert!(
+        seen[0].starts_with("write /data/new.txt: error "),
+        "{seen:?}"
+    );
+    // The host's files are untouched and nothing was created.
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "hello");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn nothing_outside_granted_directories() {
+    let seen = probe(
+        spdl()
+            .generator("fs_probe")
+            .args(&json!({ "read": "/etc/passwd", "list": "/" })),
+    );
+    assert!(seen[0].starts_with("read /etc/passwd: error "), "{seen:?}");
+    assert!(seen[1].starts_with("list /: error "), "{seen:?}");
+}
+
+#[test]
+fn no_network() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = probe(spdl().generator("net_probe").args(&address));
+    assert!(seen[0].starts_with("connect: error "), "{seen:?}");
+    assert!(seen[1].starts_with("lookup: error "), "{seen:?}");
+    // Nobody knocked.
+    let accepted = listener.accept();
+    assert!(accepted.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
+}
+
+fn rss_kib() -> u64 {
+    let mut status = String::new();
+    std::fs::File::open("/proc/self/status")
+        .unwrap()
+        .read_to_string(&mut status)
+        .unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_thousand_iterables_leave_memory_stable() {
+    let _alone = memory_exclusive();
+    let cycle = || {
+        let iterable = spdl().generator("range").args(&10u64).build().unwrap();
+        let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items.len(), 10);
+    };
+    for _ in 0..100 {
+        cycle();
+    }
+    let before = rss_kib();
+    for _ in 0..900 {
+        cycle();
+    }
+    let after = rss_kib();
+    eprintln!("RSS after 100 iterables: {before} KiB; after 1000: {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[test]
+fn a_hundred_concurrent_workers() {
+    let _heavy = memory_heavy();
+    let iterables: Vec<_> = (0..100u64)
+        .map(|n| spdl().generator("range").args(&n).build().unwrap())
+        .collect();
+    let mut passes: Vec<_> = iterables
+        .iter()
+        .map(|it| it.iter::<u64>().unwrap())
+        .collect();
+    // Interleave: one item from each in turn.
+    let mut counts = vec![0u64; 100];
+    loop {
+        let mut any = false;
+        for (n, pass) in passes.iter_mut().enumerate() {
+            if let Some(item) = pass.next() {
+                assert_eq!(item.unwrap(), counts[n]);
+                counts[n] += 1;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    assert_eq!(counts, (0..100).collect::<Vec<_>>());
+}
