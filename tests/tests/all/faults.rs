@@ -95,6 +95,7 @@ fn sleeping_guest_times_out_promptly() {
     let started = Instant::now();
     let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
     let waited = started.elapsed();
+    eprintln!("sleeping guest: timeout of 100 ms fired after {waited:?}");
     assert_eq!(error.kind(), ErrorKind::Timeout);
     assert!(
         waited >= Duration::from_millis(100),
@@ -106,6 +107,27 @@ fn sleeping_guest_times_out_promptly() {
         started.elapsed() < Duration::from_secs(5),
         "teardown waited for the sleep"
     );
+    assert_healthy();
+}
+
+#[test]
+fn spinning_guest_times_out_promptly() {
+    let iterable = spdl()
+        .generator("spin")
+        .args(&0u64)
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let waited = started.elapsed();
+    eprintln!("spinning guest: timeout of 100 ms fired after {waited:?}");
+    assert_eq!(error.kind(), ErrorKind::Timeout);
+    assert!(waited >= Duration::from_millis(100), "fired early: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "fired late: {waited:?}");
+    let dropping = Instant::now();
+    drop(iterable);
+    eprintln!("spinning guest: teardown after the timeout took {:?}", dropping.elapsed());
     assert_healthy();
 }
 
