@@ -42,6 +42,16 @@ pub fn raw() -> Plugin {
     plugin(artifacts::FIXTURE_RAW)
 }
 
+/// Asserts an error's kind and that its message contains `words`.
+#[track_caller]
+pub fn assert_error(error: &sandgen::Error, kind: sandgen::ErrorKind, words: &str) {
+    assert_eq!(error.kind(), kind, "{error}");
+    assert!(
+        error.to_string().contains(words),
+        "`{words}` is not in: {error}"
+    );
+}
+
 static MEMORY: RwLock<()> = RwLock::new(());
 
 /// Held by tests that allocate a lot (large items, many workers), so that a

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use sandgen::ErrorKind;
-use sandgen_tests::{artifacts, plugin};
+use sandgen_tests::{artifacts, assert_error, plugin};
 use serde_json::{Value, json};
 
 fn data_dir() -> String {
@@ -49,12 +49,10 @@ fn jsonl_without_granted_dir_fails_clearly() {
         .next()
         .unwrap()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::IterationFailed);
-    assert!(
-        error
-            .to_string()
-            .contains("cannot open /data/reviews.jsonl"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::IterationFailed,
+        "cannot open /data/reviews.jsonl",
     );
 }
 

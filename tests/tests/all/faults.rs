@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use sandgen::{Encoding, ErrorKind};
-use sandgen_tests::{memory_exclusive, memory_heavy, raw, spdl};
+use sandgen_tests::{assert_error, memory_exclusive, memory_heavy, raw, spdl};
 use serde_json::json;
 
 /// A fresh worker still works: the host survived the fault.
@@ -31,12 +31,10 @@ fn first_error(builder: sandgen::IterableBuilder) -> sandgen::Error {
 #[test]
 fn unbounded_recursion_is_a_stack_overflow() {
     let error = first_error(spdl().generator("recurse").encoding(Encoding::Json));
-    assert_eq!(error.kind(), ErrorKind::StackOverflow);
-    assert!(
-        error
-            .to_string()
-            .contains("exhausted its stack while iterating"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::StackOverflow,
+        "exhausted its stack while iterating",
     );
 }
 
@@ -49,12 +47,10 @@ fn fuel_stops_a_spinning_guest() {
             .args(&0u64)
             .fuel(5_000_000),
     );
-    assert_eq!(error.kind(), ErrorKind::FuelExhausted);
-    assert!(
-        error
-            .to_string()
-            .contains("ran out of fuel while iterating (its budget is 5000000 units per pass)"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::FuelExhausted,
+        "ran out of fuel while iterating (its budget is 5000000 units per pass)",
     );
 }
 
@@ -80,8 +76,7 @@ fn fuel_covers_the_initializer() {
         .fuel(1_000_000)
         .build()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::FuelExhausted);
-    assert!(error.to_string().contains("in the initializer"), "{error}");
+    assert_error(&error, ErrorKind::FuelExhausted, "in the initializer");
 }
 
 #[test]
@@ -123,11 +118,17 @@ fn spinning_guest_times_out_promptly() {
     let waited = started.elapsed();
     eprintln!("spinning guest: timeout of 100 ms fired after {waited:?}");
     assert_eq!(error.kind(), ErrorKind::Timeout);
-    assert!(waited >= Duration::from_millis(100), "fired early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "fired early: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(5), "fired late: {waited:?}");
     let dropping = Instant::now();
     drop(iterable);
-    eprintln!("spinning guest: teardown after the timeout took {:?}", dropping.elapsed());
+    eprintln!(
+        "spinning guest: teardown after the timeout took {:?}",
+        dropping.elapsed()
+    );
     assert_healthy();
 }
 
@@ -158,24 +159,20 @@ fn huge_item_arrives_whole_when_allowed() {
             .args(&json!({ "n": 1, "size": 1 << 20 }))
             .max_item_bytes(1 << 20),
     );
-    assert_eq!(error.kind(), ErrorKind::Protocol);
-    assert!(
-        error
-            .to_string()
-            .contains("more than the largest item allowed (1048576 bytes)"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "more than the largest item allowed (1048576 bytes)",
     );
 }
 
 #[test]
 fn items_after_the_end_of_a_pass_break_the_contract() {
     let error = first_error(raw().generator("after_end").encoding(Encoding::Json));
-    assert_eq!(error.kind(), ErrorKind::Protocol);
-    assert!(
-        error
-            .to_string()
-            .contains("it returned items after an empty buffer had ended the pass"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "it returned items after an empty buffer had ended the pass",
     );
 }
 

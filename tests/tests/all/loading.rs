@@ -1,7 +1,7 @@
 //! Loading plugins: every kind of bad input gets its own clear error.
 
 use sandgen::ErrorKind;
-use sandgen_tests::{artifacts, engine, spdl};
+use sandgen_tests::{artifacts, assert_error, engine, spdl};
 
 #[test]
 fn missing_file() {
@@ -20,23 +20,17 @@ fn not_wasm() {
     let error = engine()
         .load_bytes("notes", b"just some text, not wasm")
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Load);
-    assert!(
-        error.to_string().contains("`notes` is not WebAssembly"),
-        "{error}"
-    );
+    assert_error(&error, ErrorKind::Load, "`notes` is not WebAssembly");
 }
 
 #[test]
 fn core_module_is_not_a_component() {
     // The smallest valid core module: magic and version 1.
     let error = engine().load_bytes("core", b"\0asm\x01\0\0\0").unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Load);
-    assert!(
-        error
-            .to_string()
-            .contains("is a core WebAssembly module, not a component"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Load,
+        "is a core WebAssembly module, not a component",
     );
 }
 
@@ -58,12 +52,10 @@ fn truncated_component_does_not_compile() {
 #[test]
 fn wrong_world_is_incompatible() {
     let error = engine().load(artifacts::FIXTURE_WRONG_WORLD).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Incompatible);
-    assert!(
-        error.to_string().contains(
-            "is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0`"
-        ),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Incompatible,
+        "is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0`",
     );
 }
 
@@ -128,9 +120,9 @@ fn bad_options_are_invalid_input() {
         .encoding(sandgen::Encoding::Json)
         .build()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::InvalidInput);
-    assert!(
-        error.to_string().contains("call `encoding` before `args`"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::InvalidInput,
+        "call `encoding` before `args`",
     );
 }

@@ -2,7 +2,7 @@
 //! breaks the contract gets a protocol error, never a host panic or hang.
 
 use sandgen::{Encoding, ErrorKind, Iterable};
-use sandgen_tests::{raw, spdl};
+use sandgen_tests::{assert_error, raw, spdl};
 
 fn raw_iterable(generator: &str, args: &str) -> Iterable {
     raw()
@@ -81,24 +81,20 @@ fn length_overrunning_the_buffer() {
 #[test]
 fn more_items_than_asked() {
     let error = protocol_error("too_many", 1 << 20);
-    assert_eq!(error.kind(), ErrorKind::Protocol);
-    assert!(
-        error
-            .to_string()
-            .contains("returned more items than the 1 asked for"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "returned more items than the 1 asked for",
     );
 }
 
 #[test]
 fn items_past_max_bytes() {
     let error = protocol_error("ignore_max_bytes", 1000);
-    assert_eq!(error.kind(), ErrorKind::Protocol);
-    assert!(
-        error
-            .to_string()
-            .contains("the plugin added an item after its buffer reached max-bytes ("),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "the plugin added an item after its buffer reached max-bytes (",
     );
 }
 

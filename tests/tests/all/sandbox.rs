@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sandgen::ErrorKind;
-use sandgen_tests::{Captured, spdl};
+use sandgen_tests::{Captured, assert_error, spdl};
 use serde_json::json;
 
 fn environment(builder: sandgen::IterableBuilder) -> Vec<String> {
@@ -76,8 +76,7 @@ fn panic_in_the_initializer_is_a_trap_at_build() {
         .on_output(|_| {})
         .build()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Trap);
-    assert!(error.to_string().contains("in the initializer"), "{error}");
+    assert_error(&error, ErrorKind::Trap, "in the initializer");
     assert!(error.to_string().contains("bad config"), "{error}");
 }
 
@@ -96,11 +95,7 @@ fn memory_limit_is_enforced_and_named() {
         .next()
         .unwrap()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::MemoryLimit);
-    assert!(
-        error.to_string().contains("memory limit of 16 MiB"),
-        "{error}"
-    );
+    assert_error(&error, ErrorKind::MemoryLimit, "memory limit of 16 MiB");
     // Within the cap, the same allocation works.
     let iterable = spdl()
         .generator("allocate")
@@ -122,12 +117,10 @@ fn timeout_during_initialization() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Timeout);
-    assert!(
-        error
-            .to_string()
-            .contains("timed out during initialization"),
-        "{error}"
+    assert_error(
+        &error,
+        ErrorKind::Timeout,
+        "timed out during initialization",
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
