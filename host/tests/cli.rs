@@ -463,6 +463,20 @@ fn faults_exit_1_with_their_words() {
 }
 
 #[test]
+fn huge_item_through_the_cli() {
+    let size = 64 << 20;
+    let args = format!(r#"{{"n": 1, "size": {size}}}"#);
+    let (out, _) = expect(
+        &sandgen(&["bench", FIXTURE_SPDL, "bytes", "--args", &args]),
+        0,
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["items"], 1);
+    // bincode: a 5-byte length, then the bytes.
+    assert_eq!(report["bytes"], size + 5);
+}
+
+#[test]
 fn capabilities_through_the_cli() {
     let dir = std::env::temp_dir().join(format!("sandgen-cli-ro-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -503,6 +517,23 @@ fn capabilities_through_the_cli() {
     );
     assert!(out.contains("ok hello"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
+    // Nothing outside a granted directory.
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "fs_probe",
+            "--args",
+            r#"{"read": "/etc/passwd", "list": "/"}"#,
+        ]),
+        0,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("\"read /etc/passwd: error "),
+        "{lines:?}"
+    );
+    assert!(lines[1].starts_with("\"list /: error "), "{lines:?}");
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("\"{}\"", listener.local_addr().unwrap());
