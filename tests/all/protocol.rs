@@ -1,8 +1,8 @@
 //! The plugin contract: a plugin written without the SDK works, and one that
 //! breaks the contract gets a protocol error, never a host panic or hang.
 
+use crate::util::{assert_error, raw, spdl};
 use sandgen::{Encoding, ErrorKind, Iterable};
-use sandgen_tests::{assert_error, raw, spdl};
 
 fn raw_iterable(generator: &str, args: &str) -> Iterable {
     raw()
@@ -132,7 +132,7 @@ fn json_and_bincode_give_the_same_items() {
 
 #[test]
 fn large_items_arrive_whole() {
-    let _heavy = sandgen_tests::memory_heavy();
+    let _heavy = crate::util::memory_heavy();
     let size = 8 << 20;
     let iterable = spdl()
         .generator("bytes")

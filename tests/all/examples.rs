@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use crate::util::{artifacts, assert_error, plugin};
 use sandgen::ErrorKind;
-use sandgen_tests::{artifacts, assert_error, plugin};
 use serde_json::{Value, json};
 
 fn data_dir() -> String {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sandgen_tests::artifacts::{
+use crate::util::artifacts::{
     EXAMPLE_JSONL, EXAMPLE_TOKENIZE, FIXTURE_RAW, FIXTURE_SPDL, FIXTURE_WRONG_WORLD,
 };
 

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::util::{Captured, assert_error, spdl};
 use crossbeam_channel::Receiver;
 use sandgen::{ErrorKind, Iterable};
-use sandgen_tests::{Captured, assert_error, spdl};
 use serde_json::json;
 
 fn range(n: u64) -> Iterable {

@@ -1,7 +1,7 @@
 //! Loading plugins: every kind of bad input gets its own clear error.
 
+use crate::util::{artifacts, assert_error, engine, spdl};
 use sandgen::ErrorKind;
-use sandgen_tests::{artifacts, assert_error, engine, spdl};
 
 #[test]
 fn missing_file() {

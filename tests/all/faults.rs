@@ -5,8 +5,8 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::util::{assert_error, memory_exclusive, memory_heavy, raw, spdl};
 use sandgen::{Encoding, ErrorKind};
-use sandgen_tests::{assert_error, memory_exclusive, memory_heavy, raw, spdl};
 use serde_json::json;
 
 /// A fresh worker still works: the host survived the fault.

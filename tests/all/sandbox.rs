@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::util::{Captured, assert_error, spdl};
 use sandgen::ErrorKind;
-use sandgen_tests::{Captured, assert_error, spdl};
 use serde_json::json;
 
 fn environment(builder: sandgen::IterableBuilder) -> Vec<String> {
@@ -82,7 +82,7 @@ fn panic_in_the_initializer_is_a_trap_at_build() {
 
 #[test]
 fn memory_limit_is_enforced_and_named() {
-    let _heavy = sandgen_tests::memory_heavy();
+    let _heavy = crate::util::memory_heavy();
     let error = spdl()
         .generator("allocate")
         .args(&64usize)

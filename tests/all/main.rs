@@ -1,0 +1,12 @@
+//! sandgen's end-to-end tests: one binary, a module per area, helpers in
+//! `util`. They are the `sandgen` package's integration tests (see
+//! host/Cargo.toml), so they can run the `sandgen` binary too.
+
+mod cli;
+mod examples;
+mod faults;
+mod loading;
+mod protocol;
+mod sandbox;
+mod spdl;
+mod util;
