@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings;
+use crate::cache::Cache;
 use crate::sandbox::HostState;
 use crate::{Error, ErrorKind, IterableBuilder};
 
@@ -35,12 +36,21 @@ pub struct Engine {
 }
 
 struct EngineInner {
+    cache: Option<Cache>,
+    worker_program: Option<PathBuf>,
     /// For guests without a fuel budget.
     plain: Flavor,
     /// For guests with a fuel budget: fuel metering is compiled into the
     /// code, so these plugins are compiled a second time, on first use.
     fueled: Flavor,
     ticker: Ticker,
+}
+
+/// A component compiled and linked for one flavor.
+struct Prepared {
+    pre: bindings::PluginPre<HostState>,
+    /// The compiled component in the cache, for worker processes.
+    file: Option<PathBuf>,
 }
 
 /// A wasmtime engine and its WASI linker.
@@ -66,15 +76,40 @@ impl Flavor {
         Ok(Flavor { engine, linker })
     }
 
-    /// Compiles and links a component.
-    fn prepare(&self, origin: &str, bytes: &[u8]) -> Result<bindings::PluginPre<HostState>, Error> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Load,
-                format!("failed to compile plugin `{origin}`: {e:#}"),
-            )
-        })?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+    /// Compiles (or loads from the cache) and links a component.
+    fn prepare(
+        &self,
+        origin: &str,
+        bytes: &[u8],
+        cache: Option<&Cache>,
+    ) -> Result<Prepared, Error> {
+        let (component, file) = match cache {
+            Some(cache) => {
+                let compiled = cache.load_or_compile(&self.engine, origin, bytes)?;
+                (compiled.component, compiled.file)
+            }
+            None => {
+                let component = Component::new(&self.engine, bytes).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Load,
+                        format!("failed to compile plugin `{origin}`: {e:#}"),
+                    )
+                })?;
+                (component, None)
+            }
+        };
+        Ok(Prepared {
+            pre: self.link(origin, &component)?,
+            file,
+        })
+    }
+
+    fn link(
+        &self,
+        origin: &str,
+        component: &Component,
+    ) -> Result<bindings::PluginPre<HostState>, Error> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
             Error::new(
                 ErrorKind::Incompatible,
                 format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {e:#}"),
@@ -99,22 +134,22 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Creates an engine with sandgen's settings.
+    /// Creates an engine with sandgen's settings and the default compile
+    /// cache; see [`EngineBuilder`] for the options.
     ///
     /// # Errors
     ///
     /// When wasmtime cannot be set up on this machine.
     pub fn new() -> Result<Engine, Error> {
-        let plain = Flavor::new(false)?;
-        let fueled = Flavor::new(true)?;
-        let ticker = Ticker::start(vec![plain.engine.clone(), fueled.engine.clone()])?;
-        Ok(Engine {
-            inner: Arc::new(EngineInner {
-                plain,
-                fueled,
-                ticker,
-            }),
-        })
+        Engine::builder().build()
+    }
+
+    /// Starts configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            cache: Some(crate::cache::default_dir()),
+            worker_program: None,
+        }
     }
 
     /// Loads a plugin from a `.wasm` component file.
@@ -151,17 +186,19 @@ impl Engine {
 
     fn load_bytes_named(&self, name: &str, origin: &str, bytes: &[u8]) -> Result<Plugin, Error> {
         check_header(origin, bytes)?;
-        let pre = self.inner.plain.prepare(origin, bytes)?;
-        Ok(Plugin {
+        let plugin = Plugin {
             inner: Arc::new(PluginInner {
                 engine: self.clone(),
                 name: name.to_owned(),
                 origin: origin.to_owned(),
                 bytes: bytes.into(),
-                pre,
+                plain: OnceLock::new(),
                 fueled: OnceLock::new(),
             }),
-        })
+        };
+        // Compile now, so that load errors come from `load`.
+        plugin.prepared(false)?;
+        Ok(plugin)
     }
 
     pub(crate) fn wasmtime(&self, fuel: bool) -> &wasmtime::Engine {
@@ -172,9 +209,125 @@ impl Engine {
         }
     }
 
+    /// The program to start worker processes with.
+    pub(crate) fn worker_program(&self) -> Result<PathBuf, Error> {
+        match &self.inner.worker_program {
+            Some(program) => Ok(program.clone()),
+            None => std::env::current_exe().map_err(|e| {
+                Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("cannot find this program to start a worker process: {e}; set `EngineBuilder::worker_program`"),
+                )
+            }),
+        }
+    }
+
+    /// Loads a compiled component that this host wrote to its cache (in a
+    /// worker process).
+    pub(crate) fn load_compiled(
+        &self,
+        name: &str,
+        file: &Path,
+        fuel: bool,
+    ) -> Result<Plugin, Error> {
+        let flavor = if fuel {
+            &self.inner.fueled
+        } else {
+            &self.inner.plain
+        };
+        let component = crate::cache::load(&flavor.engine, file)?;
+        let prepared = Prepared {
+            pre: flavor.link(name, &component)?,
+            file: Some(file.to_owned()),
+        };
+        let (plain, fueled) = (OnceLock::new(), OnceLock::new());
+        let _ = if fuel { &fueled } else { &plain }.set(Ok(prepared));
+        // Without the component's bytes the other flavor cannot be compiled;
+        // a worker process only ever uses the one it was started for.
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                engine: self.clone(),
+                name: name.to_owned(),
+                origin: file.display().to_string(),
+                bytes: Arc::from(Vec::new()),
+                plain,
+                fueled,
+            }),
+        })
+    }
+
     /// Keeps the epoch clock running while the guard lives.
     pub(crate) fn clock(&self) -> ClockGuard {
         self.inner.ticker.activate()
+    }
+}
+
+/// Configures an [`Engine`].
+///
+/// | option | default |
+/// |---|---|
+/// | [`cache_dir`](Self::cache_dir) | `$SANDGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/sandgen`, else `~/.cache/sandgen` |
+/// | [`worker_program`](Self::worker_program) | this process's own executable, which must then call [`run_worker_if_requested`](crate::run_worker_if_requested) first thing in `main` |
+///
+/// ```no_run
+/// # fn main() -> Result<(), sandgen::Error> {
+/// let engine = sandgen::Engine::builder()
+///     .cache_dir("/var/cache/my-loader")
+///     .worker_program("/usr/local/bin/sandgen")
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "an EngineBuilder does nothing until `build` is called"]
+pub struct EngineBuilder {
+    cache: Option<PathBuf>,
+    worker_program: Option<PathBuf>,
+}
+
+impl EngineBuilder {
+    /// Keeps compiled components in `dir` (created private to the user), so
+    /// that only the first load of a plugin pays for compilation and worker
+    /// processes never compile.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(dir.into());
+        self
+    }
+
+    /// Compiles every plugin in memory on each load. Process isolation then
+    /// cannot be used.
+    pub fn no_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// The program that runs worker processes ([`Isolation::Process`](crate::Isolation::Process)):
+    /// the `sandgen` binary, or any program that calls
+    /// [`run_worker_if_requested`](crate::run_worker_if_requested) at the
+    /// start of its `main`.
+    pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.worker_program = Some(program.into());
+        self
+    }
+
+    /// Creates the engine.
+    ///
+    /// # Errors
+    ///
+    /// When wasmtime cannot be set up on this machine.
+    pub fn build(self) -> Result<Engine, Error> {
+        let plain = Flavor::new(false)?;
+        let fueled = Flavor::new(true)?;
+        let ticker = Ticker::start(vec![plain.engine.clone(), fueled.engine.clone()])?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                cache: self.cache.map(Cache::new),
+                worker_program: self.worker_program,
+                plain,
+                fueled,
+                ticker,
+            }),
+        })
     }
 }
 
@@ -213,8 +366,9 @@ struct PluginInner {
     origin: String,
     /// The component, kept to compile it for the fuel engine on demand.
     bytes: Arc<[u8]>,
-    pre: bindings::PluginPre<HostState>,
-    fueled: OnceLock<Result<bindings::PluginPre<HostState>, Error>>,
+    /// Compiled for the engine without fuel, and with it; each on first use.
+    plain: OnceLock<Result<Prepared, Error>>,
+    fueled: OnceLock<Result<Prepared, Error>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -263,19 +417,32 @@ impl Plugin {
 
     /// The linked component for the engine with or without fuel metering.
     pub(crate) fn pre(&self, fuel: bool) -> Result<&bindings::PluginPre<HostState>, Error> {
-        if !fuel {
-            return Ok(&self.inner.pre);
-        }
+        Ok(&self.prepared(fuel)?.pre)
+    }
+
+    /// The compiled component's cache file, for a worker process.
+    pub(crate) fn compiled_file(&self, fuel: bool) -> Result<&Path, Error> {
+        self.prepared(fuel)?.file.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Load,
+                format!(
+                    "plugin `{}` has no compiled file for a worker process: the compile cache is \
+                     disabled or not writable (see `EngineBuilder::cache_dir`)",
+                    self.inner.origin
+                ),
+            )
+        })
+    }
+
+    fn prepared(&self, fuel: bool) -> Result<&Prepared, Error> {
         let inner = &self.inner;
-        inner
-            .fueled
-            .get_or_init(|| {
-                inner
-                    .engine
-                    .inner
-                    .fueled
-                    .prepare(&inner.origin, &inner.bytes)
-            })
+        let engine = &inner.engine.inner;
+        let (slot, flavor) = if fuel {
+            (&inner.fueled, &engine.fueled)
+        } else {
+            (&inner.plain, &engine.plain)
+        };
+        slot.get_or_init(|| flavor.prepare(&inner.origin, &inner.bytes, engine.cache.as_ref()))
             .as_ref()
             .map_err(Clone::clone)
     }

@@ -12,7 +12,7 @@ use crate::codec::{Encoding, Frames};
 use crate::output::{OutputHandler, OutputLine, stderr_handler};
 use crate::protocol::{Command, Status};
 use crate::sandbox::{DirGrant, Options};
-use crate::worker::{Spec, WorkerHandle};
+use crate::worker::{Isolation, Spec, WorkerHandle};
 use crate::{Error, ErrorKind, Plugin};
 
 /// How long dropping an iterable waits for its worker thread to end.
@@ -24,6 +24,7 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 ///
 /// | option | default |
 /// |---|---|
+/// | [`isolation`](Self::isolation) | [`Isolation::Thread`] |
 /// | [`encoding`](Self::encoding) | [`Encoding::Bincode`] |
 /// | [`args`](Self::args), [`config`](Self::config) | none (the plugin sees empty bytes) |
 /// | [`buffer_size`](Self::buffer_size) | 1024 items ([`DEFAULT_BUFFER_SIZE`](crate::DEFAULT_BUFFER_SIZE)) |
@@ -63,6 +64,7 @@ pub struct IterableBuilder {
     args: Payload,
     config: Payload,
     options: Options,
+    isolation: Isolation,
     output: Option<OutputHandler>,
 }
 
@@ -112,6 +114,7 @@ impl IterableBuilder {
             args: Payload::None,
             config: Payload::None,
             options: Options::default(),
+            isolation: Isolation::default(),
             output: None,
         }
     }
@@ -146,6 +149,13 @@ impl IterableBuilder {
     /// The config for the plugin's initializer, already encoded.
     pub fn config_raw(mut self, config: impl Into<Vec<u8>>) -> Self {
         self.config = Payload::Raw(config.into());
+        self
+    }
+
+    /// Where the worker runs: a thread of this process (the default) or a
+    /// child process. Both give the same items, statuses and errors.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
         self
     }
 
@@ -247,7 +257,7 @@ impl IterableBuilder {
             options: self.options,
             output: self.output.unwrap_or_else(stderr_handler),
         };
-        let worker = WorkerHandle::spawn(spec)?;
+        let worker = WorkerHandle::spawn(spec, self.isolation)?;
         let iterable = Iterable {
             worker,
             generator: self.generator,
@@ -313,6 +323,12 @@ impl Iterable {
     /// The encoding of items.
     pub fn encoding(&self) -> Encoding {
         self.encoding
+    }
+
+    /// The id of the worker process, in [`Isolation::Process`]; `None` for a
+    /// worker thread.
+    pub fn worker_process_id(&self) -> Option<u32> {
+        self.worker.process_id()
     }
 
     /// Starts a pass whose items are decoded as `T`.

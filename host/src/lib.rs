@@ -47,11 +47,13 @@
 //! stderr (a Rust panic's message) and a backtrace.
 #![deny(missing_docs)]
 
+mod cache;
 mod codec;
 mod engine;
 mod error;
 mod iterable;
 mod output;
+mod process;
 mod protocol;
 mod sandbox;
 mod worker;
@@ -65,13 +67,15 @@ mod bindings {
 }
 
 pub use crate::codec::Encoding;
-pub use crate::engine::{Engine, GeneratorInfo, Plugin};
+pub use crate::engine::{Engine, EngineBuilder, GeneratorInfo, Plugin};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::iterable::{Iterable, IterableBuilder, Pass, RawPass};
 pub use crate::output::{GuestStream, OutputLine};
+pub use crate::process::run_worker_if_requested;
 pub use crate::sandbox::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
+pub use crate::worker::Isolation;
 
 #[doc(hidden)]
 pub mod __cli {

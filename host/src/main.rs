@@ -113,6 +113,8 @@ fn usage(error: anyhow::Error) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // `sandgen` is also the program that worker processes run.
+    sandgen::run_worker_if_requested();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List { plugin } => list(plugin),
@@ -143,14 +145,16 @@ fn list(plugin: PathBuf) -> Result<(), Failure> {
 
 /// Builds the iterable from the common options.
 fn iterable(args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
-    if args.isolation == Isolation::Process {
-        return Err(usage(anyhow::anyhow!(
-            "--isolation process is not supported yet; use --isolation thread"
-        )));
-    }
     let engine = Engine::new()?;
     let plugin = engine.load(&args.plugin)?;
-    let mut builder = plugin.generator(&args.generator).encoding(encoding);
+    let isolation = match args.isolation {
+        Isolation::Thread => sandgen::Isolation::Thread,
+        Isolation::Process => sandgen::Isolation::Process,
+    };
+    let mut builder = plugin
+        .generator(&args.generator)
+        .encoding(encoding)
+        .isolation(isolation);
     builder = with_payloads(builder, args, encoding)?;
     if let Some(seconds) = args.timeout {
         let timeout = Duration::try_from_secs_f64(seconds)

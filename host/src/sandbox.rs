@@ -24,14 +24,14 @@ pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_ITEM_BYTES: u32 = 1 << 30;
 
 /// A host directory granted to the guest, read-only.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DirGrant {
     pub(crate) host: PathBuf,
     pub(crate) guest: String,
 }
 
 /// Everything about an iterable's worker that is not the plugin itself.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Options {
     pub(crate) buffer_size: usize,
     pub(crate) buffer_bytes: usize,

@@ -18,13 +18,14 @@ use crate::bindings::exports::sandgen::generator::generator as wit;
 use crate::codec::{Batch, Encoding, validate_batch};
 use crate::engine::ClockGuard;
 use crate::output::{GuestOutput, OutputHandler, summarize_stderr};
+use crate::process::ProcessWorker;
 use crate::protocol::{Command, Status};
 use crate::sandbox::{HostState, Options};
 use crate::{Error, ErrorKind, GeneratorInfo, Plugin, bindings};
 
 /// The most bytes asked of the guest in one `next` call (a larger single item
 /// still comes whole).
-const MAX_BATCH_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// The most items asked of the guest in one `next` call.
 const MAX_BATCH_ITEMS: usize = 4096;
 
@@ -57,18 +58,56 @@ impl Interrupt {
     }
 }
 
-/// The caller's handle on a worker thread.
+/// Where a worker runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// A thread of this process, with its own wasm instance and store: the
+    /// fastest start and hand-off.
+    #[default]
+    Thread,
+    /// A child process running the same worker, talking over pipes: adds an
+    /// OS process boundary against faults of the runtime itself, and the OS
+    /// can kill it. Needs the compile cache and a worker program (see
+    /// [`EngineBuilder`](crate::EngineBuilder)).
+    Process,
+}
+
+/// The caller's handle on a worker, wherever it runs.
 pub(crate) struct WorkerHandle {
     pub(crate) commands: Sender<Command>,
     pub(crate) statuses: Receiver<Status>,
-    interrupt: Arc<Interrupt>,
-    /// Disconnects when the worker thread ends.
-    done: Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    backend: Backend,
+}
+
+enum Backend {
+    Thread {
+        interrupt: Arc<Interrupt>,
+        /// Disconnects when the worker thread ends.
+        done: Receiver<()>,
+        thread: Option<JoinHandle<()>>,
+    },
+    Process(ProcessWorker),
 }
 
 impl WorkerHandle {
-    pub(crate) fn spawn(spec: Spec) -> Result<WorkerHandle, Error> {
+    pub(crate) fn spawn(spec: Spec, isolation: Isolation) -> Result<WorkerHandle, Error> {
+        match isolation {
+            Isolation::Thread => Self::spawn_thread(spec),
+            Isolation::Process => {
+                let (commands, command_rx) = crossbeam_channel::unbounded();
+                let (status_tx, statuses) = crossbeam_channel::unbounded();
+                let process = ProcessWorker::spawn(spec, command_rx, status_tx)?;
+                Ok(WorkerHandle {
+                    commands,
+                    statuses,
+                    backend: Backend::Process(process),
+                })
+            }
+        }
+    }
+
+    pub(crate) fn spawn_thread(spec: Spec) -> Result<WorkerHandle, Error> {
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (status_tx, statuses) = crossbeam_channel::unbounded();
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
@@ -89,28 +128,50 @@ impl WorkerHandle {
         Ok(WorkerHandle {
             commands,
             statuses,
-            interrupt,
-            done,
-            thread: Some(thread),
+            backend: Backend::Thread {
+                interrupt,
+                done,
+                thread: Some(thread),
+            },
         })
     }
 
-    /// Stops the guest at once, wherever it is.
-    pub(crate) fn interrupt(&self) {
-        self.interrupt.trigger();
+    /// The worker process's id, in process isolation.
+    pub(crate) fn process_id(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Thread { .. } => None,
+            Backend::Process(process) => Some(process.pid()),
+        }
     }
 
-    /// Ends the worker: Abort, interrupt, and wait up to `grace` for its
-    /// thread. A thread still running then (a guest stuck where no interrupt
-    /// reaches) is left to end on its own.
+    /// Stops the guest at once, wherever it is (a worker process is killed).
+    pub(crate) fn interrupt(&self) {
+        match &self.backend {
+            Backend::Thread { interrupt, .. } => interrupt.trigger(),
+            Backend::Process(process) => process.kill(),
+        }
+    }
+
+    /// Ends the worker: Abort, then wait up to `grace` for it. A thread still
+    /// running then (a guest stuck where no interrupt reaches) is left to end
+    /// on its own; a process still running is killed.
     pub(crate) fn shutdown(&mut self, grace: Duration) {
         let _ = self.commands.send(Command::Abort);
-        self.interrupt();
-        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-            self.done.recv_timeout(grace)
-            && let Some(thread) = self.thread.take()
-        {
-            let _ = thread.join();
+        match &mut self.backend {
+            Backend::Thread {
+                interrupt,
+                done,
+                thread,
+            } => {
+                interrupt.trigger();
+                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                    done.recv_timeout(grace)
+                    && let Some(thread) = thread.take()
+                {
+                    let _ = thread.join();
+                }
+            }
+            Backend::Process(process) => process.shutdown(grace),
         }
     }
 }

@@ -10,8 +10,28 @@ use crate::util::artifacts::{
     EXAMPLE_JSONL, EXAMPLE_TOKENIZE, FIXTURE_RAW, FIXTURE_SPDL, FIXTURE_WRONG_WORLD,
 };
 
+/// The `sandgen` binary, with the tests' compile cache.
+fn sandgen_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
+    command.env("SANDGEN_CACHE_DIR", crate::util::cache_dir());
+    command
+}
+
+/// `--isolation` as the running test asks.
+fn mode() -> &'static str {
+    match crate::util::isolation() {
+        sandgen::Isolation::Process => "process",
+        _ => "thread",
+    }
+}
+
+/// Runs `sandgen`; `run` and `bench` get the test's `--isolation`.
 fn sandgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sandgen"))
+    let mut args = args.to_vec();
+    if matches!(args.first(), Some(&"run" | &"bench")) {
+        args.extend(["--isolation", mode()]);
+    }
+    sandgen_command()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -44,7 +64,7 @@ fn expect(output: &Output, code: i32) -> (String, Vec<String>) {
     (stdout(output), errors)
 }
 
-#[test]
+both_isolations!(list_prints_name_tab_description);
 fn list_prints_name_tab_description() {
     let (out, errors) = expect(&sandgen(&["list", FIXTURE_RAW]), 0);
     assert!(errors.is_empty());
@@ -56,7 +76,7 @@ fn list_prints_name_tab_description() {
     assert_eq!(lines.len(), 6);
 }
 
-#[test]
+both_isolations!(run_prints_one_json_item_per_line);
 fn run_prints_one_json_item_per_line() {
     let (out, _) = expect(&sandgen(&["run", FIXTURE_SPDL, "range", "--args", "5"]), 0);
     assert_eq!(out, "0\n1\n2\n3\n4\n");
@@ -73,13 +93,13 @@ fn run_prints_one_json_item_per_line() {
     assert_eq!(out, "[0,0]\n[1,1]\n");
 }
 
-#[test]
+both_isolations!(run_plugin_without_sdk);
 fn run_plugin_without_sdk() {
     let (out, _) = expect(&sandgen(&["run", FIXTURE_RAW, "count", "--args", "3"]), 0);
     assert_eq!(out, "0\n1\n2\n");
 }
 
-#[test]
+both_isolations!(run_passes_take_and_buffer_size);
 fn run_passes_take_and_buffer_size() {
     let (out, _) = expect(
         &sandgen(&[
@@ -126,7 +146,7 @@ fn run_passes_take_and_buffer_size() {
     assert_eq!(out, "0\n1\n2\n3\n0\n1\n");
 }
 
-#[test]
+both_isolations!(run_with_config);
 fn run_with_config() {
     let (out, _) = expect(
         &sandgen(&[
@@ -141,7 +161,7 @@ fn run_with_config() {
     assert_eq!(out, "[1,\"hi\"]\n");
 }
 
-#[test]
+both_isolations!(plugin_failures_exit_1_with_one_error_line);
 fn plugin_failures_exit_1_with_one_error_line() {
     let cases: &[(&[&str], &str)] = &[
         (
@@ -181,7 +201,7 @@ fn plugin_failures_exit_1_with_one_error_line() {
     assert_eq!(out, "0\n1\n");
 }
 
-#[test]
+both_isolations!(trap_exits_1_with_the_panic_message);
 fn trap_exits_1_with_the_panic_message() {
     let output = sandgen(&[
         "run",
@@ -202,7 +222,7 @@ fn trap_exits_1_with_the_panic_message() {
     assert!(stderr(&output).contains("[fixture_spdl/panic_at stderr] kaboom"));
 }
 
-#[test]
+both_isolations!(timeout_and_memory_limit_exit_1_with_their_words);
 fn timeout_and_memory_limit_exit_1_with_their_words() {
     let (_, errors) = expect(
         &sandgen(&[
@@ -232,7 +252,7 @@ fn timeout_and_memory_limit_exit_1_with_their_words() {
     assert!(errors[0].contains("memory limit of 16 MiB"), "{errors:?}");
 }
 
-#[test]
+both_isolations!(protocol_violation_exits_1);
 fn protocol_violation_exits_1() {
     let (_, errors) = expect(&sandgen(&["run", FIXTURE_RAW, "overrun"]), 1);
     assert!(
@@ -241,7 +261,7 @@ fn protocol_violation_exits_1() {
     );
 }
 
-#[test]
+both_isolations!(load_and_usage_errors_exit_2);
 fn load_and_usage_errors_exit_2() {
     let (_, errors) = expect(&sandgen(&["run", "/no/such.wasm", "range"]), 2);
     assert!(
@@ -276,7 +296,7 @@ fn load_and_usage_errors_exit_2() {
     expect(&sandgen(&["frobnicate"]), 2);
 }
 
-#[test]
+both_isolations!(env_and_dir_grants);
 fn env_and_dir_grants() {
     let (out, _) = expect(
         &sandgen(&[
@@ -308,7 +328,7 @@ fn env_and_dir_grants() {
     assert_eq!(out, "{\"id\":1}\n{\"id\":5}\n");
 }
 
-#[test]
+both_isolations!(bench_prints_one_json_object);
 fn bench_prints_one_json_object() {
     let output = sandgen(&[
         "bench",
@@ -349,10 +369,18 @@ fn bench_prints_one_json_object() {
     assert_eq!(report["items"], 4);
 }
 
-#[test]
+both_isolations!(closing_stdout_early_ends_quietly);
 fn closing_stdout_early_ends_quietly() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandgen"))
-        .args(["run", FIXTURE_SPDL, "range", "--args", "100000000"])
+    let mut child = sandgen_command()
+        .args([
+            "run",
+            "--isolation",
+            mode(),
+            FIXTURE_SPDL,
+            "range",
+            "--args",
+            "100000000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -372,11 +400,19 @@ fn closing_stdout_early_ends_quietly() {
     assert_eq!(err, "");
 }
 
-#[test]
+both_isolations!(sigterm_and_sigint_end_a_busy_run_promptly);
 fn sigterm_and_sigint_end_a_busy_run_promptly() {
     for signal in ["-TERM", "-INT"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sandgen"))
-            .args(["run", FIXTURE_SPDL, "spin", "--args", "1"])
+        let mut child = sandgen_command()
+            .args([
+                "run",
+                "--isolation",
+                mode(),
+                FIXTURE_SPDL,
+                "spin",
+                "--args",
+                "1",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -402,8 +438,8 @@ fn sigterm_and_sigint_end_a_busy_run_promptly() {
     }
 }
 
+both_isolations!(take_stops_a_huge_pass);
 /// `--take` stops the pass (not drained): a huge generator ends at once.
-#[test]
 fn take_stops_a_huge_pass() {
     let (out, _) = expect(
         &sandgen(&["run", FIXTURE_SPDL, "spin", "--args", "1", "--take", "1"]),
@@ -412,8 +448,8 @@ fn take_stops_a_huge_pass() {
     assert_eq!(out, "0\n");
 }
 
+both_isolations!(faults_exit_1_with_their_words);
 /// The fault suite through the CLI: each fault exits 1 with its own words.
-#[test]
 fn faults_exit_1_with_their_words() {
     let cases: &[(&[&str], &str)] = &[
         (&["recurse"], "exhausted its stack"),
@@ -462,7 +498,7 @@ fn faults_exit_1_with_their_words() {
     );
 }
 
-#[test]
+both_isolations!(huge_item_through_the_cli);
 fn huge_item_through_the_cli() {
     let size = 64 << 20;
     let args = format!(r#"{{"n": 1, "size": {size}}}"#);
@@ -476,10 +512,9 @@ fn huge_item_through_the_cli() {
     assert_eq!(report["bytes"], size + 5);
 }
 
-#[test]
+both_isolations!(capabilities_through_the_cli);
 fn capabilities_through_the_cli() {
-    let dir = std::env::temp_dir().join(format!("sandgen-cli-ro-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::temp_dir("sandgen-cli-ro");
     std::fs::write(dir.join("a.txt"), "hello").unwrap();
     let grant = format!("{}::/data", dir.display());
     let (out, _) = expect(
@@ -543,8 +578,16 @@ fn capabilities_through_the_cli() {
     );
     assert!(out.starts_with("\"connect: error "), "{out}");
     // The host's environment never leaks; granted variables do.
-    let output = Command::new(env!("CARGO_BIN_EXE_sandgen"))
-        .args(["run", FIXTURE_SPDL, "environment", "--env", "ONLY=this"])
+    let output = sandgen_command()
+        .args([
+            "run",
+            "--isolation",
+            mode(),
+            FIXTURE_SPDL,
+            "environment",
+            "--env",
+            "ONLY=this",
+        ])
         .env("SECRET_TOKEN", "do-not-leak")
         .output()
         .unwrap();

@@ -15,7 +15,7 @@ fn data_dir() -> String {
         .to_string()
 }
 
-#[test]
+both_isolations!(jsonl_rows_are_projected_and_filtered);
 fn jsonl_rows_are_projected_and_filtered() {
     let iterable = plugin(artifacts::EXAMPLE_JSONL)
         .generator("rows")
@@ -35,7 +35,7 @@ fn jsonl_rows_are_projected_and_filtered() {
     );
 }
 
-#[test]
+both_isolations!(jsonl_without_granted_dir_fails_clearly);
 fn jsonl_without_granted_dir_fails_clearly() {
     let iterable = plugin(artifacts::EXAMPLE_JSONL)
         .generator("rows")
@@ -56,7 +56,7 @@ fn jsonl_without_granted_dir_fails_clearly() {
     );
 }
 
-#[test]
+both_isolations!(jsonl_missing_field_names_the_line);
 fn jsonl_missing_field_names_the_line() {
     let iterable = plugin(artifacts::EXAMPLE_JSONL)
         .generator("rows")
@@ -77,7 +77,7 @@ fn jsonl_missing_field_names_the_line() {
     );
 }
 
-#[test]
+both_isolations!(tokenize_windows_typed_over_bincode);
 fn tokenize_windows_typed_over_bincode() {
     let iterable = plugin(artifacts::EXAMPLE_TOKENIZE)
         .generator("windows")
@@ -100,7 +100,7 @@ fn tokenize_windows_typed_over_bincode() {
     assert_eq!(four[0][0], windows[0][3]);
 }
 
-#[test]
+both_isolations!(tokenize_shuffles_differently_each_epoch);
 fn tokenize_shuffles_differently_each_epoch() {
     let text: String = (0..200).map(|i| format!("word{i} ")).collect();
     let iterable = plugin(artifacts::EXAMPLE_TOKENIZE)

@@ -28,7 +28,7 @@ fn first_error(builder: sandgen::IterableBuilder) -> sandgen::Error {
     error
 }
 
-#[test]
+both_isolations!(unbounded_recursion_is_a_stack_overflow);
 fn unbounded_recursion_is_a_stack_overflow() {
     let error = first_error(spdl().generator("recurse").encoding(Encoding::Json));
     assert_error(
@@ -38,7 +38,7 @@ fn unbounded_recursion_is_a_stack_overflow() {
     );
 }
 
-#[test]
+both_isolations!(fuel_stops_a_spinning_guest);
 fn fuel_stops_a_spinning_guest() {
     let error = first_error(
         spdl()
@@ -54,7 +54,7 @@ fn fuel_stops_a_spinning_guest() {
     );
 }
 
-#[test]
+both_isolations!(fuel_is_a_budget_per_pass);
 fn fuel_is_a_budget_per_pass() {
     let iterable = spdl()
         .generator("range")
@@ -68,7 +68,7 @@ fn fuel_is_a_budget_per_pass() {
     }
 }
 
-#[test]
+both_isolations!(fuel_covers_the_initializer);
 fn fuel_covers_the_initializer() {
     let error = spdl()
         .generator("range")
@@ -79,7 +79,7 @@ fn fuel_covers_the_initializer() {
     assert_error(&error, ErrorKind::FuelExhausted, "in the initializer");
 }
 
-#[test]
+both_isolations!(sleeping_guest_times_out_promptly);
 fn sleeping_guest_times_out_promptly() {
     let iterable = spdl()
         .generator("sleep")
@@ -105,7 +105,7 @@ fn sleeping_guest_times_out_promptly() {
     assert_healthy();
 }
 
-#[test]
+both_isolations!(spinning_guest_times_out_promptly);
 fn spinning_guest_times_out_promptly() {
     let iterable = spdl()
         .generator("spin")
@@ -132,7 +132,7 @@ fn spinning_guest_times_out_promptly() {
     assert_healthy();
 }
 
-#[test]
+both_isolations!(huge_item_arrives_whole_when_allowed);
 fn huge_item_arrives_whole_when_allowed() {
     let _heavy = memory_heavy();
     let size = 64 << 20;
@@ -166,7 +166,7 @@ fn huge_item_arrives_whole_when_allowed() {
     );
 }
 
-#[test]
+both_isolations!(items_after_the_end_of_a_pass_break_the_contract);
 fn items_after_the_end_of_a_pass_break_the_contract() {
     let error = first_error(raw().generator("after_end").encoding(Encoding::Json));
     assert_error(
@@ -181,10 +181,9 @@ fn probe(builder: sandgen::IterableBuilder) -> Vec<String> {
     iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
 }
 
-#[test]
+both_isolations!(granted_directories_are_read_only);
 fn granted_directories_are_read_only() {
-    let dir = std::env::temp_dir().join(format!("sandgen-ro-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::temp_dir("sandgen-ro");
     std::fs::write(dir.join("a.txt"), "hello").unwrap();
     let seen = probe(
         spdl()
@@ -211,7 +210,7 @@ fn granted_directories_are_read_only() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
+both_isolations!(nothing_outside_granted_directories);
 fn nothing_outside_granted_directories() {
     let seen = probe(
         spdl()
@@ -222,7 +221,7 @@ fn nothing_outside_granted_directories() {
     assert!(seen[1].starts_with("list /: error "), "{seen:?}");
 }
 
-#[test]
+both_isolations!(no_network);
 fn no_network() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -245,7 +244,7 @@ fn rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-#[test]
+both_isolations!(a_thousand_iterables_leave_memory_stable);
 fn a_thousand_iterables_leave_memory_stable() {
     let _alone = memory_exclusive();
     let cycle = || {
@@ -268,7 +267,7 @@ fn a_thousand_iterables_leave_memory_stable() {
     );
 }
 
-#[test]
+both_isolations!(a_hundred_concurrent_workers);
 fn a_hundred_concurrent_workers() {
     let _heavy = memory_heavy();
     let iterables: Vec<_> = (0..100u64)

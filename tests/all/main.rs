@@ -2,11 +2,14 @@
 //! `util`. They are the `sandgen` package's integration tests (see
 //! host/Cargo.toml), so they can run the `sandgen` binary too.
 
+#[macro_use]
+mod util;
+
 mod cli;
 mod examples;
 mod faults;
 mod loading;
+mod process;
 mod protocol;
 mod sandbox;
 mod spdl;
-mod util;

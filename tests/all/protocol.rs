@@ -13,7 +13,7 @@ fn raw_iterable(generator: &str, args: &str) -> Iterable {
         .unwrap()
 }
 
-#[test]
+both_isolations!(plugin_without_sdk_runs);
 fn plugin_without_sdk_runs() {
     let iterable = raw_iterable("count", "5");
     for _ in 0..2 {
@@ -28,7 +28,7 @@ fn plugin_without_sdk_runs() {
     assert_eq!(raw_items, [b"0", b"1", b"2", b"3", b"4"]);
 }
 
-#[test]
+both_isolations!(plugin_without_sdk_errors_keep_their_message);
 fn plugin_without_sdk_errors_keep_their_message() {
     let error = raw()
         .generator("count")
@@ -68,7 +68,7 @@ fn protocol_error(generator: &str, buffer_bytes: usize) -> sandgen::Error {
     error
 }
 
-#[test]
+both_isolations!(length_overrunning_the_buffer);
 fn length_overrunning_the_buffer() {
     let error = protocol_error("overrun", 1 << 20);
     assert_eq!(error.kind(), ErrorKind::Protocol);
@@ -78,7 +78,7 @@ fn length_overrunning_the_buffer() {
     );
 }
 
-#[test]
+both_isolations!(more_items_than_asked);
 fn more_items_than_asked() {
     let error = protocol_error("too_many", 1 << 20);
     assert_error(
@@ -88,7 +88,7 @@ fn more_items_than_asked() {
     );
 }
 
-#[test]
+both_isolations!(items_past_max_bytes);
 fn items_past_max_bytes() {
     let error = protocol_error("ignore_max_bytes", 1000);
     assert_error(
@@ -98,7 +98,7 @@ fn items_past_max_bytes() {
     );
 }
 
-#[test]
+both_isolations!(item_of_the_wrong_type_is_a_decode_error);
 fn item_of_the_wrong_type_is_a_decode_error() {
     let iterable = spdl().generator("range").args(&3u64).build().unwrap();
     let mut pass = iterable.iter::<(u64, u64)>().unwrap();
@@ -111,7 +111,7 @@ fn item_of_the_wrong_type_is_a_decode_error() {
     assert_eq!(items, [0, 1, 2]);
 }
 
-#[test]
+both_isolations!(json_and_bincode_give_the_same_items);
 fn json_and_bincode_give_the_same_items() {
     #[derive(serde::Deserialize, PartialEq, Debug)]
     struct Item(#[serde(with = "serde_bytes")] Vec<u8>);
@@ -130,7 +130,7 @@ fn json_and_bincode_give_the_same_items() {
     }
 }
 
-#[test]
+both_isolations!(large_items_arrive_whole);
 fn large_items_arrive_whole() {
     let _heavy = crate::util::memory_heavy();
     let size = 8 << 20;

@@ -12,7 +12,7 @@ fn environment(builder: sandgen::IterableBuilder) -> Vec<String> {
     iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
 }
 
-#[test]
+both_isolations!(guest_sees_no_environment_and_no_arguments_by_default);
 fn guest_sees_no_environment_and_no_arguments_by_default() {
     assert!(std::env::var_os("PATH").is_some());
     assert_eq!(
@@ -21,7 +21,7 @@ fn guest_sees_no_environment_and_no_arguments_by_default() {
     );
 }
 
-#[test]
+both_isolations!(granted_environment_is_visible);
 fn granted_environment_is_visible() {
     let seen = environment(
         spdl()
@@ -32,7 +32,7 @@ fn granted_environment_is_visible() {
     assert_eq!(seen, ["env DATASET=train", "env SEED=7"]);
 }
 
-#[test]
+both_isolations!(panic_keeps_the_guest_message);
 fn panic_keeps_the_guest_message() {
     let captured = Captured::default();
     let iterable = spdl()
@@ -67,7 +67,7 @@ fn panic_keeps_the_guest_message() {
     );
 }
 
-#[test]
+both_isolations!(panic_in_the_initializer_is_a_trap_at_build);
 fn panic_in_the_initializer_is_a_trap_at_build() {
     let error = spdl()
         .generator("range")
@@ -80,7 +80,7 @@ fn panic_in_the_initializer_is_a_trap_at_build() {
     assert!(error.to_string().contains("bad config"), "{error}");
 }
 
-#[test]
+both_isolations!(memory_limit_is_enforced_and_named);
 fn memory_limit_is_enforced_and_named() {
     let _heavy = crate::util::memory_heavy();
     let error = spdl()
@@ -107,7 +107,7 @@ fn memory_limit_is_enforced_and_named() {
     assert_eq!(sizes, [8 << 20]);
 }
 
-#[test]
+both_isolations!(timeout_during_initialization);
 fn timeout_during_initialization() {
     let started = std::time::Instant::now();
     let error = spdl()

@@ -29,15 +29,15 @@ struct FailArgs<'a> {
     message: &'a str,
 }
 
+both_isolations!(a01_iterate);
 /// A1 `test_iterate_in_subprocess`.
-#[test]
 fn a01_iterate() {
     assert_eq!(collect(&range(10)), (0..10).collect::<Vec<_>>());
 }
 
+both_isolations!(a02_initializer_runs_before_build_returns);
 /// A2 `test_iterate_in_subprocess_initializer`: the initializer has run
 /// (its output is there) when the iterable is returned, and exactly once.
-#[test]
 fn a02_initializer_runs_before_build_returns() {
     let (captured, lines) = Captured::with_channel();
     let iterable = spdl()
@@ -53,9 +53,9 @@ fn a02_initializer_runs_before_build_returns() {
     assert_eq!(items, [(1, Some("initialized 4021".to_owned()))]);
 }
 
+both_isolations!(a03_iterable_drops_after_use);
 /// A3 `test_subprocess_iterable_exposes_finalizer`: in Rust the finalizer is
 /// `Drop`; an iterable drops cleanly after use.
-#[test]
 fn a03_iterable_drops_after_use() {
     let iterable = range(3);
     assert_eq!(collect(&iterable), [0, 1, 2]);
@@ -70,9 +70,9 @@ fn produced(lines: &Receiver<String>) -> u64 {
     line.strip_prefix("produced ").unwrap().parse().unwrap()
 }
 
+both_isolations!(a05_buffer_size_1_is_lock_step);
 /// A5 `test_iterate_in_subprocess_buffer_size_1`: with buffer_size 1 the
 /// worker runs exactly one item ahead.
-#[test]
 fn a05_buffer_size_1_is_lock_step() {
     let (captured, lines) = Captured::with_channel();
     let iterable = spdl()
@@ -98,9 +98,9 @@ fn a05_buffer_size_1_is_lock_step() {
     assert!(pass.next().is_none());
 }
 
+both_isolations!(a06_buffer_size_64_runs_ahead);
 /// A6 `test_iterate_in_subprocess_buffer_size_64`: with room for every item,
 /// the worker produces them all before the caller takes a second one.
-#[test]
 fn a06_buffer_size_64_runs_ahead() {
     let (captured, lines) = Captured::with_channel();
     let iterable = spdl()
@@ -119,8 +119,8 @@ fn a06_buffer_size_64_runs_ahead() {
     assert_eq!(rest, (1..10).collect::<Vec<_>>());
 }
 
+both_isolations!(a07_a13_initializer_failure);
 /// A7, A13 `initializer_failure`: the plugin's message, verbatim.
-#[test]
 fn a07_a13_initializer_failure() {
     let error = spdl()
         .generator("range")
@@ -138,8 +138,8 @@ fn a07_a13_initializer_failure() {
     );
 }
 
+both_isolations!(a08_a14_a20_create_failure);
 /// A8, A14, A20 `iterable creation failure`.
-#[test]
 fn a08_a14_a20_create_failure() {
     let error = spdl()
         .generator("create_fails")
@@ -161,17 +161,17 @@ fn a08_a14_a20_create_failure() {
     );
 }
 
+both_isolations!(a09_abort_right_after_initialization);
 /// A9 `test_execute_iterable_quite_immediately`: a worker aborted right
 /// after initialization ends cleanly.
-#[test]
 fn a09_abort_right_after_initialization() {
     let started = Instant::now();
     drop(range(3));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+both_isolations!(a10_a15_generator_fails_at_first_step);
 /// A10, A15 `generator_fail`: the first step fails; then the worker is gone.
-#[test]
 fn a10_a15_generator_fails_at_first_step() {
     let iterable = spdl()
         .generator("fail_at")
@@ -197,9 +197,9 @@ fn a10_a15_generator_fails_at_first_step() {
     );
 }
 
+both_isolations!(a10_iter_fails);
 /// A10 variant: `iter()` itself fails (SPDL's "Failed to create the
 /// iterator").
-#[test]
 fn a10_iter_fails() {
     let iterable = spdl()
         .generator("iter_fails")
@@ -211,8 +211,8 @@ fn a10_iter_fails() {
     assert_eq!(error.plugin_message(), Some("no pass today"));
 }
 
+both_isolations!(a11_a16_fail_after_n);
 /// A11, A16 `fail_after_n`: items before the error arrive first.
-#[test]
 fn a11_a16_fail_after_n() {
     let iterable = spdl()
         .generator("fail_at")
@@ -238,9 +238,9 @@ fn a11_a16_fail_after_n() {
     );
 }
 
+both_isolations!(a12_success_then_stand_by);
 /// A12 `test_execute_iterator_generator_success`: a pass ends, and the worker
 /// waits in Stand By for the next.
-#[test]
 fn a12_success_then_stand_by() {
     let iterable = range(3);
     assert_eq!(collect(&iterable), [0, 1, 2]);
@@ -248,8 +248,8 @@ fn a12_success_then_stand_by() {
     assert_eq!(collect(&iterable), [0, 1, 2]);
 }
 
+both_isolations!(a17_large_buffer);
 /// A17 `test_iterate_in_subprocess_success` with an unbounded buffer.
-#[test]
 fn a17_large_buffer() {
     let iterable = spdl()
         .generator("range")
@@ -260,9 +260,9 @@ fn a17_large_buffer() {
     assert_eq!(collect(&iterable), [0, 1, 2]);
 }
 
+both_isolations!(a18_timeout);
 /// A18 `test_iterate_in_subprocess_timeout`: the guest sleeps 10 s before its
 /// first item; the timeout fires and the worker is stopped.
-#[test]
 fn a18_timeout() {
     let iterable = spdl()
         .generator("sleep")
@@ -281,9 +281,9 @@ fn a18_timeout() {
     );
 }
 
+both_isolations!(a19_initializer_runs_before_create);
 /// A19 `test_iterate_in_subprocess_initializer_fail`: the initializer runs
 /// before `create`, so its failure wins.
-#[test]
 fn a19_initializer_runs_before_create() {
     let error = spdl()
         .generator("create_fails")
@@ -295,9 +295,9 @@ fn a19_initializer_runs_before_create() {
     assert_eq!(error.plugin_message(), Some("init failed"));
 }
 
+both_isolations!(a21_reiterate_simple_iterable);
 /// A21 `test_iterate_in_subprocess_success_simple_iterable`: the same worker
 /// gives full passes again and again.
-#[test]
 fn a21_reiterate_simple_iterable() {
     let iterable = range(3);
     for _ in 0..3 {
@@ -305,8 +305,8 @@ fn a21_reiterate_simple_iterable() {
     }
 }
 
+both_isolations!(b24_break_then_reiterate);
 /// B24 `test_break_then_reiterate`.
-#[test]
 fn b24_break_then_reiterate() {
     let iterable = range(10);
     let first: Vec<u64> = iterable
@@ -319,9 +319,9 @@ fn b24_break_then_reiterate() {
     assert_eq!(collect(&iterable), (0..10).collect::<Vec<_>>());
 }
 
+both_isolations!(b25_break_then_reiterate_multiple_times);
 /// B25 `test_break_then_reiterate_multiple_times`, also with lock-step and
 /// default buffers.
-#[test]
 fn b25_break_then_reiterate_multiple_times() {
     for buffer in [1, 3, 1024] {
         let iterable = spdl()
@@ -343,8 +343,8 @@ fn b25_break_then_reiterate_multiple_times() {
     }
 }
 
+both_isolations!(b26_partial_iteration_via_zip);
 /// B26 `test_partial_iteration_via_zip`.
-#[test]
 fn b26_partial_iteration_via_zip() {
     let iterable = range(100);
     let zipped: Vec<(u64, u64)> = (0..3)
@@ -354,9 +354,9 @@ fn b26_partial_iteration_via_zip() {
     assert_eq!(collect(&iterable), (0..100).collect::<Vec<_>>());
 }
 
+both_isolations!(pass_dropped_before_reading_leaves_no_leftovers);
 /// A pass dropped right after it started (before any status was read) must
 /// not leak its statuses into the next pass.
-#[test]
 fn pass_dropped_before_reading_leaves_no_leftovers() {
     let iterable = range(50);
     for _ in 0..5 {
@@ -365,9 +365,9 @@ fn pass_dropped_before_reading_leaves_no_leftovers() {
     assert_eq!(collect(&iterable), (0..50).collect::<Vec<_>>());
 }
 
+both_isolations!(second_live_pass_is_refused);
 /// SPDL does not detect two live iterators (they steal each other's items);
 /// sandgen refuses the second with a clear error.
-#[test]
 fn second_live_pass_is_refused() {
     let iterable = range(5);
     let mut first = iterable.iter::<u64>().unwrap();
@@ -378,9 +378,9 @@ fn second_live_pass_is_refused() {
     assert_eq!(collect(&iterable), [0, 1, 2, 3, 4]);
 }
 
+both_isolations!(d46_state_persists_across_passes);
 /// D46 `test_move_iterable_to_subprocess_success_iterable_with_shuffle` and
 /// E51: state lives across passes.
-#[test]
 fn d46_state_persists_across_passes() {
     let iterable = spdl().generator("shuffle").args(&3u64).build().unwrap();
     assert_eq!(collect(&iterable), [1, 2, 0]);
@@ -388,9 +388,9 @@ fn d46_state_persists_across_passes() {
     assert_eq!(collect(&iterable), [0, 1, 2]);
 }
 
+both_isolations!(c_error_of_abandoned_pass_surfaces_next);
 /// C: an error of a pass abandoned early is not lost: it is what the next
 /// pass reports (SPDL reports it as an "unexpected state").
-#[test]
 fn c_error_of_abandoned_pass_surfaces_next() {
     let iterable = spdl()
         .generator("fail_at")
@@ -414,9 +414,9 @@ fn c_error_of_abandoned_pass_surfaces_next() {
     );
 }
 
+both_isolations!(c_teardown_of_busy_and_idle_workers_is_prompt);
 /// C: teardown of a busy worker (spinning in wasm code) and of an idle one
 /// takes moments, not seconds (SPDL: ~3 s and SIGTERM in this race).
-#[test]
 fn c_teardown_of_busy_and_idle_workers_is_prompt() {
     let busy = spdl().generator("spin").args(&0u64).build().unwrap();
     let pass = busy.iter::<u64>().unwrap();
@@ -441,9 +441,9 @@ fn c_teardown_of_busy_and_idle_workers_is_prompt() {
     );
 }
 
+both_isolations!(c_items_before_a_stall_are_delivered);
 /// Items produced before a guest stalls reach the caller (slow start and
 /// batch time budget): the stall does not hold them back.
-#[test]
 fn c_items_before_a_stall_are_delivered() {
     let iterable = spdl()
         .generator("spin")
@@ -457,8 +457,8 @@ fn c_items_before_a_stall_are_delivered() {
     }
 }
 
+both_isolations!(c_timeout_of_spinning_guest);
 /// C: a timeout while the guest spins in wasm code (epoch interruption).
-#[test]
 fn c_timeout_of_spinning_guest() {
     let iterable = spdl()
         .generator("spin")
@@ -472,9 +472,9 @@ fn c_timeout_of_spinning_guest() {
     assert_error(&closed, ErrorKind::Closed, "timed out");
 }
 
+both_isolations!(c_timeout_restarts_with_every_item);
 /// C: a slow but steady generator is never stopped: the timeout restarts
 /// with every batch.
-#[test]
 fn c_timeout_restarts_with_every_item() {
     let iterable = spdl()
         .generator("sleep")

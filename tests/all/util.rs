@@ -1,41 +1,115 @@
 //! Helpers for the end-to-end tests: a shared engine, plugins compiled once
 //! per test binary, output capture and assertions.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use sandgen::{Engine, OutputLine, Plugin};
+use sandgen::{Engine, Isolation, IterableBuilder, OutputLine, Plugin};
 pub use sandgen_tests::artifacts;
 
-/// One engine per test binary.
+/// Defines `$test::thread` and `$test::process`: the test function `$test`
+/// run with each isolation mode, which [`Fixture::generator`] applies.
+macro_rules! both_isolations {
+    ($test:ident) => {
+        mod $test {
+            #[test]
+            fn thread() {
+                $crate::util::with_isolation(sandgen::Isolation::Thread, super::$test);
+            }
+
+            #[test]
+            fn process() {
+                $crate::util::with_isolation(sandgen::Isolation::Process, super::$test);
+            }
+        }
+    };
+}
+
+thread_local! {
+    static ISOLATION: Cell<Isolation> = const { Cell::new(Isolation::Thread) };
+}
+
+/// Runs `test` with `isolation` for the fixtures it builds.
+pub fn with_isolation(isolation: Isolation, test: fn()) {
+    ISOLATION.set(isolation);
+    test();
+}
+
+/// The isolation mode of the running test.
+pub fn isolation() -> Isolation {
+    ISOLATION.get()
+}
+
+/// One engine per test binary: its compile cache in the target directory,
+/// and the `sandgen` binary as its worker program.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new().expect("engine"))
+    ENGINE.get_or_init(|| {
+        Engine::builder()
+            .cache_dir(cache_dir())
+            .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+            .build()
+            .expect("engine")
+    })
+}
+
+/// The compile cache of the tests (also for the CLI they run).
+pub fn cache_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandgen-cache")
+}
+
+/// A plugin whose iterables use the running test's isolation mode.
+#[derive(Clone, Debug)]
+pub struct Fixture(Plugin);
+
+impl Fixture {
+    /// A builder for generator `name`, with the test's isolation mode.
+    pub fn generator(&self, name: &str) -> IterableBuilder {
+        self.0.generator(name).isolation(isolation())
+    }
+
+    /// The plugin's generators.
+    pub fn generators(&self) -> Result<Vec<sandgen::GeneratorInfo>, sandgen::Error> {
+        self.0.generators()
+    }
 }
 
 /// The plugin at `path`, compiled once per test binary.
-pub fn plugin(path: &str) -> Plugin {
+pub fn plugin(path: &str) -> Fixture {
     static PLUGINS: OnceLock<Mutex<HashMap<String, Plugin>>> = OnceLock::new();
     let plugins = PLUGINS.get_or_init(Default::default);
     let mut plugins = plugins.lock().unwrap();
-    plugins
+    let plugin = plugins
         .entry(path.to_owned())
         .or_insert_with(|| {
             engine()
                 .load(path)
                 .unwrap_or_else(|e| panic!("loading {path}: {e}"))
         })
-        .clone()
+        .clone();
+    Fixture(plugin)
 }
 
 /// The SDK fixture that mirrors SPDL's test cases.
-pub fn spdl() -> Plugin {
+pub fn spdl() -> Fixture {
     plugin(artifacts::FIXTURE_SPDL)
 }
 
 /// The fixture written against the WIT without the SDK.
-pub fn raw() -> Plugin {
+pub fn raw() -> Fixture {
     plugin(artifacts::FIXTURE_RAW)
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Asserts an error's kind and that its message contains `words`.

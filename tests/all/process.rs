@@ -1,0 +1,272 @@
+//! What only process isolation has: a worker process that can die, be
+//! killed, and must never outlive its caller.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandgen::{Engine, ErrorKind, Isolation};
+
+use crate::util::{artifacts, assert_error, cache_dir, plugin};
+
+fn spdl_process() -> crate::util::Fixture {
+    crate::util::with_isolation(Isolation::Process, || {});
+    plugin(artifacts::FIXTURE_SPDL)
+}
+
+fn kill(pid: u32) {
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Whether a process exists (a zombie counts: it was not reaped).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether a process has exited (it may wait, as a zombie, to be reaped by
+/// its parent; an orphan's parent is init).
+fn exited(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, None | Some("Z" | "X"))
+}
+
+/// Waits up to `limit` for `pid` to be gone (`reaped`) or to have exited;
+/// the time it took.
+fn gone_within(pid: u32, limit: Duration, reaped: bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if if reaped { !exists(pid) } else { exited(pid) } {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+#[test]
+fn worker_killed_mid_pass_is_reported_at_once() {
+    let iterable = spdl_process()
+        .generator("spin")
+        .args(&1u64)
+        .build()
+        .unwrap();
+    let pid = iterable.worker_process_id().expect("a worker process");
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    let killed = Instant::now();
+    kill(pid);
+    let error = pass.next().unwrap().unwrap_err();
+    let detected = killed.elapsed();
+    eprintln!("dead worker detected {detected:?} after SIGKILL");
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        "was killed by signal 9 (SIGKILL)",
+    );
+    assert!(detected < Duration::from_secs(1), "{detected:?}");
+    drop(pass);
+    assert_eq!(
+        iterable.iter::<u64>().unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}
+
+#[test]
+fn worker_killed_while_idle_is_reported_on_the_next_pass() {
+    let iterable = spdl_process()
+        .generator("range")
+        .args(&3u64)
+        .build()
+        .unwrap();
+    let pid = iterable.worker_process_id().unwrap();
+    kill(pid);
+    assert!(
+        gone_within(pid, Duration::from_secs(5), true).is_some(),
+        "the worker was not reaped"
+    );
+    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        "died: it was killed by signal 9",
+    );
+}
+
+#[test]
+fn dropping_the_iterable_ends_and_reaps_the_worker() {
+    for generator in ["range", "spin"] {
+        let iterable = spdl_process()
+            .generator(generator)
+            .args(&1u64)
+            .build()
+            .unwrap();
+        let pid = iterable.worker_process_id().unwrap();
+        let mut pass = iterable.iter::<u64>().unwrap();
+        assert_eq!(pass.next().unwrap().unwrap(), 0);
+        drop(pass);
+        let started = Instant::now();
+        drop(iterable);
+        let teardown = started.elapsed();
+        eprintln!("teardown of a {generator} worker process took {teardown:?}");
+        // Gone and reaped (no zombie) by the time drop returns.
+        assert!(!exists(pid), "worker {pid} still exists after drop");
+        assert!(teardown < Duration::from_secs(2), "{teardown:?}");
+    }
+}
+
+#[test]
+fn worker_that_cannot_start_or_dies_at_once() {
+    let missing = Engine::builder()
+        .cache_dir(cache_dir())
+        .worker_program("/no/such/sandgen")
+        .build()
+        .unwrap()
+        .load(artifacts::FIXTURE_SPDL)
+        .unwrap();
+    let error = missing
+        .generator("range")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        "failed to start the worker process `/no/such/sandgen`",
+    );
+    let failing = Engine::builder()
+        .cache_dir(cache_dir())
+        .worker_program("/bin/false")
+        .build()
+        .unwrap()
+        .load(artifacts::FIXTURE_SPDL)
+        .unwrap();
+    let error = failing
+        .generator("range")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        "died: it exited with status 1",
+    );
+}
+
+#[test]
+fn without_a_cache_process_isolation_is_refused_clearly() {
+    let engine = Engine::builder()
+        .no_cache()
+        .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+        .build()
+        .unwrap();
+    let plugin = engine.load(artifacts::FIXTURE_SPDL).unwrap();
+    let error = plugin
+        .generator("range")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Load,
+        "the compile cache is disabled or not writable",
+    );
+}
+
+/// The caller dies by SIGKILL: its worker process notices (its stdin
+/// closes) and exits; nothing is left behind.
+#[test]
+fn worker_does_not_outlive_a_killed_caller() {
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_sandgen"))
+        .args([
+            "run",
+            artifacts::FIXTURE_SPDL,
+            "spin",
+            "--args",
+            "1",
+            "--isolation",
+            "process",
+        ])
+        .env("SANDGEN_CACHE_DIR", cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first item is printed once the worker spins; stdout is block
+    // buffered, so wait for the worker process to appear instead.
+    let started = Instant::now();
+    let worker = loop {
+        if let Some(pid) = children(cli.id()).first() {
+            break *pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no worker process appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    kill(cli.id());
+    let _ = cli.wait();
+    let exited = gone_within(worker, Duration::from_secs(5), false);
+    eprintln!("orphaned worker exited {exited:?} after its caller was killed");
+    assert!(
+        exited.is_some_and(|t| t < Duration::from_secs(1)),
+        "worker {worker} outlived its caller"
+    );
+    drop(BufReader::new(cli.stdout.take().unwrap()).lines());
+}
+
+/// The children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the command name: state, then the parent id.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(pid)
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+#[test]
+fn process_mode_routes_guest_output_to_the_handler() {
+    let captured = crate::util::Captured::default();
+    let iterable = spdl_process()
+        .generator("announce")
+        .args(&2u64)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, [0, 1]);
+    drop(iterable);
+    assert_eq!(
+        captured.lines(),
+        [
+            "[fixture_spdl/announce stderr] produced 0",
+            "[fixture_spdl/announce stderr] produced 1"
+        ]
+    );
+}
