@@ -24,13 +24,18 @@
 //!
 //! # How it runs
 //!
-//! Each iterable has a worker thread with its own wasm instance and store.
+//! Each iterable has a worker with its own wasm instance and store: a thread
+//! of this process ([`Isolation::Thread`], the default) or a child process
+//! ([`Isolation::Process`]) running the same code over pipes.
 //! The worker follows the protocol of SPDL's `iterate_in_subprocess`:
 //! creating the iterable runs the plugin's initializer and `create` and
 //! blocks until they succeeded or failed; each pass is started by the caller
 //! and ended by the worker (or stopped early by dropping the pass). Items
 //! travel in batches through a queue bounded by
 //! [`buffer_size`](IterableBuilder::buffer_size) items, the back-pressure.
+//!
+//! Compiled components are cached on disk (see [`EngineBuilder`]), so only
+//! the first load of a plugin pays for compilation.
 //!
 //! # The sandbox
 //!

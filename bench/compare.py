@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Runs every benchmark of bench/run.sh and prints one table with ratios.
+
+sandgen figures come from `sandgen bench` (bincode items, nothing printed);
+native and crossbeam from `sandgen-bench-native`; SPDL from bench_spdl.py (the
+reference benchmark, unchanged). Each figure is the median of --runs runs.
+Throughput excludes start-up on every side ("iter" in bench_spdl.py; from the
+first `iter()` to the last item in sandgen); "call -> first item" includes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDGEN = ROOT / "target/debug/sandgen"
+NATIVE = ROOT / "target/debug/sandgen-bench-native"
+PLUGIN = ROOT / "target/wasm32-wasip2/release/fixture_spdl.wasm"
+CACHE = ROOT / "target/bench-cache"
+
+N_INTS = 200_000
+N_64K, SZ_64K = 2_000, 64 * 1024
+N_1M, SZ_1M = 200, 1024 * 1024
+
+WORKLOADS = {
+    "ints": ("range", str(N_INTS), ["ints", str(N_INTS)]),
+    "bytes64k": ("bytes", json.dumps({"n": N_64K, "size": SZ_64K}), ["bytes", str(N_64K), str(SZ_64K)]),
+    "bytes1m": ("bytes", json.dumps({"n": N_1M, "size": SZ_1M}), ["bytes", str(N_1M), str(SZ_1M)]),
+}
+
+
+def env() -> dict:
+    return {**os.environ, "SANDGEN_CACHE_DIR": str(CACHE)}
+
+
+def sandgen_bench(generator: str, args: str, isolation: str) -> dict:
+    out = subprocess.run(
+        [SANDGEN, "bench", PLUGIN, generator, "--args", args, "--isolation", isolation],
+        check=True, capture_output=True, text=True, env=env(),
+    ).stdout
+    return json.loads(out)
+
+
+def sandgen_run_seconds(isolation: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [SANDGEN, "run", PLUGIN, "range", "--args", "10", "--isolation", isolation],
+        check=True, capture_output=True, env=env(),
+    )
+    return time.perf_counter() - t0
+
+
+def native_bench(argv: list[str]) -> dict:
+    out = subprocess.run([NATIVE, *argv], check=True, capture_output=True, text=True).stdout
+    return {json.loads(line)["baseline"]: json.loads(line) for line in out.splitlines()}
+
+
+def spdl_bench() -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_spdl  # the reference script, unchanged
+
+    return bench_spdl.run_all(argparse.Namespace(latency_contexts=[]))
+
+
+def one_run() -> dict:
+    res: dict = {"sandgen": {}, "native": {}, "spdl": spdl_bench()}
+    for isolation in ("thread", "process"):
+        figures = {}
+        for name, (generator, args, _) in WORKLOADS.items():
+            figures[name] = sandgen_bench(generator, args, isolation)
+        lat = [sandgen_bench("range", "1", isolation)["first_item_ms"] for _ in range(10)]
+        figures["first_item_ms"] = statistics.median(lat)
+        figures["run_ms"] = statistics.median(sandgen_run_seconds(isolation) * 1e3 for _ in range(10))
+        res["sandgen"][isolation] = figures
+    for name, (_, _, argv) in WORKLOADS.items():
+        res["native"][name] = native_bench(argv)
+    return res
+
+
+def median(runs: list):
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: median([r[k] for r in runs]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(runs)
+    return first
+
+
+def table(res: dict, runs: int) -> str:
+    s, n, p = res["sandgen"], res["native"], res["spdl"]
+    rows = []
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:,.1f}x" if b else "-"
+
+    def add(label, unit, thread, process, native, cross, spdl, higher_is_better=True):
+        fmt = (lambda v: f"{v:,.0f}") if unit in ("items/s",) else (lambda v: f"{v:,.1f}")
+        if higher_is_better:
+            r_spdl_t, r_spdl_p = ratio(thread, spdl), ratio(process, spdl)
+            r_nat = ratio(thread, native) if native else "-"
+        else:
+            r_spdl_t, r_spdl_p = ratio(spdl, thread), ratio(spdl, process)
+            r_nat = ratio(native, thread) if native else "-"
+        rows.append((label, unit, fmt(thread), fmt(process), fmt(native) if native else "-",
+                     fmt(cross) if cross else "-", fmt(spdl), r_spdl_t, r_spdl_p, r_nat))
+
+    spdl_ints = N_INTS / p["ints_buf3"]["iter_s"]
+    add("200k small ints", "items/s", s["thread"]["ints"]["items_per_second"],
+        s["process"]["ints"]["items_per_second"], n["ints"]["native"]["items_per_second"],
+        n["ints"]["crossbeam"]["items_per_second"], spdl_ints)
+    for key, spdl_key, label, count, size in (
+        ("bytes64k", "bytes64k_buf3", "2,000 x 64 KiB", N_64K, SZ_64K),
+        ("bytes1m", "bytes1m_buf3", "200 x 1 MiB", N_1M, SZ_1M),
+    ):
+        add(label, "MB/s", s["thread"][key]["megabytes_per_second"],
+            s["process"][key]["megabytes_per_second"], n[key]["native"]["megabytes_per_second"],
+            n[key]["crossbeam"]["megabytes_per_second"], count * size / p[spdl_key]["iter_s"] / 1e6)
+    add("call -> first item", "ms", s["thread"]["first_item_ms"], s["process"]["first_item_ms"],
+        None, None, p["latency"]["first_item_s"] * 1e3, higher_is_better=False)
+    add("`sandgen run` end to end", "ms", s["thread"]["run_ms"], s["process"]["run_ms"],
+        None, None, p["latency"]["first_item_s"] * 1e3, higher_is_better=False)
+
+    head = ("workload", "unit", "sandgen thread", "sandgen process", "native Rust", "crossbeam 2 threads",
+            "SPDL 0.8.0", "thread / SPDL", "process / SPDL", "thread / native")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = [
+        f"median of {runs} runs | {platform.platform()} | {os.cpu_count()} CPUs | "
+        f"python {platform.python_version()} | spdl {p['meta']['spdl']} ({p['meta']['default_mp_context']})",
+        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    lines.append("Ratios are 'how many times better': higher throughput, or lower latency.")
+    lines.append("The `sandgen run` row compares a whole CLI process (start, load, run, exit) "
+                 "with SPDL's call -> first item inside an already running interpreter.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    for isolation in ("thread", "process"):  # warm the compile cache
+        sandgen_bench("range", "1", isolation)
+    runs = [one_run() for _ in range(args.runs)]
+    res = median(runs)
+    (ROOT / "bench/results.json").write_text(json.dumps({"median": res, "runs": runs}, indent=1))
+    print(table(res, args.runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One benchmark run, side by side on this machine: sandgen in thread and
+# process isolation, a native Rust iterator and a crossbeam hand-off of the
+# same bincode items, and SPDL 0.8.0's iterate_in_subprocess (installed from
+# PyPI into bench/.venv), on the workloads of bench/bench_spdl.py.
+#
+#   bench/run.sh [RUNS]    # default 3; prints the table, writes bench/results.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup toolchain install >/dev/null
+# The dev profile optimizes every package (Cargo.toml): the same binaries the
+# tests use, no second build.
+cargo build -q -p sandgen --bin sandgen
+cargo build -q -p sandgen-bench
+cargo build -q --release --target wasm32-wasip2 -p fixture-spdl
+if [ ! -x bench/.venv/bin/python ]; then
+    python3 -m venv bench/.venv
+fi
+bench/.venv/bin/pip install -q "spdl==0.8.0"
+exec bench/.venv/bin/python bench/compare.py --runs "${1:-3}"
