@@ -49,13 +49,9 @@ fn main() {
         "RUSTC_WORKSPACE_WRAPPER",
         "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR",
-        "CARGO_PROFILE_RELEASE_DEBUG",
     ] {
         cmd.env_remove(var);
     }
-    // Small guests with function names kept for backtraces.
-    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false");
-    cmd.env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     let status = cmd
         .status()
         .expect("failed to run cargo to build the guests");

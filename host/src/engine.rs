@@ -38,12 +38,35 @@ pub struct Engine {
 struct EngineInner {
     cache: Option<Cache>,
     worker_program: Option<PathBuf>,
-    /// For guests without a fuel budget.
-    plain: Flavor,
-    /// For guests with a fuel budget: fuel metering is compiled into the
-    /// code, so these plugins are compiled a second time, on first use.
-    fueled: Flavor,
+    flavors: Arc<Flavors>,
     ticker: Ticker,
+}
+
+/// The engines, each set up on first use (a worker process needs one).
+#[derive(Default)]
+struct Flavors {
+    /// For guests without a fuel budget.
+    plain: OnceLock<Result<Flavor, Error>>,
+    /// For guests with a fuel budget: fuel metering is compiled into the
+    /// code, so such plugins are compiled a second time, on first use.
+    fueled: OnceLock<Result<Flavor, Error>>,
+}
+
+impl Flavors {
+    fn get(&self, fuel: bool) -> Result<&Flavor, Error> {
+        let slot = if fuel { &self.fueled } else { &self.plain };
+        slot.get_or_init(|| Flavor::new(fuel))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The engines set up so far.
+    fn engines(&self) -> impl Iterator<Item = &wasmtime::Engine> {
+        [&self.plain, &self.fueled]
+            .into_iter()
+            .filter_map(|slot| slot.get()?.as_ref().ok())
+            .map(|flavor| &flavor.engine)
+    }
 }
 
 /// A component compiled and linked for one flavor.
@@ -201,12 +224,8 @@ impl Engine {
         Ok(plugin)
     }
 
-    pub(crate) fn wasmtime(&self, fuel: bool) -> &wasmtime::Engine {
-        if fuel {
-            &self.inner.fueled.engine
-        } else {
-            &self.inner.plain.engine
-        }
+    pub(crate) fn wasmtime(&self, fuel: bool) -> Result<&wasmtime::Engine, Error> {
+        Ok(&self.inner.flavors.get(fuel)?.engine)
     }
 
     /// The program to start worker processes with.
@@ -230,11 +249,7 @@ impl Engine {
         file: &Path,
         fuel: bool,
     ) -> Result<Plugin, Error> {
-        let flavor = if fuel {
-            &self.inner.fueled
-        } else {
-            &self.inner.plain
-        };
+        let flavor = self.inner.flavors.get(fuel)?;
         let component = crate::cache::load(&flavor.engine, file)?;
         let prepared = Prepared {
             pre: flavor.link(name, &component)?,
@@ -316,15 +331,13 @@ impl EngineBuilder {
     ///
     /// When wasmtime cannot be set up on this machine.
     pub fn build(self) -> Result<Engine, Error> {
-        let plain = Flavor::new(false)?;
-        let fueled = Flavor::new(true)?;
-        let ticker = Ticker::start(vec![plain.engine.clone(), fueled.engine.clone()])?;
+        let flavors = Arc::new(Flavors::default());
+        let ticker = Ticker::start(flavors.clone())?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 cache: self.cache.map(Cache::new),
                 worker_program: self.worker_program,
-                plain,
-                fueled,
+                flavors,
                 ticker,
             }),
         })
@@ -437,14 +450,13 @@ impl Plugin {
     fn prepared(&self, fuel: bool) -> Result<&Prepared, Error> {
         let inner = &self.inner;
         let engine = &inner.engine.inner;
-        let (slot, flavor) = if fuel {
-            (&inner.fueled, &engine.fueled)
-        } else {
-            (&inner.plain, &engine.plain)
-        };
-        slot.get_or_init(|| flavor.prepare(&inner.origin, &inner.bytes, engine.cache.as_ref()))
-            .as_ref()
-            .map_err(Clone::clone)
+        let slot = if fuel { &inner.fueled } else { &inner.plain };
+        slot.get_or_init(|| {
+            let flavor = engine.flavors.get(fuel)?;
+            flavor.prepare(&inner.origin, &inner.bytes, engine.cache.as_ref())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
     }
 }
 
@@ -474,7 +486,7 @@ impl TickerShared {
 }
 
 impl Ticker {
-    fn start(engines: Vec<wasmtime::Engine>) -> Result<Ticker, Error> {
+    fn start(flavors: Arc<Flavors>) -> Result<Ticker, Error> {
         let shared = Arc::new(TickerShared::default());
         let clock = shared.clone();
         let thread = std::thread::Builder::new()
@@ -490,7 +502,7 @@ impl Ticker {
                     }
                     drop(state);
                     std::thread::sleep(EPOCH_TICK);
-                    for engine in &engines {
+                    for engine in flavors.engines() {
                         engine.increment_epoch();
                     }
                 }

@@ -277,7 +277,8 @@ impl Guest {
         let state = HostState::new(options, &output).map_err(Stop::Failed)?;
         let fuel = options.fuel.is_some();
         let pre = plugin.pre(fuel).map_err(Stop::Failed)?;
-        let mut store = Store::new(plugin.engine().wasmtime(fuel), state);
+        let engine = plugin.engine().wasmtime(fuel).map_err(Stop::Failed)?;
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         if let Some(budget) = options.fuel {
             // The budget also covers instantiation, the initializer and
