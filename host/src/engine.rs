@@ -87,6 +87,11 @@ impl Flavor {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
+        // A profiling aid (BENCHMARKS.md): name JIT-compiled guest code for
+        // `perf` in /tmp/perf-PID.map.
+        if std::env::var_os("SANDGEN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&config).map_err(|e| {
             Error::new(
                 ErrorKind::Load,

@@ -29,6 +29,10 @@ use crate::sandbox::Options;
 use crate::worker::{MAX_BATCH_BYTES, Spec, WorkerHandle};
 use crate::{Engine, Error, ErrorKind};
 
+/// The capacity asked for the pipe from a worker process.
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: usize = 1024 * 1024;
+
 /// The first argument that makes a program a worker process.
 pub(crate) const WORKER_ARG: &str = "__sandgen-worker";
 
@@ -212,6 +216,11 @@ impl ProcessWorker {
                 "the worker process has no pipes",
             ));
         };
+        // Batches are up to 256 KiB: a pipe that holds whole batches saves
+        // both processes many wake-ups. Best effort (the system's limit may
+        // be lower).
+        #[cfg(target_os = "linux")]
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
         let setup = Setup {
             plugin: spec.plugin.name().to_owned(),
             compiled,

@@ -670,6 +670,10 @@ impl Worker<'_> {
         // Slow start: the first call of a pass asks for one item, and each
         // call twice as many as the last, so the first items come at once.
         let mut batch_items = 1usize;
+        // A batch is at most half of the buffer, so that two are in
+        // flight: the worker produces while the caller consumes.
+        let batch_cap = (buffer_items / 2).clamp(1, MAX_BATCH_ITEMS);
+        let batch_bytes = (buffer_bytes / 2).clamp(1, MAX_BATCH_BYTES);
         loop {
             // Commands first: they are checked between every two batches.
             let full = items_ahead >= buffer_items || bytes_ahead >= buffer_bytes;
@@ -707,8 +711,8 @@ impl Worker<'_> {
                 None => {}
             }
             let max_items = (buffer_items - items_ahead).min(batch_items) as u32;
-            batch_items = (batch_items * 2).min(MAX_BATCH_ITEMS);
-            let max_bytes = (buffer_bytes - bytes_ahead).clamp(1, MAX_BATCH_BYTES) as u32;
+            batch_items = (batch_items * 2).min(batch_cap);
+            let max_bytes = (buffer_bytes - bytes_ahead).clamp(1, batch_bytes) as u32;
             let exports = self.guest.instance.sandgen_generator_generator();
             let next = drive(
                 &self.guest.runtime,
