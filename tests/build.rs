@@ -12,6 +12,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("fixture-spdl", "FIXTURE_SPDL"),
     ("fixture-raw", "FIXTURE_RAW"),
     ("fixture-wrong-world", "FIXTURE_WRONG_WORLD"),
+    ("fixture-hang-list", "FIXTURE_HANG_LIST"),
     ("example-jsonl", "EXAMPLE_JSONL"),
     ("example-tokenize", "EXAMPLE_TOKENIZE"),
 ];

@@ -94,9 +94,15 @@ impl Cache {
 
     fn store(&self, file: &Path, payload: &[u8]) -> std::io::Result<()> {
         create_private_dir(&self.dir)?;
-        // Write aside, then rename: readers never see a partial file.
-        let partial = file.with_extension(format!("{}.partial", std::process::id()));
-        let mut out = std::fs::File::create(&partial)?;
+        // Write aside under a name of our own, then rename: readers never see
+        // a partial file, and concurrent writers never share one.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let partial = file.with_extension(format!("{}-{n}.partial", std::process::id()));
+        let mut out = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&partial)?;
         out.write_all(MAGIC)?;
         out.write_all(&Sha256::digest(payload))?;
         out.write_all(payload)?;
@@ -210,6 +216,36 @@ mod tests {
                 .to_string()
                 .contains("not a sandgen cache file")
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_leave_a_valid_entry() {
+        let engine = wasmtime::Engine::default();
+        let dir = temp_dir("concurrent");
+        let cache = Cache::new(dir.clone());
+        let files: Vec<PathBuf> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        cache
+                            .load_or_compile(&engine, "empty", EMPTY_COMPONENT)
+                            .unwrap()
+                            .file
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .filter_map(|w| w.join().unwrap())
+                .collect()
+        });
+        assert!(!files.is_empty());
+        for file in &files {
+            assert!(load(&engine, file).is_ok());
+        }
+        // Only the entry itself is left: no partial files.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -166,18 +166,24 @@ impl Frames {
         self.buf.len()
     }
 
-    /// The next item's bytes. The batch was validated when it was made, so
-    /// the bounds hold.
+    /// The next item's bytes. The batch was validated when it was made;
+    /// the bounds are checked again all the same, so a broken batch ends
+    /// early instead of panicking.
     pub(crate) fn next_frame(&mut self) -> Option<&[u8]> {
         if self.left == 0 {
             return None;
         }
-        let header: [u8; 4] = self.buf[self.offset..self.offset + 4].try_into().ok()?;
+        let header: [u8; 4] = self
+            .buf
+            .get(self.offset..self.offset + 4)?
+            .try_into()
+            .ok()?;
         let start = self.offset + 4;
-        let end = start + u32::from_le_bytes(header) as usize;
+        let end = start.checked_add(u32::from_le_bytes(header) as usize)?;
+        let frame = self.buf.get(start..end)?;
         self.offset = end;
         self.left -= 1;
-        Some(&self.buf[start..end])
+        Some(frame)
     }
 }
 

@@ -14,6 +14,9 @@ use crate::{Error, ErrorKind, IterableBuilder};
 /// at which a running guest notices an interrupt (teardown or timeout).
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How long listing a plugin's generators may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Compiles plugins and runs their workers; cheap to clone.
 ///
 /// One engine holds the compiler settings and a clock thread that lets busy
@@ -414,13 +417,23 @@ impl Plugin {
     }
 
     /// Lists the generators the plugin exports (in a fresh, sandboxed
-    /// instance).
+    /// instance, for at most 10 seconds).
     ///
     /// # Errors
     ///
-    /// When the plugin cannot be instantiated or traps.
+    /// When the plugin cannot be instantiated, traps, or takes longer than
+    /// 10 seconds ([`ErrorKind::Timeout`]).
     pub fn generators(&self) -> Result<Vec<GeneratorInfo>, Error> {
-        crate::worker::list_generators(self)
+        self.generators_with_timeout(LIST_TIMEOUT)
+    }
+
+    /// Like [`generators`](Self::generators), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`generators`](Self::generators).
+    pub fn generators_with_timeout(&self, timeout: Duration) -> Result<Vec<GeneratorInfo>, Error> {
+        crate::worker::list_generators(self, timeout)
     }
 
     /// Starts building an iterable over generator `name`; see

@@ -87,11 +87,21 @@ impl Error {
     }
 
     /// An error reported by the plugin itself: `context: plugin message`.
+    /// A message longer than 64 KiB is cut (and says so).
     pub(crate) fn plugin(
         kind: ErrorKind,
         context: impl fmt::Display,
-        plugin_message: String,
+        mut plugin_message: String,
     ) -> Self {
+        const MAX: usize = 64 * 1024;
+        if plugin_message.len() > MAX {
+            let mut cut = MAX;
+            while !plugin_message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            plugin_message.truncate(cut);
+            plugin_message.push_str(" [message cut at 64 KiB]");
+        }
         let mut error = Error::new(kind, format!("{context}: {plugin_message}"));
         error.plugin_message = Some(plugin_message);
         error

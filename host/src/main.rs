@@ -30,6 +30,9 @@ enum Command {
     List {
         /// The plugin component (.wasm).
         plugin: PathBuf,
+        /// How long listing may take, in seconds.
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        timeout: f64,
     },
     /// Runs a generator and prints each item as one line of JSON.
     Run(RunArgs),
@@ -115,9 +118,24 @@ fn usage(error: anyhow::Error) -> Failure {
 fn main() -> ExitCode {
     // `sandgen` is also the program that worker processes run.
     sandgen::run_worker_if_requested();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as every other error: clap's first line is already
+            // `error: ...`; the usage is one `--help` away.
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("error: invalid usage");
+            let _ = writeln!(io::stderr().lock(), "{line} (see `sandgen --help`)");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::List { plugin } => list(plugin),
+        Command::List { plugin, timeout } => list(plugin, timeout),
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
     };
@@ -131,12 +149,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(plugin: PathBuf) -> Result<(), Failure> {
+fn list(plugin: PathBuf, timeout: f64) -> Result<(), Failure> {
+    let timeout = seconds("--timeout", timeout)?;
     let engine = Engine::new()?;
     let plugin = engine.load(&plugin)?;
     let mut out = io::stdout().lock();
-    for info in plugin.generators()? {
-        if writeln!(out, "{}\t{}", info.name, info.description).is_err() {
+    for info in plugin.generators_with_timeout(timeout)? {
+        // One line per generator, whatever the plugin put in its strings.
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        if writeln!(out, "{}\t{}", clean(&info.name), clean(&info.description)).is_err() {
             break;
         }
     }
@@ -164,15 +185,8 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         .encoding(encoding)
         .isolation(isolation);
     builder = with_payloads(builder, args, encoding)?;
-    if let Some(seconds) = args.timeout {
-        let timeout = Duration::try_from_secs_f64(seconds)
-            .ok()
-            .filter(|t| !t.is_zero())
-            .with_context(|| {
-                format!("invalid --timeout {seconds}: give a positive number of seconds")
-            })
-            .map_err(usage)?;
-        builder = builder.timeout(timeout);
+    if let Some(timeout) = args.timeout {
+        builder = builder.timeout(seconds("--timeout", timeout)?);
     }
     let memory = args
         .memory_limit
@@ -212,6 +226,15 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
     Ok(builder.build()?)
 }
 
+/// A positive number of seconds.
+fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| format!("invalid {flag} {value}: give a positive number of seconds"))
+        .map_err(usage)
+}
+
 /// `--args` and `--config`: JSON text as is for `run`; for `bench`, the JSON
 /// value encoded with bincode.
 fn with_payloads(
@@ -247,8 +270,8 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         }
         let mut pass = iterable.iter_raw()?;
         while let Some(item) = pass.next_item() {
-            let item = item?;
-            if let Err(e) = out.write_all(item).and_then(|()| out.write_all(b"\n")) {
+            let line = json_line(&args.generator, item?)?;
+            if let Err(e) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
                 return stdout_error(e);
             }
             left -= 1;
@@ -261,6 +284,26 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         Ok(()) => Ok(()),
         Err(e) => stdout_error(e),
     }
+}
+
+/// An item as one line of JSON: checked, and rewritten compactly if the
+/// plugin spread it over several lines.
+fn json_line<'a>(generator: &str, item: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, Failure> {
+    let invalid = |e: serde_json::Error| Failure {
+        status: 1,
+        error: anyhow::anyhow!(
+            "generator {generator} broke the plugin contract: an item is not valid JSON ({e}): {}",
+            String::from_utf8_lossy(&item[..item.len().min(200)])
+        ),
+    };
+    if item.iter().any(|&b| b == b'\n' || b == b'\r') {
+        let value: serde_json::Value = serde_json::from_slice(item).map_err(invalid)?;
+        return Ok(serde_json::to_vec(&value)
+            .expect("a JSON value serializes")
+            .into());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(item).map_err(invalid)?;
+    Ok(item.into())
 }
 
 /// A closed stdout (`| head`) ends the run quietly; other write errors fail.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Encoding;
+use crate::codec::{Encoding, validate_batch};
 use crate::output::{GuestStream, OutputHandler, OutputLine};
 use crate::protocol::wire::{self, Report};
 use crate::protocol::{Command, Status};
@@ -188,6 +188,17 @@ impl ProcessWorker {
         statuses: Sender<Status>,
     ) -> Result<ProcessWorker, Error> {
         let fuel = spec.options.fuel.is_some();
+        let payload = spec.args.len() + spec.config.len();
+        if payload > wire::MAX_MESSAGE - (1 << 20) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "args and config of {payload} bytes are more than a worker process accepts ({} bytes); \
+                     pass large inputs as files in a granted directory",
+                    wire::MAX_MESSAGE - (1 << 20)
+                ),
+            ));
+        }
         let engine = spec.plugin.engine();
         let program = engine.worker_program()?;
         let compiled = spec.plugin.compiled_file(fuel)?.to_owned();
@@ -259,6 +270,14 @@ impl ProcessWorker {
             });
         if writer.is_err() || reader.is_err() {
             worker.kill();
+            if reader.is_err() {
+                // Nobody else will reap it.
+                let _ = worker
+                    .child
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .wait();
+            }
             return Err(Error::new(
                 ErrorKind::WorkerDied,
                 "failed to start the threads of a worker process",
@@ -337,6 +356,18 @@ fn read_reports(
                     stream,
                     text: &text,
                 });
+            }
+            Ok(Some(Report::Status(Status::Items(batch))))
+                if validate_batch(&batch.frames, u32::MAX, u32::MAX, u32::MAX)
+                    != Ok(batch.count)
+                    || batch.count == 0 =>
+            {
+                // The worker validated this batch; a worker process that
+                // sends one it would not have is not trusted further.
+                break Some(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "an item batch whose frames do not match its count",
+                ));
             }
             Ok(Some(Report::Status(status))) => {
                 initialized |= matches!(status, Status::InitializationSucceeded);

@@ -48,8 +48,9 @@ pub(crate) mod wire {
     use crate::codec::Batch;
     use crate::output::GuestStream;
 
-    /// The largest non-item message accepted.
-    const MAX_MESSAGE: usize = 16 << 20;
+    /// The largest non-item message accepted (the setup carries the
+    /// generator's arguments and config).
+    pub(crate) const MAX_MESSAGE: usize = 256 << 20;
     const CONFIG: bincode::config::Configuration<
         bincode::config::LittleEndian,
         bincode::config::Varint,
@@ -116,8 +117,16 @@ pub(crate) mod wire {
                     "a {len}-byte message is larger than the {limit} bytes allowed"
                 ))
             })?;
-        let mut payload = vec![0; len];
-        r.read_exact(&mut payload)?;
+        // Grow with the data that really arrives, not with what the header
+        // claims.
+        let mut payload = Vec::with_capacity(len.min(1 << 20));
+        r.take(len as u64).read_to_end(&mut payload)?;
+        if payload.len() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended inside a message",
+            ));
+        }
         Ok(payload)
     }
 

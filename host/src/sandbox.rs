@@ -123,8 +123,6 @@ impl HostState {
         wasi.stdin(MemoryInputPipe::new(Vec::new()))
             .stdout(output.stream(GuestStream::Stdout))
             .stderr(output.stream(GuestStream::Stderr))
-            // Each worker owns its thread: file I/O need not hop to a pool.
-            .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -163,6 +161,13 @@ pub(crate) struct MemoryLimiter {
 impl MemoryLimiter {
     pub(crate) fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// Forgets a refused growth before a new guest call: a guest that
+    /// handled one (`try_reserve`) and trapped later for another reason is
+    /// not reported as out of memory.
+    pub(crate) fn forget(&mut self) {
+        self.denied = None;
     }
 }
 

@@ -247,7 +247,8 @@ enum Stop {
 
 /// One instantiated guest.
 struct Guest {
-    runtime: tokio::runtime::Runtime,
+    /// `None` only while the guest is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     store: Store<HostState>,
     instance: bindings::Plugin,
     output: GuestOutput,
@@ -306,7 +307,7 @@ impl Guest {
                 )
             })?;
         Ok(Guest {
-            runtime,
+            runtime: Some(runtime),
             store,
             instance,
             output,
@@ -324,7 +325,19 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         self.output.flush();
+        // Never wait for a host call still blocked on the runtime's thread
+        // pool (a read from a pipe in a granted directory, say).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
+}
+
+/// The guest's runtime, which lives until the guest is dropped.
+fn rt(runtime: &Option<tokio::runtime::Runtime>) -> &tokio::runtime::Runtime {
+    runtime
+        .as_ref()
+        .expect("the runtime lives until the guest is dropped")
 }
 
 fn fault_stop(
@@ -422,25 +435,69 @@ fn format_backtrace(backtrace: &WasmBacktrace) -> String {
     lines.join("\n")
 }
 
-/// Lists a plugin's generators in a fresh instance, on the calling thread.
-pub(crate) fn list_generators(plugin: &Plugin) -> Result<Vec<GeneratorInfo>, Error> {
-    let interrupt = Interrupt::default();
+/// Lists a plugin's generators in a fresh instance, on a thread of its own,
+/// for at most `timeout`.
+pub(crate) fn list_generators(
+    plugin: &Plugin,
+    timeout: Duration,
+) -> Result<Vec<GeneratorInfo>, Error> {
+    let interrupt = Arc::new(Interrupt::default());
+    let (done, result) = crossbeam_channel::bounded(1);
+    let (lister, stop) = (plugin.clone(), interrupt.clone());
+    std::thread::Builder::new()
+        .name("sandgen-list".into())
+        .spawn(move || {
+            let _ = done.send(list_in_guest(&lister, &stop));
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::WorkerDied,
+                format!("failed to start a thread to list generators: {e}"),
+            )
+        })?;
+    match result.recv_timeout(timeout) {
+        Ok(listed) => listed,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            interrupt.trigger();
+            Err(timed_out_listing(plugin, timeout))
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::new(
+            ErrorKind::WorkerDied,
+            format!(
+                "the thread listing the generators of plugin {} died",
+                plugin.name()
+            ),
+        )),
+    }
+}
+
+fn timed_out_listing(plugin: &Plugin, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "plugin {} timed out listing its generators (after {timeout:?})",
+            plugin.name()
+        ),
+    )
+}
+
+fn list_in_guest(plugin: &Plugin, interrupt: &Interrupt) -> Result<Vec<GeneratorInfo>, Error> {
     let stop = |stop: Stop| match stop {
         Stop::Failed(error) => error,
-        Stop::Quiet => unreachable!("nothing interrupts a listing"),
+        Stop::Quiet => timed_out_listing(plugin, Duration::ZERO),
     };
     let mut guest = Guest::new(
         plugin,
         "generators",
         &Options::default(),
         crate::output::stderr_handler(),
-        &interrupt,
+        interrupt,
     )
     .map_err(stop)?;
     let exports = guest.instance.sandgen_generator_generator();
     let infos = drive(
-        &guest.runtime,
-        &interrupt,
+        rt(&guest.runtime),
+        interrupt,
         exports.call_generators(&mut guest.store),
     )
     .map_err(|fault| stop(guest.stop("while listing its generators", fault)))?;
@@ -520,8 +577,9 @@ impl Worker<'_> {
             Encoding::Json => wit::Encoding::Json,
         };
         let exports = guest.instance.sandgen_generator_generator();
+        guest.store.data_mut().limiter.forget();
         let initialized = drive(
-            &guest.runtime,
+            rt(&guest.runtime),
             interrupt,
             exports.call_initialize(&mut guest.store, encoding, &spec.config),
         )
@@ -533,8 +591,9 @@ impl Worker<'_> {
                 message,
             )));
         }
+        guest.store.data_mut().limiter.forget();
         let created = drive(
-            &guest.runtime,
+            rt(&guest.runtime),
             interrupt,
             exports.call_create(&mut guest.store, &spec.generator, &spec.args),
         )
@@ -597,8 +656,9 @@ impl Worker<'_> {
             return self.fail(Stop::Failed(error));
         }
         let exports = self.guest.instance.sandgen_generator_generator();
+        self.guest.store.data_mut().limiter.forget();
         let started = drive(
-            &self.guest.runtime,
+            rt(&self.guest.runtime),
             self.interrupt,
             exports
                 .iterable()
@@ -612,7 +672,7 @@ impl Worker<'_> {
         let end = self.produce(iterator);
         if matches!(end, PassEnd::StandBy) {
             let dropped = drive(
-                &self.guest.runtime,
+                rt(&self.guest.runtime),
                 self.interrupt,
                 iterator.resource_drop_async(&mut self.guest.store),
             );
@@ -638,8 +698,9 @@ impl Worker<'_> {
     /// extra call is not held against it.
     fn check_pass_is_over(&mut self, iterator: ResourceAny) -> Result<(), Stop> {
         let exports = self.guest.instance.sandgen_generator_generator();
+        self.guest.store.data_mut().limiter.forget();
         let again = drive(
-            &self.guest.runtime,
+            rt(&self.guest.runtime),
             self.interrupt,
             exports
                 .iterator()
@@ -714,8 +775,9 @@ impl Worker<'_> {
             batch_items = (batch_items * 2).min(batch_cap);
             let max_bytes = (buffer_bytes - bytes_ahead).clamp(1, batch_bytes) as u32;
             let exports = self.guest.instance.sandgen_generator_generator();
+            self.guest.store.data_mut().limiter.forget();
             let next = drive(
-                &self.guest.runtime,
+                rt(&self.guest.runtime),
                 self.interrupt,
                 exports
                     .iterator()

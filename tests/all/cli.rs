@@ -7,7 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::artifacts::{
-    EXAMPLE_JSONL, EXAMPLE_TOKENIZE, FIXTURE_RAW, FIXTURE_SPDL, FIXTURE_WRONG_WORLD,
+    EXAMPLE_JSONL, EXAMPLE_TOKENIZE, FIXTURE_HANG_LIST, FIXTURE_RAW, FIXTURE_SPDL,
+    FIXTURE_WRONG_WORLD,
 };
 
 /// The `sandgen` binary, with the tests' compile cache.
@@ -73,7 +74,12 @@ fn list_prints_name_tab_description() {
         lines[0],
         "count\tyields the JSON numbers 0..n from the argument n"
     );
-    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.len(), 8);
+    // A tab in a description does not break the format.
+    assert_eq!(
+        lines[6],
+        "pretty\tyields a pretty-printed JSON object, spread over lines"
+    );
 }
 
 both_isolations!(run_prints_one_json_item_per_line);
@@ -252,11 +258,39 @@ fn timeout_and_memory_limit_exit_1_with_their_words() {
     assert!(errors[0].contains("memory limit of 16 MiB"), "{errors:?}");
 }
 
+both_isolations!(items_are_one_line_of_valid_json);
+/// Items go to stdout one per line, valid JSON, whatever the plugin wrote.
+fn items_are_one_line_of_valid_json() {
+    let (out, _) = expect(&sandgen(&["run", FIXTURE_RAW, "pretty"]), 0);
+    assert_eq!(out, "{\"a\":[1,2]}\n");
+    let (out, errors) = expect(&sandgen(&["run", FIXTURE_RAW, "not_json"]), 1);
+    assert_eq!(out, "");
+    assert!(
+        errors[0].starts_with(
+            "error: generator not_json broke the plugin contract: an item is not valid JSON"
+        ),
+        "{errors:?}"
+    );
+}
+
 both_isolations!(protocol_violation_exits_1);
 fn protocol_violation_exits_1() {
     let (_, errors) = expect(&sandgen(&["run", FIXTURE_RAW, "overrun"]), 1);
     assert!(
         errors[0].contains("broke the plugin contract: malformed frame"),
+        "{errors:?}"
+    );
+}
+
+both_isolations!(listing_a_hanging_plugin_times_out);
+fn listing_a_hanging_plugin_times_out() {
+    let (_, errors) = expect(
+        &sandgen(&["list", FIXTURE_HANG_LIST, "--timeout", "0.2"]),
+        1,
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("timed out listing its generators"),
         "{errors:?}"
     );
 }
@@ -291,9 +325,22 @@ fn load_and_usage_errors_exit_2() {
         errors[0].contains("buffer size must be at least 1"),
         "{errors:?}"
     );
-    // clap's own usage errors.
-    expect(&sandgen(&["run", FIXTURE_SPDL]), 2);
-    expect(&sandgen(&["frobnicate"]), 2);
+    // clap's own usage errors: one line too.
+    for args in [
+        &["run", FIXTURE_SPDL][..],
+        &["frobnicate"],
+        &["run", FIXTURE_SPDL, "range", "--passes", "many"],
+    ] {
+        let output = sandgen(args);
+        expect(&output, 2);
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+    // --help is not an error.
+    let (out, errors) = expect(&sandgen(&["--help"]), 0);
+    assert!(out.contains("Usage: sandgen"), "{out}");
+    assert!(errors.is_empty());
 }
 
 both_isolations!(env_and_dir_grants);

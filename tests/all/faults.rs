@@ -294,3 +294,61 @@ fn a_hundred_concurrent_workers() {
     }
     assert_eq!(counts, (0..100).collect::<Vec<_>>());
 }
+
+both_isolations!(guest_blocked_reading_a_pipe_is_interrupted);
+/// A guest blocked in a file read that never completes (a FIFO in a granted
+/// directory): the timeout fires and teardown does not wait for the read.
+fn guest_blocked_reading_a_pipe_is_interrupted() {
+    let dir = crate::util::temp_dir("sandgen-fifo");
+    let fifo = dir.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let iterable = spdl()
+        .generator("fs_probe")
+        .args(&json!({ "read": "/data/fifo" }))
+        .dir(&dir, "/data")
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let error = iterable
+        .iter::<String>()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert_error(&error, ErrorKind::Timeout, "timed out");
+    let started = Instant::now();
+    drop(iterable);
+    let teardown = started.elapsed();
+    assert!(
+        teardown < Duration::from_millis(500),
+        "teardown took {teardown:?}"
+    );
+    assert_healthy();
+}
+
+both_isolations!(huge_plugin_messages_are_cut);
+/// A plugin error message of 1 MB: kept as the plugin's message, cut at
+/// 64 KiB, with its kind (also across a worker process).
+fn huge_plugin_messages_are_cut() {
+    let message = "x".repeat(1 << 20);
+    let error = first_error(
+        spdl()
+            .generator("fail_at")
+            .encoding(Encoding::Json)
+            .args(&json!({ "n": 3, "fail_at": 1, "message": message })),
+    );
+    assert_eq!(error.kind(), ErrorKind::IterationFailed);
+    let kept = error.plugin_message().unwrap();
+    assert!(
+        kept.ends_with("[message cut at 64 KiB]"),
+        "{}",
+        &kept[kept.len() - 40..]
+    );
+    assert!(kept.len() < 70 * 1024);
+}

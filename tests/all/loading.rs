@@ -86,6 +86,7 @@ fn generators_are_listed() {
             "recurse",
             "fs_probe",
             "net_probe",
+            "reserve_then_panic",
         ]
     );
 }
@@ -125,4 +126,19 @@ fn bad_options_are_invalid_input() {
         ErrorKind::InvalidInput,
         "call `encoding` before `args`",
     );
+}
+
+#[test]
+fn listing_a_plugin_that_hangs_times_out() {
+    let plugin = engine().load(artifacts::FIXTURE_HANG_LIST).unwrap();
+    let started = std::time::Instant::now();
+    let error = plugin
+        .generators_with_timeout(std::time::Duration::from_millis(200))
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Timeout,
+        "timed out listing its generators",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }

@@ -270,3 +270,38 @@ fn process_mode_routes_guest_output_to_the_handler() {
         ]
     );
 }
+
+/// A worker process that sends an item batch whose count does not match
+/// its frames is killed and reported, never trusted (the parent validates
+/// every batch it reads).
+#[test]
+fn malformed_batch_from_a_worker_process_is_refused() {
+    let dir = crate::util::temp_dir("sandgen-fake-worker");
+    let fake = dir.join("fake-worker");
+    // Frames: [u64 length][tag][payload]. InitializationSucceeded and
+    // IterationStarted are bincode [0, 0] and [0, 2] under tag 0; then an
+    // item batch (tag 1) that claims 5 items but holds one.
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
+         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'\n\
+         printf '\\012\\000\\000\\000\\000\\000\\000\\000\\001\\005\\000\\000\\000\\001\\000\\000\\000x'\n\
+         exec cat > /dev/null\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let engine = Engine::builder()
+        .cache_dir(cache_dir())
+        .worker_program(&fake)
+        .build()
+        .unwrap();
+    let plugin = engine.load(artifacts::FIXTURE_SPDL).unwrap();
+    let iterable = plugin
+        .generator("range")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap();
+    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    assert_error(&error, ErrorKind::WorkerDied, "sent a malformed message");
+}

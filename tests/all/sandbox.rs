@@ -124,3 +124,18 @@ fn timeout_during_initialization() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+both_isolations!(a_coped_with_memory_refusal_is_not_a_memory_limit);
+/// A guest that handled a refused allocation (`try_reserve`) and trapped
+/// later for another reason: a trap, not a memory limit.
+fn a_coped_with_memory_refusal_is_not_a_memory_limit() {
+    let iterable = spdl()
+        .generator("reserve_then_panic")
+        .args(&128usize)
+        .memory_limit(64 << 20)
+        .on_output(|_| {})
+        .build()
+        .unwrap();
+    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    assert_error(&error, ErrorKind::Trap, "unrelated bug");
+}
