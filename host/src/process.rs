@@ -87,39 +87,28 @@ fn worker_main() -> i32 {
     let handler: OutputHandler = Arc::new(move |line: &OutputLine<'_>| {
         let _ = lines_tx.send(Report::output(line.stream, line.text));
     });
-    let fuel = setup.options.fuel.is_some();
-    let engine = Engine::builder().no_cache().build();
-    let plugin =
-        engine.and_then(|engine| engine.load_compiled(&setup.plugin, &setup.compiled, fuel));
     let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let plugin = match plugin {
-        Ok(plugin) => plugin,
-        Err(error) => {
-            let _ = wire::write_report(
-                &mut out,
-                Report::Status(Status::InitializationFailed(error)),
-            );
-            let _ = out.flush();
-            return 0;
-        }
-    };
-    let spec = Spec {
-        plugin,
-        generator: setup.generator,
-        encoding: setup.encoding,
-        config: setup.config,
-        args: setup.args,
-        options: setup.options,
-        output: handler,
-    };
-    let worker = match WorkerHandle::spawn_thread(spec) {
+    let fuel = setup.options.fuel.is_some();
+    let worker = Engine::builder()
+        .no_cache()
+        .build()
+        .and_then(|engine| engine.load_compiled(&setup.plugin, &setup.compiled, fuel))
+        .and_then(|plugin| {
+            WorkerHandle::spawn_thread(Spec {
+                plugin,
+                generator: setup.generator,
+                encoding: setup.encoding,
+                config: setup.config,
+                args: setup.args,
+                options: setup.options,
+                output: handler,
+            })
+        });
+    let worker = match worker {
         Ok(worker) => worker,
         Err(error) => {
-            let _ = wire::write_report(
-                &mut out,
-                Report::Status(Status::InitializationFailed(error)),
-            );
-            let _ = out.flush();
+            let failed = Report::Status(Status::InitializationFailed(error));
+            let _ = wire::write_report(&mut out, failed).and_then(|()| out.flush());
             return 0;
         }
     };

@@ -15,6 +15,17 @@ fn spdl_process() -> crate::util::Fixture {
     plugin(artifacts::FIXTURE_SPDL)
 }
 
+/// The SPDL fixture, loaded by an engine whose worker program is `program`.
+fn with_worker_program(program: impl AsRef<Path>) -> sandgen::Plugin {
+    Engine::builder()
+        .cache_dir(cache_dir())
+        .worker_program(program.as_ref())
+        .build()
+        .unwrap()
+        .load(artifacts::FIXTURE_SPDL)
+        .unwrap()
+}
+
 fn kill(pid: u32) {
     assert!(
         Command::new("kill")
@@ -126,13 +137,7 @@ fn dropping_the_iterable_ends_and_reaps_the_worker() {
 
 #[test]
 fn worker_that_cannot_start_or_dies_at_once() {
-    let missing = Engine::builder()
-        .cache_dir(cache_dir())
-        .worker_program("/no/such/sandgen")
-        .build()
-        .unwrap()
-        .load(artifacts::FIXTURE_SPDL)
-        .unwrap();
+    let missing = with_worker_program("/no/such/sandgen");
     let error = missing
         .generator("range")
         .isolation(Isolation::Process)
@@ -143,13 +148,7 @@ fn worker_that_cannot_start_or_dies_at_once() {
         ErrorKind::WorkerDied,
         "failed to start the worker process `/no/such/sandgen`",
     );
-    let failing = Engine::builder()
-        .cache_dir(cache_dir())
-        .worker_program("/bin/false")
-        .build()
-        .unwrap()
-        .load(artifacts::FIXTURE_SPDL)
-        .unwrap();
+    let failing = with_worker_program("/bin/false");
     let error = failing
         .generator("range")
         .isolation(Isolation::Process)
@@ -291,13 +290,7 @@ fn malformed_batch_from_a_worker_process_is_refused() {
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let engine = Engine::builder()
-        .cache_dir(cache_dir())
-        .worker_program(&fake)
-        .build()
-        .unwrap();
-    let plugin = engine.load(artifacts::FIXTURE_SPDL).unwrap();
-    let iterable = plugin
+    let iterable = with_worker_program(&fake)
         .generator("range")
         .isolation(Isolation::Process)
         .build()
