@@ -306,7 +306,7 @@ fn forward_commands(stdin: ChildStdin, setup: &Setup, commands: &Receiver<Comman
     }
     for command in commands {
         let abort = command == Command::Abort;
-        if wire::write_command(&mut stdin, command)
+        if wire::write(&mut stdin, &command)
             .and_then(|()| stdin.flush())
             .is_err()
             || abort

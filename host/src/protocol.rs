@@ -44,7 +44,7 @@ pub(crate) mod wire {
 
     use serde::{Deserialize, Serialize};
 
-    use super::{Command, Status};
+    use super::Status;
     use crate::codec::Batch;
     use crate::output::GuestStream;
 
@@ -84,7 +84,8 @@ pub(crate) mod wire {
         io::Error::new(io::ErrorKind::InvalidData, what.to_string())
     }
 
-    fn write_message<T: Serialize>(w: &mut impl Write, value: &T) -> io::Result<()> {
+    /// Any message that is not an item batch (the setup, commands).
+    pub(crate) fn write<T: Serialize>(w: &mut impl Write, value: &T) -> io::Result<()> {
         let payload = bincode::serde::encode_to_vec(value, CONFIG).map_err(bad)?;
         w.write_all(&(payload.len() as u64 + 1).to_le_bytes())?;
         w.write_all(&[TAG_MESSAGE])?;
@@ -138,11 +139,6 @@ pub(crate) mod wire {
         Ok(value)
     }
 
-    /// Any message that is not an item batch (the setup, commands).
-    pub(crate) fn write<T: Serialize>(w: &mut impl Write, value: &T) -> io::Result<()> {
-        write_message(w, value)
-    }
-
     /// Reads one non-item message; `None` at a clean end of stream.
     pub(crate) fn read<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<Option<T>> {
         let Some((tag, len)) = read_header(r)? else {
@@ -163,7 +159,7 @@ pub(crate) mod wire {
                 w.write_all(&batch.count.to_le_bytes())?;
                 w.write_all(&batch.frames)
             }
-            other => write_message(w, &other),
+            other => write(w, &other),
         }
     }
 
@@ -192,14 +188,10 @@ pub(crate) mod wire {
         }
     }
 
-    /// Commands, parent → worker process.
-    pub(crate) fn write_command(w: &mut impl Write, command: Command) -> io::Result<()> {
-        write_message(w, &command)
-    }
-
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::protocol::Command;
         use crate::{Error, ErrorKind};
 
         fn round_trip(report: Report) -> Report {
@@ -229,7 +221,7 @@ pub(crate) mod wire {
                 other => panic!("{other:?}"),
             }
             let mut buf = Vec::new();
-            write_command(&mut buf, Command::Consumed { items: 3, bytes: 9 }).unwrap();
+            write(&mut buf, &Command::Consumed { items: 3, bytes: 9 }).unwrap();
             assert_eq!(
                 read::<Command>(&mut buf.as_slice()).unwrap(),
                 Some(Command::Consumed { items: 3, bytes: 9 })

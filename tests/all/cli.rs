@@ -27,6 +27,13 @@ fn mode() -> &'static str {
 }
 
 /// Runs `sandgen`; `run` and `bench` get the test's `--isolation`.
+/// `sandgen run` with the test's `--isolation` and `args`, not started yet.
+fn run_command(args: &[&str]) -> Command {
+    let mut command = sandgen_command();
+    command.args(["run", "--isolation", mode()]).args(args);
+    command
+}
+
 fn sandgen(args: &[&str]) -> Output {
     let mut args = args.to_vec();
     if matches!(args.first(), Some(&"run" | &"bench")) {
@@ -418,16 +425,7 @@ fn bench_prints_one_json_object() {
 
 both_isolations!(closing_stdout_early_ends_quietly);
 fn closing_stdout_early_ends_quietly() {
-    let mut child = sandgen_command()
-        .args([
-            "run",
-            "--isolation",
-            mode(),
-            FIXTURE_SPDL,
-            "range",
-            "--args",
-            "100000000",
-        ])
+    let mut child = run_command(&[FIXTURE_SPDL, "range", "--args", "100000000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -450,16 +448,7 @@ fn closing_stdout_early_ends_quietly() {
 both_isolations!(sigterm_and_sigint_end_a_busy_run_promptly);
 fn sigterm_and_sigint_end_a_busy_run_promptly() {
     for signal in ["-TERM", "-INT"] {
-        let mut child = sandgen_command()
-            .args([
-                "run",
-                "--isolation",
-                mode(),
-                FIXTURE_SPDL,
-                "spin",
-                "--args",
-                "1",
-            ])
+        let mut child = run_command(&[FIXTURE_SPDL, "spin", "--args", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -625,16 +614,7 @@ fn capabilities_through_the_cli() {
     );
     assert!(out.starts_with("\"connect: error "), "{out}");
     // The host's environment never leaks; granted variables do.
-    let output = sandgen_command()
-        .args([
-            "run",
-            "--isolation",
-            mode(),
-            FIXTURE_SPDL,
-            "environment",
-            "--env",
-            "ONLY=this",
-        ])
+    let output = run_command(&[FIXTURE_SPDL, "environment", "--env", "ONLY=this"])
         .env("SECRET_TOKEN", "do-not-leak")
         .output()
         .unwrap();

@@ -43,12 +43,7 @@ fn jsonl_without_granted_dir_fails_clearly() {
         .args(&json!({ "path": "/data/reviews.jsonl", "fields": ["id"] }))
         .build()
         .unwrap();
-    let error = iterable
-        .iter::<Value>()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let error = crate::util::pass_error::<Value>(&iterable);
     assert_error(
         &error,
         ErrorKind::IterationFailed,
@@ -65,12 +60,7 @@ fn jsonl_missing_field_names_the_line() {
         .dir(data_dir(), "/data")
         .build()
         .unwrap();
-    let error = iterable
-        .iter::<Value>()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let error = crate::util::pass_error::<Value>(&iterable);
     assert_eq!(
         error.plugin_message(),
         Some("line 1: missing field `title`")

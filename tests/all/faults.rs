@@ -84,7 +84,7 @@ fn fuel_covers_the_initializer() {
 fn assert_times_out_promptly(what: &str, builder: sandgen::IterableBuilder) {
     let iterable = builder.timeout(Duration::from_millis(100)).build().unwrap();
     let started = Instant::now();
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     let waited = started.elapsed();
     eprintln!("{what}: timeout of 100 ms fired after {waited:?}");
     assert_eq!(error.kind(), ErrorKind::Timeout);
@@ -300,12 +300,7 @@ fn guest_blocked_reading_a_pipe_is_interrupted() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let error = iterable
-        .iter::<String>()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let error = crate::util::pass_error::<String>(&iterable);
     assert_error(&error, ErrorKind::Timeout, "timed out");
     let started = Instant::now();
     drop(iterable);

@@ -105,7 +105,7 @@ fn worker_killed_while_idle_is_reported_on_the_next_pass() {
         gone_within(pid, Duration::from_secs(5), true).is_some(),
         "the worker was not reaped"
     );
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(
         &error,
         ErrorKind::WorkerDied,
@@ -137,28 +137,20 @@ fn dropping_the_iterable_ends_and_reaps_the_worker() {
 
 #[test]
 fn worker_that_cannot_start_or_dies_at_once() {
-    let missing = with_worker_program("/no/such/sandgen");
-    let error = missing
-        .generator("range")
-        .isolation(Isolation::Process)
-        .build()
-        .unwrap_err();
-    assert_error(
-        &error,
-        ErrorKind::WorkerDied,
-        "failed to start the worker process `/no/such/sandgen`",
-    );
-    let failing = with_worker_program("/bin/false");
-    let error = failing
-        .generator("range")
-        .isolation(Isolation::Process)
-        .build()
-        .unwrap_err();
-    assert_error(
-        &error,
-        ErrorKind::WorkerDied,
-        "died: it exited with status 1",
-    );
+    for (program, words) in [
+        (
+            "/no/such/sandgen",
+            "failed to start the worker process `/no/such/sandgen`",
+        ),
+        ("/bin/false", "died: it exited with status 1"),
+    ] {
+        let error = with_worker_program(program)
+            .generator("range")
+            .isolation(Isolation::Process)
+            .build()
+            .unwrap_err();
+        assert_error(&error, ErrorKind::WorkerDied, words);
+    }
 }
 
 #[test]
@@ -295,6 +287,6 @@ fn malformed_batch_from_a_worker_process_is_refused() {
         .isolation(Isolation::Process)
         .build()
         .unwrap();
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(&error, ErrorKind::WorkerDied, "sent a malformed message");
 }

@@ -39,7 +39,7 @@ fn plugin_without_sdk_errors_keep_their_message() {
     assert_eq!(error.kind(), ErrorKind::InitializerFailed);
     assert_eq!(error.plugin_message(), Some("raw init refused"));
     let iterable = raw_iterable("fail", "");
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_eq!(
         error.to_string(),
         "iteration failed in generator fail: raw failure: something broke"

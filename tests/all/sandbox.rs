@@ -136,6 +136,6 @@ fn a_coped_with_memory_refusal_is_not_a_memory_limit() {
         .on_output(|_| {})
         .build()
         .unwrap();
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(&error, ErrorKind::Trap, "unrelated bug");
 }

@@ -206,7 +206,7 @@ fn a10_iter_fails() {
         .args("no pass today")
         .build()
         .unwrap();
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_eq!(error.kind(), ErrorKind::IterationFailed);
     assert_eq!(error.plugin_message(), Some("no pass today"));
 }
@@ -271,7 +271,7 @@ fn a18_timeout() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(&error, ErrorKind::Timeout, "timed out");
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(iterable);
@@ -406,7 +406,7 @@ fn c_error_of_abandoned_pass_surfaces_next() {
     assert_eq!(pass.next().unwrap().unwrap(), 0);
     // The worker produced items 0..5 and the failure in one batch already.
     drop(pass);
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_eq!(error.plugin_message(), Some("late failure"));
     assert_eq!(
         iterable.iter::<u64>().unwrap_err().kind(),
@@ -466,7 +466,7 @@ fn c_timeout_of_spinning_guest() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let error = iterable.iter::<u64>().unwrap().next().unwrap().unwrap_err();
+    let error = crate::util::pass_error::<u64>(&iterable);
     assert_eq!(error.kind(), ErrorKind::Timeout);
     let closed = iterable.iter::<u64>().unwrap_err();
     assert_error(&closed, ErrorKind::Closed, "timed out");

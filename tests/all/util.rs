@@ -112,6 +112,16 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The error that the first pass over `iterable` starts with.
+#[track_caller]
+pub fn pass_error<T: serde::de::DeserializeOwned>(iterable: &sandgen::Iterable) -> sandgen::Error {
+    match iterable.iter::<T>().expect("a pass starts").next() {
+        Some(Err(error)) => error,
+        Some(Ok(_)) => panic!("the pass yielded an item instead of an error"),
+        None => panic!("the pass ended without an error"),
+    }
+}
+
 /// Asserts an error's kind and that its message contains `words`.
 #[track_caller]
 pub fn assert_error(error: &sandgen::Error, kind: sandgen::ErrorKind, words: &str) {
