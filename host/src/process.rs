@@ -147,8 +147,9 @@ fn worker_main() -> i32 {
                 }
             },
         };
-        let more = lines.is_empty() && statuses.is_empty();
-        if wire::write_report(&mut out, report).is_err() || (more && out.flush().is_err()) {
+        // Flush once nothing else is waiting to be written.
+        let idle = lines.is_empty() && statuses.is_empty();
+        if wire::write_report(&mut out, report).is_err() || (idle && out.flush().is_err()) {
             return 0;
         }
     }

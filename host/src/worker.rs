@@ -683,6 +683,15 @@ impl Worker<'_> {
         end
     }
 
+    /// Reports the end of a pass: back to Stand By.
+    fn finish_pass(&self) -> PassEnd {
+        if self.send(Status::IterationFinished) {
+            PassEnd::StandBy
+        } else {
+            PassEnd::Exit
+        }
+    }
+
     fn contract_error(&self, detail: &str) -> Error {
         Error::new(
             ErrorKind::Protocol,
@@ -757,13 +766,7 @@ impl Worker<'_> {
                         bytes_ahead.saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
                     continue;
                 }
-                Some(Command::StopIteration) => {
-                    return if self.send(Status::IterationFinished) {
-                        PassEnd::StandBy
-                    } else {
-                        PassEnd::Exit
-                    };
-                }
+                Some(Command::StopIteration) => return self.finish_pass(),
                 Some(Command::Abort) => return PassEnd::Exit,
                 Some(command @ Command::StartIteration) => {
                     self.send(Status::UnexpectedCommand(command));
@@ -792,11 +795,7 @@ impl Worker<'_> {
                 if let Err(stop) = self.check_pass_is_over(iterator) {
                     return self.fail(stop);
                 }
-                return if self.send(Status::IterationFinished) {
-                    PassEnd::StandBy
-                } else {
-                    PassEnd::Exit
-                };
+                return self.finish_pass();
             }
             let count =
                 match validate_batch(&frames, max_items, max_bytes, self.options.max_item_bytes) {

@@ -126,6 +126,37 @@ fn bad_options_are_invalid_input() {
         ErrorKind::InvalidInput,
         "call `encoding` before `args`",
     );
+    let zero = std::time::Duration::ZERO;
+    for (builder, words) in [
+        (spdl().generator("range").fuel(0), "fuel must be at least 1"),
+        (
+            spdl().generator("range").timeout(zero),
+            "timeout must be longer than zero",
+        ),
+        (
+            spdl().generator("range").buffer_bytes(0),
+            "buffer bytes must be at least 1",
+        ),
+    ] {
+        assert_error(
+            &builder.build().unwrap_err(),
+            ErrorKind::InvalidInput,
+            words,
+        );
+    }
+    // Arguments the encoding cannot express (JSON object keys must be strings).
+    let args: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    let error = spdl()
+        .generator("range")
+        .encoding(sandgen::Encoding::Json)
+        .args(&args)
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::InvalidInput,
+        "invalid args: cannot encode as JSON",
+    );
 }
 
 #[test]

@@ -290,3 +290,20 @@ fn malformed_batch_from_a_worker_process_is_refused() {
     let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(&error, ErrorKind::WorkerDied, "sent a malformed message");
 }
+
+/// Arguments too large for a worker process's setup are refused up front,
+/// with a hint, instead of failing inside the worker.
+#[test]
+fn oversized_args_are_refused_before_starting_a_worker() {
+    let _heavy = crate::util::memory_heavy();
+    let error = spdl_process()
+        .generator("range")
+        .args_raw(vec![0; 256 << 20])
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::InvalidInput,
+        "pass large inputs as files in a granted directory",
+    );
+}
