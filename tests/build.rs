@@ -25,8 +25,18 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let target_dir = out.join("guests");
 
-    for dir in ["tests/fixtures", "examples", "guest-sdk", "wit"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    for path in [
+        "tests/fixtures",
+        "examples",
+        "guest-sdk/Cargo.toml",
+        "guest-sdk/src",
+        "guest-sdk/python/sandgen_guest.py",
+        "guest-sdk/python/requirements.txt",
+        "guest-sdk/js/sandgen.js",
+        "guest-sdk/js/package-lock.json",
+        "wit",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -79,7 +89,133 @@ fn main() {
         .unwrap();
         rerun_on_sources(&target_dir, package);
     }
+    // Each toolchain takes seconds per plugin, mostly on one core: build
+    // them side by side.
+    let built: Vec<PathBuf> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = FOREIGN
+            .iter()
+            .map(|plugin| scope.spawn(|| plugin.build(root, &target_dir)))
+            .collect();
+        jobs.into_iter()
+            .map(|job| job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for (plugin, path) in FOREIGN.iter().zip(built) {
+        writeln!(
+            code,
+            "/// The `{}` plugin ({}), built from source.",
+            plugin.source, plugin.language
+        )
+        .unwrap();
+        writeln!(
+            code,
+            "pub const {}: &str = {:?};",
+            plugin.constant,
+            path.display().to_string()
+        )
+        .unwrap();
+    }
     std::fs::write(out.join("artifacts.rs"), code).expect("failed to write artifacts.rs");
+}
+
+/// A plugin in another language, built with that language's toolchain.
+struct Foreign {
+    language: &'static str,
+    /// The app module: a `.py` or `.js` file, relative to the root.
+    source: &'static str,
+    constant: &'static str,
+}
+
+const FOREIGN: &[Foreign] = &[
+    Foreign {
+        language: "Python",
+        source: "tests/fixtures/python/app.py",
+        constant: "FIXTURE_PYTHON",
+    },
+    Foreign {
+        language: "Python",
+        source: "examples/python/app.py",
+        constant: "EXAMPLE_PYTHON",
+    },
+    Foreign {
+        language: "JavaScript",
+        source: "tests/fixtures/js/app.js",
+        constant: "FIXTURE_JS",
+    },
+    Foreign {
+        language: "JavaScript",
+        source: "examples/js/app.js",
+        constant: "EXAMPLE_JS",
+    },
+];
+
+/// How to install the toolchains that build the Python and JS plugins.
+const INSTALL: &str = "run `tests/install-plugin-tools.sh` (the README's test command does)";
+
+impl Foreign {
+    /// Builds the component into `dir` and returns its path.
+    fn build(&self, root: &Path, dir: &Path) -> PathBuf {
+        let source = root.join(self.source);
+        let folder = source.parent().expect("a source file has a folder");
+        let name = format!(
+            "{}_{}.wasm",
+            self.constant.to_lowercase(),
+            folder.file_name().unwrap().to_string_lossy()
+        );
+        let output = dir.join(name);
+        let mut cmd = match self.language {
+            "Python" => {
+                let tool = root.join("guest-sdk/python/.venv/bin/componentize-py");
+                assert!(
+                    tool.exists(),
+                    "componentize-py is not installed at {}: {INSTALL}",
+                    tool.display()
+                );
+                let mut cmd = Command::new(tool);
+                let module = source.file_stem().unwrap();
+                cmd.arg("-d")
+                    .arg(root.join("wit"))
+                    .args(["-w", "plugin", "componentize", "-p"])
+                    .arg(root.join("guest-sdk/python"))
+                    .arg("-p")
+                    .arg(folder)
+                    .arg(module)
+                    .arg("-o")
+                    .arg(&output)
+                    // Keep the source folders free of __pycache__.
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                cmd
+            }
+            _ => {
+                let tool = root.join("guest-sdk/js/node_modules/.bin/componentize-js");
+                assert!(
+                    tool.exists(),
+                    "componentize-js is not installed at {}: {INSTALL}",
+                    tool.display()
+                );
+                let mut cmd = Command::new(tool);
+                cmd.current_dir(root)
+                    .arg(self.source)
+                    .arg("-w")
+                    .arg(root.join("wit"))
+                    .args(["-n", "plugin", "-d", "http", "-d", "fetch-event", "-o"])
+                    .arg(&output);
+                cmd
+            }
+        };
+        let result = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the {} toolchain: {e}; {INSTALL}", self.language));
+        assert!(
+            result.status.success() && output.exists(),
+            "building {} failed ({}):\n{}{}",
+            self.source,
+            result.status,
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        output
+    }
 }
 
 /// Reruns when any source file of `package` named in its `.d` file changes.

@@ -142,8 +142,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let line = format!("{:#}", failure.error).replace('\n', " ");
-            let _ = writeln!(io::stderr().lock(), "error: {line}");
+            // One line, then any further lines of the plugin's own message
+            // (a Python traceback, a JS stack) indented beneath it.
+            let text = format!("{:#}", failure.error);
+            let mut lines = text.lines();
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "error: {}", lines.next().unwrap_or_default());
+            for line in lines {
+                let _ = writeln!(err, "  {line}");
+            }
             ExitCode::from(failure.status)
         }
     }

@@ -353,6 +353,31 @@ fn fault_stop(
     }
 }
 
+/// An error that the plugin reported from a call. When the limiter refused
+/// memory during that same call, the plugin's error is its reaction to the
+/// limit (Python's `MemoryError`, a failed `try_reserve`): it is reported as
+/// [`ErrorKind::MemoryLimit`], with the plugin's message kept.
+fn reported_error(
+    store: &Store<HostState>,
+    kind: ErrorKind,
+    context: impl std::fmt::Display,
+    message: String,
+) -> Error {
+    let limiter = &store.data().limiter;
+    match limiter.denied {
+        Some(asked) => Error::plugin(
+            ErrorKind::MemoryLimit,
+            format_args!(
+                "{context} after hitting its memory limit of {} MiB (it asked for {} MiB)",
+                limiter.max_bytes() / (1024 * 1024),
+                asked.div_ceil(1024 * 1024)
+            ),
+            message,
+        ),
+        None => Error::plugin(kind, context, message),
+    }
+}
+
 /// Classifies a trap (or host failure) of a guest call into an [`Error`]
 /// with the guest's stderr tail and backtrace attached.
 fn trap_error(
@@ -396,14 +421,23 @@ fn trap_error(
             ErrorKind::Trap,
             format!("generator {generator} trapped {phase}: {trap}{said}"),
         ),
-        (None, None) => {
-            let cause = error.root_cause().to_string();
-            let cause = cause.lines().next().unwrap_or_default();
-            (
+        (None, None) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => (
                 ErrorKind::Trap,
-                format!("generator {generator} failed {phase}: {cause}{said}"),
-            )
-        }
+                format!(
+                    "generator {generator} exited with status {} {phase}; a plugin must return or report errors instead of exiting{said}",
+                    exit.0
+                ),
+            ),
+            None => {
+                let cause = error.root_cause().to_string();
+                let cause = cause.lines().next().unwrap_or_default();
+                (
+                    ErrorKind::Trap,
+                    format!("generator {generator} failed {phase}: {cause}{said}"),
+                )
+            }
+        },
     };
     let backtrace = error.downcast_ref::<WasmBacktrace>().map(format_backtrace);
     Error::new(kind, message)
@@ -585,7 +619,8 @@ impl Worker<'_> {
         )
         .map_err(|fault| guest.stop("in the initializer", fault))?;
         if let Err(message) = initialized {
-            return Err(Stop::Failed(Error::plugin(
+            return Err(Stop::Failed(reported_error(
+                &guest.store,
                 ErrorKind::InitializerFailed,
                 format_args!("initializer failed in plugin {}", spec.plugin.name()),
                 message,
@@ -600,7 +635,8 @@ impl Worker<'_> {
         .map_err(|fault| guest.stop("while creating the iterable", fault))?;
         match created {
             Ok(iterable) => Ok((guest, iterable)),
-            Err(message) => Err(Stop::Failed(Error::plugin(
+            Err(message) => Err(Stop::Failed(reported_error(
+                &guest.store,
                 ErrorKind::CreateFailed,
                 format_args!("create failed in generator {}", spec.generator),
                 message,
@@ -725,7 +761,8 @@ impl Worker<'_> {
     }
 
     fn iteration_error(&self, message: String) -> Error {
-        Error::plugin(
+        reported_error(
+            &self.guest.store,
             ErrorKind::IterationFailed,
             format_args!("iteration failed in generator {}", self.guest.generator),
             message,

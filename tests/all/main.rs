@@ -8,6 +8,7 @@ mod util;
 mod cli;
 mod examples;
 mod faults;
+mod languages;
 mod loading;
 mod process;
 mod protocol;

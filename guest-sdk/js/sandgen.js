@@ -1,0 +1,578 @@
+// Write sandgen plugins in JavaScript: plain generator functions, exported
+// through sandgen's WIT contract (wit/generator.wit) with one call.
+//
+// A plugin is an ES module that exports the result of `plugin` as
+// `generator`, the name of the WIT interface:
+//
+//     import { plugin } from "./sandgen.js";
+//
+//     export const generator = plugin({
+//       count: { description: "yields 0..n", *iter(n) { for (let i = 0; i < n; i++) yield i; } },
+//     });
+//
+// and is built into a component with componentize-js 0.23.0:
+//
+//     componentize-js app.js -w wit -n plugin -d http -d fetch-event -o app.wasm
+//
+// What a generator is: each entry of `plugin`'s object is a generator, under
+// its key, and is one of
+// - a generator function (or any function that returns an iterable), called
+//   afresh with the arguments for every pass;
+// - `{ description, args, iter }`: the same, with a description for
+//   `sandgen list` and a bincode schema for the arguments (see below);
+// - `{ description, args, create }`: `create(args)` runs once, when the caller
+//   creates the iterable, and returns an iterable object that is iterated
+//   (`obj[Symbol.iterator]()`) for every pass, so state kept in it lives
+//   across passes (an epoch counter, a shuffle seed, a cache).
+// The arguments are the caller's one value (`undefined` when none were
+// given); destructure an object in the parameter list. The initializer,
+// `plugin(generators, { initialize(config) {...} })`, receives the config the
+// same way, once per instance, before anything else.
+//
+// Encodings: the caller chooses JSON or bincode. Items are encoded from their
+// value: with JSON as `JSON.stringify` writes them (a Uint8Array becomes an
+// array of numbers); with bincode exactly as Rust's `serde_json::Value` would
+// be written by bincode 2's standard configuration: a whole number as an
+// unsigned (or, when negative, zigzag) integer, any other number as an f64, a
+// string, boolean, array (length first), object or Map (a map), null or
+// undefined (nothing), and a Uint8Array as a byte sequence (`serde_bytes`).
+// bincode carries no type tags, so bincode arguments are read by the entry's
+// `args` schema: "int" (unsigned), "float", "string", "bool", `[schema]` for
+// an array, and `{ key: schema }` for an object with those keys.
+//
+// Batching and errors: items are framed into batches of at most the host's
+// `max-items` and `max-bytes`; a batch also closes after about a millisecond,
+// so the items of a slow generator reach the caller promptly. A thrown error
+// ends the pass: the items produced before it reach the caller first, then
+// the error, whose message is the error and its stack.
+//
+// Anything the plugin prints goes to the host's log, never among items.
+
+/** How long a batch may take before it is returned, in milliseconds. */
+const BATCH_MS = 1;
+
+const now =
+  typeof performance !== "undefined" && performance.now ? () => performance.now() : () => Date.now();
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Errors cross the WIT boundary as strings: anything else would trap. */
+class PluginError {
+  constructor(message) {
+    this.message = message;
+  }
+}
+
+/**
+ * Returns the implementation of sandgen's `generator` interface that exports
+ * `generators` (an object of name to entry) and runs `options.initialize`
+ * (optional) with the config. Export it as `generator`.
+ */
+export function plugin(generators, options = {}) {
+  const entries = new Map();
+  for (const [name, spec] of Object.entries(generators)) {
+    entries.set(name, entry(name, spec));
+  }
+  const initializer = options.initialize;
+  if (initializer !== undefined && typeof initializer !== "function") {
+    throw new TypeError("the initializer must be a function");
+  }
+  const state = { encoding: undefined };
+
+  return {
+    Iterable,
+    Iterator,
+
+    generators() {
+      return [...entries.values()].map((e) => ({ name: e.name, description: e.description }));
+    },
+
+    initialize(encoding, config) {
+      guard(() => {
+        if (state.encoding !== undefined) {
+          fail("`initialize` was called twice; it runs once per instance");
+        }
+        state.encoding = encoding;
+        if (initializer === undefined) {
+          if (config.length > 0) fail("this plugin takes no config, but one was given");
+          return;
+        }
+        const value = decode(encoding, config, options.config, "config");
+        try {
+          initializer(value);
+        } catch (e) {
+          fail(`the initializer failed: ${describe(e)}`);
+        }
+      });
+    },
+
+    create(name, args) {
+      return guard(() => {
+        const encoding = state.encoding;
+        if (encoding === undefined) fail("`create` was called before `initialize`");
+        const e = entries.get(name);
+        if (e === undefined) {
+          const known = [...entries.keys()].join(", ") || "none";
+          fail(`this plugin has no generator named \`${name}\`; it has: ${known}`);
+        }
+        const value = decode(encoding, args, e.args, `arguments for generator ${name}`);
+        let source;
+        if (e.create !== undefined) {
+          let object;
+          try {
+            object = e.create(value);
+          } catch (err) {
+            fail(`creating generator ${name} failed: ${describe(err)}`);
+          }
+          if (object == null || typeof object[Symbol.iterator] !== "function") {
+            fail(`creating generator ${name} failed: create() returned something that is not iterable`);
+          }
+          source = () => object;
+        } else {
+          source = () => e.iter(value);
+        }
+        return new Iterable(source, encoding === "json");
+      });
+    },
+  };
+}
+
+/** The WIT `iterable` resource: one per `create`. */
+class Iterable {
+  constructor(source, json) {
+    this.source = source;
+    this.json = json;
+  }
+
+  iter() {
+    return guard(() => {
+      let items;
+      try {
+        const iterable = this.source();
+        if (iterable == null || typeof iterable[Symbol.iterator] !== "function") {
+          throw new TypeError("the generator returned something that is not iterable");
+        }
+        items = iterable[Symbol.iterator]();
+      } catch (e) {
+        fail(describe(e));
+      }
+      return new Iterator(items, this.json);
+    });
+  }
+}
+
+/** The WIT `iterator` resource: one pass. */
+class Iterator {
+  constructor(items, json) {
+    this.items = items;
+    this.json = json;
+    this.error = undefined;
+    this.over = false;
+    this.index = 0;
+    this.writer = new Writer();
+  }
+
+  next(maxItems, maxBytes) {
+    return guard(() => {
+      if (this.error !== undefined) {
+        const error = this.error;
+        this.error = "the pass already failed; its iterator is dead";
+        fail(error);
+      }
+      if (this.over) return new Uint8Array(0);
+      if (maxItems === 0) fail("`next` was called with max-items 0; it must be at least 1");
+      const out = this.writer;
+      out.reset();
+      const encode = this.json ? writeJson : writeBincode;
+      const deadline = now() + BATCH_MS;
+      let count = 0;
+      for (;;) {
+        let step;
+        try {
+          step = this.items.next();
+        } catch (e) {
+          this.error = describe(e);
+          break;
+        }
+        if (step.done) {
+          this.over = true;
+          break;
+        }
+        const start = out.reserveFrame();
+        try {
+          encode(step.value, out);
+        } catch (e) {
+          out.len = start - 4;
+          const kind = this.json ? "JSON" : "bincode";
+          this.error = `item ${this.index + count} of the pass cannot be written as ${kind}: ${e.message ?? e}`;
+          break;
+        }
+        out.endFrame(start);
+        count += 1;
+        if (count >= maxItems || out.len >= maxBytes || now() >= deadline) break;
+      }
+      this.index += count;
+      if (this.error !== undefined) {
+        this.over = true;
+        if (count === 0) {
+          const error = this.error;
+          this.error = "the pass already failed; its iterator is dead";
+          fail(error);
+        }
+      }
+      return out.take();
+    });
+  }
+}
+
+/** Runs `f`, turning a failure into the string that the WIT `err` carries. */
+function guard(f) {
+  try {
+    return f();
+  } catch (e) {
+    throw e instanceof PluginError ? e.message : `sandgen helper failed: ${describe(e)}`;
+  }
+}
+
+function fail(message) {
+  throw new PluginError(message);
+}
+
+/** An error's message: its summary line, then its stack without the frames
+ * of this helper and of the generated bindings. */
+function describe(error) {
+  if (error instanceof Error) {
+    const stack = typeof error.stack === "string" ? error.stack : "";
+    const frames = stack
+      .split("\n")
+      .filter((line) => line.length > 0 && !line.includes(HERE) && !line.includes("initializer.js:"));
+    const summary = `${error.name}: ${error.message}`;
+    return frames.length > 0 ? `${summary}\n${frames.join("\n")}` : summary;
+  }
+  let text;
+  try {
+    text = typeof error === "object" && error !== null ? JSON.stringify(error) : String(error);
+  } catch {
+    text = Object.prototype.toString.call(error);
+  }
+  return `uncaught ${typeof error}: ${text}`;
+}
+
+/** This file's name as stacks show it. */
+const HERE = (() => {
+  const line = (new Error().stack ?? "").split("\n")[0] ?? "";
+  const match = /@(.*):\d+:\d+$/.exec(line);
+  return match ? match[1] : "sandgen.js";
+})();
+
+function entry(name, spec) {
+  if (typeof spec === "function") {
+    if (isClass(spec)) {
+      return { name, description: spec.description ?? "", args: spec.args, create: (a) => new spec(a) };
+    }
+    return { name, description: spec.description ?? "", args: spec.args, iter: spec };
+  }
+  if (spec === null || typeof spec !== "object") {
+    throw new TypeError(`generator ${name} must be a function, a class or { iter } / { create }`);
+  }
+  const { description = "", args, iter, create } = spec;
+  if ((typeof iter === "function") === (typeof create === "function")) {
+    throw new TypeError(`generator ${name} needs exactly one of iter() and create()`);
+  }
+  return {
+    name,
+    description,
+    args,
+    iter: iter && ((a) => iter.call(spec, a)),
+    create: create && ((a) => create.call(spec, a)),
+  };
+}
+
+function isClass(f) {
+  return /^class[\s{]/.test(Function.prototype.toString.call(f));
+}
+
+// --- Arguments --------------------------------------------------------------
+
+function decode(encoding, bytes, schema, what) {
+  if (bytes.length === 0) return undefined;
+  if (encoding === "json") {
+    let text;
+    try {
+      text = utf8Decoder.decode(bytes);
+      return JSON.parse(text);
+    } catch (e) {
+      fail(`invalid ${what}: not JSON: ${e.message}`);
+    }
+  }
+  if (schema === undefined) {
+    fail(
+      `invalid ${what}: bincode carries no types, so the generator needs an \`args\` schema ` +
+        `("int", "float", "string", "bool", [schema], { key: schema }); or ask for the JSON encoding`,
+    );
+  }
+  const reader = new Reader(bytes, what);
+  const value = reader.read(schema, "args");
+  if (reader.pos !== bytes.length) {
+    reader.fail(`${bytes.length - reader.pos} trailing bytes after the value`);
+  }
+  return value;
+}
+
+class Reader {
+  constructor(bytes, what) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.pos = 0;
+    this.what = what;
+  }
+
+  fail(message) {
+    fail(`invalid ${this.what}: ${message}`);
+  }
+
+  take(n) {
+    if (this.pos + n > this.bytes.length) this.fail("unexpected end of input");
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
+  varint() {
+    const first = this.bytes[this.take(1)];
+    if (first < 251) return first;
+    if (first === 251) return this.view.getUint16(this.take(2), true);
+    if (first === 252) return this.view.getUint32(this.take(4), true);
+    if (first === 253) {
+      const big = this.view.getBigUint64(this.take(8), true);
+      if (big > BigInt(Number.MAX_SAFE_INTEGER)) return big;
+      return Number(big);
+    }
+    this.fail(`invalid integer tag ${first}`);
+  }
+
+  string() {
+    const n = Number(this.varint());
+    const at = this.take(n);
+    try {
+      return utf8Decoder.decode(this.bytes.subarray(at, at + n));
+    } catch (e) {
+      this.fail(`a string is not UTF-8: ${e.message}`);
+    }
+  }
+
+  read(schema, path) {
+    if (schema === "int") return this.varint();
+    if (schema === "float") return this.view.getFloat64(this.take(8), true);
+    if (schema === "string") return this.string();
+    if (schema === "bool") {
+      const flag = this.bytes[this.take(1)];
+      if (flag > 1) this.fail(`${path}: invalid bool ${flag}`);
+      return flag === 1;
+    }
+    if (Array.isArray(schema) && schema.length === 1) {
+      const n = Number(this.varint());
+      const out = [];
+      for (let i = 0; i < n; i++) out.push(this.read(schema[0], `${path}[${i}]`));
+      return out;
+    }
+    if (schema !== null && typeof schema === "object" && !Array.isArray(schema)) {
+      const n = Number(this.varint());
+      const out = {};
+      for (let i = 0; i < n; i++) {
+        const key = this.string();
+        if (!Object.hasOwn(schema, key)) this.fail(`${path} has no member named ${JSON.stringify(key)}`);
+        out[key] = this.read(schema[key], `${path}.${key}`);
+      }
+      return out;
+    }
+    this.fail(`${path}: unknown schema ${JSON.stringify(schema)}; use "int", "float", "string", "bool", [schema] or { key: schema }`);
+  }
+}
+
+// --- Items ------------------------------------------------------------------
+
+/** A growable byte buffer of frames. */
+class Writer {
+  constructor() {
+    this.buf = new Uint8Array(4096);
+    this.view = new DataView(this.buf.buffer);
+    this.len = 0;
+  }
+
+  reset() {
+    this.len = 0;
+  }
+
+  reserve(n) {
+    const need = this.len + n;
+    if (need <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const grown = new Uint8Array(size);
+    grown.set(this.buf.subarray(0, this.len));
+    this.buf = grown;
+    this.view = new DataView(grown.buffer);
+  }
+
+  /** Leaves room for a frame's length; returns where its item starts. */
+  reserveFrame() {
+    this.reserve(4);
+    this.len += 4;
+    return this.len;
+  }
+
+  endFrame(start) {
+    const size = this.len - start;
+    if (size > 0xffffffff) throw new RangeError("an item is larger than 4 GiB, the most a frame can hold");
+    this.view.setUint32(start - 4, size, true);
+  }
+
+  /** The frames written since the last reset, as a new array. */
+  take() {
+    return this.buf.slice(0, this.len);
+  }
+
+  byte(b) {
+    this.reserve(1);
+    this.buf[this.len++] = b;
+  }
+
+  bytes(data) {
+    this.reserve(data.length);
+    this.buf.set(data, this.len);
+    this.len += data.length;
+  }
+
+  string(s) {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    this.reserve(s.length * 3);
+    const { written } = utf8.encodeInto(s, this.buf.subarray(this.len));
+    this.len += written;
+    return written;
+  }
+
+  varint(n) {
+    if (typeof n === "bigint") {
+      if (n < 0n || n >= 1n << 64n) throw new RangeError(`${n} does not fit in 64 bits`);
+      if (n <= BigInt(Number.MAX_SAFE_INTEGER)) return this.varint(Number(n));
+      this.byte(253);
+      this.reserve(8);
+      this.view.setBigUint64(this.len, n, true);
+      this.len += 8;
+      return;
+    }
+    if (n < 251) {
+      this.byte(n);
+    } else if (n < 0x10000) {
+      this.byte(251);
+      this.reserve(2);
+      this.view.setUint16(this.len, n, true);
+      this.len += 2;
+    } else if (n < 0x100000000) {
+      this.byte(252);
+      this.reserve(4);
+      this.view.setUint32(this.len, n, true);
+      this.len += 4;
+    } else {
+      this.byte(253);
+      this.reserve(8);
+      this.view.setBigUint64(this.len, BigInt(n), true);
+      this.len += 8;
+    }
+  }
+}
+
+function jsonReplacer(_key, value) {
+  if (value instanceof Uint8Array) return Array.from(value);
+  if (typeof value === "bigint") return JSON.rawJSON ? JSON.rawJSON(value.toString()) : Number(value);
+  if (value instanceof Map) return Object.fromEntries(value);
+  return value;
+}
+
+function writeJson(item, out) {
+  if (typeof item === "number") {
+    if (!Number.isFinite(item)) throw new TypeError(`${item} is not a JSON number`);
+    out.string(String(item));
+    return;
+  }
+  const text = JSON.stringify(item, jsonReplacer);
+  if (text === undefined) throw new TypeError(`an item of type ${typeof item} has no JSON form`);
+  out.string(text);
+}
+
+function writeBincode(value, out) {
+  switch (typeof value) {
+    case "number":
+      if (Number.isInteger(value) && Math.abs(value) <= Number.MAX_SAFE_INTEGER) {
+        if (value >= 0) out.varint(value);
+        else out.varint(BigInt(value) * -2n - 1n); // zigzag, as for an i64
+      } else {
+        out.reserve(8);
+        out.view.setFloat64(out.len, value, true);
+        out.len += 8;
+      }
+      return;
+    case "string": {
+      // The length goes first: write the string after a 9-byte gap, then
+      // move it next to the length if that took fewer bytes.
+      out.reserve(9);
+      const at = out.len;
+      out.len += 9;
+      const n = out.string(value);
+      out.len = at;
+      out.varint(n);
+      if (out.len !== at + 9) out.buf.copyWithin(out.len, at + 9, at + 9 + n);
+      out.len += n;
+      return;
+    }
+    case "boolean":
+      out.byte(value ? 1 : 0);
+      return;
+    case "bigint":
+      if (value >= 0n) out.varint(value);
+      else if (value >= -(1n << 63n)) out.varint(value * -2n - 1n);
+      else throw new RangeError(`${value} does not fit in 64 bits`);
+      return;
+    case "undefined":
+      return;
+    case "object":
+      if (value === null) return;
+      if (value instanceof Uint8Array) {
+        out.varint(value.length);
+        out.bytes(value);
+        return;
+      }
+      if (value instanceof ArrayBuffer) {
+        out.varint(value.byteLength);
+        out.bytes(new Uint8Array(value));
+        return;
+      }
+      if (Array.isArray(value)) {
+        out.varint(value.length);
+        for (const v of value) writeBincode(v, out);
+        return;
+      }
+      if (value instanceof Map) {
+        out.varint(value.size);
+        for (const [k, v] of value) {
+          if (typeof k !== "string") throw new TypeError(`a map key must be a string, not ${typeof k}`);
+          writeBincode(k, out);
+          writeBincode(v, out);
+        }
+        return;
+      }
+      {
+        const keys = Object.keys(value);
+        out.varint(keys.length);
+        for (const k of keys) {
+          writeBincode(k, out);
+          writeBincode(value[k], out);
+        }
+      }
+      return;
+    default:
+      throw new TypeError(`an item of type ${typeof value} cannot be written as bincode`);
+  }
+}

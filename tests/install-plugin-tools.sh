@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the pinned toolchains that build Python and JavaScript plugins:
+# componentize-py (guest-sdk/python/requirements.txt) into
+# guest-sdk/python/.venv, and componentize-js (guest-sdk/js/package-lock.json)
+# into guest-sdk/js/node_modules. The test build (tests/build.rs) uses both.
+# Does nothing for a toolchain that is already installed at its pinned version.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+py="$root/guest-sdk/python"
+want_py="$(sed -n 's/^componentize-py==//p' "$py/requirements.txt")"
+if [ "$("$py/.venv/bin/componentize-py" --version 2>/dev/null | awk '{print $2}')" != "$want_py" ]; then
+    echo "installing componentize-py $want_py into guest-sdk/python/.venv" >&2
+    python3 -m venv "$py/.venv"
+    "$py/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$py/requirements.txt"
+fi
+
+js="$root/guest-sdk/js"
+want_js="$(node -p "require('$js/package-lock.json').packages['node_modules/@bytecodealliance/componentize-js'].version")"
+have_js="$(node -p "require('$js/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null || true)"
+if [ "$have_js" != "$want_js" ]; then
+    echo "installing componentize-js $want_js into guest-sdk/js/node_modules" >&2
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
