@@ -30,6 +30,17 @@ N_INTS = 200_000
 N_64K, SZ_64K = 2_000, 64 * 1024
 N_1M, SZ_1M = 200, 1024 * 1024
 
+LANGUAGES = {
+    "python": ROOT / "target/bench-plugins/example_python.wasm",
+    "js": ROOT / "target/bench-plugins/example_js.wasm",
+}
+# The example plugins' generators for the same workloads.
+LANGUAGE_WORKLOADS = {
+    "ints": ("count", str(N_INTS)),
+    "bytes64k": ("blobs", json.dumps({"n": N_64K, "size": SZ_64K})),
+    "bytes1m": ("blobs", json.dumps({"n": N_1M, "size": SZ_1M})),
+}
+
 WORKLOADS = {
     "ints": ("range", str(N_INTS), ["ints", str(N_INTS)]),
     "bytes64k": ("bytes", json.dumps({"n": N_64K, "size": SZ_64K}), ["bytes", str(N_64K), str(SZ_64K)]),
@@ -41,21 +52,55 @@ def env() -> dict:
     return {**os.environ, "SANDGEN_CACHE_DIR": str(CACHE)}
 
 
-def sandgen_bench(generator: str, args: str, isolation: str) -> dict:
+def sandgen_bench(generator: str, args: str, isolation: str, plugin: Path = PLUGIN, cache: Path = CACHE) -> dict:
     out = subprocess.run(
-        [SANDGEN, "bench", PLUGIN, generator, "--args", args, "--isolation", isolation],
-        check=True, capture_output=True, text=True, env=env(),
+        [SANDGEN, "bench", plugin, generator, "--args", args, "--isolation", isolation],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "SANDGEN_CACHE_DIR": str(cache)},
     ).stdout
     return json.loads(out)
 
 
-def sandgen_run_seconds(isolation: str) -> float:
+def sandgen_run_seconds(isolation: str, plugin: Path = PLUGIN, generator: str = "range") -> float:
     t0 = time.perf_counter()
     subprocess.run(
-        [SANDGEN, "run", PLUGIN, "range", "--args", "10", "--isolation", isolation],
+        [SANDGEN, "run", plugin, generator, "--args", "10", "--isolation", isolation],
         check=True, capture_output=True, env=env(),
     )
     return time.perf_counter() - t0
+
+
+def language_run() -> dict:
+    """One run of the Python and JS example plugins on the same workloads."""
+    res: dict = {}
+    for lang, plugin in LANGUAGES.items():
+        for isolation in ("thread", "process"):
+            figures = {}
+            for name, (generator, args) in LANGUAGE_WORKLOADS.items():
+                figures[name] = sandgen_bench(generator, args, isolation, plugin)
+            figures["first_item_ms"] = statistics.median(
+                sandgen_bench("count", "1", isolation, plugin)["first_item_ms"] for _ in range(5))
+            figures["run_ms"] = statistics.median(
+                sandgen_run_seconds(isolation, plugin, "count") * 1e3 for _ in range(5))
+            res[f"{lang}_{isolation}"] = figures
+    return res
+
+
+def language_start() -> dict:
+    """Per language: the component's size, and loading it with an empty
+    compile cache (compiling) and from the cache, from `sandgen bench`."""
+    res = {}
+    for lang, plugin in LANGUAGES.items():
+        cold = ROOT / f"target/bench-cold-{lang}"
+        subprocess.run(["rm", "-rf", str(cold)], check=True)
+        res[lang] = {
+            "size_mb": plugin.stat().st_size / 1e6,
+            "cold_load_ms": sandgen_bench("count", "1", "thread", plugin, cold)["load_ms"],
+            "warm_load_ms": statistics.median(
+                sandgen_bench("count", "1", "thread", plugin, cold)["load_ms"] for _ in range(5)),
+        }
+        subprocess.run(["rm", "-rf", str(cold)], check=True)
+    return res
 
 
 def native_bench(argv: list[str]) -> dict:
@@ -82,6 +127,7 @@ def one_run() -> dict:
         res["sandgen"][isolation] = figures
     for name, (_, _, argv) in WORKLOADS.items():
         res["native"][name] = native_bench(argv)
+    res["languages"] = language_run()
     return res
 
 
@@ -140,8 +186,55 @@ def table(res: dict, runs: int) -> str:
     for r in rows:
         lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
     lines.append("Ratios are 'how many times better': higher throughput, or lower latency.")
+    lines.append("")
+    lines.append(language_table(res))
     lines.append("The `sandgen run` row compares a whole CLI process (start, load, run, exit) "
                  "with SPDL's call -> first item inside an already running interpreter.")
+    return "\n".join(lines)
+
+
+def language_table(res: dict) -> str:
+    """The Python and JS example plugins against SPDL (Python generators in a
+    subprocess) and native Rust, same workloads, same run."""
+    s, n, p, lang = res["sandgen"], res["native"], res["spdl"], res["languages"]
+    spdl = {
+        "ints": N_INTS / p["ints_buf3"]["iter_s"],
+        "bytes64k": N_64K * SZ_64K / p["bytes64k_buf3"]["iter_s"] / 1e6,
+        "bytes1m": N_1M * SZ_1M / p["bytes1m_buf3"]["iter_s"] / 1e6,
+    }
+    head = ("workload", "unit", "Rust plugin", "Python thread", "Python process", "JS thread",
+            "JS process", "SPDL 0.8.0", "Python / SPDL", "JS / SPDL", "Python / native", "JS / native")
+    rows = []
+    for key, label, unit, field in (
+        ("ints", "200k small ints", "items/s", "items_per_second"),
+        ("bytes64k", "2,000 x 64 KiB", "MB/s", "megabytes_per_second"),
+        ("bytes1m", "200 x 1 MiB", "MB/s", "megabytes_per_second"),
+    ):
+        fmt = (lambda v: f"{v:,.0f}") if unit == "items/s" else (lambda v: f"{v:,.1f}")
+        native = n[key]["native"][field]
+        py, js = lang["python_thread"][key][field], lang["js_thread"][key][field]
+        rows.append((label, unit, fmt(s["thread"][key][field]), fmt(py),
+                     fmt(lang["python_process"][key][field]), fmt(js),
+                     fmt(lang["js_process"][key][field]), fmt(spdl[key]),
+                     f"{py / spdl[key]:,.2f}x", f"{js / spdl[key]:,.2f}x",
+                     f"{py / native:,.3f}x", f"{js / native:,.3f}x"))
+    for key, label in (("first_item_ms", "call -> first item"), ("run_ms", "`sandgen run` end to end")):
+        spdl_ms = p["latency"]["first_item_s"] * 1e3
+        py, js = lang["python_thread"][key], lang["js_thread"][key]
+        rows.append((label, "ms", f"{s['thread'][key]:,.1f}", f"{py:,.1f}",
+                     f"{lang['python_process'][key]:,.1f}", f"{js:,.1f}",
+                     f"{lang['js_process'][key]:,.1f}", f"{spdl_ms:,.1f}",
+                     f"{spdl_ms / py:,.2f}x", f"{spdl_ms / js:,.2f}x", "-", "-"))
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    for lang_name, fig in res.get("start", {}).items():
+        lines.append(f"{lang_name}: {fig['size_mb']:.1f} MB component; load with an empty compile cache "
+                     f"{fig['cold_load_ms']:,.0f} ms, from the cache {fig['warm_load_ms']:,.0f} ms")
     return "\n".join(lines)
 
 
@@ -151,8 +244,12 @@ def main() -> None:
     args = ap.parse_args()
     for isolation in ("thread", "process"):  # warm the compile cache
         sandgen_bench("range", "1", isolation)
+    for plugin in LANGUAGES.values():
+        for isolation in ("thread", "process"):
+            sandgen_bench("count", "1", isolation, plugin)
     runs = [one_run() for _ in range(args.runs)]
     res = median(runs)
+    res["start"] = language_start()
     (ROOT / "bench/results.json").write_text(json.dumps({"median": res, "runs": runs}, indent=1))
     print(table(res, args.runs))
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One benchmark run, side by side on this machine: sandgen in thread and
 # process isolation, a native Rust iterator and a crossbeam hand-off of the
-# same bincode items, and SPDL 0.8.0's iterate_in_subprocess (installed from
-# PyPI into bench/.venv), on the workloads of bench/bench_spdl.py.
+# same bincode items, SPDL 0.8.0's iterate_in_subprocess (installed from
+# PyPI into bench/.venv), and the Python and JavaScript example plugins, on
+# the workloads of bench/bench_spdl.py.
 #
 #   bench/run.sh [RUNS]    # default 3; prints the table, writes bench/results.json
 set -euo pipefail
@@ -13,6 +14,13 @@ rustup toolchain install >/dev/null
 cargo build -q -p sandgen --bin sandgen
 cargo build -q -p sandgen-bench
 cargo build -q --release --target wasm32-wasip2 -p fixture-spdl
+# The Python and JavaScript example plugins, with the pinned toolchains.
+tests/install-plugin-tools.sh
+mkdir -p target/bench-plugins
+PYTHONDONTWRITEBYTECODE=1 guest-sdk/python/.venv/bin/componentize-py -d wit -w plugin componentize \
+    -p guest-sdk/python -p examples/python app -o target/bench-plugins/example_python.wasm >/dev/null
+guest-sdk/js/node_modules/.bin/componentize-js examples/js/app.js -w wit -n plugin \
+    -d http -d fetch-event -o target/bench-plugins/example_js.wasm >/dev/null
 if [ ! -x bench/.venv/bin/python ]; then
     python3 -m venv bench/.venv
 fi

@@ -157,12 +157,7 @@ impl Foreign {
     fn build(&self, root: &Path, dir: &Path) -> PathBuf {
         let source = root.join(self.source);
         let folder = source.parent().expect("a source file has a folder");
-        let name = format!(
-            "{}_{}.wasm",
-            self.constant.to_lowercase(),
-            folder.file_name().unwrap().to_string_lossy()
-        );
-        let output = dir.join(name);
+        let output = dir.join(format!("{}.wasm", self.constant.to_lowercase()));
         let mut cmd = match self.language {
             "Python" => {
                 let tool = root.join("guest-sdk/python/.venv/bin/componentize-py");
@@ -203,9 +198,9 @@ impl Foreign {
                 cmd
             }
         };
-        let result = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the {} toolchain: {e}; {INSTALL}", self.language));
+        let result = cmd.output().unwrap_or_else(|e| {
+            panic!("cannot run the {} toolchain: {e}; {INSTALL}", self.language)
+        });
         assert!(
             result.status.success() && output.exists(),
             "building {} failed ({}):\n{}{}",

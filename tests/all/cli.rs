@@ -621,3 +621,88 @@ fn capabilities_through_the_cli() {
     let (out, _) = expect(&output, 0);
     assert_eq!(out, "\"env ONLY=this\"\n");
 }
+
+both_isolations!(python_and_js_examples_run_and_bench);
+fn python_and_js_examples_run_and_bench() {
+    use crate::util::artifacts::{EXAMPLE_JS, EXAMPLE_PYTHON};
+    for example in [EXAMPLE_PYTHON, EXAMPLE_JS] {
+        let (out, errors) = expect(
+            &sandgen(&[
+                "run",
+                example,
+                "windows",
+                "--args",
+                r#"{"text": "the quick brown fox jumps over the lazy dog", "window": 4}"#,
+            ]),
+            0,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            out,
+            "[\"the\",\"quick\",\"brown\",\"fox\"]\n[\"jumps\",\"over\",\"the\",\"lazy\"]\n[\"dog\"]\n",
+            "{example}"
+        );
+        // bench sends --args as bincode, which the helpers read by the
+        // generator's parameter types (Python) or args schema (JS).
+        let (out, _) = expect(
+            &sandgen(&["bench", example, "count", "--args", "2500", "--passes", "2"]),
+            0,
+        );
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(report["items"], 5000, "{example}");
+        let (out, _) = expect(
+            &sandgen(&[
+                "bench",
+                example,
+                "blobs",
+                "--args",
+                r#"{"n": 10, "size": 1000}"#,
+            ]),
+            0,
+        );
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(report["items"], 10, "{example}");
+        assert_eq!(report["bytes"], 10 * 1003, "{example}");
+    }
+}
+
+both_isolations!(plugin_traceback_is_printed_beneath_the_error_line);
+fn plugin_traceback_is_printed_beneath_the_error_line() {
+    use crate::util::artifacts::{FIXTURE_JS, FIXTURE_PYTHON};
+    for (fixture, summary, frame) in [
+        (
+            FIXTURE_PYTHON,
+            "ValueError: boom",
+            "  Traceback (most recent call last):",
+        ),
+        (
+            FIXTURE_JS,
+            "RangeError: boom",
+            "  failAfter@tests/fixtures/js/app.js:",
+        ),
+    ] {
+        let output = sandgen(&[
+            "run",
+            fixture,
+            "fail_after",
+            "--args",
+            r#"{"n": 2, "message": "boom"}"#,
+        ]);
+        let (out, errors) = expect(&output, 1);
+        assert_eq!(out, "0\n1\n");
+        assert_eq!(
+            errors,
+            [format!(
+                "error: iteration failed in generator fail_after: {summary}"
+            )]
+        );
+        let text = stderr(&output);
+        let after: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("error: "))
+            .skip(1)
+            .collect();
+        assert!(after.iter().all(|l| l.starts_with("  ")), "{text}");
+        assert!(after.iter().any(|l| l.starts_with(frame)), "{text}");
+    }
+}

@@ -62,9 +62,7 @@ fn example(lang: Lang) -> Fixture {
 }
 
 fn json_iterable(lang: Lang, generator: &str, args: Option<Value>) -> Iterable {
-    let mut builder = fixture(lang)
-        .generator(generator)
-        .encoding(Encoding::Json);
+    let mut builder = fixture(lang).generator(generator).encoding(Encoding::Json);
     if let Some(args) = args {
         builder = builder.args(&args);
     }
@@ -244,7 +242,9 @@ fn bad_arguments_fail_in_create(lang: Lang) {
     assert_error(
         &error,
         ErrorKind::CreateFailed,
-        &format!("create failed in generator typed: invalid arguments for generator typed: {words}"),
+        &format!(
+            "create failed in generator typed: invalid arguments for generator typed: {words}"
+        ),
     );
     let error = fixture(lang)
         .generator("count")
@@ -271,11 +271,7 @@ fn unknown_generator_lists_the_known_ones(lang: Lang) {
 
 every_language!(exception_after_items_keeps_the_items_and_the_traceback);
 fn exception_after_items_keeps_the_items_and_the_traceback(lang: Lang) {
-    let iterable = json_iterable(
-        lang,
-        "fail_after",
-        Some(json!({"n": 3, "message": "boom"})),
-    );
+    let iterable = json_iterable(lang, "fail_after", Some(json!({"n": 3, "message": "boom"})));
     let (items, error) = drain(&iterable);
     assert_eq!(items, [json!(0), json!(1), json!(2)]);
     let error = error.expect("the pass fails");
@@ -304,12 +300,17 @@ fn exception_in_create_has_the_traceback(lang: Lang) {
     let error = fixture(lang).generator("bad_create").build().unwrap_err();
     let (summary, frame) = match lang {
         Lang::Python => ("KeyError: 'no such dataset'", "in __init__"),
-        Lang::Js => ("TypeError: no such dataset", "create@tests/fixtures/js/app.js"),
+        Lang::Js => (
+            "TypeError: no such dataset",
+            "create@tests/fixtures/js/app.js",
+        ),
     };
     assert_error(
         &error,
         ErrorKind::CreateFailed,
-        &format!("create failed in generator bad_create: creating generator bad_create failed: {summary}\n"),
+        &format!(
+            "create failed in generator bad_create: creating generator bad_create failed: {summary}\n"
+        ),
     );
     assert!(error.to_string().contains(frame), "{error}");
 }
@@ -337,7 +338,9 @@ fn initializer_gets_the_config_once(lang: Lang) {
         "the initializer failed: ",
     );
     assert!(
-        error.to_string().contains("the initializer was told to fail"),
+        error
+            .to_string()
+            .contains("the initializer was told to fail"),
         "{error}"
     );
 }
