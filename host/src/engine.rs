@@ -141,9 +141,16 @@ impl Flavor {
         component: &Component,
     ) -> Result<bindings::PluginPre<HostState>, Error> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            let cause = format!("{e:#}");
+            // componentize-js imports wasi:http unless told not to.
+            let hint = if cause.contains("wasi:http/") {
+                "; there is no network, so build without wasi:http (componentize-js: `-d http -d fetch-event`)"
+            } else {
+                ""
+            };
             Error::new(
                 ErrorKind::Incompatible,
-                format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {e:#}"),
+                format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {cause}{hint}"),
             )
         })?;
         bindings::PluginPre::new(pre).map_err(|e| {

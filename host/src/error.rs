@@ -33,7 +33,10 @@ pub enum ErrorKind {
     Trap,
     /// The guest ran out of stack (unbounded recursion).
     StackOverflow,
-    /// The guest hit its memory limit.
+    /// The guest hit its memory limit: it trapped, or reported an error
+    /// (Python's `MemoryError`, JavaScript's "out of memory", a failed
+    /// `try_reserve`), after the limit refused it memory in the same call.
+    /// [`Error::plugin_message`] then holds the plugin's own words.
     MemoryLimit,
     /// The guest used up its fuel budget.
     FuelExhausted,
