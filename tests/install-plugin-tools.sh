@@ -20,5 +20,8 @@ want_js="$(node -p "require('$js/package-lock.json').packages['node_modules/@byt
 have_js="$(node -p "require('$js/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null || true)"
 if [ "$have_js" != "$want_js" ]; then
     echo "installing componentize-js $want_js into guest-sdk/js/node_modules" >&2
-    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+    # `npm install` from the lock file, which it leaves untouched (--no-save);
+    # not `npm ci`, which npm 11 refuses for this lock file because of the
+    # other platforms' optional binaries it does not list.
+    (cd "$js" && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi

@@ -706,3 +706,27 @@ fn plugin_traceback_is_printed_beneath_the_error_line() {
         assert!(after.iter().any(|l| l.starts_with(frame)), "{text}");
     }
 }
+
+both_isolations!(python_and_js_limits_through_the_cli);
+fn python_and_js_limits_through_the_cli() {
+    use crate::util::artifacts::{FIXTURE_JS, FIXTURE_PYTHON};
+    for fixture in [FIXTURE_PYTHON, FIXTURE_JS] {
+        let (out, errors) = expect(&sandgen(&["run", fixture, "spin", "--timeout", "0.3"]), 1);
+        assert_eq!(out, "");
+        assert_eq!(
+            errors,
+            ["error: generator spin timed out during iteration: no data from its worker for 300ms"]
+        );
+        let (_, errors) = expect(
+            &sandgen(&["run", fixture, "hog", "--memory-limit", "64"]),
+            1,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "error: iteration failed in generator hog after hitting its memory limit of 64 MiB"
+            ),
+            "{errors:?}"
+        );
+    }
+}
