@@ -16,12 +16,12 @@ if [ "$("$py/.venv/bin/componentize-py" --version 2>/dev/null | awk '{print $2}'
 fi
 
 js="$root/guest-sdk/js"
-want_js="$(node -p "require('$js/package-lock.json').packages['node_modules/@bytecodealliance/componentize-js'].version")"
-have_js="$(node -p "require('$js/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null || true)"
-if [ "$have_js" != "$want_js" ]; then
-    echo "installing componentize-js $want_js into guest-sdk/js/node_modules" >&2
+# node_modules is current when it was installed from this very lock file.
+if ! cmp -s "$js/package-lock.json" "$js/node_modules/.sandgen-installed-lock.json"; then
+    echo "installing componentize-js into guest-sdk/js/node_modules" >&2
     # `npm install` from the lock file, which it leaves untouched (--no-save);
     # not `npm ci`, which npm 11 refuses for this lock file because of the
     # other platforms' optional binaries it does not list.
     (cd "$js" && npm install --no-save --no-audit --no-fund --loglevel=error)
+    cp "$js/package-lock.json" "$js/node_modules/.sandgen-installed-lock.json"
 fi
