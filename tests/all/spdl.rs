@@ -392,26 +392,51 @@ both_isolations!(c_error_of_abandoned_pass_surfaces_next);
 /// C: an error of a pass abandoned early is not lost: it is what the next
 /// pass reports (SPDL reports it as an "unexpected state").
 fn c_error_of_abandoned_pass_surfaces_next() {
-    let iterable = spdl()
-        .generator("fail_at")
-        .args(&FailArgs {
-            n: 10,
-            fail_at: 5,
-            message: "late failure",
-        })
-        .buffer_size(1024)
-        .build()
-        .unwrap();
-    let mut pass = iterable.iter::<u64>().unwrap();
-    assert_eq!(pass.next().unwrap().unwrap(), 0);
-    // The worker produced items 0..5 and the failure in one batch already.
-    drop(pass);
-    let error = crate::util::pass_error::<u64>(&iterable);
-    assert_eq!(error.plugin_message(), Some("late failure"));
-    assert_eq!(
-        iterable.iter::<u64>().unwrap_err().kind(),
-        ErrorKind::Closed
-    );
+    // The worker runs ahead of the caller (buffer of 1024): after the first
+    // item it goes on to items 1..5 and the failure, unless the caller drops
+    // the pass first. Give it time, more on each try under a loaded machine.
+    for wait_ms in [50, 200, 800, 3200] {
+        let iterable = spdl()
+            .generator("fail_at")
+            .args(&FailArgs {
+                n: 10,
+                fail_at: 5,
+                message: "late failure",
+            })
+            .buffer_size(1024)
+            .build()
+            .unwrap();
+        let mut pass = iterable.iter::<u64>().unwrap();
+        assert_eq!(pass.next().unwrap().unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        drop(pass);
+        let mut next = iterable.iter::<u64>().unwrap();
+        match next.next() {
+            Some(Err(error)) => {
+                // The abandoned pass's failure, reported by the next pass.
+                assert_eq!(error.plugin_message(), Some("late failure"));
+                drop(next);
+                assert_eq!(
+                    iterable.iter::<u64>().unwrap_err().kind(),
+                    ErrorKind::Closed
+                );
+                return;
+            }
+            // The worker had not reached the failure when the pass was
+            // dropped: the next pass starts afresh, exactly.
+            Some(Ok(first)) => {
+                assert_eq!(first, 0);
+                let rest: Vec<_> = next.by_ref().take(4).map(Result::unwrap).collect();
+                assert_eq!(rest, [1, 2, 3, 4]);
+                assert_eq!(
+                    next.next().unwrap().unwrap_err().plugin_message(),
+                    Some("late failure")
+                );
+            }
+            None => panic!("the next pass ended without items or an error"),
+        }
+    }
+    panic!("the worker never reached the failure before the pass was dropped");
 }
 
 both_isolations!(c_teardown_of_busy_and_idle_workers_is_prompt);
