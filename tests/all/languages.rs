@@ -81,6 +81,15 @@ fn drain(iterable: &Iterable) -> (Vec<Value>, Option<sandgen::Error>) {
     (items, None)
 }
 
+/// Asserts that a pass of `generator` yields the item 1, then fails with
+/// `kind` and a message containing `words`.
+#[track_caller]
+fn one_item_then_error(lang: Lang, generator: &str, kind: ErrorKind, words: &str) {
+    let (items, error) = drain(&json_iterable(lang, generator, None));
+    assert_eq!(items, [json!(1)]);
+    assert_error(&error.expect("the pass fails"), kind, words);
+}
+
 fn pass(iterable: &Iterable) -> Vec<Value> {
     match drain(iterable) {
         (items, None) => items,
@@ -377,10 +386,9 @@ fn large_items_arrive_whole(lang: Lang) {
 
 every_language!(unencodable_item_is_named);
 fn unencodable_item_is_named(lang: Lang) {
-    let (items, error) = drain(&json_iterable(lang, "unencodable", None));
-    assert_eq!(items, [json!(1)]);
-    assert_error(
-        &error.unwrap(),
+    one_item_then_error(
+        lang,
+        "unencodable",
         ErrorKind::IterationFailed,
         "iteration failed in generator unencodable: item 1 of the pass cannot be written as JSON",
     );
@@ -438,11 +446,9 @@ fn python_sleep_times_out() {
 
 both_isolations!(python_sys_exit_fails_the_pass);
 fn python_sys_exit_fails_the_pass() {
-    let (items, error) = drain(&json_iterable(Lang::Python, "exit", None));
-    assert_eq!(items, [json!(1)]);
-    let error = error.unwrap();
-    assert_error(
-        &error,
+    one_item_then_error(
+        Lang::Python,
+        "exit",
         ErrorKind::IterationFailed,
         "iteration failed in generator exit: SystemExit: the generator gave up",
     );
@@ -450,10 +456,9 @@ fn python_sys_exit_fails_the_pass() {
 
 both_isolations!(python_os_exit_is_a_trap);
 fn python_os_exit_is_a_trap() {
-    let (items, error) = drain(&json_iterable(Lang::Python, "abort", None));
-    assert_eq!(items, [json!(1)]);
-    assert_error(
-        &error.unwrap(),
+    one_item_then_error(
+        Lang::Python,
+        "abort",
         ErrorKind::Trap,
         "generator abort exited with status 1 while iterating",
     );
@@ -461,10 +466,9 @@ fn python_os_exit_is_a_trap() {
 
 both_isolations!(js_thrown_value_is_described);
 fn js_thrown_value_is_described() {
-    let (items, error) = drain(&json_iterable(Lang::Js, "throw_value", None));
-    assert_eq!(items, [json!(1)]);
-    assert_error(
-        &error.unwrap(),
+    one_item_then_error(
+        Lang::Js,
+        "throw_value",
         ErrorKind::IterationFailed,
         r#"iteration failed in generator throw_value: uncaught object: {"code":7}"#,
     );
