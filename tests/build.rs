@@ -7,15 +7,71 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (package, constant) of each guest.
-const GUESTS: &[(&str, &str)] = &[
-    ("fixture-spdl", "FIXTURE_SPDL"),
-    ("fixture-raw", "FIXTURE_RAW"),
-    ("fixture-wrong-world", "FIXTURE_WRONG_WORLD"),
-    ("fixture-hang-list", "FIXTURE_HANG_LIST"),
-    ("example-jsonl", "EXAMPLE_JSONL"),
-    ("example-tokenize", "EXAMPLE_TOKENIZE"),
-];
+/// The folders that hold guests, and the prefix of their constants. Each
+/// sub-folder is one guest, found by what it holds (see [`discover`]): a new
+/// fixture is a new folder, and nothing else to list.
+const GUEST_FOLDERS: &[(&str, &str)] = &[("tests/fixtures", "FIXTURE"), ("examples", "EXAMPLE")];
+
+/// A guest to build, found in one of [`GUEST_FOLDERS`].
+struct Guest {
+    /// `FIXTURE_SPDL`, `EXAMPLE_PYTHON`, ...: the prefix and the folder's
+    /// name.
+    constant: String,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A `cdylib` crate of the workspace: its package name.
+    Rust(String),
+    /// A Python (`app.py`) or JavaScript (`app.js`) plugin: its source,
+    /// relative to the root.
+    Foreign(Foreign),
+}
+
+/// Every guest: a folder with a `cdylib` Cargo.toml (a Rust plugin; other
+/// crates, such as host programs, are not guests), an `app.py` (Python) or
+/// an `app.js` (JavaScript). Sorted, so the build is reproducible.
+fn discover(root: &Path) -> Vec<Guest> {
+    let mut guests = Vec::new();
+    for (folder, prefix) in GUEST_FOLDERS {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join(folder))
+            .unwrap_or_else(|e| panic!("cannot read {folder}: {e}"))
+            .map(|entry| entry.expect("a folder entry").path())
+            .filter(|path| path.is_dir())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let name = dir.file_name().unwrap().to_string_lossy();
+            let constant = format!("{prefix}_{}", name.to_uppercase().replace('-', "_"));
+            let relative = |file: &str| format!("{folder}/{name}/{file}");
+            let kind = if let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) {
+                if !manifest.contains(r#"crate-type = ["cdylib"]"#) {
+                    continue;
+                }
+                let package = manifest
+                    .lines()
+                    .find_map(|line| line.strip_prefix("name = "))
+                    .map(|name| name.trim().trim_matches('"').to_owned())
+                    .unwrap_or_else(|| panic!("{} has no package name", dir.display()));
+                Kind::Rust(package)
+            } else if dir.join("app.py").exists() {
+                Kind::Foreign(Foreign {
+                    language: "Python",
+                    source: relative("app.py"),
+                })
+            } else if dir.join("app.js").exists() {
+                Kind::Foreign(Foreign {
+                    language: "JavaScript",
+                    source: relative("app.js"),
+                })
+            } else {
+                continue;
+            };
+            guests.push(Guest { constant, kind });
+        }
+    }
+    guests
+}
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -30,6 +86,7 @@ fn main() {
         "examples",
         "guest-sdk/Cargo.toml",
         "guest-sdk/src",
+        "guest-sdk/wire",
         "guest-sdk/python/sandgen_guest.py",
         "guest-sdk/python/requirements.txt",
         "guest-sdk/js/sandgen.js",
@@ -38,6 +95,22 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
+
+    let guests = discover(root);
+    let rust: Vec<(&str, &str)> = guests
+        .iter()
+        .filter_map(|guest| match &guest.kind {
+            Kind::Rust(package) => Some((package.as_str(), guest.constant.as_str())),
+            Kind::Foreign(_) => None,
+        })
+        .collect();
+    let foreign: Vec<(&Foreign, &str)> = guests
+        .iter()
+        .filter_map(|guest| match &guest.kind {
+            Kind::Foreign(plugin) => Some((plugin, guest.constant.as_str())),
+            Kind::Rust(_) => None,
+        })
+        .collect();
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -50,7 +123,7 @@ fn main() {
             "--target-dir",
         ])
         .arg(&target_dir);
-    for (package, _) in GUESTS {
+    for (package, _) in &rust {
         cmd.args(["-p", package]);
     }
     // The outer build's flags and wrappers (e.g. clippy's) are for the host.
@@ -73,7 +146,7 @@ fn main() {
 
     let release = target_dir.join("wasm32-wasip2").join("release");
     let mut code = String::new();
-    for (package, constant) in GUESTS {
+    for (package, constant) in &rust {
         let path = release.join(format!("{}.wasm", package.replace('-', "_")));
         assert!(
             path.exists(),
@@ -92,15 +165,15 @@ fn main() {
     // Each toolchain takes seconds per plugin, mostly on one core: build
     // them side by side.
     let built: Vec<PathBuf> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = FOREIGN
+        let jobs: Vec<_> = foreign
             .iter()
-            .map(|plugin| scope.spawn(|| plugin.build(root, &target_dir)))
+            .map(|(plugin, constant)| scope.spawn(|| plugin.build(root, &target_dir, constant)))
             .collect();
         jobs.into_iter()
             .map(|job| job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    for (plugin, path) in FOREIGN.iter().zip(built) {
+    for ((plugin, constant), path) in foreign.iter().zip(built) {
         writeln!(
             code,
             "/// The `{}` plugin ({}), built from source.",
@@ -109,8 +182,7 @@ fn main() {
         .unwrap();
         writeln!(
             code,
-            "pub const {}: &str = {:?};",
-            plugin.constant,
+            "pub const {constant}: &str = {:?};",
             path.display().to_string()
         )
         .unwrap();
@@ -122,42 +194,18 @@ fn main() {
 struct Foreign {
     language: &'static str,
     /// The app module: a `.py` or `.js` file, relative to the root.
-    source: &'static str,
-    constant: &'static str,
+    source: String,
 }
-
-const FOREIGN: &[Foreign] = &[
-    Foreign {
-        language: "Python",
-        source: "tests/fixtures/python/app.py",
-        constant: "FIXTURE_PYTHON",
-    },
-    Foreign {
-        language: "Python",
-        source: "examples/python/app.py",
-        constant: "EXAMPLE_PYTHON",
-    },
-    Foreign {
-        language: "JavaScript",
-        source: "tests/fixtures/js/app.js",
-        constant: "FIXTURE_JS",
-    },
-    Foreign {
-        language: "JavaScript",
-        source: "examples/js/app.js",
-        constant: "EXAMPLE_JS",
-    },
-];
 
 /// How to install the toolchains that build the Python and JS plugins.
 const INSTALL: &str = "run `tests/install-plugin-tools.sh` (the README's test command does)";
 
 impl Foreign {
     /// Builds the component into `dir` and returns its path.
-    fn build(&self, root: &Path, dir: &Path) -> PathBuf {
-        let source = root.join(self.source);
+    fn build(&self, root: &Path, dir: &Path, constant: &str) -> PathBuf {
+        let source = root.join(&self.source);
         let folder = source.parent().expect("a source file has a folder");
-        let output = dir.join(format!("{}.wasm", self.constant.to_lowercase()));
+        let output = dir.join(format!("{}.wasm", constant.to_lowercase()));
         let mut cmd = match self.language {
             "Python" => {
                 let tool = root.join("guest-sdk/python/.venv/bin/componentize-py");
@@ -190,7 +238,7 @@ impl Foreign {
                 );
                 let mut cmd = Command::new(tool);
                 cmd.current_dir(root)
-                    .arg(self.source)
+                    .arg(&self.source)
                     .arg("-w")
                     .arg(root.join("wit"))
                     .args(["-n", "plugin", "-d", "http", "-d", "fetch-event", "-o"])

@@ -64,7 +64,7 @@ pub fn run_initializer<C: DeserializeOwned, E: Display>(
     init: impl FnOnce(C) -> Result<(), E>,
 ) -> Result<(), Error> {
     let config = encoding
-        .decode(config)
+        .decode_args(config)
         .map_err(|e| Error::msg(format!("invalid config: {e}")))?;
     init(config).map_err(Error::msg)
 }
@@ -86,7 +86,7 @@ pub fn no_initializer(_encoding: Encoding, config: &[u8]) -> Result<(), Error> {
 
 fn create<G: Generator>(encoding: Encoding, args: &[u8]) -> Result<Box<dyn ErasedIterable>, Error> {
     let args = encoding
-        .decode(args)
+        .decode_args(args)
         .map_err(|e| Error::msg(format!("invalid arguments for generator {}: {e}", G::NAME)))?;
     let generator = G::create(args)?;
     Ok(Box::new(IterableState {
@@ -197,13 +197,14 @@ impl<G: Generator> ErasedPass for Pass<G> {
 impl<G: Generator> Pass<G> {
     /// Appends one frame: a 4-byte little-endian length, then the item.
     fn encode_frame(&self, item: &G::Item, buf: &mut Vec<u8>) -> Result<(), Error> {
-        let start = buf.len();
-        buf.extend_from_slice(&[0; 4]);
-        self.encoding.encode_into(item, buf)?;
-        let len = u32::try_from(buf.len() - start - 4)
-            .map_err(|_| Error::msg("an item is larger than 4 GiB, the most a frame can hold"))?;
-        buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        Ok(())
+        sandgen_wire::frame::push(buf, |buf| {
+            self.encoding.encode_into(item, buf).map_err(|e| {
+                Error::msg(
+                    e.message()
+                        .replacen("cannot encode", "cannot encode an item", 1),
+                )
+            })
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use crate::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 
 const MAGIC: &[u8; 16] = b"sandgen-cwasm-1\n";
 

@@ -55,17 +55,6 @@ pub enum ErrorKind {
     Closed,
 }
 
-impl ErrorKind {
-    /// Whether the plugin (rather than the caller or sandgen) failed: the
-    /// CLI's exit status 1.
-    pub fn is_plugin_failure(self) -> bool {
-        !matches!(
-            self,
-            ErrorKind::InvalidInput | ErrorKind::Load | ErrorKind::Incompatible
-        )
-    }
-}
-
 /// An error from sandgen: a [`kind`](Error::kind), a one-line message that
 /// names what failed and includes the plugin's own message verbatim, and
 /// where it applies the guest's last stderr output and a short backtrace.

@@ -1,24 +1,32 @@
+//! The caller's side: building an [`Iterable`], its passes, and the
+//! protocol as the caller speaks it (statuses in, commands out, the
+//! inactivity timeout).
+
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
+use sandgen_wire::Encoding;
+use sandgen_wire::frame::Frames;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{Encoding, Frames};
-use crate::output::{OutputHandler, OutputLine, stderr_handler};
+use crate::codec;
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::{OutputHandler, OutputLine, stderr_handler};
+use crate::options::{DirGrant, Flow, Grants, Limits};
 use crate::protocol::{Command, Status};
-use crate::sandbox::{DirGrant, Options};
-use crate::worker::{Isolation, Spec, WorkerHandle};
-use crate::{Error, ErrorKind, Plugin};
+use crate::runtime::Loaded;
+use crate::worker::task::Task;
+use crate::worker::{Isolation, WorkerHandle};
 
 /// How long dropping an iterable waits for its worker thread to end.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// Configures and creates an [`Iterable`]; made by [`Plugin::generator`].
+/// Configures and creates an [`Iterable`]; made by [`Plugin::generator`](crate::Plugin::generator).
 ///
 /// Defaults (each one secure or conservative):
 ///
@@ -58,12 +66,15 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 /// ```
 #[must_use = "an IterableBuilder does nothing until `build` is called"]
 pub struct IterableBuilder {
-    plugin: Plugin,
+    plugin: Arc<Loaded>,
     generator: String,
     encoding: Encoding,
     args: Payload,
     config: Payload,
-    options: Options,
+    grants: Grants,
+    limits: Limits,
+    flow: Flow,
+    timeout: Option<Duration>,
     isolation: Isolation,
     output: Option<OutputHandler>,
 }
@@ -106,14 +117,17 @@ impl std::fmt::Debug for IterableBuilder {
 }
 
 impl IterableBuilder {
-    pub(crate) fn new(plugin: Plugin, generator: &str) -> Self {
+    pub(crate) fn new(plugin: Arc<Loaded>, generator: &str) -> Self {
         IterableBuilder {
             plugin,
             generator: generator.to_owned(),
             encoding: Encoding::default(),
             args: Payload::None,
             config: Payload::None,
-            options: Options::default(),
+            grants: Grants::default(),
+            limits: Limits::default(),
+            flow: Flow::default(),
+            timeout: None,
             isolation: Isolation::default(),
             output: None,
         }
@@ -129,7 +143,7 @@ impl IterableBuilder {
 
     /// The generator's arguments, encoded with the iterable's encoding.
     pub fn args<A: Serialize + ?Sized>(mut self, args: &A) -> Self {
-        self.args = Payload::Encoded(self.encoding, self.encoding.encode(args));
+        self.args = Payload::Encoded(self.encoding, codec::encode(self.encoding, args));
         self
     }
 
@@ -142,7 +156,7 @@ impl IterableBuilder {
     /// The config for the plugin's initializer, encoded with the iterable's
     /// encoding.
     pub fn config<C: Serialize + ?Sized>(mut self, config: &C) -> Self {
-        self.config = Payload::Encoded(self.encoding, self.encoding.encode(config));
+        self.config = Payload::Encoded(self.encoding, codec::encode(self.encoding, config));
         self
     }
 
@@ -163,14 +177,14 @@ impl IterableBuilder {
     /// back-pressure. With 1, the worker is in lock-step with the caller.
     /// Must be at least 1.
     pub fn buffer_size(mut self, items: usize) -> Self {
-        self.options.buffer_size = items;
+        self.flow.buffer_size = items;
         self
     }
 
     /// How many bytes of items the worker may produce ahead of the caller
     /// (one batch always fits, so a single large item is never refused).
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
-        self.options.buffer_bytes = bytes;
+        self.flow.buffer_bytes = bytes;
         self
     }
 
@@ -179,7 +193,7 @@ impl IterableBuilder {
     /// an [`ErrorKind::Timeout`] error. It restarts with every batch of
     /// items, so a slow but steady generator is never stopped.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
+        self.timeout = Some(timeout);
         self
     }
 
@@ -187,7 +201,7 @@ impl IterableBuilder {
     /// inside the guest; a guest that aborts on it gives an
     /// [`ErrorKind::MemoryLimit`] error.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.options.memory_limit = bytes;
+        self.limits.memory = bytes;
         self
     }
 
@@ -197,7 +211,7 @@ impl IterableBuilder {
     /// compiled with fuel metering (a second compilation, on first use, and
     /// slower code), so leave it unset unless it is needed.
     pub fn fuel(mut self, units: u64) -> Self {
-        self.options.fuel = Some(units);
+        self.limits.fuel = Some(units);
         self
     }
 
@@ -205,21 +219,21 @@ impl IterableBuilder {
     /// larger one is an [`ErrorKind::Protocol`] error. Default 1 GiB
     /// ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)).
     pub fn max_item_bytes(mut self, bytes: u32) -> Self {
-        self.options.max_item_bytes = bytes;
+        self.limits.max_item_bytes = bytes;
         self
     }
 
     /// Sets an environment variable that the guest sees. The host's own
     /// environment is never visible.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options.env.push((key.into(), value.into()));
+        self.grants.env.push((key.into(), value.into()));
         self
     }
 
     /// Grants the guest read-only access to the host directory `host`, which
     /// it sees at `guest`.
     pub fn dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        self.options.dirs.push(DirGrant {
+        self.grants.dirs.push(DirGrant {
             host: host.into(),
             guest: guest.into(),
         });
@@ -229,7 +243,7 @@ impl IterableBuilder {
     /// Handles each line the guest prints, instead of writing it to the
     /// host's stderr. Called on the worker's thread.
     pub fn on_output(mut self, handler: impl Fn(&OutputLine<'_>) + Send + Sync + 'static) -> Self {
-        self.output = Some(std::sync::Arc::new(handler));
+        self.output = Some(Arc::new(handler));
         self
     }
 
@@ -244,20 +258,27 @@ impl IterableBuilder {
     /// [`ErrorKind::CreateFailed`] with the plugin's message; a trap or
     /// limit kind when the guest failed; [`ErrorKind::Timeout`].
     pub fn build(self) -> Result<Iterable, Error> {
-        self.options.validate()?;
-        let args = self.args.into_bytes("args", self.encoding)?;
-        let config = self.config.into_bytes("config", self.encoding)?;
-        let timeout = self.options.timeout;
-        let spec = Spec {
-            plugin: self.plugin.clone(),
+        self.flow.validate()?;
+        self.limits.validate()?;
+        self.grants.validate()?;
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "timeout must be longer than zero",
+            ));
+        }
+        let task = Task {
             generator: self.generator.clone(),
             encoding: self.encoding,
-            config,
-            args,
-            options: self.options,
-            output: self.output.unwrap_or_else(stderr_handler),
+            args: self.args.into_bytes("args", self.encoding)?,
+            config: self.config.into_bytes("config", self.encoding)?,
+            grants: self.grants,
+            limits: self.limits,
+            flow: self.flow,
         };
-        let worker = WorkerHandle::spawn(spec, self.isolation)?;
+        let output = self.output.unwrap_or_else(stderr_handler);
+        let worker = WorkerHandle::spawn(&self.plugin, task, output, self.isolation)?;
+        let timeout = self.timeout;
         let iterable = Iterable {
             worker,
             generator: self.generator,
@@ -375,7 +396,7 @@ impl Iterable {
                 ),
             ));
         }
-        let _ = self.worker.commands.send(Command::StartIteration);
+        let _ = self.worker.queues.commands.send(Command::StartIteration);
         let ordinal = self.starts_sent.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(PassCore {
             iterable: self,
@@ -406,9 +427,10 @@ impl Iterable {
     /// Waits for the next status, up to the inactivity timeout.
     fn recv(&self, phase: &str) -> Result<Status, Error> {
         let received = match self.timeout {
-            Some(timeout) => self.worker.statuses.recv_timeout(timeout),
+            Some(timeout) => self.worker.queues.statuses.recv_timeout(timeout),
             None => self
                 .worker
+                .queues
                 .statuses
                 .recv()
                 .map_err(|_| RecvTimeoutError::Disconnected),
@@ -491,10 +513,15 @@ impl PassCore<'_> {
         if self.frames.left() == 1 {
             // The last item of the batch leaves the queue now: the worker may
             // produce that much more.
-            let _ = self.iterable.worker.commands.send(Command::Consumed {
-                items: self.batch_items,
-                bytes: self.frames.bytes() as u64,
-            });
+            let _ = self
+                .iterable
+                .worker
+                .queues
+                .commands
+                .send(Command::Consumed {
+                    items: self.batch_items,
+                    bytes: self.frames.bytes() as u64,
+                });
         }
         self.frames.next_frame().map(Ok)
     }
@@ -516,7 +543,7 @@ impl PassCore<'_> {
                 Status::Items(_) | Status::IterationFinished if !self.started => {}
                 Status::Items(batch) => {
                     self.batch_items = batch.count;
-                    self.frames = Frames::new(batch);
+                    self.frames = Frames::new(batch.frames, batch.count);
                     return Ok(true);
                 }
                 Status::IterationFinished => {
@@ -542,7 +569,12 @@ impl PassCore<'_> {
     fn stop(&mut self) {
         if !self.done {
             self.done = true;
-            let _ = self.iterable.worker.commands.send(Command::StopIteration);
+            let _ = self
+                .iterable
+                .worker
+                .queues
+                .commands
+                .send(Command::StopIteration);
         }
         self.frames = Frames::default();
     }
@@ -580,7 +612,7 @@ impl<T: DeserializeOwned> Iterator for Pass<'_, T> {
     fn next(&mut self) -> Option<Self::Item> {
         let encoding = self.core.iterable.encoding;
         let item = match self.core.next_frame()? {
-            Ok(bytes) => encoding.decode(bytes),
+            Ok(bytes) => codec::decode_item(encoding, bytes),
             Err(error) => Err(error),
         };
         if item.is_err() {

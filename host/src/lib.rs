@@ -50,19 +50,29 @@
 //! Every failure is an [`Error`] whose [`ErrorKind`] says what happened:
 //! the plugin's own errors keep its message verbatim, traps keep the guest's
 //! stderr (a Rust panic's message) and a backtrace.
+//!
+//! # Layout
+//!
+//! ARCHITECTURE.md (at the repository's root) describes the parts, the
+//! protocol as a state diagram and the direction of dependencies between
+//! this crate's modules.
 #![deny(missing_docs)]
 
 mod cache;
+mod clock;
 mod codec;
 mod engine;
 mod error;
+mod guest;
+mod imports;
 mod iterable;
-mod output;
-mod process;
+mod options;
+mod plugin;
 mod protocol;
-mod sandbox;
+mod runtime;
 mod worker;
 
+/// The generated bindings of `wit/generator.wit`; private.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -71,19 +81,15 @@ mod bindings {
     });
 }
 
-pub use crate::codec::Encoding;
-pub use crate::engine::{Engine, EngineBuilder, GeneratorInfo, Plugin};
+pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, ErrorKind};
+pub use crate::guest::output::{GuestStream, OutputLine};
 pub use crate::iterable::{Iterable, IterableBuilder, Pass, RawPass};
-pub use crate::output::{GuestStream, OutputLine};
-pub use crate::process::run_worker_if_requested;
-pub use crate::sandbox::{
+pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
+pub use crate::plugin::{GeneratorInfo, Plugin};
 pub use crate::worker::Isolation;
-
-#[doc(hidden)]
-pub mod __cli {
-    //! What the `sandgen` binary needs beyond the public API; not public.
-    pub use crate::codec::json_to_bincode;
-}
+pub use crate::worker::process::child::run_worker_if_requested;
+#[doc(no_inline)]
+pub use sandgen_wire::Encoding;

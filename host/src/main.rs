@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use sandgen::{Encoding, Engine, Iterable, IterableBuilder, Plugin};
+use clap::{Parser, Subcommand};
+use sandgen::{Encoding, Engine, ErrorKind, Isolation, Iterable, IterableBuilder, Plugin};
 
 #[derive(Parser)]
 #[command(
@@ -53,8 +53,8 @@ struct RunArgs {
     /// Config for the plugin's initializer, as JSON.
     #[arg(long, value_name = "JSON")]
     config: Option<String>,
-    /// Where the worker runs.
-    #[arg(long, value_enum, default_value_t = Isolation::Thread, value_name = "MODE")]
+    /// Where the worker runs: thread or process.
+    #[arg(long, default_value_t = Isolation::default(), value_name = "MODE")]
     isolation: Isolation,
     /// Inactivity timeout in seconds (fractions allowed).
     #[arg(long, value_name = "SECONDS")]
@@ -83,14 +83,6 @@ struct RunArgs {
     env: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Isolation {
-    /// A worker thread in this process.
-    Thread,
-    /// A worker process.
-    Process,
-}
-
 /// An error with the exit status it warrants.
 struct Failure {
     status: u8,
@@ -99,7 +91,7 @@ struct Failure {
 
 impl From<sandgen::Error> for Failure {
     fn from(error: sandgen::Error) -> Self {
-        let status = if error.kind().is_plugin_failure() {
+        let status = if is_plugin_failure(error.kind()) {
             1
         } else {
             2
@@ -109,6 +101,15 @@ impl From<sandgen::Error> for Failure {
             error: error.into(),
         }
     }
+}
+
+/// Whether the plugin (rather than the caller or sandgen) failed: exit
+/// status 1. Usage errors and plugins that cannot be loaded are 2.
+fn is_plugin_failure(kind: ErrorKind) -> bool {
+    !matches!(
+        kind,
+        ErrorKind::InvalidInput | ErrorKind::Load | ErrorKind::Incompatible
+    )
 }
 
 fn usage(error: anyhow::Error) -> Failure {
@@ -183,14 +184,10 @@ fn load(args: &RunArgs) -> Result<Plugin, Failure> {
 
 /// Builds the iterable: starts the worker and waits for initialization.
 fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
-    let isolation = match args.isolation {
-        Isolation::Thread => sandgen::Isolation::Thread,
-        Isolation::Process => sandgen::Isolation::Process,
-    };
     let mut builder = plugin
         .generator(&args.generator)
         .encoding(encoding)
-        .isolation(isolation);
+        .isolation(args.isolation);
     builder = with_payloads(builder, args, encoding)?;
     if let Some(timeout) = args.timeout {
         builder = builder.timeout(seconds("--timeout", timeout)?);
@@ -255,7 +252,9 @@ fn with_payloads(
             .map_err(usage)?;
         match encoding {
             Encoding::Json => Ok(text.as_bytes().to_vec()),
-            _ => Ok(sandgen::__cli::json_to_bincode(&value)?),
+            _ => sandgen_wire::bincode_of_json(&value)
+                .with_context(|| format!("invalid {flag}: cannot encode it with bincode"))
+                .map_err(usage),
         }
     };
     if let Some(text) = &args.args {

@@ -1,10 +1,13 @@
 //! The `sandgen` command, tested as a process: output, exit statuses and the
 //! one-line errors of design §6.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use crate::util::{Running, Stdout, output_within};
 
 use crate::util::artifacts::{
     EXAMPLE_JSONL, EXAMPLE_TOKENIZE, FIXTURE_HANG_LIST, FIXTURE_RAW, FIXTURE_SPDL,
@@ -34,16 +37,23 @@ fn run_command(args: &[&str]) -> Command {
     command
 }
 
+/// How long one `sandgen` run of a test may take before the test fails: a
+/// guard against hangs (a cold compile of a Python plugin on a loaded
+/// machine takes tens of seconds), not a measure of speed.
+const CLI_DEADLINE: Duration = Duration::from_secs(180);
+
 fn sandgen(args: &[&str]) -> Output {
     let mut args = args.to_vec();
     if matches!(args.first(), Some(&"run" | &"bench")) {
         args.extend(["--isolation", mode()]);
     }
-    sandgen_command()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let mut command = sandgen_command();
+    command.args(&args);
+    output_within(
+        &command,
+        CLI_DEADLINE,
+        &format!("sandgen {}", args.join(" ")),
+    )
 }
 
 fn stdout(output: &Output) -> String {
@@ -425,52 +435,59 @@ fn bench_prints_one_json_object() {
 
 both_isolations!(closing_stdout_early_ends_quietly);
 fn closing_stdout_early_ends_quietly() {
-    let mut child = run_command(&[FIXTURE_SPDL, "range", "--args", "100000000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Running::spawn(
+        &run_command(&[FIXTURE_SPDL, "range", "--args", "100000000"]),
+        Stdout::Pipe,
+    );
+    let mut lines = BufReader::new(child.take_stdout()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "0");
     drop(lines);
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    let output = child.wait(CLI_DEADLINE, "sandgen run with its stdout closed");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {err}");
     assert_eq!(err, "");
 }
 
 both_isolations!(sigterm_and_sigint_end_a_busy_run_promptly);
 fn sigterm_and_sigint_end_a_busy_run_promptly() {
-    for signal in ["-TERM", "-INT"] {
-        let mut child = run_command(&[FIXTURE_SPDL, "spin", "--args", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // The first item proves the worker is spinning now... once the
-        // buffered output is flushed, which it is not: wait for start-up.
-        std::thread::sleep(Duration::from_millis(300));
-        let started = Instant::now();
-        let killed = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = child.wait().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{signal} took {:?}",
-            started.elapsed()
+    for (signal, number) in [("TERM", 15), ("INT", 2)] {
+        // The initializer announces itself on stderr: the pass (which spins
+        // after one item) starts right after.
+        let mut child = Running::spawn(
+            &run_command(&[
+                FIXTURE_SPDL,
+                "spin",
+                "--args",
+                "1",
+                "--config",
+                r#"{"announce": "initialized"}"#,
+            ]),
+            Stdout::Collect,
         );
-        assert!(!status.success());
-        drop(lines.next());
+        child.stderr_line("initialized", CLI_DEADLINE);
+        let workers = crate::process::children(child.pid());
+        assert_eq!(
+            workers.len(),
+            usize::from(crate::util::isolation() == sandgen::Isolation::Process),
+            "worker processes: {workers:?}"
+        );
+        child.signal(signal);
+        let output = child.wait(
+            Duration::from_secs(10),
+            &format!("sandgen run after SIG{signal}"),
+        );
+        assert_eq!(
+            output.status.signal(),
+            Some(number),
+            "SIG{signal}: {:?}",
+            output.status
+        );
+        for worker in workers {
+            assert!(
+                crate::process::gone_within(worker, Duration::from_secs(10), false).is_some(),
+                "worker process {worker} outlived its caller's SIG{signal}"
+            );
+        }
     }
 }
 
@@ -614,10 +631,9 @@ fn capabilities_through_the_cli() {
     );
     assert!(out.starts_with("\"connect: error "), "{out}");
     // The host's environment never leaks; granted variables do.
-    let output = run_command(&[FIXTURE_SPDL, "environment", "--env", "ONLY=this"])
-        .env("SECRET_TOKEN", "do-not-leak")
-        .output()
-        .unwrap();
+    let mut command = run_command(&[FIXTURE_SPDL, "environment", "--env", "ONLY=this"]);
+    command.env("SECRET_TOKEN", "do-not-leak");
+    let output = output_within(&command, CLI_DEADLINE, "sandgen run environment");
     let (out, _) = expect(&output, 0);
     assert_eq!(out, "\"env ONLY=this\"\n");
 }

@@ -7,47 +7,9 @@ use std::time::Duration;
 use sandgen::{Encoding, ErrorKind, Iterable};
 use serde_json::{Value, json};
 
-use crate::util::{Fixture, artifacts, assert_error, pass_error, plugin};
+use crate::util::{Fixture, Lang, artifacts, assert_error, pass_error, plugin};
 
-/// The language a fixture is written in.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Lang {
-    Python,
-    Js,
-}
-
-/// Defines `$test::{python,js}_{thread,process}`: the test function `$test`
-/// run against each language's fixture in each isolation mode.
-macro_rules! every_language {
-    ($test:ident) => {
-        mod $test {
-            use super::Lang;
-            use sandgen::Isolation::{Process, Thread};
-
-            #[test]
-            fn python_thread() {
-                $crate::util::with_isolation(Thread, || super::$test(Lang::Python));
-            }
-
-            #[test]
-            fn python_process() {
-                $crate::util::with_isolation(Process, || super::$test(Lang::Python));
-            }
-
-            #[test]
-            fn js_thread() {
-                $crate::util::with_isolation(Thread, || super::$test(Lang::Js));
-            }
-
-            #[test]
-            fn js_process() {
-                $crate::util::with_isolation(Process, || super::$test(Lang::Js));
-            }
-        }
-    };
-}
-
-fn fixture(lang: Lang) -> Fixture {
+pub fn fixture(lang: Lang) -> Fixture {
     plugin(match lang {
         Lang::Python => artifacts::FIXTURE_PYTHON,
         Lang::Js => artifacts::FIXTURE_JS,
@@ -176,7 +138,7 @@ fn bincode_items_are_what_serde_writes(lang: Lang) {
     while let Some(item) = pass.next_item() {
         items.push(item.unwrap().to_vec());
     }
-    let value = |v: Value| sandgen::__cli::json_to_bincode(&v).unwrap();
+    let value = |v: Value| sandgen_wire::bincode_of_json(&v).unwrap();
     let mut expected = vec![
         value(json!(7)),
         value(json!(-3)),
@@ -218,7 +180,7 @@ fn bincode_arguments_are_read_by_their_types(lang: Lang) {
     let iterable = fixture(lang)
         .generator("typed")
         .encoding(Encoding::Bincode)
-        .args_raw(sandgen::__cli::json_to_bincode(&args).unwrap())
+        .args_raw(sandgen_wire::bincode_of_json(&args).unwrap())
         .build()
         .unwrap();
     let items: Vec<String> = iterable.iter().unwrap().map(Result::unwrap).collect();
@@ -241,7 +203,7 @@ fn bad_arguments_fail_in_create(lang: Lang) {
     let error = fixture(lang)
         .generator("typed")
         .encoding(Encoding::Bincode)
-        .args_raw(sandgen::__cli::json_to_bincode(&json!({"n": 1, "colour": "red"})).unwrap())
+        .args_raw(sandgen_wire::bincode_of_json(&json!({"n": 1, "colour": "red"})).unwrap())
         .build()
         .unwrap_err();
     let words = match lang {
@@ -373,7 +335,7 @@ fn large_items_arrive_whole(lang: Lang) {
     let iterable = fixture(lang)
         .generator("big")
         .encoding(Encoding::Bincode)
-        .args_raw(sandgen::__cli::json_to_bincode(&json!({"size": 3 << 20, "n": 4})).unwrap())
+        .args_raw(sandgen_wire::bincode_of_json(&json!({"size": 3 << 20, "n": 4})).unwrap())
         .build()
         .unwrap();
     let items: Vec<serde_bytes::ByteBuf> = iterable.iter().unwrap().map(Result::unwrap).collect();
@@ -500,7 +462,7 @@ fn example_epochs_reshuffle_reproducibly(lang: Lang) {
         let iterable = example(lang)
             .generator("epochs")
             .encoding(Encoding::Bincode)
-            .args_raw(sandgen::__cli::json_to_bincode(&json!({"n": 50, "seed": seed})).unwrap())
+            .args_raw(sandgen_wire::bincode_of_json(&json!({"n": 50, "seed": seed})).unwrap())
             .build()
             .unwrap();
         (0..3)

@@ -6,6 +6,7 @@
 mod util;
 
 mod cli;
+mod conformance;
 mod examples;
 mod faults;
 mod languages;

@@ -53,7 +53,7 @@ fn exited(pid: u32) -> bool {
 
 /// Waits up to `limit` for `pid` to be gone (`reaped`) or to have exited;
 /// the time it took.
-fn gone_within(pid: u32, limit: Duration, reaped: bool) -> Option<Duration> {
+pub fn gone_within(pid: u32, limit: Duration, reaped: bool) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if if reaped { !exists(pid) } else { exited(pid) } {
@@ -218,7 +218,7 @@ fn worker_does_not_outlive_a_killed_caller() {
 }
 
 /// The children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
+pub fn children(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -269,12 +269,14 @@ fn process_mode_routes_guest_output_to_the_handler() {
 fn malformed_batch_from_a_worker_process_is_refused() {
     let dir = crate::util::temp_dir("sandgen-fake-worker");
     let fake = dir.join("fake-worker");
-    // Frames: [u64 length][tag][payload]. InitializationSucceeded and
-    // IterationStarted are bincode [0, 0] and [0, 2] under tag 0; then an
-    // item batch (tag 1) that claims 5 items but holds one.
+    // The preamble (magic, protocol version 1); then frames: [u64
+    // length][tag][payload]. InitializationSucceeded and IterationStarted
+    // are bincode [0, 0] and [0, 2] under tag 0; then an item batch (tag 1)
+    // that claims 5 items but holds one.
     std::fs::write(
         &fake,
         "#!/bin/sh\n\
+         printf 'sandgen\\000\\001\\000\\000\\000'\n\
          printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
          printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'\n\
          printf '\\012\\000\\000\\000\\000\\000\\000\\000\\001\\005\\000\\000\\000\\001\\000\\000\\000x'\n\

@@ -3,27 +3,71 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use sandgen::{Engine, Isolation, IterableBuilder, OutputLine, Plugin};
 pub use sandgen_tests::artifacts;
 
-/// Defines `$test::thread` and `$test::process`: the test function `$test`
-/// run with each isolation mode, which [`Fixture::generator`] applies.
+/// The one list of isolation modes: defines a `#[test]` per mode, named
+/// after it, that runs `$call` with that mode (which [`Fixture::generator`]
+/// applies). A new isolation mode is one more entry here.
+macro_rules! in_every_isolation {
+    ($call:expr) => {
+        #[test]
+        fn thread() {
+            $crate::util::with_isolation(sandgen::Isolation::Thread, || $call);
+        }
+
+        #[test]
+        fn process() {
+            $crate::util::with_isolation(sandgen::Isolation::Process, || $call);
+        }
+    };
+}
+
+/// Defines `$test::{thread,process}`: the test function `$test()` run in
+/// every isolation mode.
 macro_rules! both_isolations {
     ($test:ident) => {
         mod $test {
-            #[test]
-            fn thread() {
-                $crate::util::with_isolation(sandgen::Isolation::Thread, super::$test);
+            in_every_isolation!(super::$test());
+        }
+    };
+}
+
+/// The one list of guest languages with an SDK helper: defines
+/// `$test::{python,js}::{thread,process}`, the test function `$test(lang)`
+/// run against each language's fixture in every isolation mode. A new
+/// language is one more entry here and in [`Lang`].
+macro_rules! every_language {
+    ($test:ident) => {
+        mod $test {
+            mod python {
+                in_every_isolation!(super::super::$test($crate::util::Lang::Python));
             }
 
-            #[test]
-            fn process() {
-                $crate::util::with_isolation(sandgen::Isolation::Process, super::$test);
+            mod js {
+                in_every_isolation!(super::super::$test($crate::util::Lang::Js));
             }
         }
     };
+}
+
+/// A language whose plugins are written with an SDK helper (Rust plugins,
+/// written with the `sandgen-guest` crate, are what every other test uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// `guest-sdk/python/sandgen_guest.py` (componentize-py).
+    Python,
+    /// `guest-sdk/js/sandgen.js` (componentize-js).
+    Js,
+}
+
+impl Lang {
+    /// Every language, in the order of [`every_language!`].
+    pub const ALL: [Lang; 2] = [Lang::Python, Lang::Js];
 }
 
 thread_local! {
@@ -177,4 +221,214 @@ impl Captured {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
+}
+
+/// A child process of a test, with a deadline on every wait: it runs in a
+/// process group of its own with SIGINT and SIGTERM at their default
+/// actions (a test run as a background job inherits them ignored, which
+/// would turn a signal test into a hang), its stderr is collected as it
+/// comes, and dropping it kills the whole group, so a failing test leaves
+/// no process behind.
+pub struct Running {
+    pid: u32,
+    status: crossbeam_channel::Receiver<std::process::ExitStatus>,
+    stdout: Option<std::process::ChildStdout>,
+    collected: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_lines: crossbeam_channel::Receiver<String>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
+    exited: Option<std::process::ExitStatus>,
+}
+
+/// What to do with a [`Running`] child's stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stdout {
+    /// Collect it for [`Running::wait`].
+    Collect,
+    /// Leave it to the test ([`Running::take_stdout`]).
+    Pipe,
+}
+
+impl Running {
+    /// Starts `command` with an empty stdin.
+    pub fn spawn(command: &Command, stdout: Stdout) -> Running {
+        use std::io::{BufRead, Read};
+        use std::os::unix::process::CommandExt;
+
+        let mut wrapped = Command::new("env");
+        wrapped
+            .arg("--default-signal=INT,TERM")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        let mut child = wrapped
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let pid = child.id();
+        let mut out = child.stdout.take();
+        let collected = (stdout == Stdout::Collect).then(|| {
+            let mut out = out.take().expect("piped");
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = out.read_to_end(&mut bytes);
+                bytes
+            })
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (line_tx, stderr_lines) = crossbeam_channel::unbounded();
+        let err = child.stderr.take().expect("piped");
+        let sink = stderr.clone();
+        let stderr_thread = std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(err);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().extend_from_slice(&line);
+                let _ = line_tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+                line.clear();
+            }
+        });
+        let (status_tx, status) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            if let Ok(exit) = child.wait() {
+                let _ = status_tx.send(exit);
+            }
+        });
+        Running {
+            pid,
+            status,
+            stdout: out,
+            collected,
+            stderr,
+            stderr_lines,
+            stderr_thread: Some(stderr_thread),
+            exited: None,
+        }
+    }
+
+    /// The child's process id (also its process group's).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The child's stdout, with [`Stdout::Pipe`].
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.stdout
+            .take()
+            .expect("stdout is piped and not taken yet")
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the child writes a stderr line containing `words`.
+    #[track_caller]
+    pub fn stderr_line(&self, words: &str, deadline: Duration) -> String {
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            match self.stderr_lines.recv_deadline(until) {
+                Ok(line) if line.contains(words) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no stderr line with `{words}` within {deadline:?}; stderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the child to exit, up to `deadline`; past it, kills the
+    /// group and fails the test, saying what it waited for.
+    #[track_caller]
+    pub fn wait(&mut self, deadline: Duration, what: &str) -> std::process::Output {
+        let status = match self.exited {
+            Some(status) => status,
+            None => match self.status.recv_timeout(deadline) {
+                Ok(status) => status,
+                Err(_) => {
+                    self.kill_group();
+                    panic!(
+                        "{what}: the process did not exit within {deadline:?} and was killed; stderr:\n{}",
+                        self.stderr()
+                    )
+                }
+            },
+        };
+        self.exited = Some(status);
+        // The pipes close when the process (and any child holding them)
+        // ends; bounded all the same.
+        let stdout = self
+            .collected
+            .take()
+            .map(|reader| join_within(reader, deadline, what))
+            .unwrap_or_default();
+        if let Some(reader) = self.stderr_thread.take() {
+            join_within(reader, deadline, what);
+        }
+        std::process::Output {
+            status,
+            stdout,
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, `KILL`, ...) to the child.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {} failed", self.pid);
+    }
+
+    fn kill_group(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.pid)])
+            .status();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that failed midway leaves no process behind; the group
+        // also holds a worker process the child started.
+        self.kill_group();
+    }
+}
+
+/// Joins a reader thread, up to `deadline`.
+#[track_caller]
+fn join_within<T: Send + 'static>(
+    thread: std::thread::JoinHandle<T>,
+    deadline: Duration,
+    what: &str,
+) -> T {
+    let until = std::time::Instant::now() + deadline;
+    while !thread.is_finished() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: the process's pipes stayed open {deadline:?} after it exited"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    thread.join().expect("a reader thread does not panic")
+}
+
+/// Runs `command` to its end within `deadline` (see [`Running`]).
+#[track_caller]
+pub fn output_within(command: &Command, deadline: Duration, what: &str) -> std::process::Output {
+    Running::spawn(command, Stdout::Collect).wait(deadline, what)
 }

@@ -1,0 +1,193 @@
+//! One guest: a plugin instantiated in a store of its own, with its WASI
+//! state, output capture and limits, and the means to drive its calls to
+//! completion unless interrupted. Everything above (the worker state
+//! machine, generator listing) talks to a plugin through a [`Guest`].
+
+pub(crate) mod list;
+pub(crate) mod output;
+pub(crate) mod state;
+mod trap;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::bindings;
+use crate::clock::{Clock, ClockGuard};
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::{GuestOutput, OutputHandler};
+use crate::guest::state::HostState;
+use crate::options::{Grants, Limits};
+
+pub(crate) use crate::guest::trap::reported_error;
+
+/// A component linked in its engine: what a guest is instantiated from.
+/// Cheap to clone; shared by every worker of a plugin in this process.
+#[derive(Clone)]
+pub(crate) struct Linked {
+    /// The plugin's name, for messages and output prefixes.
+    pub(crate) name: Arc<str>,
+    pub(crate) pre: bindings::PluginPre<HostState>,
+    pub(crate) engine: wasmtime::Engine,
+    /// Keeps the epoch clock running while a guest of this plugin lives.
+    pub(crate) clock: Clock,
+}
+
+/// Interrupts whatever the guest is doing: set once, never cleared.
+#[derive(Default)]
+pub(crate) struct Interrupt {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Interrupt {
+    pub(crate) fn trigger(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a guest call did not return.
+pub(crate) enum Fault {
+    /// The caller interrupted it (teardown or timeout).
+    Interrupted,
+    /// It trapped or the host failed.
+    Trap(wasmtime::Error),
+}
+
+/// How a phase ended when it did not succeed.
+pub(crate) enum Stop {
+    /// Interrupted by the caller: end quietly, nobody is listening.
+    Quiet,
+    /// Failed: report this error, then end.
+    Failed(Error),
+}
+
+/// One instantiated guest.
+pub(crate) struct Guest {
+    /// `None` only while the guest is dropped; pass it to [`Guest::call`].
+    pub(crate) runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) store: Store<HostState>,
+    pub(crate) instance: bindings::Plugin,
+    output: GuestOutput,
+    pub(crate) generator: String,
+    _clock: ClockGuard,
+}
+
+impl Guest {
+    /// Instantiates the plugin in a fresh store.
+    pub(crate) fn new(
+        linked: &Linked,
+        generator: &str,
+        grants: &Grants,
+        limits: &Limits,
+        output: OutputHandler,
+        interrupt: &Interrupt,
+    ) -> Result<Guest, Stop> {
+        let output = GuestOutput::new(&linked.name, generator, output);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                Stop::Failed(Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("failed to start a worker runtime: {e}"),
+                ))
+            })?;
+        let state = HostState::new(grants, limits, &output).map_err(Stop::Failed)?;
+        let mut store = Store::new(&linked.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if let Some(budget) = limits.fuel {
+            // The budget also covers instantiation, the initializer and
+            // `create`; each pass gets it afresh.
+            store.set_fuel(budget).map_err(|e| {
+                Stop::Failed(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("cannot set the fuel budget: {e:#}"),
+                ))
+            })?;
+        }
+        // At every epoch tick, yield to the runtime so that an interrupt is
+        // seen even while the guest spins in wasm code.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let clock = linked.clock.activate();
+        let instance = drive(
+            &runtime,
+            interrupt,
+            linked.pre.instantiate_async(&mut store),
+        )
+        .map_err(|fault| {
+            trap::fault_stop(
+                &store,
+                &output,
+                generator,
+                "while instantiating the plugin",
+                fault,
+            )
+        })?;
+        Ok(Guest {
+            runtime: Some(runtime),
+            store,
+            instance,
+            output,
+            generator: generator.to_owned(),
+            _clock: clock,
+        })
+    }
+
+    /// Drives one call of this guest to completion unless interrupted first.
+    /// `runtime` is the guest's [`runtime`](Guest::runtime) field (a field,
+    /// so that the store can be borrowed beside it).
+    pub(crate) fn call<R>(
+        runtime: &Option<tokio::runtime::Runtime>,
+        interrupt: &Interrupt,
+        call: impl Future<Output = wasmtime::Result<R>>,
+    ) -> Result<R, Fault> {
+        let runtime = runtime
+            .as_ref()
+            .expect("the runtime lives until the guest is dropped");
+        drive(runtime, interrupt, call)
+    }
+
+    /// Turns a failed call into a [`Stop`].
+    pub(crate) fn stop(&self, phase: &str, fault: Fault) -> Stop {
+        trap::fault_stop(&self.store, &self.output, &self.generator, phase, fault)
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.output.flush();
+        // Never wait for a host call still blocked on the runtime's thread
+        // pool (a read from a pipe in a granted directory, say).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Drives one guest call to completion unless interrupted first.
+fn drive<R>(
+    runtime: &tokio::runtime::Runtime,
+    interrupt: &Interrupt,
+    call: impl Future<Output = wasmtime::Result<R>>,
+) -> Result<R, Fault> {
+    if interrupt.is_set() {
+        return Err(Fault::Interrupted);
+    }
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            () = interrupt.notify.notified() => Err(Fault::Interrupted),
+            result = call => result.map_err(Fault::Trap),
+        }
+    })
+}

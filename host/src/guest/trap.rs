@@ -1,0 +1,139 @@
+//! Turns a guest call that did not return (a trap, a host failure, an
+//! interrupt) or that returned the plugin's own error into an [`Error`] of
+//! the right kind, with the guest's stderr tail and backtrace attached.
+
+use wasmtime::{Store, Trap, WasmBacktrace};
+
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::{GuestOutput, summarize_stderr};
+use crate::guest::state::HostState;
+use crate::guest::{Fault, Stop};
+
+pub(super) fn fault_stop(
+    store: &Store<HostState>,
+    output: &GuestOutput,
+    generator: &str,
+    phase: &str,
+    fault: Fault,
+) -> Stop {
+    match fault {
+        Fault::Interrupted => Stop::Quiet,
+        Fault::Trap(error) => Stop::Failed(trap_error(store, output, generator, phase, &error)),
+    }
+}
+
+/// An error that the plugin reported from a call. When the limiter refused
+/// memory during that same call, the plugin's error is its reaction to the
+/// limit (Python's `MemoryError`, a failed `try_reserve`): it is reported as
+/// [`ErrorKind::MemoryLimit`], with the plugin's message kept.
+pub(crate) fn reported_error(
+    store: &Store<HostState>,
+    kind: ErrorKind,
+    context: impl std::fmt::Display,
+    message: String,
+) -> Error {
+    let limiter = &store.data().limiter;
+    match limiter.denied {
+        Some(asked) => Error::plugin(
+            ErrorKind::MemoryLimit,
+            format_args!(
+                "{context} after hitting its memory limit of {} MiB (it asked for {} MiB)",
+                limiter.max_bytes() / (1024 * 1024),
+                asked.div_ceil(1024 * 1024)
+            ),
+            message,
+        ),
+        None => Error::plugin(kind, context, message),
+    }
+}
+
+/// Classifies a trap (or host failure) of a guest call into an [`Error`]
+/// with the guest's stderr tail and backtrace attached.
+fn trap_error(
+    store: &Store<HostState>,
+    output: &GuestOutput,
+    generator: &str,
+    phase: &str,
+    error: &wasmtime::Error,
+) -> Error {
+    output.flush();
+    let stderr = output.stderr_tail();
+    let said = stderr.as_deref().and_then(summarize_stderr);
+    let said = said
+        .map(|s| format!(" (guest stderr: {s})"))
+        .unwrap_or_default();
+    let trap = error.downcast_ref::<Trap>().copied();
+    let limiter = &store.data().limiter;
+    let (kind, message) = match (trap, limiter.denied) {
+        (Some(Trap::StackOverflow), _) => (
+            ErrorKind::StackOverflow,
+            format!(
+                "generator {generator} exhausted its stack {phase} (unbounded recursion?){said}"
+            ),
+        ),
+        (Some(Trap::OutOfFuel), _) => (
+            ErrorKind::FuelExhausted,
+            format!(
+                "generator {generator} ran out of fuel {phase} (its budget is {} units per pass){said}",
+                store.data().fuel.unwrap_or_default()
+            ),
+        ),
+        (_, Some(asked)) => (
+            ErrorKind::MemoryLimit,
+            format!(
+                "generator {generator} hit its memory limit of {} MiB {phase} (it asked for {} MiB){said}",
+                limiter.max_bytes() / (1024 * 1024),
+                asked.div_ceil(1024 * 1024)
+            ),
+        ),
+        (Some(trap), None) => (
+            ErrorKind::Trap,
+            format!("generator {generator} trapped {phase}: {trap}{said}"),
+        ),
+        (None, None) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => (
+                ErrorKind::Trap,
+                format!(
+                    "generator {generator} exited with status {} {phase}; a plugin must return or report errors instead of exiting{said}",
+                    exit.0
+                ),
+            ),
+            None => {
+                let cause = error.root_cause().to_string();
+                let cause = cause.lines().next().unwrap_or_default();
+                (
+                    ErrorKind::Trap,
+                    format!("generator {generator} failed {phase}: {cause}{said}"),
+                )
+            }
+        },
+    };
+    let backtrace = error.downcast_ref::<WasmBacktrace>().map(format_backtrace);
+    Error::new(kind, message)
+        .with_guest_stderr(stderr)
+        .with_backtrace(backtrace)
+}
+
+/// The innermost frames of a guest backtrace, one per line.
+fn format_backtrace(backtrace: &WasmBacktrace) -> String {
+    const FRAMES: usize = 12;
+    let mut lines: Vec<String> = backtrace
+        .frames()
+        .iter()
+        .take(FRAMES)
+        .map(|frame| {
+            let name = frame.func_name().unwrap_or("<unnamed>");
+            match frame.module().name() {
+                Some(module) => format!("{module}!{name}"),
+                None => name.to_owned(),
+            }
+        })
+        .collect();
+    if backtrace.frames().len() > FRAMES {
+        lines.push(format!(
+            "... {} more frames",
+            backtrace.frames().len() - FRAMES
+        ));
+    }
+    lines.join("\n")
+}

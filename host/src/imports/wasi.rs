@@ -1,0 +1,68 @@
+//! WASI 0.2 (every minor version that wasmtime-wasi links: Rust guests
+//! import 0.2.6, Python 0.2.9, JavaScript 0.2.12), confined: no preopens,
+//! no environment, no arguments, no network, empty stdin, unless the
+//! iterable's [`Grants`] say otherwise. Directories are granted read-only.
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView};
+
+use crate::error::{Error, ErrorKind};
+use crate::options::Grants;
+
+/// One guest's WASI state.
+pub(crate) struct WasiState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiState {
+    /// The context for `grants`, with the guest's stdout and stderr going to
+    /// the given streams.
+    pub(crate) fn new(
+        grants: &Grants,
+        stdout: impl StdoutStream + 'static,
+        stderr: impl StdoutStream + 'static,
+    ) -> Result<WasiState, Error> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(Vec::new()))
+            .stdout(stdout)
+            .stderr(stderr)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (key, value) in &grants.env {
+            wasi.env(key, value);
+        }
+        for dir in &grants.dirs {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("cannot grant directory `{}`: {e:#}", dir.host.display()),
+                    )
+                })?;
+        }
+        Ok(WasiState {
+            ctx: wasi.build(),
+            table: ResourceTable::new(),
+        })
+    }
+
+    /// The view wasmtime-wasi's host implementation works on.
+    pub(crate) fn view(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Links WASI 0.2 (async bindings: a guest blocked in a host call can be
+/// interrupted).
+pub(crate) fn add_to_linker<T: wasmtime_wasi::WasiView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)
+}

@@ -1,0 +1,114 @@
+//! What an iterable's workers get, by concern: what the sandbox grants
+//! ([`Grants`]), what it limits ([`Limits`]) and how items flow back
+//! ([`Flow`]). Each travels only to where it is used: grants to the guest's
+//! WASI context, limits to its store and the batch validator, flow to the
+//! worker's production loop. The inactivity timeout is none of these: it
+//! stays with the caller (`iterable.rs`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind};
+
+/// The default cap on a guest's memory: 1 GiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 1024 * 1024 * 1024;
+/// The default number of items a worker may run ahead of the caller.
+pub const DEFAULT_BUFFER_SIZE: usize = 1024;
+/// The default number of bytes a worker may run ahead of the caller (at
+/// least one batch always fits).
+pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// The default largest item a plugin may return: 1 GiB.
+pub const DEFAULT_MAX_ITEM_BYTES: u32 = 1 << 30;
+
+/// What the sandbox grants the guest beyond nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Grants {
+    /// Environment variables, in the order given.
+    pub(crate) env: Vec<(String, String)>,
+    /// Host directories, read-only.
+    pub(crate) dirs: Vec<DirGrant>,
+}
+
+/// A host directory granted to the guest, read-only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DirGrant {
+    pub(crate) host: PathBuf,
+    pub(crate) guest: String,
+}
+
+/// What the guest may use up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Limits {
+    /// Bytes of linear memory.
+    pub(crate) memory: u64,
+    /// Fuel units per pass (and for initialization), if metered.
+    pub(crate) fuel: Option<u64>,
+    /// The largest encoded item.
+    pub(crate) max_item_bytes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY_LIMIT,
+            fuel: None,
+            max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+        }
+    }
+}
+
+/// How far a worker may run ahead of its caller: the back-pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Flow {
+    pub(crate) buffer_size: usize,
+    pub(crate) buffer_bytes: usize,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Flow {
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidInput, message)
+}
+
+impl Grants {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        for dir in &self.dirs {
+            if !dir.host.is_dir() {
+                return Err(invalid(format!(
+                    "cannot grant directory `{}`: it is not a directory on the host",
+                    dir.host.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.fuel == Some(0) {
+            return Err(invalid("fuel must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Flow {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.buffer_size == 0 {
+            return Err(invalid("buffer size must be at least 1 item"));
+        }
+        if self.buffer_bytes == 0 {
+            return Err(invalid("buffer bytes must be at least 1"));
+        }
+        Ok(())
+    }
+}

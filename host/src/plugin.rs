@@ -1,0 +1,92 @@
+//! A loaded [`Plugin`]: what it exports, and the starting point of its
+//! iterables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::iterable::IterableBuilder;
+use crate::runtime::Loaded;
+
+/// How long listing a plugin's generators may take by default.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A loaded plugin: a compiled component, ready to instantiate; cheap to
+/// clone.
+///
+/// ```no_run
+/// # fn main() -> Result<(), sandgen::Error> {
+/// let engine = sandgen::Engine::new()?;
+/// let plugin = engine.load("plugin.wasm")?;
+/// assert_eq!(plugin.name(), "plugin");
+/// for info in plugin.generators()? {
+///     println!("{}\t{}", info.name, info.description);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Plugin {
+    loaded: Arc<Loaded>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.loaded.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A generator that a plugin exports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratorInfo {
+    /// The name to pass to [`Plugin::generator`].
+    pub name: String,
+    /// What it yields, and from which arguments.
+    pub description: String,
+}
+
+impl Plugin {
+    pub(crate) fn new(loaded: Loaded) -> Plugin {
+        Plugin {
+            loaded: Arc::new(loaded),
+        }
+    }
+
+    /// The plugin's name: its file name without extension, or the name given
+    /// to [`Engine::load_bytes`](crate::Engine::load_bytes).
+    pub fn name(&self) -> &str {
+        self.loaded.name()
+    }
+
+    /// Lists the generators the plugin exports (in a fresh, sandboxed
+    /// instance, for at most 10 seconds).
+    ///
+    /// # Errors
+    ///
+    /// When the plugin cannot be instantiated, traps, or takes longer than
+    /// 10 seconds ([`ErrorKind::Timeout`](crate::ErrorKind::Timeout)).
+    pub fn generators(&self) -> Result<Vec<GeneratorInfo>, Error> {
+        self.generators_with_timeout(LIST_TIMEOUT)
+    }
+
+    /// Like [`generators`](Self::generators), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`generators`](Self::generators).
+    pub fn generators_with_timeout(&self, timeout: Duration) -> Result<Vec<GeneratorInfo>, Error> {
+        let listed = crate::guest::list::list_generators(self.loaded.linked(false)?, timeout)?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, description)| GeneratorInfo { name, description })
+            .collect())
+    }
+
+    /// Starts building an iterable over generator `name`; see
+    /// [`IterableBuilder`].
+    pub fn generator(&self, name: &str) -> IterableBuilder {
+        IterableBuilder::new(self.loaded.clone(), name)
+    }
+}

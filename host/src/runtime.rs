@@ -1,0 +1,295 @@
+//! The wasmtime side of loading a plugin: one wasmtime engine and linker per
+//! metering (with or without fuel), each set up on first use; components
+//! compiled (or loaded from the compile cache) and linked into
+//! [`Linked`]s; and the epoch clock that lets busy guests be interrupted.
+//!
+//! [`Shared`] is what an [`Engine`](crate::Engine) is; [`Loaded`] is what a
+//! [`Plugin`](crate::Plugin) is. Both are shared by every worker of the
+//! process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings;
+use crate::cache::Cache;
+use crate::clock::Ticker;
+use crate::error::{Error, ErrorKind};
+use crate::guest::Linked;
+use crate::guest::state::HostState;
+
+/// A wasmtime engine with sandgen's settings, and its linker.
+struct Runtime {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+}
+
+impl Runtime {
+    fn new(fuel: bool) -> Result<Runtime, Error> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(fuel);
+        // A profiling aid (BENCHMARKS.md): name JIT-compiled guest code for
+        // `perf` in /tmp/perf-PID.map.
+        if std::env::var_os("SANDGEN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        let engine = wasmtime::Engine::new(&config).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to set up the wasm engine: {e:#}"),
+            )
+        })?;
+        let mut linker = Linker::new(&engine);
+        crate::imports::add_to_linker(&mut linker).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to link the host's imports: {e:#}"),
+            )
+        })?;
+        Ok(Runtime { engine, linker })
+    }
+
+    /// Links a compiled component: the imports it needs must be ones the
+    /// host provides, and it must export the generator interface.
+    fn link(
+        &self,
+        origin: &str,
+        component: &Component,
+    ) -> Result<bindings::PluginPre<HostState>, Error> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            let cause = format!("{e:#}");
+            // componentize-js imports wasi:http unless told not to.
+            let hint = if cause.contains("wasi:http/") {
+                "; there is no network, so build without wasi:http (componentize-js: `-d http -d fetch-event`)"
+            } else {
+                ""
+            };
+            Error::new(
+                ErrorKind::Incompatible,
+                format!("plugin `{origin}` needs imports that sandgen does not provide (only WASI 0.2 is): {cause}{hint}"),
+            )
+        })?;
+        bindings::PluginPre::new(pre).map_err(|e| {
+            Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "`{origin}` is not a sandgen plugin: it does not export `sandgen:generator/generator@0.1.0` \
+                     as wit/generator.wit defines it ({e:#})"
+                ),
+            )
+        })
+    }
+}
+
+/// The runtimes, each set up on first use (a worker process needs one).
+#[derive(Default)]
+struct Runtimes {
+    /// For guests without a fuel budget.
+    plain: OnceLock<Result<Runtime, Error>>,
+    /// For guests with a fuel budget: fuel metering is compiled into the
+    /// code, so such plugins are compiled a second time, on first use.
+    fueled: OnceLock<Result<Runtime, Error>>,
+}
+
+impl Runtimes {
+    fn get(&self, fuel: bool) -> Result<&Runtime, Error> {
+        let slot = if fuel { &self.fueled } else { &self.plain };
+        slot.get_or_init(|| Runtime::new(fuel))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Advances the epoch of every engine set up so far.
+    fn tick(&self) {
+        for slot in [&self.plain, &self.fueled] {
+            if let Some(Ok(runtime)) = slot.get() {
+                runtime.engine.increment_epoch();
+            }
+        }
+    }
+}
+
+/// Everything an engine holds: the compile cache, the worker program, the
+/// runtimes and the epoch clock.
+pub(crate) struct Shared {
+    cache: Option<Cache>,
+    worker_program: Option<PathBuf>,
+    runtimes: Arc<Runtimes>,
+    ticker: Ticker,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        cache: Option<PathBuf>,
+        worker_program: Option<PathBuf>,
+    ) -> Result<Shared, Error> {
+        let runtimes = Arc::new(Runtimes::default());
+        let ticking = runtimes.clone();
+        let ticker = Ticker::start(move || ticking.tick()).map_err(|e| {
+            Error::new(
+                ErrorKind::Load,
+                format!("failed to start the epoch thread: {e}"),
+            )
+        })?;
+        Ok(Shared {
+            cache: cache.map(Cache::new),
+            worker_program,
+            runtimes,
+            ticker,
+        })
+    }
+
+    /// Checks, compiles (or loads from the cache) and links a component.
+    pub(crate) fn load(
+        self: &Arc<Self>,
+        name: &str,
+        origin: &str,
+        bytes: &[u8],
+    ) -> Result<Loaded, Error> {
+        check_header(origin, bytes)?;
+        let loaded = Loaded {
+            shared: self.clone(),
+            name: name.into(),
+            origin: origin.to_owned(),
+            bytes: bytes.into(),
+            plain: OnceLock::new(),
+            fueled: OnceLock::new(),
+        };
+        // Compile now, so that load errors come from loading.
+        loaded.prepared(false)?;
+        Ok(loaded)
+    }
+
+    /// Loads a compiled component that a sandgen host wrote to its cache (in
+    /// a worker process, which never compiles).
+    pub(crate) fn load_compiled(
+        &self,
+        name: &str,
+        file: &Path,
+        fuel: bool,
+    ) -> Result<Linked, Error> {
+        let runtime = self.runtimes.get(fuel)?;
+        let component = crate::cache::load(&runtime.engine, file)?;
+        Ok(Linked {
+            name: name.into(),
+            pre: runtime.link(name, &component)?,
+            engine: runtime.engine.clone(),
+            clock: self.ticker.handle(),
+        })
+    }
+}
+
+fn check_header(origin: &str, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(Error::new(
+            ErrorKind::Load,
+            format!(
+                "`{origin}` is not WebAssembly (no `\\0asm` header); a plugin is a component, \
+                 e.g. built with `cargo build --target wasm32-wasip2`"
+            ),
+        ));
+    }
+    if bytes[6..8] == [0, 0] {
+        return Err(Error::new(
+            ErrorKind::Load,
+            format!(
+                "`{origin}` is a core WebAssembly module, not a component; build the plugin for \
+                 `wasm32-wasip2` or wrap the module with `wasm-tools component new`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A component linked for one metering, and its compiled file in the cache.
+struct Prepared {
+    linked: Linked,
+    /// The compiled component in the cache, for worker processes.
+    file: Option<PathBuf>,
+}
+
+/// A loaded plugin: its bytes, and its compilations, each made on first use.
+pub(crate) struct Loaded {
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    origin: String,
+    /// The component, kept to compile it for the fuel engine on demand.
+    bytes: Arc<[u8]>,
+    plain: OnceLock<Result<Prepared, Error>>,
+    fueled: OnceLock<Result<Prepared, Error>>,
+}
+
+impl Loaded {
+    /// The plugin's name, for messages and output prefixes.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component linked for the engine with or without fuel metering.
+    pub(crate) fn linked(&self, fuel: bool) -> Result<&Linked, Error> {
+        Ok(&self.prepared(fuel)?.linked)
+    }
+
+    /// The compiled component's cache file, for a worker process.
+    pub(crate) fn compiled_file(&self, fuel: bool) -> Result<&Path, Error> {
+        self.prepared(fuel)?.file.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Load,
+                format!(
+                    "plugin `{}` has no compiled file for a worker process: the compile cache is \
+                     disabled or not writable (see `EngineBuilder::cache_dir`)",
+                    self.origin
+                ),
+            )
+        })
+    }
+
+    /// The program to start worker processes with.
+    pub(crate) fn worker_program(&self) -> Result<PathBuf, Error> {
+        match &self.shared.worker_program {
+            Some(program) => Ok(program.clone()),
+            None => std::env::current_exe().map_err(|e| {
+                Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("cannot find this program to start a worker process: {e}; set `EngineBuilder::worker_program`"),
+                )
+            }),
+        }
+    }
+
+    fn prepared(&self, fuel: bool) -> Result<&Prepared, Error> {
+        let slot = if fuel { &self.fueled } else { &self.plain };
+        slot.get_or_init(|| {
+            let runtime = self.shared.runtimes.get(fuel)?;
+            let (component, file) = match &self.shared.cache {
+                Some(cache) => {
+                    let compiled =
+                        cache.load_or_compile(&runtime.engine, &self.origin, &self.bytes)?;
+                    (compiled.component, compiled.file)
+                }
+                None => {
+                    let component = Component::new(&runtime.engine, &self.bytes).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Load,
+                            format!("failed to compile plugin `{}`: {e:#}", self.origin),
+                        )
+                    })?;
+                    (component, None)
+                }
+            };
+            Ok(Prepared {
+                linked: Linked {
+                    name: self.name.clone(),
+                    pre: runtime.link(&self.origin, &component)?,
+                    engine: runtime.engine.clone(),
+                    clock: self.shared.ticker.handle(),
+                },
+                file,
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+}

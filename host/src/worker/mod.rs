@@ -1,0 +1,147 @@
+//! Workers: where a generator runs. The caller talks to every worker the
+//! same way, through a [`WorkerHandle`] (commands in, statuses out); the
+//! flavour decides where the worker state machine (`machine.rs`) runs:
+//!
+//! - [`thread`]: on a thread of the caller's process;
+//! - [`process`]: in a child process, over pipes, running the very same
+//!   thread flavour inside.
+//!
+//! A new isolation mode is a new flavour file here, one arm in
+//! [`WorkerHandle::spawn`] (and in the two methods that reach the flavour),
+//! and one entry in the tests' list of modes (`tests/all/util.rs`).
+
+mod machine;
+pub(crate) mod process;
+pub(crate) mod task;
+mod thread;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::OutputHandler;
+use crate::protocol::Command;
+use crate::runtime::Loaded;
+use crate::worker::process::ProcessWorker;
+use crate::worker::task::{Queues, Task, queues};
+use crate::worker::thread::ThreadWorker;
+
+/// Where a worker runs.
+///
+/// Parses from and prints as `thread` or `process`:
+///
+/// ```
+/// use sandgen::Isolation;
+///
+/// assert_eq!("process".parse::<Isolation>().unwrap(), Isolation::Process);
+/// assert_eq!(Isolation::default().to_string(), "thread");
+/// assert!("vm".parse::<Isolation>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// A thread of this process, with its own wasm instance and store: the
+    /// fastest start and hand-off.
+    #[default]
+    Thread,
+    /// A child process running the same worker, talking over pipes: adds an
+    /// OS process boundary against faults of the runtime itself, and the OS
+    /// can kill it. Needs the compile cache and a worker program (see
+    /// [`EngineBuilder`](crate::EngineBuilder)).
+    Process,
+}
+
+impl Isolation {
+    /// Every isolation mode, in the order the docs list them.
+    pub const ALL: [Isolation; 2] = [Isolation::Thread, Isolation::Process];
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Thread => "thread",
+            Isolation::Process => "process",
+        })
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Isolation::ALL
+            .into_iter()
+            .find(|mode| mode.to_string() == s)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("unknown isolation `{s}`: use `thread` or `process`"),
+                )
+            })
+    }
+}
+
+/// The caller's handle on a worker, wherever it runs.
+pub(crate) struct WorkerHandle {
+    pub(crate) queues: Queues,
+    flavor: Flavor,
+}
+
+enum Flavor {
+    Thread(ThreadWorker),
+    Process(ProcessWorker),
+}
+
+impl WorkerHandle {
+    /// Starts a worker of `plugin` running `task`. It reports
+    /// `InitializationSucceeded` or `InitializationFailed` first.
+    pub(crate) fn spawn(
+        plugin: &Loaded,
+        task: Task,
+        output: OutputHandler,
+        isolation: Isolation,
+    ) -> Result<WorkerHandle, Error> {
+        let (queues, worker_queues) = queues();
+        let fuel = task.limits.fuel.is_some();
+        let flavor = match isolation {
+            Isolation::Thread => Flavor::Thread(ThreadWorker::spawn(
+                plugin.linked(fuel)?.clone(),
+                task,
+                output,
+                worker_queues,
+            )?),
+            Isolation::Process => {
+                Flavor::Process(ProcessWorker::spawn(plugin, task, output, worker_queues)?)
+            }
+        };
+        Ok(WorkerHandle { queues, flavor })
+    }
+
+    /// The worker process's id, in process isolation.
+    pub(crate) fn process_id(&self) -> Option<u32> {
+        match &self.flavor {
+            Flavor::Thread(_) => None,
+            Flavor::Process(process) => Some(process.pid()),
+        }
+    }
+
+    /// Stops the guest at once, wherever it is (a worker process is killed).
+    pub(crate) fn interrupt(&self) {
+        match &self.flavor {
+            Flavor::Thread(thread) => thread.interrupt(),
+            Flavor::Process(process) => process.kill(),
+        }
+    }
+
+    /// Ends the worker: Abort, then wait up to `grace` for it. A thread still
+    /// running then is left to end on its own; a process still running is
+    /// killed.
+    pub(crate) fn shutdown(&mut self, grace: Duration) {
+        let _ = self.queues.commands.send(Command::Abort);
+        match &mut self.flavor {
+            Flavor::Thread(thread) => thread.shutdown(grace),
+            Flavor::Process(process) => process.shutdown(grace),
+        }
+    }
+}

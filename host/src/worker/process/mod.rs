@@ -1,0 +1,17 @@
+//! The process flavour: the worker runs in a child process (the `sandgen`
+//! binary, or any program that calls
+//! [`run_worker_if_requested`](crate::run_worker_if_requested)), speaking
+//! the protocol over its stdin and stdout. Inside the child the very same
+//! thread flavour runs; the parent feeds the same status queue that a
+//! worker thread feeds, so everything on the caller's side is shared.
+//!
+//! - [`parent`]: starts the child, forwards commands, reads reports, reaps
+//!   it and reports its death.
+//! - [`child`]: the worker program's side.
+//! - [`wire`]: the framing and the versioned handshake between them.
+
+pub(crate) mod child;
+mod parent;
+mod wire;
+
+pub(crate) use crate::worker::process::parent::ProcessWorker;

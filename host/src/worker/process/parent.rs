@@ -1,0 +1,335 @@
+//! The caller's side of a worker process: start it, send it the
+//! handshake and the commands, read its reports into the caller's status
+//! queue and output handler, and when it ends, reap it and report how it
+//! died unless it ended with a final status. The reader thread sees the
+//! child's stdout close the moment the child dies, so a death is reported at
+//! once, with its exit status or signal.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command as Process, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use sandgen_wire::frame::validate_batch;
+
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::{GuestStream, OutputHandler, OutputLine};
+use crate::protocol::{Command, Status};
+use crate::runtime::Loaded;
+use crate::worker::machine::MAX_BATCH_BYTES;
+use crate::worker::process::wire::{self, Hello, Preamble, Report, WORKER_ARG};
+use crate::worker::task::{Task, WorkerQueues};
+
+/// The capacity asked for the pipe from a worker process.
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// Who a worker process is, for messages.
+struct Origin<'a> {
+    program: &'a Path,
+    plugin: &'a str,
+    generator: &'a str,
+}
+
+/// Why the reports from a worker process stopped making sense.
+enum Broken {
+    /// It never opened with the handshake: not a sandgen worker program.
+    NoHandshake,
+    /// It speaks another version of the protocol.
+    Version(u32),
+    /// A malformed message, or a read that failed.
+    Io(std::io::Error),
+}
+
+/// The parent's side of a worker process.
+pub(crate) struct ProcessWorker {
+    child: Arc<Mutex<Child>>,
+    pid: u32,
+    /// Disconnects when the reader thread has reaped the child.
+    reaped: Receiver<()>,
+}
+
+impl ProcessWorker {
+    /// Starts the worker process and the threads that connect it to the
+    /// caller's queues.
+    pub(crate) fn spawn(
+        plugin: &Loaded,
+        task: Task,
+        output: OutputHandler,
+        queues: WorkerQueues,
+    ) -> Result<ProcessWorker, Error> {
+        let fuel = task.limits.fuel.is_some();
+        let payload = task.args.len() + task.config.len();
+        if payload > wire::MAX_MESSAGE - (1 << 20) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "args and config of {payload} bytes are more than a worker process accepts ({} bytes); \
+                     pass large inputs as files in a granted directory",
+                    wire::MAX_MESSAGE - (1 << 20)
+                ),
+            ));
+        }
+        let program = plugin.worker_program()?;
+        let compiled = plugin.compiled_file(fuel)?.to_owned();
+        let max_batch = MAX_BATCH_BYTES + task.limits.max_item_bytes as usize + 64;
+        let mut child = Process::new(&program)
+            .arg(WORKER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::WorkerDied,
+                    format!(
+                        "failed to start the worker process `{}`: {e}; set `EngineBuilder::worker_program` \
+                         to the sandgen binary",
+                        program.display()
+                    ),
+                )
+            })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::new(
+                ErrorKind::WorkerDied,
+                "the worker process has no pipes",
+            ));
+        };
+        // Batches are up to 256 KiB: a pipe that holds whole batches saves
+        // both processes many wake-ups. Best effort (the system's limit may
+        // be lower).
+        #[cfg(target_os = "linux")]
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
+        let generator = task.generator.clone();
+        let hello = Hello {
+            plugin: plugin.name().to_owned(),
+            compiled,
+            task,
+        };
+        let pid = child.id();
+        let child = Arc::new(Mutex::new(child));
+        let (reaped_tx, reaped) = crossbeam_channel::bounded::<()>(0);
+        let worker = ProcessWorker {
+            child: child.clone(),
+            pid,
+            reaped,
+        };
+        let plugin = plugin.name().to_owned();
+        let (commands, statuses) = (queues.commands, queues.statuses);
+        let writer = std::thread::Builder::new()
+            .name(format!("sandgen-to-{generator}"))
+            .spawn(move || forward_commands(stdin, &hello, &commands));
+        let reader = std::thread::Builder::new()
+            .name(format!("sandgen-from-{generator}"))
+            .spawn(move || {
+                let _reaped = reaped_tx;
+                read_reports(
+                    stdout,
+                    &statuses,
+                    &output,
+                    &Origin {
+                        program: &program,
+                        plugin: &plugin,
+                        generator: &generator,
+                    },
+                    max_batch,
+                    &child,
+                );
+            });
+        if writer.is_err() || reader.is_err() {
+            worker.kill();
+            if reader.is_err() {
+                // Nobody else will reap it.
+                let _ = worker
+                    .child
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .wait();
+            }
+            return Err(Error::new(
+                ErrorKind::WorkerDied,
+                "failed to start the threads of a worker process",
+            ));
+        }
+        Ok(worker)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Stops the worker at once.
+    pub(crate) fn kill(&self) {
+        let _ = self.child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    }
+
+    /// Waits up to `grace` for the process to end by itself (it was told to
+    /// abort), then kills it; either way it is reaped.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.reaped.recv_timeout(grace) {
+            self.kill();
+            let _ = self.reaped.recv();
+        }
+    }
+}
+
+/// Parent → child: the preamble and the handshake, then every command.
+/// When the caller's side is gone, dropping stdin ends the child.
+fn forward_commands(stdin: ChildStdin, hello: &Hello, commands: &Receiver<Command>) {
+    let mut stdin = BufWriter::new(stdin);
+    if wire::write_preamble(&mut stdin)
+        .and_then(|()| wire::write(&mut stdin, hello))
+        .and_then(|()| stdin.flush())
+        .is_err()
+    {
+        return;
+    }
+    for command in commands {
+        let abort = command == Command::Abort;
+        if wire::write(&mut stdin, &command)
+            .and_then(|()| stdin.flush())
+            .is_err()
+            || abort
+        {
+            return;
+        }
+    }
+}
+
+/// Child → parent: reports into the caller's queue and output handler; at
+/// the end, reaps the child and reports its death unless it ended with a
+/// final status.
+fn read_reports(
+    stdout: ChildStdout,
+    statuses: &Sender<Status>,
+    output: &OutputHandler,
+    origin: &Origin<'_>,
+    max_batch: usize,
+    child: &Mutex<Child>,
+) {
+    let Origin {
+        plugin, generator, ..
+    } = *origin;
+    let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
+    let mut ended = false;
+    let mut initialized = false;
+    let broken = match wire::read_preamble(&mut stdout) {
+        Ok(Preamble::Matches) => None,
+        Ok(Preamble::Ended) => Some(Broken::NoHandshake),
+        Ok(Preamble::Version(version)) => Some(Broken::Version(version)),
+        Ok(Preamble::Foreign(_)) => Some(Broken::NoHandshake),
+        Err(e) => Some(Broken::Io(e)),
+    };
+    let broken = broken.or_else(|| {
+        loop {
+            match wire::read_report(&mut stdout, max_batch) {
+                Ok(Some(Report::Output { stderr, text })) => {
+                    let stream = if stderr {
+                        GuestStream::Stderr
+                    } else {
+                        GuestStream::Stdout
+                    };
+                    output(&OutputLine {
+                        plugin,
+                        generator,
+                        stream,
+                        text: &text,
+                    });
+                }
+                Ok(Some(Report::Status(Status::Items(batch))))
+                    if validate_batch(&batch.frames, u32::MAX, u32::MAX, u32::MAX)
+                        != Ok(batch.count)
+                        || batch.count == 0 =>
+                {
+                    // The worker validated this batch; a worker process that
+                    // sends one it would not have is not trusted further.
+                    break Some(Broken::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "an item batch whose frames do not match its count",
+                    )));
+                }
+                Ok(Some(Report::Status(status))) => {
+                    initialized |= matches!(status, Status::InitializationSucceeded);
+                    ended = matches!(
+                        status,
+                        Status::InitializationFailed(_)
+                            | Status::IteratorFailed(_)
+                            | Status::UnexpectedCommand(_)
+                    );
+                    if statuses.send(status).is_err() {
+                        break None;
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(Broken::Io(e)),
+            }
+        }
+    });
+    if broken.is_some() {
+        // A child that speaks garbage is not trusted to end by itself.
+        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    }
+    let status = child.lock().unwrap_or_else(|e| e.into_inner()).wait();
+    if ended {
+        return;
+    }
+    let died = |how: String| {
+        Error::new(
+            ErrorKind::WorkerDied,
+            format!("the worker process of generator {generator} died: it {how}"),
+        )
+    };
+    let error = match (broken, status) {
+        (Some(Broken::Version(version)), _) => Error::new(
+            ErrorKind::WorkerDied,
+            format!(
+                "the worker program `{}` speaks worker protocol version {version}, this sandgen \
+                 speaks version {}: use a worker program of the same sandgen version \
+                 (`EngineBuilder::worker_program`)",
+                origin.program.display(),
+                wire::PROTOCOL
+            ),
+        ),
+        (Some(Broken::NoHandshake), status) => died(format!(
+            "{} before the worker handshake: `{}` is not a sandgen worker program; use the \
+             `sandgen` binary or a program that calls `sandgen::run_worker_if_requested()` \
+             first thing in `main`",
+            status.map_or_else(|e| format!("could not be waited for ({e})"), describe),
+            origin.program.display(),
+        )),
+        (Some(Broken::Io(e)), _) => died(format!("sent a malformed message ({e}) and was killed")),
+        (None, Ok(status)) => died(describe(status)),
+        (None, Err(e)) => died(format!("could not be waited for ({e})")),
+    };
+    let _ = statuses.send(if initialized {
+        Status::IteratorFailed(error)
+    } else {
+        Status::InitializationFailed(error)
+    });
+}
+
+/// "exited with status 17", "was killed by signal 9 (SIGKILL)".
+fn describe(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(signal) = status.signal() {
+            let name = match signal {
+                6 => " (SIGABRT)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            return format!("was killed by signal {signal}{name}");
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => format!("ended ({status})"),
+    }
+}

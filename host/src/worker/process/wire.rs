@@ -1,0 +1,334 @@
+//! The wire format between a caller and its worker process. Each
+//! direction opens with a preamble (magic and protocol version, so that a
+//! caller and a worker program of different sandgen versions refuse each
+//! other clearly); then each message is a frame `[u64 little-endian
+//! length][tag byte][payload]`. Item batches (the hot path) are written and
+//! read without an intermediate copy; other messages are bincode with a size
+//! limit (`sandgen_wire::message`).
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use sandgen_wire::message;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::guest::output::GuestStream;
+use crate::protocol::{Batch, Status};
+use crate::worker::task::Task;
+
+/// The largest non-item message accepted (the handshake carries the
+/// generator's arguments and config).
+pub(crate) const MAX_MESSAGE: usize = message::MAX;
+
+/// The version of this protocol: what a caller and a worker program must
+/// agree on. Raise it with any change to the messages below or to
+/// [`Command`](crate::protocol::Command), [`Status`], [`Task`](crate::worker::task::Task)
+/// or what they contain.
+pub(crate) const PROTOCOL: u32 = 1;
+
+/// The first argument that makes a program a worker process.
+pub(crate) const WORKER_ARG: &str = "__sandgen-worker";
+
+/// The caller's first message after its preamble: everything the worker
+/// needs.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// The plugin's name, for messages and output prefixes.
+    pub(crate) plugin: String,
+    /// The compiled component in the compile cache.
+    pub(crate) compiled: PathBuf,
+    pub(crate) task: Task,
+}
+
+/// Opens each direction of the stream, before any frame: the magic, then
+/// [`PROTOCOL`] as a little-endian u32. Fixed forever, so that two
+/// versions can always tell that they differ.
+const MAGIC: &[u8; 8] = b"sandgen\0";
+
+const TAG_MESSAGE: u8 = 0;
+const TAG_ITEMS: u8 = 1;
+
+/// Worker process → parent, besides item batches.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    Status(Status),
+    /// A line the guest printed.
+    Output {
+        stderr: bool,
+        text: String,
+    },
+}
+
+impl Report {
+    pub(crate) fn output(stream: GuestStream, text: &str) -> Report {
+        Report::Output {
+            stderr: stream == GuestStream::Stderr,
+            text: text.to_owned(),
+        }
+    }
+}
+
+fn bad(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Writes this side's preamble: the magic and the protocol version.
+pub(crate) fn write_preamble(w: &mut impl Write) -> io::Result<()> {
+    w.write_all(MAGIC)?;
+    w.write_all(&PROTOCOL.to_le_bytes())
+}
+
+/// What the other side opened its stream with.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Preamble {
+    /// A sandgen speaking this protocol.
+    Matches,
+    /// A sandgen speaking another version of it.
+    Version(u32),
+    /// Not sandgen: the first bytes that arrived.
+    Foreign(Vec<u8>),
+    /// The stream ended before a preamble.
+    Ended,
+}
+
+/// Reads the other side's preamble.
+pub(crate) fn read_preamble(r: &mut impl Read) -> io::Result<Preamble> {
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if got == 0 {
+        return Ok(Preamble::Ended);
+    }
+    if got < head.len() || &head[..8] != MAGIC {
+        return Ok(Preamble::Foreign(head[..got].to_vec()));
+    }
+    let version = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+    Ok(if version == PROTOCOL {
+        Preamble::Matches
+    } else {
+        Preamble::Version(version)
+    })
+}
+
+/// Any message that is not an item batch (the handshake, commands).
+pub(crate) fn write<T: Serialize>(w: &mut impl Write, value: &T) -> io::Result<()> {
+    let payload = message::encode(value).map_err(bad)?;
+    w.write_all(&(payload.len() as u64 + 1).to_le_bytes())?;
+    w.write_all(&[TAG_MESSAGE])?;
+    w.write_all(&payload)
+}
+
+/// Reads one frame's header: `None` at a clean end of stream.
+fn read_header(r: &mut impl Read) -> io::Result<Option<(u8, u64)>> {
+    let mut len = [0u8; 8];
+    match r.read_exact(&mut len[..1]) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    }
+    r.read_exact(&mut len[1..])?;
+    let len = u64::from_le_bytes(len);
+    if len == 0 {
+        return Err(bad("empty frame"));
+    }
+    let mut tag = [0u8];
+    r.read_exact(&mut tag)?;
+    Ok(Some((tag[0], len - 1)))
+}
+
+fn read_payload(r: &mut impl Read, len: u64, limit: usize) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= limit)
+        .ok_or_else(|| {
+            bad(format!(
+                "a {len}-byte message is larger than the {limit} bytes allowed"
+            ))
+        })?;
+    // Grow with the data that really arrives, not with what the header
+    // claims.
+    let mut payload = Vec::with_capacity(len.min(1 << 20));
+    r.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the stream ended inside a message",
+        ));
+    }
+    Ok(payload)
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> io::Result<T> {
+    message::decode(payload).map_err(bad)
+}
+
+/// Reads one non-item message; `None` at a clean end of stream.
+pub(crate) fn read<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<T>> {
+    let Some((tag, len)) = read_header(r)? else {
+        return Ok(None);
+    };
+    if tag != TAG_MESSAGE {
+        return Err(bad(format!("unexpected frame tag {tag}")));
+    }
+    decode(&read_payload(r, len, MAX_MESSAGE)?).map(Some)
+}
+
+/// Worker process side: a report, or an item batch without copying it.
+pub(crate) fn write_report(w: &mut impl Write, report: Report) -> io::Result<()> {
+    match report {
+        Report::Status(Status::Items(batch)) => {
+            w.write_all(&(batch.frames.len() as u64 + 5).to_le_bytes())?;
+            w.write_all(&[TAG_ITEMS])?;
+            w.write_all(&batch.count.to_le_bytes())?;
+            w.write_all(&batch.frames)
+        }
+        other => write(w, &other),
+    }
+}
+
+/// Parent side: the next report; `None` at a clean end of stream. Item
+/// batches are read straight into their buffer, up to `max_batch`
+/// bytes; the caller validates their frames.
+pub(crate) fn read_report(r: &mut impl Read, max_batch: usize) -> io::Result<Option<Report>> {
+    let Some((tag, len)) = read_header(r)? else {
+        return Ok(None);
+    };
+    match tag {
+        TAG_MESSAGE => decode(&read_payload(r, len, MAX_MESSAGE)?).map(Some),
+        TAG_ITEMS => {
+            let len = len
+                .checked_sub(4)
+                .ok_or_else(|| bad("an item frame without a count"))?;
+            let mut count = [0u8; 4];
+            r.read_exact(&mut count)?;
+            let frames = read_payload(r, len, max_batch)?;
+            Ok(Some(Report::Status(Status::Items(Batch {
+                frames,
+                count: u32::from_le_bytes(count),
+            }))))
+        }
+        other => Err(bad(format!("unexpected frame tag {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+    use crate::protocol::Command;
+
+    fn round_trip(report: Report) -> Report {
+        let mut buf = Vec::new();
+        write_report(&mut buf, report).unwrap();
+        let mut reader = buf.as_slice();
+        let back = read_report(&mut reader, 1 << 20).unwrap().unwrap();
+        assert!(read_report(&mut reader, 1 << 20).unwrap().is_none());
+        back
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        let batch = Batch {
+            frames: vec![1, 0, 0, 0, 42],
+            count: 1,
+        };
+        match round_trip(Report::Status(Status::Items(batch))) {
+            Report::Status(Status::Items(b)) => {
+                assert_eq!((b.frames, b.count), (vec![1, 0, 0, 0, 42], 1))
+            }
+            other => panic!("{other:?}"),
+        }
+        let error = Error::new(ErrorKind::Trap, "boom");
+        match round_trip(Report::Status(Status::IteratorFailed(error.clone()))) {
+            Report::Status(Status::IteratorFailed(e)) => assert_eq!(e, error),
+            other => panic!("{other:?}"),
+        }
+        let mut buf = Vec::new();
+        write(&mut buf, &Command::Consumed { items: 3, bytes: 9 }).unwrap();
+        assert_eq!(
+            read::<Command>(&mut buf.as_slice()).unwrap(),
+            Some(Command::Consumed { items: 3, bytes: 9 })
+        );
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_errors() {
+        let mut buf = Vec::new();
+        write_report(
+            &mut buf,
+            Report::Status(Status::Items(Batch {
+                frames: vec![0; 100],
+                count: 1,
+            })),
+        )
+        .unwrap();
+        assert!(read_report(&mut buf.as_slice(), 10).is_err());
+        assert!(read_report(&mut &buf[..50], 1000).is_err());
+        // A huge length is refused before anything is allocated.
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.push(TAG_MESSAGE);
+        assert!(read::<Command>(&mut huge.as_slice()).is_err());
+    }
+
+    /// Random and mutated streams: the decoder never panics. Set
+    /// `SANDGEN_FUZZ_ITERATIONS` for a longer run.
+    #[test]
+    fn fuzz_report_decoder() {
+        let iterations: u64 = std::env::var("SANDGEN_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(50_000);
+        let mut seeds = Vec::new();
+        for report in [
+            Report::Status(Status::IterationStarted),
+            Report::Status(Status::IteratorFailed(Error::new(ErrorKind::Trap, "x"))),
+            Report::Output {
+                stderr: true,
+                text: "line".into(),
+            },
+            Report::Status(Status::Items(Batch {
+                frames: vec![2, 0, 0, 0, 1, 2],
+                count: 1,
+            })),
+        ] {
+            let mut buf = Vec::new();
+            write_report(&mut buf, report).unwrap();
+            seeds.push(buf);
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut decoded = 0u64;
+        for i in 0..iterations {
+            let mut buf = seeds[(i % seeds.len() as u64) as usize].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % buf.len() as u64) as usize;
+                match next() % 3 {
+                    0 => buf[at] = next() as u8,
+                    1 => buf.truncate(at),
+                    _ => buf.insert(at, next() as u8),
+                }
+                if buf.is_empty() {
+                    break;
+                }
+            }
+            let mut reader = buf.as_slice();
+            while let Ok(Some(_)) = read_report(&mut reader, 1 << 16) {
+                decoded += 1;
+            }
+            let _ = read::<Command>(&mut buf.as_slice());
+        }
+        eprintln!("fuzzed {iterations} streams, {decoded} messages decoded");
+    }
+}

@@ -1,0 +1,49 @@
+//! What a worker runs, and the caller's ends of its queues.
+
+use crossbeam_channel::{Receiver, Sender};
+use sandgen_wire::Encoding;
+use serde::{Deserialize, Serialize};
+
+use crate::options::{Flow, Grants, Limits};
+use crate::protocol::{Command, Status};
+
+/// What a worker runs, apart from the component itself: the same in both
+/// flavours (a worker process receives it in its handshake).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Task {
+    pub(crate) generator: String,
+    pub(crate) encoding: Encoding,
+    #[serde(with = "serde_bytes")]
+    pub(crate) config: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: Vec<u8>,
+    pub(crate) grants: Grants,
+    pub(crate) limits: Limits,
+    pub(crate) flow: Flow,
+}
+
+/// The caller's ends of a worker's queues: commands in, statuses out.
+pub(crate) struct Queues {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) statuses: Receiver<Status>,
+}
+
+/// The worker's ends of its queues.
+pub(crate) struct WorkerQueues {
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) statuses: Sender<Status>,
+}
+
+/// A fresh pair of queues (unbounded: the back-pressure is the credit the
+/// caller returns with `Command::Consumed`, not the queue's capacity).
+pub(crate) fn queues() -> (Queues, WorkerQueues) {
+    let (commands, command_rx) = crossbeam_channel::unbounded();
+    let (status_tx, statuses) = crossbeam_channel::unbounded();
+    (
+        Queues { commands, statuses },
+        WorkerQueues {
+            commands: command_rx,
+            statuses: status_tx,
+        },
+    )
+}

@@ -1,0 +1,78 @@
+//! The thread flavour: the worker state machine on a thread of the caller's
+//! process, with its own guest; interrupted through its [`Interrupt`].
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::OutputHandler;
+use crate::guest::{Interrupt, Linked};
+use crate::worker::machine;
+use crate::worker::task::{Task, WorkerQueues};
+
+/// The caller's handle on a worker thread.
+pub(crate) struct ThreadWorker {
+    interrupt: Arc<Interrupt>,
+    /// Disconnects when the worker thread ends.
+    done: Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ThreadWorker {
+    /// Starts the worker thread.
+    pub(crate) fn spawn(
+        linked: Linked,
+        task: Task,
+        output: OutputHandler,
+        queues: WorkerQueues,
+    ) -> Result<ThreadWorker, Error> {
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
+        let interrupt = Arc::new(Interrupt::default());
+        let worker_interrupt = interrupt.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sandgen-{}", task.generator))
+            .spawn(move || {
+                let _done = done_tx;
+                machine::run(
+                    &linked,
+                    task,
+                    output,
+                    &queues.commands,
+                    &queues.statuses,
+                    &worker_interrupt,
+                );
+            })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::WorkerDied,
+                    format!("failed to start a worker thread: {e}"),
+                )
+            })?;
+        Ok(ThreadWorker {
+            interrupt,
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the guest at once, wherever it is.
+    pub(crate) fn interrupt(&self) {
+        self.interrupt.trigger();
+    }
+
+    /// Interrupts the guest and waits up to `grace` for the thread to end; a
+    /// thread still running then (a guest stuck where no interrupt reaches)
+    /// is left to end on its own.
+    pub(crate) fn shutdown(&mut self, grace: Duration) {
+        self.interrupt.trigger();
+        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+            self.done.recv_timeout(grace)
+            && let Some(thread) = self.thread.take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
