@@ -1,5 +1,5 @@
 //! The `sandgen` command, tested as a process: output, exit statuses and the
-//! one-line errors of design §6.
+//! one-line errors that README.md ("The CLI") promises.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt as _;

@@ -1,7 +1,7 @@
 //! The cases of SPDL's upstream tests for `iterate_in_subprocess`
-//! (`shared/reference/spdl-tests.md`), ported to sandgen. Each test names the
+//! (`tests/spdl-cases.md`), ported to sandgen. Each test names the
 //! case it ports; where sandgen is stricter than SPDL, the test asserts the
-//! stricter behaviour (design §2).
+//! stricter behaviour (ARCHITECTURE.md, "The protocol").
 
 use std::time::{Duration, Instant};
 

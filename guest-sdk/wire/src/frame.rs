@@ -8,6 +8,7 @@
 ///
 /// What `write` returns (`buf` is then as it was), or an item larger than
 /// 4 GiB, the most a frame can hold.
+#[inline]
 pub fn push<E: From<crate::CodecError>>(
     buf: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
@@ -103,11 +104,13 @@ impl Frames {
     }
 
     /// Items not yet read.
+    #[inline]
     pub fn left(&self) -> u32 {
         self.left
     }
 
     /// The batch's size in bytes.
+    #[inline]
     pub fn bytes(&self) -> usize {
         self.buf.len()
     }
@@ -115,6 +118,7 @@ impl Frames {
     /// The next item's bytes. The batch was validated when it was made;
     /// the bounds are checked again all the same, so a broken batch ends
     /// early instead of panicking.
+    #[inline]
     pub fn next_frame(&mut self) -> Option<&[u8]> {
         if self.left == 0 {
             return None;

@@ -117,6 +117,7 @@ impl Encoding {
     /// # Errors
     ///
     /// As for [`encode`](Self::encode); `buf` may then hold part of the value.
+    #[inline]
     pub fn encode_into<T: Serialize + ?Sized>(
         self,
         value: &T,

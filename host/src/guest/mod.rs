@@ -22,7 +22,7 @@ use crate::guest::output::{GuestOutput, OutputHandler};
 use crate::guest::state::HostState;
 use crate::options::{Grants, Limits};
 
-pub(crate) use crate::guest::trap::reported_error;
+pub(crate) use crate::guest::trap::{Fault, Stop, reported_error};
 
 /// A component linked in its engine: what a guest is instantiated from.
 /// Cheap to clone; shared by every worker of a plugin in this process.
@@ -52,22 +52,6 @@ impl Interrupt {
     fn is_set(&self) -> bool {
         self.set.load(Ordering::SeqCst)
     }
-}
-
-/// Why a guest call did not return.
-pub(crate) enum Fault {
-    /// The caller interrupted it (teardown or timeout).
-    Interrupted,
-    /// It trapped or the host failed.
-    Trap(wasmtime::Error),
-}
-
-/// How a phase ended when it did not succeed.
-pub(crate) enum Stop {
-    /// Interrupted by the caller: end quietly, nobody is listening.
-    Quiet,
-    /// Failed: report this error, then end.
-    Failed(Error),
 }
 
 /// One instantiated guest.

@@ -7,7 +7,22 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::{GuestOutput, summarize_stderr};
 use crate::guest::state::HostState;
-use crate::guest::{Fault, Stop};
+
+/// Why a guest call did not return.
+pub(crate) enum Fault {
+    /// The caller interrupted it (teardown or timeout).
+    Interrupted,
+    /// It trapped or the host failed.
+    Trap(wasmtime::Error),
+}
+
+/// How a phase ended when it did not succeed.
+pub(crate) enum Stop {
+    /// Interrupted by the caller: end quietly, nobody is listening.
+    Quiet,
+    /// Failed: report this error, then end.
+    Failed(Error),
+}
 
 pub(super) fn fault_stop(
     store: &Store<HostState>,
