@@ -1,5 +1,7 @@
 //! The epoch clock: a thread that ticks every [`EPOCH_TICK`] while at least
 //! one [`ClockGuard`] lives (a guest is instantiated), and sleeps otherwise.
+//! It lives as long as any [`Clock`] handle: a guest holds one, so a guest
+//! stays interruptible after its engine and plugin were dropped.
 //! Each tick advances the engines' epochs, which is how a guest spinning in
 //! wasm code notices an interrupt (teardown or timeout).
 
@@ -11,8 +13,15 @@ use std::time::Duration;
 /// a running guest notices an interrupt.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// The clock thread; stops when dropped.
-pub(crate) struct Ticker {
+/// The clock: its thread, shared by every handle; the thread stops when the
+/// last handle is dropped (an engine, a plugin, or a guest still running
+/// after both were dropped keeps it going).
+#[derive(Clone)]
+pub(crate) struct Clock {
+    ticker: Arc<Ticker>,
+}
+
+struct Ticker {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -35,10 +44,10 @@ impl Shared {
     }
 }
 
-impl Ticker {
+impl Clock {
     /// Starts the thread, which calls `tick` every [`EPOCH_TICK`] while a
     /// guard lives.
-    pub(crate) fn start(tick: impl Fn() + Send + 'static) -> std::io::Result<Ticker> {
+    pub(crate) fn start(tick: impl Fn() + Send + 'static) -> std::io::Result<Clock> {
         let shared = Arc::new(Shared::default());
         let clock = shared.clone();
         let thread = std::thread::Builder::new()
@@ -57,16 +66,20 @@ impl Ticker {
                     tick();
                 }
             })?;
-        Ok(Ticker {
-            shared,
-            thread: Some(thread),
+        Ok(Clock {
+            ticker: Arc::new(Ticker {
+                shared,
+                thread: Some(thread),
+            }),
         })
     }
 
-    /// A handle that can start guards later, from any thread.
-    pub(crate) fn handle(&self) -> Clock {
-        Clock {
-            shared: self.shared.clone(),
+    /// Keeps the clock running while the guard lives.
+    pub(crate) fn activate(&self) -> ClockGuard {
+        self.ticker.shared.lock().active += 1;
+        self.ticker.shared.wake.notify_one();
+        ClockGuard {
+            clock: self.clone(),
         }
     }
 }
@@ -81,30 +94,13 @@ impl Drop for Ticker {
     }
 }
 
-/// A cheap handle on a [`Ticker`]'s clock.
-#[derive(Clone)]
-pub(crate) struct Clock {
-    shared: Arc<Shared>,
-}
-
-impl Clock {
-    /// Keeps the clock running while the guard lives.
-    pub(crate) fn activate(&self) -> ClockGuard {
-        self.shared.lock().active += 1;
-        self.shared.wake.notify_one();
-        ClockGuard {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// Keeps the epoch clock running while it lives.
+/// Keeps the epoch clock running (and its thread alive) while it lives.
 pub(crate) struct ClockGuard {
-    shared: Arc<Shared>,
+    clock: Clock,
 }
 
 impl Drop for ClockGuard {
     fn drop(&mut self) {
-        self.shared.lock().active -= 1;
+        self.clock.ticker.shared.lock().active -= 1;
     }
 }

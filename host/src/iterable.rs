@@ -289,10 +289,15 @@ impl IterableBuilder {
             starts_seen: AtomicU64::new(0),
             failure: Mutex::new(None),
         };
-        match iterable.recv("initialization")? {
-            Status::InitializationSucceeded => Ok(iterable),
-            Status::InitializationFailed(error) => Err(error),
-            other => Err(iterable.protocol_error(&other, "initialization")),
+        loop {
+            match iterable.recv("initialization")? {
+                // The worker is up and has the plugin: from here on, the
+                // inactivity timeout counts the plugin's own time.
+                Status::Loaded => {}
+                Status::InitializationSucceeded => return Ok(iterable),
+                Status::InitializationFailed(error) => return Err(error),
+                other => return Err(iterable.protocol_error(&other, "initialization")),
+            }
         }
     }
 }

@@ -33,6 +33,11 @@ pub(crate) enum Status {
     IteratorFailed(Error),
     IterationFinished,
     UnexpectedCommand(Command),
+    /// The worker runs and has the plugin loaded (a worker process has
+    /// started and read its compiled component); initialization begins.
+    /// The caller's inactivity timeout restarts here, so that it counts
+    /// the plugin's time, not the start of a worker process.
+    Loaded,
 }
 
 /// A batch of items as the worker sends it: frames checked by

@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings;
 use crate::cache::Cache;
-use crate::clock::Ticker;
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::guest::Linked;
 use crate::guest::state::HostState;
@@ -117,7 +117,7 @@ pub(crate) struct Shared {
     cache: Option<Cache>,
     worker_program: Option<PathBuf>,
     runtimes: Arc<Runtimes>,
-    ticker: Ticker,
+    clock: Clock,
 }
 
 impl Shared {
@@ -127,7 +127,7 @@ impl Shared {
     ) -> Result<Shared, Error> {
         let runtimes = Arc::new(Runtimes::default());
         let ticking = runtimes.clone();
-        let ticker = Ticker::start(move || ticking.tick()).map_err(|e| {
+        let clock = Clock::start(move || ticking.tick()).map_err(|e| {
             Error::new(
                 ErrorKind::Load,
                 format!("failed to start the epoch thread: {e}"),
@@ -137,7 +137,7 @@ impl Shared {
             cache: cache.map(Cache::new),
             worker_program,
             runtimes,
-            ticker,
+            clock,
         })
     }
 
@@ -176,7 +176,7 @@ impl Shared {
             name: name.into(),
             pre: runtime.link(name, &component)?,
             engine: runtime.engine.clone(),
-            clock: self.ticker.handle(),
+            clock: self.clock.clone(),
         })
     }
 }
@@ -284,7 +284,7 @@ impl Loaded {
                     name: self.name.clone(),
                     pre: runtime.link(&self.origin, &component)?,
                     engine: runtime.engine.clone(),
-                    clock: self.shared.ticker.handle(),
+                    clock: self.shared.clock.clone(),
                 },
                 file,
             })

@@ -42,6 +42,11 @@ fn run_command(args: &[&str]) -> Command {
 /// machine takes tens of seconds), not a measure of speed.
 const CLI_DEADLINE: Duration = Duration::from_secs(180);
 
+/// Below the 1 s after which teardown kills a worker that did not stop by
+/// itself, and far above the milliseconds teardown takes: a run that ends
+/// within it was stopped, not drained and not killed.
+const TEARDOWN: Duration = Duration::from_millis(800);
+
 fn sandgen(args: &[&str]) -> Output {
     let mut args = args.to_vec();
     if matches!(args.first(), Some(&"run" | &"bench")) {
@@ -442,10 +447,17 @@ fn closing_stdout_early_ends_quietly() {
     let mut lines = BufReader::new(child.take_stdout()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "0");
     drop(lines);
+    let closed = Instant::now();
     let output = child.wait(CLI_DEADLINE, "sandgen run with its stdout closed");
+    let took = closed.elapsed();
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "stderr: {err}");
     assert_eq!(err, "");
+    // 10^8 items would take seconds to drain: the run stopped instead.
+    assert!(
+        took < TEARDOWN,
+        "the run ended {took:?} after its stdout closed"
+    );
 }
 
 both_isolations!(sigterm_and_sigint_end_a_busy_run_promptly);
@@ -493,12 +505,33 @@ fn sigterm_and_sigint_end_a_busy_run_promptly() {
 
 both_isolations!(take_stops_a_huge_pass);
 /// `--take` stops the pass (not drained): a huge generator ends at once.
+/// The worker spins after its first item, so only a stopped (interrupted)
+/// pass ends: within milliseconds of the initializer, not after the 1 s
+/// fallback that kills a worker at teardown.
 fn take_stops_a_huge_pass() {
-    let (out, _) = expect(
-        &sandgen(&["run", FIXTURE_SPDL, "spin", "--args", "1", "--take", "1"]),
-        0,
+    let mut child = Running::spawn(
+        &run_command(&[
+            FIXTURE_SPDL,
+            "spin",
+            "--args",
+            "1",
+            "--take",
+            "1",
+            "--config",
+            r#"{"announce": "initialized"}"#,
+        ]),
+        Stdout::Collect,
     );
+    child.stderr_line("initialized", CLI_DEADLINE);
+    let started = Instant::now();
+    let output = child.wait(CLI_DEADLINE, "sandgen run --take 1");
+    let took = started.elapsed();
+    let (out, _) = expect(&output, 0);
     assert_eq!(out, "0\n");
+    assert!(
+        took < TEARDOWN,
+        "--take 1 ended {took:?} after initialization"
+    );
 }
 
 both_isolations!(faults_exit_1_with_their_words);

@@ -55,15 +55,53 @@ fn fuel_stops_a_spinning_guest() {
 }
 
 both_isolations!(fuel_is_a_budget_per_pass);
+/// The fuel budget is refilled for every pass: measure what one pass costs
+/// (B, to 1 %), then give 1.5·B, which one pass fits and two do not, and run
+/// many passes.
 fn fuel_is_a_budget_per_pass() {
-    let iterable = spdl()
-        .generator("range")
-        .args(&1000u64)
-        .fuel(20_000_000)
-        .build()
-        .unwrap();
-    for _ in 0..20 {
-        let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    let iterable = |budget: u64| {
+        spdl()
+            .generator("range")
+            .args(&1000u64)
+            .fuel(budget)
+            .build()
+    };
+    let one_pass_fits = |budget: u64| {
+        iterable(budget).is_ok_and(|iterable| {
+            iterable
+                .iter::<u64>()
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .is_ok_and(|items| items.len() == 1000)
+        })
+    };
+    let (mut low, mut high) = (1u64, 1u64 << 32);
+    assert!(
+        one_pass_fits(high),
+        "a pass of 1000 items needs less than 2^32 units"
+    );
+    while high - low > high / 100 {
+        let mid = low + (high - low) / 2;
+        if one_pass_fits(mid) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    assert!(
+        !one_pass_fits(low),
+        "{low} units are not enough for one pass"
+    );
+    let budget = high * 3 / 2;
+    let iterable = iterable(budget).unwrap();
+    for pass in 0..20 {
+        let items: Vec<u64> = iterable
+            .iter()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| {
+                panic!("pass {pass} with {budget} units (one costs about {high}): {e}")
+            });
         assert_eq!(items.len(), 1000);
     }
 }
@@ -323,7 +361,7 @@ fn huge_plugin_messages_are_cut() {
             .encoding(Encoding::Json)
             .args(&json!({ "n": 3, "fail_at": 1, "message": message })),
     );
-    assert_eq!(error.kind(), ErrorKind::IterationFailed);
+    assert_eq!(error.kind(), ErrorKind::IterationFailed, "{error}");
     let kept = error.plugin_message().unwrap();
     assert!(
         kept.ends_with("[message cut at 64 KiB]"),
@@ -331,4 +369,49 @@ fn huge_plugin_messages_are_cut() {
         &kept[kept.len() - 40..]
     );
     assert!(kept.len() < 70 * 1024);
+}
+
+both_isolations!(an_iterable_outlives_its_engine_and_plugin);
+/// The engine and the plugin may be dropped while an iterable lives: its
+/// worker goes on, a spinning guest still times out, and dropping a busy
+/// iterable still stops its guest within milliseconds.
+fn an_iterable_outlives_its_engine_and_plugin() {
+    let spinning = |timeout: Option<Duration>| {
+        let engine = sandgen::Engine::builder()
+            .cache_dir(crate::util::cache_dir())
+            .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+            .build()
+            .unwrap();
+        let plugin = engine.load(crate::util::artifacts::FIXTURE_SPDL).unwrap();
+        let mut builder = plugin
+            .generator("spin")
+            .args(&1u64)
+            .isolation(crate::util::isolation());
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        builder.build().unwrap()
+    };
+    let iterable = spinning(Some(Duration::from_millis(200)));
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    assert_error(
+        &pass.next().unwrap().unwrap_err(),
+        ErrorKind::Timeout,
+        "timed out",
+    );
+    drop(pass);
+    drop(iterable);
+
+    let iterable = spinning(None);
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    drop(pass);
+    let started = Instant::now();
+    drop(iterable);
+    let teardown = started.elapsed();
+    assert!(
+        teardown < Duration::from_millis(500),
+        "dropping a busy iterable took {teardown:?}"
+    );
 }

@@ -5,6 +5,7 @@ use sandgen::ErrorKind;
 
 #[test]
 fn missing_file() {
+    let _watch = crate::util::watchdog("loading::missing_file");
     let error = engine().load("/no/such/plugin.wasm").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Load);
     assert!(
@@ -17,6 +18,7 @@ fn missing_file() {
 
 #[test]
 fn not_wasm() {
+    let _watch = crate::util::watchdog("loading::not_wasm");
     let error = engine()
         .load_bytes("notes", b"just some text, not wasm")
         .unwrap_err();
@@ -25,6 +27,7 @@ fn not_wasm() {
 
 #[test]
 fn core_module_is_not_a_component() {
+    let _watch = crate::util::watchdog("loading::core_module_is_not_a_component");
     // The smallest valid core module: magic and version 1.
     let error = engine().load_bytes("core", b"\0asm\x01\0\0\0").unwrap_err();
     assert_error(
@@ -36,6 +39,7 @@ fn core_module_is_not_a_component() {
 
 #[test]
 fn truncated_component_does_not_compile() {
+    let _watch = crate::util::watchdog("loading::truncated_component_does_not_compile");
     let bytes = std::fs::read(artifacts::FIXTURE_RAW).unwrap();
     let error = engine()
         .load_bytes("cut", &bytes[..bytes.len() / 2])
@@ -51,6 +55,7 @@ fn truncated_component_does_not_compile() {
 
 #[test]
 fn wrong_world_is_incompatible() {
+    let _watch = crate::util::watchdog("loading::wrong_world_is_incompatible");
     let error = engine().load(artifacts::FIXTURE_WRONG_WORLD).unwrap_err();
     assert_error(
         &error,
@@ -61,6 +66,7 @@ fn wrong_world_is_incompatible() {
 
 #[test]
 fn generators_are_listed() {
+    let _watch = crate::util::watchdog("loading::generators_are_listed");
     let names: Vec<String> = spdl()
         .generators()
         .unwrap()
@@ -93,6 +99,7 @@ fn generators_are_listed() {
 
 #[test]
 fn unknown_generator_is_a_create_failure() {
+    let _watch = crate::util::watchdog("loading::unknown_generator_is_a_create_failure");
     let error = spdl().generator("nope").build().unwrap_err();
     assert_eq!(error.kind(), ErrorKind::CreateFailed);
     assert!(
@@ -103,6 +110,7 @@ fn unknown_generator_is_a_create_failure() {
 
 #[test]
 fn bad_options_are_invalid_input() {
+    let _watch = crate::util::watchdog("loading::bad_options_are_invalid_input");
     let error = spdl()
         .generator("range")
         .buffer_size(0)
@@ -161,6 +169,7 @@ fn bad_options_are_invalid_input() {
 
 #[test]
 fn listing_a_plugin_that_hangs_times_out() {
+    let _watch = crate::util::watchdog("loading::listing_a_plugin_that_hangs_times_out");
     let plugin = engine().load(artifacts::FIXTURE_HANG_LIST).unwrap();
     let started = std::time::Instant::now();
     let error = plugin

@@ -1,17 +1,16 @@
 //! What only process isolation has: a worker process that can die, be
 //! killed, and must never outlive its caller.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandgen::{Engine, ErrorKind, Isolation};
 
-use crate::util::{artifacts, assert_error, cache_dir, plugin};
+use crate::util::{Running, Stdout, artifacts, assert_error, cache_dir, plugin};
 
 fn spdl_process() -> crate::util::Fixture {
-    crate::util::with_isolation(Isolation::Process, || {});
+    crate::util::set_isolation(Isolation::Process);
     plugin(artifacts::FIXTURE_SPDL)
 }
 
@@ -66,6 +65,7 @@ pub fn gone_within(pid: u32, limit: Duration, reaped: bool) -> Option<Duration> 
 
 #[test]
 fn worker_killed_mid_pass_is_reported_at_once() {
+    let _watch = crate::util::watchdog("process::worker_killed_mid_pass_is_reported_at_once");
     let iterable = spdl_process()
         .generator("spin")
         .args(&1u64)
@@ -94,6 +94,8 @@ fn worker_killed_mid_pass_is_reported_at_once() {
 
 #[test]
 fn worker_killed_while_idle_is_reported_on_the_next_pass() {
+    let _watch =
+        crate::util::watchdog("process::worker_killed_while_idle_is_reported_on_the_next_pass");
     let iterable = spdl_process()
         .generator("range")
         .args(&3u64)
@@ -115,6 +117,7 @@ fn worker_killed_while_idle_is_reported_on_the_next_pass() {
 
 #[test]
 fn dropping_the_iterable_ends_and_reaps_the_worker() {
+    let _watch = crate::util::watchdog("process::dropping_the_iterable_ends_and_reaps_the_worker");
     for generator in ["range", "spin"] {
         let iterable = spdl_process()
             .generator(generator)
@@ -137,6 +140,7 @@ fn dropping_the_iterable_ends_and_reaps_the_worker() {
 
 #[test]
 fn worker_that_cannot_start_or_dies_at_once() {
+    let _watch = crate::util::watchdog("process::worker_that_cannot_start_or_dies_at_once");
     for (program, words) in [
         (
             "/no/such/sandgen",
@@ -155,6 +159,8 @@ fn worker_that_cannot_start_or_dies_at_once() {
 
 #[test]
 fn without_a_cache_process_isolation_is_refused_clearly() {
+    let _watch =
+        crate::util::watchdog("process::without_a_cache_process_isolation_is_refused_clearly");
     let engine = Engine::builder()
         .no_cache()
         .worker_program(env!("CARGO_BIN_EXE_sandgen"))
@@ -177,7 +183,9 @@ fn without_a_cache_process_isolation_is_refused_clearly() {
 /// closes) and exits; nothing is left behind.
 #[test]
 fn worker_does_not_outlive_a_killed_caller() {
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_sandgen"))
+    let _watch = crate::util::watchdog("process::worker_does_not_outlive_a_killed_caller");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
+    command
         .args([
             "run",
             artifacts::FIXTURE_SPDL,
@@ -187,16 +195,15 @@ fn worker_does_not_outlive_a_killed_caller() {
             "--isolation",
             "process",
         ])
-        .env("SANDGEN_CACHE_DIR", cache_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .env("SANDGEN_CACHE_DIR", cache_dir());
+    // In a process group of its own: if this test fails, dropping `cli`
+    // kills the worker too.
+    let mut cli = Running::spawn(&command, Stdout::Collect);
     // The first item is printed once the worker spins; stdout is block
     // buffered, so wait for the worker process to appear instead.
     let started = Instant::now();
     let worker = loop {
-        if let Some(pid) = children(cli.id()).first() {
+        if let Some(pid) = children(cli.pid()).first() {
             break *pid;
         }
         assert!(
@@ -206,15 +213,14 @@ fn worker_does_not_outlive_a_killed_caller() {
         std::thread::sleep(Duration::from_millis(5));
     };
     std::thread::sleep(Duration::from_millis(100));
-    kill(cli.id());
-    let _ = cli.wait();
+    cli.signal("KILL");
+    cli.wait(Duration::from_secs(10), "the killed caller");
     let exited = gone_within(worker, Duration::from_secs(5), false);
     eprintln!("orphaned worker exited {exited:?} after its caller was killed");
     assert!(
         exited.is_some_and(|t| t < Duration::from_secs(1)),
         "worker {worker} outlived its caller"
     );
-    drop(BufReader::new(cli.stdout.take().unwrap()).lines());
 }
 
 /// The children of `pid`, from /proc.
@@ -243,6 +249,7 @@ pub fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn process_mode_routes_guest_output_to_the_handler() {
+    let _watch = crate::util::watchdog("process::process_mode_routes_guest_output_to_the_handler");
     let captured = crate::util::Captured::default();
     let iterable = spdl_process()
         .generator("announce")
@@ -267,6 +274,7 @@ fn process_mode_routes_guest_output_to_the_handler() {
 /// every batch it reads).
 #[test]
 fn malformed_batch_from_a_worker_process_is_refused() {
+    let _watch = crate::util::watchdog("process::malformed_batch_from_a_worker_process_is_refused");
     let dir = crate::util::temp_dir("sandgen-fake-worker");
     let fake = dir.join("fake-worker");
     // The preamble (magic, protocol version 1); then frames: [u64
@@ -297,6 +305,8 @@ fn malformed_batch_from_a_worker_process_is_refused() {
 /// with a hint, instead of failing inside the worker.
 #[test]
 fn oversized_args_are_refused_before_starting_a_worker() {
+    let _watch =
+        crate::util::watchdog("process::oversized_args_are_refused_before_starting_a_worker");
     let _heavy = crate::util::memory_heavy();
     let error = spdl_process()
         .generator("range")

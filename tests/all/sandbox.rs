@@ -139,3 +139,32 @@ fn a_coped_with_memory_refusal_is_not_a_memory_limit() {
     let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(&error, ErrorKind::Trap, "unrelated bug");
 }
+
+both_isolations!(output_lines_and_items_keep_their_order);
+/// Guest output and items reach the caller in the order the guest produced
+/// them, in both modes: `announce` prints `produced i` before it yields i,
+/// so when item i arrives, its line (and every earlier one) has arrived.
+fn output_lines_and_items_keep_their_order() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let iterable = spdl()
+        .generator("announce")
+        .args(&10_000u64)
+        .buffer_size(8)
+        .on_output(move |line| sink.lock().unwrap().push(line.text.to_owned()))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        lines.lock().unwrap().clear();
+        for (i, item) in iterable.iter::<u64>().unwrap().enumerate() {
+            assert_eq!(item.unwrap(), i as u64);
+            let seen = lines.lock().unwrap();
+            assert!(
+                seen.get(i)
+                    .is_some_and(|line| *line == format!("produced {i}")),
+                "item {i} arrived before its line `produced {i}`; lines so far end with {:?}",
+                seen.last()
+            );
+        }
+    }
+}

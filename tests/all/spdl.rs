@@ -55,11 +55,30 @@ fn a02_initializer_runs_before_build_returns() {
 
 both_isolations!(a03_iterable_drops_after_use);
 /// A3 `test_subprocess_iterable_exposes_finalizer`: in Rust the finalizer is
-/// `Drop`; an iterable drops cleanly after use.
+/// `Drop`; an iterable drops cleanly after use: promptly, a worker process
+/// is gone (reaped) when `drop` returns, and the engine goes on working.
 fn a03_iterable_drops_after_use() {
     let iterable = range(3);
     assert_eq!(collect(&iterable), [0, 1, 2]);
+    let worker = iterable.worker_process_id();
+    assert_eq!(
+        worker.is_some(),
+        crate::util::isolation() == sandgen::Isolation::Process
+    );
+    let started = Instant::now();
     drop(iterable);
+    let teardown = started.elapsed();
+    assert!(
+        teardown < Duration::from_millis(500),
+        "drop took {teardown:?}"
+    );
+    if let Some(pid) = worker {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker process {pid} still exists after drop"
+        );
+    }
+    assert_eq!(collect(&range(2)), [0, 1]);
 }
 
 /// Waits for the next `produced i` line of the `announce` generator.
@@ -242,10 +261,24 @@ both_isolations!(a12_success_then_stand_by);
 /// A12 `test_execute_iterator_generator_success`: a pass ends, and the worker
 /// waits in Stand By for the next.
 fn a12_success_then_stand_by() {
-    let iterable = range(3);
+    let (captured, lines) = Captured::with_channel();
+    let iterable = spdl()
+        .generator("announce")
+        .args(&3u64)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
     assert_eq!(collect(&iterable), [0, 1, 2]);
-    std::thread::sleep(Duration::from_millis(20));
+    let produced: Vec<String> = lines.try_iter().collect();
+    assert_eq!(produced, ["produced 0", "produced 1", "produced 2"]);
+    // Stand By: the worker produces nothing until the next pass starts.
+    assert_eq!(
+        lines.recv_timeout(Duration::from_millis(50)),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+    );
     assert_eq!(collect(&iterable), [0, 1, 2]);
+    let produced: Vec<String> = lines.try_iter().collect();
+    assert_eq!(produced, ["produced 0", "produced 1", "produced 2"]);
 }
 
 both_isolations!(a17_large_buffer);

@@ -17,12 +17,12 @@ macro_rules! in_every_isolation {
     ($call:expr) => {
         #[test]
         fn thread() {
-            $crate::util::with_isolation(sandgen::Isolation::Thread, || $call);
+            $crate::util::with_isolation(sandgen::Isolation::Thread, module_path!(), || $call);
         }
 
         #[test]
         fn process() {
-            $crate::util::with_isolation(sandgen::Isolation::Process, || $call);
+            $crate::util::with_isolation(sandgen::Isolation::Process, module_path!(), || $call);
         }
     };
 }
@@ -74,10 +74,47 @@ thread_local! {
     static ISOLATION: Cell<Isolation> = const { Cell::new(Isolation::Thread) };
 }
 
-/// Runs `test` with `isolation` for the fixtures it builds.
-pub fn with_isolation(isolation: Isolation, test: fn()) {
-    ISOLATION.set(isolation);
+/// Runs `test` with `isolation` for the fixtures it builds, under a
+/// [`watchdog`].
+pub fn with_isolation(isolation: Isolation, name: &str, test: fn()) {
+    let _watch = watchdog(&format!("{name} ({isolation})"));
+    set_isolation(isolation);
     test();
+}
+
+/// How long one test may run before its [`watchdog`] ends the test binary:
+/// a guard against hangs inside the library (a pass that ends only if fuel,
+/// the timeout or kill detection work), never a measure of speed.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Ends the whole test binary, saying which test hung, if it runs past
+/// [`TEST_DEADLINE`]: a wait inside the library cannot be interrupted by the
+/// test itself, and a failed test is better than a hung CI run. Dropping
+/// the guard disarms it.
+#[must_use = "the watchdog is disarmed when the guard is dropped"]
+pub fn watchdog(what: &str) -> Watchdog {
+    let (disarm, armed) = crossbeam_channel::bounded::<()>(0);
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = armed.recv_timeout(TEST_DEADLINE)
+        {
+            eprintln!(
+                "test watchdog: `{what}` did not finish within {TEST_DEADLINE:?}; ending the test binary"
+            );
+            std::process::exit(101);
+        }
+    });
+    Watchdog { _disarm: disarm }
+}
+
+/// Disarms its [`watchdog`] when dropped.
+pub struct Watchdog {
+    _disarm: crossbeam_channel::Sender<()>,
+}
+
+/// Sets the isolation mode for the fixtures the running test builds.
+pub fn set_isolation(isolation: Isolation) {
+    ISOLATION.set(isolation);
 }
 
 /// The isolation mode of the running test.

@@ -323,5 +323,11 @@ mod fuzz {
             }
         }
         eprintln!("fuzzed {iterations} batches, {valid} of them valid");
+        // Valid batches are where the splitter is checked against the
+        // model: a generator that made none would test nothing.
+        assert!(
+            valid >= iterations / 20,
+            "only {valid} of {iterations} batches were valid"
+        );
     }
 }

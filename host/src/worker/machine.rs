@@ -102,6 +102,9 @@ impl Worker<'_> {
         interrupt: &Interrupt,
         initialized: &AtomicBool,
     ) {
+        if statuses.send(Status::Loaded).is_err() {
+            return;
+        }
         let (guest, iterable) = match Self::initialize(linked, &task, output, interrupt) {
             Ok(ready) => ready,
             Err(Stop::Quiet) => return,

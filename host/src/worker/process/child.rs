@@ -8,7 +8,7 @@
 //! its pipes). No worker outlives its caller.
 
 use std::io::{BufReader, BufWriter, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::guest::output::{OutputHandler, OutputLine};
 use crate::protocol::{Command, Status};
@@ -41,7 +41,10 @@ pub fn run_worker_if_requested() {
 
 /// The worker process: the exit code.
 fn worker_main() -> i32 {
-    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let Ok(stdout) = raw_stdout() else {
+        return 2;
+    };
+    let mut out = BufWriter::with_capacity(64 * 1024, stdout);
     // This side's preamble goes first, so that a caller of another version
     // learns it at once.
     if wire::write_preamble(&mut out)
@@ -74,9 +77,17 @@ fn worker_main() -> i32 {
             return 2;
         }
     };
-    let (lines_tx, lines) = crossbeam_channel::unbounded::<Report>();
+    // One writer for statuses and the guest's output lines, so that they
+    // reach the caller in the order the guest produced them; a line is
+    // written (and flushed) on the worker's thread while the guest prints,
+    // so a guest that prints faster than the caller reads is held back by
+    // the pipe instead of filling a queue.
+    let out = Arc::new(Mutex::new(out));
+    let writer = out.clone();
     let handler: OutputHandler = Arc::new(move |line: &OutputLine<'_>| {
-        let _ = lines_tx.send(Report::output(line.stream, line.text));
+        let mut out = writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = wire::write_report(&mut *out, Report::output(line.stream, line.text))
+            .and_then(|()| out.flush());
     });
     let fuel = hello.task.limits.fuel.is_some();
     let (queues, worker_queues) = queues();
@@ -87,7 +98,8 @@ fn worker_main() -> i32 {
         Ok(worker) => worker,
         Err(error) => {
             let failed = Report::Status(Status::InitializationFailed(error));
-            let _ = wire::write_report(&mut out, failed).and_then(|()| out.flush());
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = wire::write_report(&mut *out, failed).and_then(|()| out.flush());
             return 0;
         }
     };
@@ -107,35 +119,31 @@ fn worker_main() -> i32 {
     if reader.is_err() {
         return 2;
     }
-    // Statuses and output lines: worker → stdout, until the worker ends.
-    let statuses = queues.statuses;
-    loop {
-        let report = crossbeam_channel::select! {
-            recv(statuses) -> status => match status {
-                Ok(status) => Report::Status(status),
-                Err(_) => break,
-            },
-            recv(lines) -> line => match line {
-                Ok(line) => line,
-                // The worker is ending: pass on its last statuses.
-                Err(_) => {
-                    for status in statuses.iter() {
-                        let _ = wire::write_report(&mut out, Report::Status(status));
-                    }
-                    break;
-                }
-            },
-        };
-        // Flush once nothing else is waiting to be written.
-        let idle = lines.is_empty() && statuses.is_empty();
-        if wire::write_report(&mut out, report).is_err() || (idle && out.flush().is_err()) {
+    // Statuses: worker → stdout, until the worker ends; flushed once no
+    // other status is waiting.
+    for status in queues.statuses.iter() {
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        let written = wire::write_report(&mut *out, Report::Status(status));
+        if written.is_err() || (queues.statuses.is_empty() && out.flush().is_err()) {
             return 0;
         }
     }
-    // Lines printed last (a panic message) still go out.
-    for line in lines.try_iter() {
-        let _ = wire::write_report(&mut out, line);
-    }
-    let _ = out.flush();
+    let _ = out.lock().unwrap_or_else(|e| e.into_inner()).flush();
     0
+}
+
+/// Stdout as a plain file where the platform allows: item batches are
+/// binary, and std's stdout is line-buffered (it would flush at every
+/// newline byte of an item).
+fn raw_stdout() -> std::io::Result<Box<dyn Write + Send>> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(Box::new(std::fs::File::from(fd)))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(Box::new(std::io::stdout()))
+    }
 }
