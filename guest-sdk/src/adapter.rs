@@ -85,6 +85,16 @@ pub fn no_initializer(_encoding: Encoding, config: &[u8]) -> Result<(), Error> {
 }
 
 fn create<G: Generator>(encoding: Encoding, args: &[u8]) -> Result<Box<dyn ErasedIterable>, Error> {
+    create_with::<G>(encoding, args, BATCH_TIME)
+}
+
+/// [`create`], with the time a batch may take (the unit tests use none, so
+/// that their batches do not depend on the machine's speed).
+fn create_with<G: Generator>(
+    encoding: Encoding,
+    args: &[u8],
+    batch_time: Duration,
+) -> Result<Box<dyn ErasedIterable>, Error> {
     let args = encoding
         .decode_args(args)
         .map_err(|e| Error::msg(format!("invalid arguments for generator {}: {e}", G::NAME)))?;
@@ -92,6 +102,7 @@ fn create<G: Generator>(encoding: Encoding, args: &[u8]) -> Result<Box<dyn Erase
     Ok(Box::new(IterableState {
         generator,
         encoding,
+        batch_time,
     }))
 }
 
@@ -110,6 +121,7 @@ pub trait ErasedPass {
 struct IterableState<G> {
     generator: G,
     encoding: Encoding,
+    batch_time: Duration,
 }
 
 impl<G: Generator> ErasedIterable for IterableState<G> {
@@ -119,6 +131,7 @@ impl<G: Generator> ErasedIterable for IterableState<G> {
             encoding: self.encoding,
             state: PassState::Running,
             capacity_hint: 256,
+            batch_time: self.batch_time,
         }))
     }
 }
@@ -137,6 +150,8 @@ struct Pass<G: Generator> {
     state: PassState,
     /// The size of the previous batch: the next one likely needs as much.
     capacity_hint: usize,
+    /// How long a batch may take before it is returned.
+    batch_time: Duration,
 }
 
 impl<G: Generator> ErasedPass for Pass<G> {
@@ -165,7 +180,7 @@ impl<G: Generator> ErasedPass for Pass<G> {
             // Close the batch after about BATCH_TIME, so that a slow
             // generator's items are not held back. The clock is read after
             // 1, 2, 4, 8, ... items: a handful of reads per batch.
-            if count.is_power_of_two() && started.elapsed() >= BATCH_TIME {
+            if count.is_power_of_two() && started.elapsed() >= self.batch_time {
                 break;
             }
             let Some(next) = self.iter.next() else {
@@ -348,8 +363,9 @@ mod tests {
         out
     }
 
+    /// A counter whose batches close only on max-items and max-bytes.
     fn iterable(encoding: Encoding, args: &[u8]) -> Box<dyn ErasedIterable> {
-        create::<Counter>(encoding, args).unwrap()
+        create_with::<Counter>(encoding, args, Duration::MAX).unwrap()
     }
 
     #[test]
@@ -431,6 +447,7 @@ mod tests {
         let mut state = IterableState {
             generator: Counter::create((2, None)).unwrap(),
             encoding: Encoding::Json,
+            batch_time: Duration::MAX,
         };
         for _ in 0..3 {
             let mut pass = state.iter().unwrap();

@@ -31,8 +31,13 @@ enum Command {
         /// The plugin component (.wasm).
         plugin: PathBuf,
         /// How long listing may take, in seconds.
-        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-        timeout: f64,
+        #[arg(
+            long,
+            default_value = "10",
+            value_name = "SECONDS",
+            allow_negative_numbers = true
+        )]
+        timeout: String,
     },
     /// Runs a generator and prints each item as one line of JSON.
     Run(RunArgs),
@@ -57,8 +62,8 @@ struct RunArgs {
     #[arg(long, default_value_t = Isolation::default(), value_name = "MODE")]
     isolation: Isolation,
     /// Inactivity timeout in seconds (fractions allowed).
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    timeout: Option<String>,
     /// Cap on the guest's linear memory, in MiB.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     memory_limit: u64,
@@ -157,8 +162,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(plugin: PathBuf, timeout: f64) -> Result<(), Failure> {
-    let timeout = seconds("--timeout", timeout)?;
+fn list(plugin: PathBuf, timeout: String) -> Result<(), Failure> {
+    let timeout = seconds("--timeout", &timeout)?;
     let engine = Engine::new()?;
     let plugin = engine.load(&plugin)?;
     let mut out = io::stdout().lock();
@@ -189,7 +194,7 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         .encoding(encoding)
         .isolation(args.isolation);
     builder = with_payloads(builder, args, encoding)?;
-    if let Some(timeout) = args.timeout {
+    if let Some(timeout) = &args.timeout {
         builder = builder.timeout(seconds("--timeout", timeout)?);
     }
     let memory = args
@@ -214,7 +219,8 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         let (host, guest) = grant.split_once("::").unwrap_or((grant, grant));
         if host.is_empty() || guest.is_empty() {
             return Err(usage(anyhow::anyhow!(
-                "invalid --dir `{grant}`: expected HOST or HOST::GUEST"
+                "invalid --dir `{}`: expected HOST or HOST::GUEST",
+                echo(grant)
             )));
         }
         builder = builder.dir(host, guest);
@@ -222,7 +228,8 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
     for pair in &args.env {
         let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             return Err(usage(anyhow::anyhow!(
-                "invalid --env `{pair}`: expected KEY=VALUE"
+                "invalid --env `{}`: expected KEY=VALUE",
+                echo(pair)
             )));
         };
         builder = builder.env(key, value);
@@ -230,13 +237,30 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
     Ok(builder.build()?)
 }
 
-/// A positive number of seconds.
-fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(value)
+/// A positive number of seconds, from its text.
+fn seconds(flag: &str, text: &str) -> Result<Duration, Failure> {
+    text.trim()
+        .parse::<f64>()
         .ok()
+        .and_then(|value| Duration::try_from_secs_f64(value).ok())
         .filter(|t| !t.is_zero())
-        .with_context(|| format!("invalid {flag} {value}: give a positive number of seconds"))
+        .with_context(|| {
+            format!(
+                "invalid {flag} {}: give a positive number of seconds",
+                echo(text)
+            )
+        })
         .map_err(usage)
+}
+
+/// A value the user gave, for an error line: whole when short, otherwise
+/// its start and its length.
+fn echo(text: &str) -> String {
+    const SHORT: usize = 64;
+    match text.char_indices().nth(SHORT) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+    }
 }
 
 /// `--args` and `--config`: JSON text as is for `run`; for `bench`, the JSON
@@ -248,7 +272,7 @@ fn with_payloads(
 ) -> Result<IterableBuilder, Failure> {
     let encode = |flag: &str, text: &str| -> Result<Vec<u8>, Failure> {
         let value: serde_json::Value = serde_json::from_str(text)
-            .with_context(|| format!("invalid {flag}: not JSON: {text}"))
+            .with_context(|| format!("invalid {flag}: not JSON: {}", echo(text)))
             .map_err(usage)?;
         match encoding {
             Encoding::Json => Ok(text.as_bytes().to_vec()),

@@ -779,3 +779,179 @@ fn python_and_js_limits_through_the_cli() {
         );
     }
 }
+
+both_isolations!(bad_options_exit_2_naming_the_option);
+/// Each bad option: exit 2, one line that names the option, and a value the
+/// user typed echoed short (its start and length when long).
+fn bad_options_exit_2_naming_the_option() {
+    let long_args = format!("[{}", "1,".repeat(100));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--timeout", "abc"],
+            "error: invalid --timeout abc: give a positive number of seconds",
+        ),
+        (
+            &["--timeout", "-1"],
+            "error: invalid --timeout -1: give a positive number of seconds",
+        ),
+        (
+            &["--timeout", "0"],
+            "error: invalid --timeout 0: give a positive number of seconds",
+        ),
+        (
+            &["--timeout", "1e300"],
+            "error: invalid --timeout 1e300: give a positive number of seconds",
+        ),
+        (
+            &["--memory-limit", "0"],
+            "error: invalid --memory-limit 0: give a positive number of MiB",
+        ),
+        (
+            &["--dir", ""],
+            "error: invalid --dir ``: expected HOST or HOST::GUEST",
+        ),
+        (
+            &["--dir", "::/x"],
+            "error: invalid --dir `::/x`: expected HOST or HOST::GUEST",
+        ),
+        (
+            &["--dir", "/no/such/dir"],
+            "error: cannot grant directory `/no/such/dir`: it is not a directory on the host",
+        ),
+        (
+            &["--config", "{bad"],
+            "error: invalid --config: not JSON: {bad: key must be a string at line 1 column 2",
+        ),
+        (
+            &["--args", &long_args],
+            "error: invalid --args: not JSON: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1... (201 bytes): EOF while parsing a value at line 1 column 201",
+        ),
+    ];
+    for (options, line) in cases {
+        let mut args = vec!["run", FIXTURE_SPDL, "range"];
+        args.extend_from_slice(options);
+        let output = sandgen(&args);
+        let (out, errors) = expect(&output, 2);
+        assert_eq!(out, "");
+        assert_eq!(errors, [*line], "{options:?}");
+        assert_eq!(stderr(&output).lines().count(), 1, "{options:?}");
+    }
+    let (_, errors) = expect(&sandgen(&["list", FIXTURE_SPDL, "--timeout", "-2"]), 2);
+    assert_eq!(
+        errors,
+        ["error: invalid --timeout -2: give a positive number of seconds"]
+    );
+}
+
+both_isolations!(a_stdout_that_fails_is_an_error);
+/// Writing items fails for a reason other than a closed pipe (a full
+/// disk): exit 2 and say so.
+fn a_stdout_that_fails_is_an_error() {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", r#"exec "$0" "$@" > /dev/full"#])
+        .arg(env!("CARGO_BIN_EXE_sandgen"))
+        .args([
+            "run",
+            FIXTURE_SPDL,
+            "range",
+            "--args",
+            "10",
+            "--isolation",
+            mode(),
+        ])
+        .env("SANDGEN_CACHE_DIR", crate::util::cache_dir());
+    let output = output_within(&command, CLI_DEADLINE, "sandgen run > /dev/full");
+    let (_, errors) = expect(&output, 2);
+    assert_eq!(
+        errors,
+        ["error: failed to write items to stdout: No space left on device (os error 28)"]
+    );
+}
+
+/// A worker process killed from outside: the run exits 1 and names the
+/// signal.
+#[test]
+fn a_killed_worker_process_exits_1() {
+    let _watch = crate::util::watchdog("cli::a_killed_worker_process_exits_1");
+    crate::util::set_isolation(sandgen::Isolation::Process);
+    let mut child = Running::spawn(
+        &run_command(&[
+            FIXTURE_SPDL,
+            "spin",
+            "--args",
+            "1",
+            "--config",
+            r#"{"announce": "initialized"}"#,
+        ]),
+        Stdout::Collect,
+    );
+    child.stderr_line("initialized", CLI_DEADLINE);
+    let workers = crate::process::children(child.pid());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait(CLI_DEADLINE, "sandgen run whose worker was killed");
+    let (_, errors) = expect(&output, 1);
+    assert_eq!(
+        errors,
+        ["error: the worker process of generator spin died: it was killed by signal 9 (SIGKILL)"]
+    );
+}
+
+both_isolations!(the_readme_main_job_command_runs);
+/// The README's first command, as written there (with the plugin built by
+/// the tests): the windows of the sentence it gives.
+fn the_readme_main_job_command_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let command = "cargo run -p sandgen -- run target/wasm32-wasip2/release/example_tokenize.wasm windows --args '";
+    let start = readme.find(command).expect("the README's main-job command") + command.len();
+    let args = &readme[start..start + readme[start..].find('\'').unwrap()];
+    let value: serde_json::Value = serde_json::from_str(args).unwrap();
+    let (out, errors) = expect(
+        &sandgen(&["run", EXAMPLE_TOKENIZE, "windows", "--args", args]),
+        0,
+    );
+    assert!(errors.is_empty());
+    let words = value["text"].as_str().unwrap().split_whitespace().count();
+    let window = value["window"].as_u64().unwrap() as usize;
+    let windows: Vec<Vec<u32>> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // Every word, then the end-of-document token, padded to whole windows.
+    assert_eq!(windows.len(), (words + 1).div_ceil(window), "{out}");
+    assert!(windows.iter().all(|w| w.len() == window), "{out}");
+}
+
+both_isolations!(stdout_carries_items_only_while_the_guest_floods_its_stdout);
+/// The guest writes 1,000 lines to its own stdout: sandgen's stdout still
+/// holds the items and nothing else; the guest's lines go to stderr, each
+/// prefixed as the guest's stdout.
+fn stdout_carries_items_only_while_the_guest_floods_its_stdout() {
+    let args = serde_json::json!({
+        "stream": "stdout", "bytes": b"flood\n", "times": 1000, "items": 3
+    })
+    .to_string();
+    let output = sandgen(&[
+        "run",
+        crate::util::artifacts::FIXTURE_PROBE,
+        "write",
+        "--args",
+        &args,
+    ]);
+    let (out, errors) = expect(&output, 0);
+    assert_eq!(out, "0\n1\n2\n");
+    assert!(errors.is_empty());
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1000, "{err}");
+    assert!(
+        err.lines()
+            .all(|line| line == "[fixture_probe/write stdout] flood"),
+        "{err}"
+    );
+}

@@ -331,7 +331,6 @@ fn state_lives_across_passes(lang: Lang) {
 
 every_language!(large_items_arrive_whole);
 fn large_items_arrive_whole(lang: Lang) {
-    let _heavy = crate::util::memory_heavy();
     let iterable = fixture(lang)
         .generator("big")
         .encoding(Encoding::Bincode)

@@ -182,3 +182,24 @@ fn listing_a_plugin_that_hangs_times_out() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A plugin that imports `wasi:http` (a componentize-js build without
+/// `-d http -d fetch-event`) is incompatible, with the hint to build it
+/// without.
+#[test]
+fn a_plugin_that_imports_wasi_http_gets_the_build_hint() {
+    let _watch =
+        crate::util::watchdog("loading::a_plugin_that_imports_wasi_http_gets_the_build_hint");
+    let error = engine().load(artifacts::FIXTURE_WANTS_HTTP).unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Incompatible,
+        "needs imports that sandgen does not provide (only WASI 0.2 is): component imports instance `wasi:http/outgoing-handler@0.9.0`",
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("; there is no network, so build without wasi:http (componentize-js: `-d http -d fetch-event`)"),
+        "{error}"
+    );
+}

@@ -12,6 +12,7 @@ mod faults;
 mod languages;
 mod loading;
 mod process;
+mod promises;
 mod protocol;
 mod sandbox;
 mod spdl;

@@ -194,25 +194,19 @@ fn worker_does_not_outlive_a_killed_caller() {
             "1",
             "--isolation",
             "process",
+            "--config",
+            r#"{"announce": "initialized"}"#,
         ])
         .env("SANDGEN_CACHE_DIR", cache_dir());
     // In a process group of its own: if this test fails, dropping `cli`
     // kills the worker too.
     let mut cli = Running::spawn(&command, Stdout::Collect);
-    // The first item is printed once the worker spins; stdout is block
-    // buffered, so wait for the worker process to appear instead.
-    let started = Instant::now();
-    let worker = loop {
-        if let Some(pid) = children(cli.pid()).first() {
-            break *pid;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no worker process appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    std::thread::sleep(Duration::from_millis(100));
+    // The worker announces its initializer; its pass, which spins after one
+    // item, starts right after.
+    cli.stderr_line("initialized", Duration::from_secs(60));
+    let workers = children(cli.pid());
+    assert_eq!(workers.len(), 1, "worker processes: {workers:?}");
+    let worker = workers[0];
     cli.signal("KILL");
     cli.wait(Duration::from_secs(10), "the killed caller");
     let exited = gone_within(worker, Duration::from_secs(5), false);
@@ -307,7 +301,6 @@ fn malformed_batch_from_a_worker_process_is_refused() {
 fn oversized_args_are_refused_before_starting_a_worker() {
     let _watch =
         crate::util::watchdog("process::oversized_args_are_refused_before_starting_a_worker");
-    let _heavy = crate::util::memory_heavy();
     let error = spdl_process()
         .generator("range")
         .args_raw(vec![0; 256 << 20])

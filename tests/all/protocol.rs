@@ -132,7 +132,6 @@ fn json_and_bincode_give_the_same_items() {
 
 both_isolations!(large_items_arrive_whole);
 fn large_items_arrive_whole() {
-    let _heavy = crate::util::memory_heavy();
     let size = 8 << 20;
     let iterable = spdl()
         .generator("bytes")

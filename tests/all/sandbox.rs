@@ -82,7 +82,6 @@ fn panic_in_the_initializer_is_a_trap_at_build() {
 
 both_isolations!(memory_limit_is_enforced_and_named);
 fn memory_limit_is_enforced_and_named() {
-    let _heavy = crate::util::memory_heavy();
     let error = spdl()
         .generator("allocate")
         .args(&64usize)

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sandgen::{Engine, Isolation, IterableBuilder, OutputLine, Plugin};
@@ -213,20 +213,6 @@ pub fn assert_error(error: &sandgen::Error, kind: sandgen::ErrorKind, words: &st
     );
 }
 
-static MEMORY: RwLock<()> = RwLock::new(());
-
-/// Held by tests that allocate a lot (large items, many workers), so that a
-/// test measuring the process's memory can run alone.
-pub fn memory_heavy() -> RwLockReadGuard<'static, ()> {
-    MEMORY.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Held by a test that measures the process's memory: no memory-heavy test
-/// runs meanwhile.
-pub fn memory_exclusive() -> RwLockWriteGuard<'static, ()> {
-    MEMORY.write().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Collects the lines a guest prints, for assertions.
 #[derive(Clone, Debug, Default)]
 pub struct Captured {
@@ -432,8 +418,10 @@ impl Running {
     }
 
     fn kill_group(&self) {
+        // Usually the group is gone already: nothing to report.
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.pid)])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }

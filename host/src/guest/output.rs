@@ -86,7 +86,14 @@ impl State {
         partial.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
-            self.emit(stream, &partial[start..start + pos]);
+            // A long line goes out in pieces of at most MAX_LINE, as the
+            // tail of an unfinished one does below.
+            let mut line = &partial[start..start + pos];
+            while line.len() > MAX_LINE {
+                self.emit(stream, &line[..MAX_LINE]);
+                line = &line[MAX_LINE..];
+            }
+            self.emit(stream, line);
             start += pos + 1;
         }
         while partial.len() - start > MAX_LINE {

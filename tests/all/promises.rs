@@ -1,0 +1,470 @@
+//! Promises of README.md and SECURITY.md that no other area tests: the
+//! edges of granted directories, the sandbox's other closed doors, guest
+//! output in awkward shapes, the library's defaults, the compile cache, the
+//! embedding path and the corners of the public API.
+
+use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use sandgen::{Encoding, ErrorKind, GuestStream, Isolation};
+use serde_json::json;
+
+use crate::util::{
+    Captured, Fixture, artifacts, assert_error, engine, isolation, output_within, pass_error,
+    plugin, spdl, temp_dir,
+};
+
+fn probe() -> Fixture {
+    plugin(artifacts::FIXTURE_PROBE)
+}
+
+/// A generator of the probe fixture, with JSON items.
+fn probing(generator: &str) -> sandgen::IterableBuilder {
+    probe().generator(generator).encoding(Encoding::Json)
+}
+
+/// Every item of one pass, as strings.
+fn outcomes(builder: sandgen::IterableBuilder) -> Vec<String> {
+    let iterable = builder.build().unwrap();
+    iterable
+        .iter::<String>()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A granted folder `granted` inside `root`, with `inside.txt`, beside a
+/// `secret.txt` it must not reach; in it, links that point out (absolute,
+/// relative, to a folder) and one that stays inside; and `root/link`, a
+/// link to the granted folder.
+fn grants_tree(name: &str) -> std::path::PathBuf {
+    let root = temp_dir(name);
+    let granted = root.join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("inside.txt"), "inside").unwrap();
+    std::fs::write(root.join("secret.txt"), "secret").unwrap();
+    symlink(root.join("secret.txt"), granted.join("abs")).unwrap();
+    symlink("../secret.txt", granted.join("rel")).unwrap();
+    symlink(&root, granted.join("dirlink")).unwrap();
+    symlink("inside.txt", granted.join("inner")).unwrap();
+    symlink(&granted, root.join("link")).unwrap();
+    root
+}
+
+both_isolations!(granted_directories_cannot_be_escaped_or_changed);
+/// `..`, absolute and relative links out, a link to a folder outside: all
+/// refused; a link that stays inside works; a granted folder that is itself
+/// a link works and is as closed; deleting, renaming, creating and writing
+/// are refused, and the host's files are untouched.
+fn granted_directories_cannot_be_escaped_or_changed() {
+    let root = grants_tree("grants");
+    let ops = [
+        "read /data/inside.txt",
+        "read /data/inner",
+        "read /data/../secret.txt",
+        "read /data/abs",
+        "read /data/rel",
+        "read /data/dirlink/secret.txt",
+        "read /secret.txt",
+        "list /data",
+        "delete /data/inside.txt",
+        "rename /data/inside.txt /data/moved.txt",
+        "mkdir /data/new",
+        "rmdir /data/dirlink",
+        "write /data/inside.txt",
+        "write /data/fresh.txt",
+        "read /linked/inside.txt",
+        "read /linked/../secret.txt",
+    ];
+    let got = outcomes(
+        probing("fs")
+            .dir(root.join("granted"), "/data")
+            .dir(root.join("link"), "/linked")
+            .args(&ops),
+    );
+    assert_eq!(
+        got,
+        [
+            "read /data/inside.txt: ok inside",
+            "read /data/inner: ok inside",
+            "read /data/../secret.txt: error PermissionDenied",
+            "read /data/abs: error PermissionDenied",
+            "read /data/rel: error PermissionDenied",
+            "read /data/dirlink/secret.txt: error PermissionDenied",
+            "read /secret.txt: error NotFound",
+            "list /data: ok abs,dirlink,inner,inside.txt,rel",
+            "delete /data/inside.txt: error PermissionDenied",
+            "rename /data/inside.txt /data/moved.txt: error PermissionDenied",
+            "mkdir /data/new: error PermissionDenied",
+            "rmdir /data/dirlink: error PermissionDenied",
+            "write /data/inside.txt: error PermissionDenied",
+            "write /data/fresh.txt: error PermissionDenied",
+            "read /linked/inside.txt: ok inside",
+            "read /linked/../secret.txt: error PermissionDenied",
+        ]
+    );
+    let granted = root.join("granted");
+    assert_eq!(
+        std::fs::read_to_string(granted.join("inside.txt")).unwrap(),
+        "inside"
+    );
+    for absent in ["moved.txt", "new", "fresh.txt"] {
+        assert!(!granted.join(absent).exists(), "{absent} was created");
+    }
+    assert!(granted.join("dirlink").is_symlink());
+}
+
+both_isolations!(udp_is_refused);
+/// No UDP either: binding a socket fails, and nothing reaches a listener.
+fn udp_is_refused() {
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let got = outcomes(probing("udp").args(&address));
+    assert_eq!(got, ["bind: error PermissionDenied"]);
+    listener
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(listener.recv_from(&mut buf).is_err(), "a datagram arrived");
+}
+
+both_isolations!(stdin_is_empty);
+fn stdin_is_empty() {
+    assert_eq!(outcomes(probing("stdin")), ["stdin: ok 0 bytes"]);
+}
+
+/// The `write` generator: `bytes` written `times` to `stream`.
+fn writer(stream: &str, bytes: &[u8], times: u64, items: u64) -> sandgen::IterableBuilder {
+    probing("write")
+        .args(&json!({ "stream": stream, "bytes": bytes, "times": times, "items": items }))
+}
+
+both_isolations!(a_guest_flooding_stdout_never_reaches_the_items);
+/// 100,000 lines on the guest's stdout: each reaches the output handler as
+/// a stdout line, in order, and the items are exactly the items.
+fn a_guest_flooding_stdout_never_reaches_the_items() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let iterable = writer("stdout", b"flood\n", 100_000, 3)
+        .on_output(move |line| {
+            assert_eq!(line.stream, GuestStream::Stdout);
+            sink.lock().unwrap().push(line.text.len());
+        })
+        .build()
+        .unwrap();
+    let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, [0, 1, 2]);
+    drop(iterable);
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.len(), 100_000);
+    assert!(lines.iter().all(|&len| len == "flood".len()));
+}
+
+both_isolations!(long_lines_are_split_and_invalid_utf8_is_replaced);
+/// A 40,000-byte line reaches the handler in pieces of at most 16 KiB; bytes
+/// that are not UTF-8 become U+FFFD; the prefix names plugin, generator and
+/// stream.
+fn long_lines_are_split_and_invalid_utf8_is_replaced() {
+    let captured = Captured::default();
+    let mut long = vec![b'a'; 40_000];
+    long.push(b'\n');
+    let iterable = writer("stderr", &long, 1, 0)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    assert_eq!(iterable.iter::<u64>().unwrap().count(), 0);
+    drop(iterable);
+    let lengths: Vec<usize> = captured.lines().iter().map(String::len).collect();
+    let prefix = "[fixture_probe/write stderr] ".len();
+    assert_eq!(
+        lengths,
+        [prefix + 16384, prefix + 16384, prefix + 40_000 - 2 * 16384]
+    );
+
+    let captured = Captured::default();
+    let iterable = writer("stdout", b"f\xffo\n", 1, 0)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    assert_eq!(iterable.iter::<u64>().unwrap().count(), 0);
+    drop(iterable);
+    assert_eq!(
+        captured.lines(),
+        ["[fixture_probe/write stdout] f\u{fffd}o"]
+    );
+}
+
+both_isolations!(a_trap_carries_the_last_4_kib_of_stderr);
+/// A guest that prints 2,000 lines and panics: the error carries at most
+/// 4 KiB of stderr, ending with the panic message, starting at a whole line.
+fn a_trap_carries_the_last_4_kib_of_stderr() {
+    let iterable = probing("write")
+        .args(&json!({
+            "stream": "stderr", "bytes": b"a line of the guest's stderr\n",
+            "times": 2000, "panic": "the last words"
+        }))
+        .on_output(|_| {})
+        .build()
+        .unwrap();
+    let error = pass_error::<u64>(&iterable);
+    assert_error(&error, ErrorKind::Trap, "the last words");
+    let tail = error.guest_stderr().unwrap();
+    assert!(tail.len() <= 4096, "{} bytes", tail.len());
+    assert!(tail.len() > 3000, "{} bytes", tail.len());
+    assert!(tail.starts_with("a line of the guest's stderr\n"), "{tail}");
+    assert!(tail.contains("the last words"), "{tail}");
+}
+
+both_isolations!(the_default_memory_limit_is_1_gib);
+fn the_default_memory_limit_is_1_gib() {
+    let iterable = spdl()
+        .generator("allocate")
+        .args(&1100u64)
+        .on_output(|_| {})
+        .build()
+        .unwrap();
+    assert_error(
+        &pass_error::<u64>(&iterable),
+        ErrorKind::MemoryLimit,
+        "memory limit of 1024 MiB",
+    );
+}
+
+/// Listing a plugin that never returns stops after the default 10 seconds.
+#[test]
+fn listing_times_out_after_10_seconds_by_default() {
+    let _watch = crate::util::watchdog("promises::listing_times_out_after_10_seconds_by_default");
+    let started = std::time::Instant::now();
+    let error = plugin(artifacts::FIXTURE_HANG_LIST)
+        .generators()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Timeout,
+        "timed out listing its generators (after 10s)",
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+}
+
+both_isolations!(buffer_bytes_bound_how_far_the_worker_runs_ahead);
+/// With room for 100,000 items but only 64 bytes, the worker runs ahead by
+/// bytes: a few items (a batch of at most half the bytes, and one more
+/// batch in flight), not thousands.
+fn buffer_bytes_bound_how_far_the_worker_runs_ahead() {
+    let (captured, lines) = Captured::with_channel();
+    let iterable = spdl()
+        .generator("announce")
+        .args(&100_000u64)
+        .buffer_size(100_000)
+        .buffer_bytes(64)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    // Let the worker run as far as it may.
+    std::thread::sleep(Duration::from_millis(200));
+    let produced = lines.try_iter().count();
+    assert!(
+        (1..=32).contains(&produced),
+        "{produced} items produced ahead with 64 bytes of buffer"
+    );
+}
+
+both_isolations!(two_threads_cannot_iterate_one_iterable_at_once);
+fn two_threads_cannot_iterate_one_iterable_at_once() {
+    let iterable = spdl().generator("range").args(&3u64).build().unwrap();
+    let pass = iterable.iter::<u64>().unwrap();
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| iterable.iter::<u64>().map(|_| ()).unwrap_err());
+        assert_error(
+            &other.join().unwrap(),
+            ErrorKind::Busy,
+            "already in progress",
+        );
+    });
+    assert_eq!(pass.collect::<Result<Vec<_>, _>>().unwrap(), [0, 1, 2]);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            iterable
+                .iter::<u64>()
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+        });
+        assert_eq!(other.join().unwrap(), [0, 1, 2]);
+    });
+}
+
+both_isolations!(public_accessors_say_what_they_hold);
+/// `load_bytes` names the plugin in messages and output; an iterable knows
+/// its generator, encoding and (in process isolation only) its worker's id.
+fn public_accessors_say_what_they_hold() {
+    let bytes = std::fs::read(artifacts::FIXTURE_SPDL).unwrap();
+    let plugin = engine().load_bytes("renamed", &bytes).unwrap();
+    assert_eq!(plugin.name(), "renamed");
+    let captured = Captured::default();
+    let iterable = plugin
+        .generator("announce")
+        .encoding(Encoding::Json)
+        .args(&1u64)
+        .isolation(isolation())
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    assert_eq!(iterable.generator(), "announce");
+    assert_eq!(iterable.encoding(), Encoding::Json);
+    match isolation() {
+        Isolation::Process => {
+            let pid = iterable.worker_process_id().unwrap();
+            assert!(Path::new(&format!("/proc/{pid}")).exists());
+            assert_ne!(pid, std::process::id());
+        }
+        _ => assert_eq!(iterable.worker_process_id(), None),
+    }
+    assert_eq!(iterable.iter::<u64>().unwrap().count(), 1);
+    drop(iterable);
+    assert_eq!(captured.lines(), ["[renamed/announce stderr] produced 0"]);
+}
+
+/// `Engine::new` works with its defaults (the cache from the environment).
+#[test]
+fn engine_new_loads_and_runs_a_plugin() {
+    let _watch = crate::util::watchdog("promises::engine_new_loads_and_runs_a_plugin");
+    let engine = sandgen::Engine::new().unwrap();
+    let plugin = engine.load(artifacts::FIXTURE_KINDS).unwrap();
+    assert_eq!(plugin.generators().unwrap()[0].name, "kinds");
+}
+
+/// The compile cache: a fresh directory is created private to the user, the
+/// first load writes one entry per plugin and later loads reuse it.
+#[test]
+fn the_compile_cache_is_private_and_written_once() {
+    let _watch = crate::util::watchdog("promises::the_compile_cache_is_private_and_written_once");
+    let dir = temp_dir("private-cache").join("cache");
+    let engine = sandgen::Engine::builder().cache_dir(&dir).build().unwrap();
+    engine.load(artifacts::FIXTURE_KINDS).unwrap();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "cache directory mode {mode:o}");
+    let entries = |dir: &Path| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut found: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, modified)
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let first = entries(&dir);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let again = sandgen::Engine::builder().cache_dir(&dir).build().unwrap();
+    again.load(artifacts::FIXTURE_KINDS).unwrap();
+    assert_eq!(
+        entries(&dir),
+        first,
+        "the second load wrote the cache again"
+    );
+}
+
+/// The CLI's cache: `$XDG_CACHE_HOME/sandgen`, else `~/.cache/sandgen`.
+#[test]
+fn the_cli_cache_follows_xdg_then_home() {
+    let _watch = crate::util::watchdog("promises::the_cli_cache_follows_xdg_then_home");
+    let root = temp_dir("cache-env");
+    let list = |env: &[(&str, &Path)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
+        command
+            .args(["list", artifacts::FIXTURE_KINDS])
+            .env_remove("SANDGEN_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = output_within(&command, Duration::from_secs(180), "sandgen list");
+        assert!(output.status.success(), "{output:?}");
+    };
+    list(&[
+        ("XDG_CACHE_HOME", &root.join("xdg")),
+        ("HOME", &root.join("home")),
+    ]);
+    assert!(root.join("xdg/sandgen").is_dir());
+    assert!(!root.join("home/.cache").exists());
+    list(&[("HOME", &root.join("home"))]);
+    assert!(root.join("home/.cache/sandgen").is_dir());
+}
+
+/// A worker process that meets a corrupt compiled entry refuses to load it
+/// (the checksum), and says so, instead of running it.
+#[test]
+fn a_worker_process_refuses_a_corrupt_cache_entry() {
+    let _watch = crate::util::watchdog("promises::a_worker_process_refuses_a_corrupt_cache_entry");
+    let dir = temp_dir("corrupt-cache");
+    let engine = sandgen::Engine::builder()
+        .cache_dir(&dir)
+        .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+        .build()
+        .unwrap();
+    let plugin = engine.load(artifacts::FIXTURE_KINDS).unwrap();
+    let entry = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, &bytes).unwrap();
+    let error = plugin
+        .generator("kinds")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap_err();
+    assert_error(&error, ErrorKind::Load, "checksum");
+    // Truncated, likewise.
+    std::fs::write(&entry, &bytes[..middle]).unwrap();
+    let error = plugin
+        .generator("kinds")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Load, "{error}");
+}
+
+/// The embedding path with the default worker program: a program that
+/// calls `run_worker_if_requested()` first thing is its own worker process.
+#[test]
+fn an_embedding_program_is_its_own_worker_process() {
+    let _watch = crate::util::watchdog("promises::an_embedding_program_is_its_own_worker_process");
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/embed");
+    assert!(example.exists(), "{} was not built", example.display());
+    let mut outputs = Vec::new();
+    for mode in ["thread", "process"] {
+        let mut command = Command::new(&example);
+        command
+            .args([artifacts::EXAMPLE_TOKENIZE, mode])
+            .env("SANDGEN_CACHE_DIR", crate::util::cache_dir());
+        let output = output_within(&command, Duration::from_secs(180), "the embed example");
+        assert!(output.status.success(), "{mode}: {output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            text.ends_with(&format!("worker process: {}\n", mode == "process")),
+            "{text}"
+        );
+        outputs.push(text.replace("worker process: true", "worker process: false"));
+    }
+    // The same windows in the same order either way.
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(outputs[0].contains("epoch 1: "), "{}", outputs[0]);
+}
