@@ -150,3 +150,28 @@ fn large_items_arrive_whole() {
     }
     assert_eq!(count, 3);
 }
+
+both_isolations!(items_over_the_maximum_are_a_protocol_error);
+/// An item larger than `max_item_bytes` breaks the contract, also when it is
+/// the only item of its batch.
+fn items_over_the_maximum_are_a_protocol_error() {
+    let iterable = spdl()
+        .generator("bytes")
+        .encoding(Encoding::Json)
+        .args(&serde_json::json!({ "n": 2, "size": 2000 }))
+        .max_item_bytes(1000)
+        .build()
+        .unwrap();
+    let error = crate::util::pass_error::<serde_json::Value>(&iterable);
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "broke the plugin contract: item 0 of the batch has",
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("more than the largest item allowed (1000 bytes)"),
+        "{error}"
+    );
+}

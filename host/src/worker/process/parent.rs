@@ -269,9 +269,16 @@ fn read_reports(
             }
         }
     });
+    // A child that speaks garbage is not trusted to end by itself; one that
+    // had already ended (its stream broke off as it died) is reported as it
+    // ended.
+    let mut exited_by_itself = false;
     if broken.is_some() {
-        // A child that speaks garbage is not trusted to end by itself.
-        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+        let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
+        exited_by_itself = matches!(child.try_wait(), Ok(Some(_)));
+        if !exited_by_itself {
+            let _ = child.kill();
+        }
     }
     let status = child.lock().unwrap_or_else(|e| e.into_inner()).wait();
     if ended {
@@ -300,6 +307,10 @@ fn read_reports(
              first thing in `main`",
             status.map_or_else(|e| format!("could not be waited for ({e})"), describe),
             origin.program.display(),
+        )),
+        (Some(Broken::Io(e)), Ok(status)) if exited_by_itself => died(format!(
+            "sent a malformed message ({e}), and {}",
+            describe(status)
         )),
         (Some(Broken::Io(e)), _) => died(format!("sent a malformed message ({e}) and was killed")),
         (None, Ok(status)) => died(describe(status)),
