@@ -955,3 +955,34 @@ fn stdout_carries_items_only_while_the_guest_floods_its_stdout() {
         "{err}"
     );
 }
+
+both_isolations!(repeated_dirs_are_all_granted);
+/// `--dir` repeats: each grant is visible at its own guest path, read-only.
+fn repeated_dirs_are_all_granted() {
+    let root = crate::util::temp_dir("cli-dirs");
+    for name in ["a", "b"] {
+        std::fs::create_dir(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join("file"), name).unwrap();
+    }
+    let a = format!("{}::/a", root.join("a").display());
+    let b = format!("{}::/b", root.join("b").display());
+    let (out, errors) = expect(
+        &sandgen(&[
+            "run",
+            crate::util::artifacts::FIXTURE_PROBE,
+            "fs",
+            "--dir",
+            &a,
+            "--dir",
+            &b,
+            "--args",
+            r#"["read /a/file", "read /b/file", "write /b/file"]"#,
+        ]),
+        0,
+    );
+    assert!(errors.is_empty());
+    assert_eq!(
+        out,
+        "\"read /a/file: ok a\"\n\"read /b/file: ok b\"\n\"write /b/file: error PermissionDenied\"\n"
+    );
+}
