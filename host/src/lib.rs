@@ -70,6 +70,7 @@ mod options;
 mod plugin;
 mod protocol;
 mod runtime;
+mod text;
 mod worker;
 
 /// The generated bindings of `wit/generator.wit`; private.
@@ -89,6 +90,7 @@ pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
 pub use crate::plugin::{GeneratorInfo, Plugin};
+pub use crate::text::escape_text;
 pub use crate::worker::Isolation;
 pub use crate::worker::process::child::run_worker_if_requested;
 #[doc(no_inline)]

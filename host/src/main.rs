@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sandgen::{Encoding, Engine, ErrorKind, Isolation, Iterable, IterableBuilder, Plugin};
+use sandgen::{
+    Encoding, Engine, ErrorKind, GuestStream, Isolation, Iterable, IterableBuilder, Plugin,
+    escape_text,
+};
 
 #[derive(Parser)]
 #[command(
@@ -150,8 +153,10 @@ fn main() -> ExitCode {
         Err(failure) => {
             // One line, then any further lines of the plugin's own message
             // (a Python traceback, a JS stack) indented beneath it.
+            // The message may hold the plugin's words: shown escaped, so
+            // that it cannot drive the terminal or forge lines of ours.
             let text = format!("{:#}", failure.error);
-            let mut lines = text.lines();
+            let mut lines = text.lines().map(|line| escape_text(line.as_bytes()));
             let mut err = io::stderr().lock();
             let _ = writeln!(err, "error: {}", lines.next().unwrap_or_default());
             for line in lines {
@@ -168,8 +173,9 @@ fn list(plugin: PathBuf, timeout: String) -> Result<(), Failure> {
     let plugin = engine.load(&plugin)?;
     let mut out = io::stdout().lock();
     for info in plugin.generators_with_timeout(timeout)? {
-        // One line per generator, whatever the plugin put in its strings.
-        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        // One line per generator, whatever the plugin put in its strings:
+        // controls escaped, a tab (the separator) shown as a space.
+        let clean = |s: &str| escape_text(s.as_bytes()).replace('\t', " ");
         if writeln!(out, "{}\t{}", clean(&info.name), clean(&info.description)).is_err() {
             break;
         }
@@ -192,7 +198,8 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
     let mut builder = plugin
         .generator(&args.generator)
         .encoding(encoding)
-        .isolation(args.isolation);
+        .isolation(args.isolation)
+        .on_output(print_guest_line);
     builder = with_payloads(builder, args, encoding)?;
     if let Some(timeout) = &args.timeout {
         builder = builder.timeout(seconds("--timeout", timeout)?);
@@ -235,6 +242,22 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         builder = builder.env(key, value);
     }
     Ok(builder.build()?)
+}
+
+/// A line the guest printed, to stderr, prefixed and escaped: the guest
+/// cannot drive the terminal or forge sandgen's own lines.
+fn print_guest_line(line: &sandgen::OutputLine<'_>) {
+    let stream = match line.stream {
+        GuestStream::Stdout => "stdout",
+        _ => "stderr",
+    };
+    let _ = writeln!(
+        io::stderr().lock(),
+        "[{}/{} {stream}] {}",
+        escape_text(line.plugin.as_bytes()),
+        escape_text(line.generator.as_bytes()),
+        escape_text(line.bytes)
+    );
 }
 
 /// A positive number of seconds, from its text.

@@ -986,3 +986,34 @@ fn repeated_dirs_are_all_granted() {
         "\"read /a/file: ok a\"\n\"read /b/file: ok b\"\n\"write /b/file: error PermissionDenied\"\n"
     );
 }
+
+both_isolations!(plugin_text_is_shown_escaped);
+/// Whatever the CLI prints that came from a plugin shows control
+/// characters, bidi controls and invalid UTF-8 escaped: guest output lines,
+/// the plugin's error message, generator names and descriptions.
+fn plugin_text_is_shown_escaped() {
+    use crate::util::artifacts::FIXTURE_PROBE;
+    let bytes: &[u8] = b"\x1b]0;title\x07 \x00 \xe2\x80\xae \xc2\x9b \xff\n";
+    let args = serde_json::json!({ "stream": "stderr", "bytes": bytes, "times": 1 }).to_string();
+    let output = sandgen(&["run", FIXTURE_PROBE, "write", "--args", &args]);
+    expect(&output, 0);
+    assert_eq!(
+        stderr(&output),
+        "[fixture_probe/write stderr] \\x1b]0;title\\x07 \\x00 \\u{202e} \\u{9b} \\xff\n"
+    );
+
+    let message = serde_json::json!("bad\x1b[31m red\u{202e}\nerror: forged").to_string();
+    let output = sandgen(&["run", FIXTURE_PROBE, "fail", "--args", &message]);
+    expect(&output, 1);
+    assert_eq!(
+        stderr(&output),
+        "error: iteration failed in generator fail: bad\\x1b[31m red\\u{202e}\n  error: forged\n"
+    );
+
+    let (out, _) = expect(&sandgen(&["list", FIXTURE_PROBE]), 0);
+    let hostile = out.lines().find(|line| line.starts_with("evil")).unwrap();
+    assert_eq!(
+        hostile,
+        "evil\\x1b[2J\\u{202e}\tclears\\x07the\\x0ascreen\\x1b]0;title\\x07"
+    );
+}

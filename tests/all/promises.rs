@@ -468,3 +468,18 @@ fn an_embedding_program_is_its_own_worker_process() {
     assert_eq!(outputs[0], outputs[1]);
     assert!(outputs[0].contains("epoch 1: "), "{}", outputs[0]);
 }
+
+both_isolations!(a_shadow_stack_overflow_says_what_it_likely_is);
+/// A Rust guest that recurses with large frames runs off the start of its
+/// linear memory (its shadow stack) before wasm's stack is full: the trap
+/// is an out-of-bounds access, and the error says it is likely a stack
+/// overflow.
+fn a_shadow_stack_overflow_says_what_it_likely_is() {
+    let iterable = probing("deep").on_output(|_| {}).build().unwrap();
+    let error = pass_error::<u64>(&iterable);
+    assert_error(
+        &error,
+        ErrorKind::Trap,
+        "trapped while starting a pass: wasm trap: out of bounds memory access (likely a stack overflow",
+    );
+}

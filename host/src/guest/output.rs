@@ -25,7 +25,11 @@ pub enum GuestStream {
 
 /// One line that a guest printed, as handed to an output handler (see
 /// [`IterableBuilder::on_output`](crate::IterableBuilder::on_output)).
+///
+/// The text is the plugin's, raw: before showing it on a terminal, pass it
+/// through [`escape_text`](crate::escape_text) (its `Display` does not).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct OutputLine<'a> {
     /// The plugin's name (its file name without extension).
     pub plugin: &'a str,
@@ -35,6 +39,8 @@ pub struct OutputLine<'a> {
     pub stream: GuestStream,
     /// The line, without its line ending (invalid UTF-8 is replaced).
     pub text: &'a str,
+    /// The line's bytes as the guest wrote them, without its line ending.
+    pub bytes: &'a [u8],
 }
 
 impl fmt::Display for OutputLine<'_> {
@@ -119,6 +125,7 @@ impl State {
             generator: &self.generator,
             stream,
             text: &text,
+            bytes: line,
         });
     }
 

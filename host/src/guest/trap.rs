@@ -101,6 +101,15 @@ fn trap_error(
                 asked.div_ceil(1024 * 1024)
             ),
         ),
+        (Some(Trap::MemoryOutOfBounds), None) => (
+            ErrorKind::Trap,
+            format!(
+                "generator {generator} trapped {phase}: {} (likely a stack overflow: a guest \
+                 compiled from Rust or C keeps its stack in linear memory, and unbounded \
+                 recursion runs off its start){said}",
+                Trap::MemoryOutOfBounds
+            ),
+        ),
         (Some(trap), None) => (
             ErrorKind::Trap,
             format!("generator {generator} trapped {phase}: {trap}{said}"),

@@ -86,7 +86,7 @@ fn worker_main() -> i32 {
     let writer = out.clone();
     let handler: OutputHandler = Arc::new(move |line: &OutputLine<'_>| {
         let mut out = writer.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = wire::write_report(&mut *out, Report::output(line.stream, line.text))
+        let _ = wire::write_report(&mut *out, Report::output(line.stream, line.bytes))
             .and_then(|()| out.flush());
     });
     let fuel = hello.task.limits.fuel.is_some();

@@ -227,7 +227,7 @@ fn read_reports(
     let broken = broken.or_else(|| {
         loop {
             match wire::read_report(&mut stdout, max_batch) {
-                Ok(Some(Report::Output { stderr, text })) => {
+                Ok(Some(Report::Output { stderr, bytes })) => {
                     let stream = if stderr {
                         GuestStream::Stderr
                     } else {
@@ -237,7 +237,8 @@ fn read_reports(
                         plugin,
                         generator,
                         stream,
-                        text: &text,
+                        text: &String::from_utf8_lossy(&bytes),
+                        bytes: &bytes,
                     });
                 }
                 Ok(Some(Report::Status(Status::Items(batch))))

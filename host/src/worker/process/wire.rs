@@ -56,15 +56,16 @@ pub(crate) enum Report {
     /// A line the guest printed.
     Output {
         stderr: bool,
-        text: String,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
     },
 }
 
 impl Report {
-    pub(crate) fn output(stream: GuestStream, text: &str) -> Report {
+    pub(crate) fn output(stream: GuestStream, bytes: &[u8]) -> Report {
         Report::Output {
             stderr: stream == GuestStream::Stderr,
-            text: text.to_owned(),
+            bytes: bytes.to_owned(),
         }
     }
 }
@@ -304,7 +305,7 @@ mod tests {
             Report::Status(Status::IteratorFailed(Error::new(ErrorKind::Trap, "x"))),
             Report::Output {
                 stderr: true,
-                text: "line".into(),
+                bytes: b"line".to_vec(),
             },
             Report::Status(Status::Items(Batch {
                 frames: vec![2, 0, 0, 0, 1, 2],
