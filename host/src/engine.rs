@@ -49,7 +49,7 @@ impl Engine {
     /// Starts configuring an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
-            cache: Some(crate::cache::default_dir()),
+            cache: crate::cache::default_dir(),
             worker_program: None,
         }
     }
@@ -94,7 +94,7 @@ impl Engine {
 ///
 /// | option | default |
 /// |---|---|
-/// | [`cache_dir`](Self::cache_dir) | `$SANDGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/sandgen`, else `~/.cache/sandgen` |
+/// | [`cache_dir`](Self::cache_dir) | `$SANDGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/sandgen`, else `~/.cache/sandgen`, else none (plugins compile in memory) |
 /// | [`worker_program`](Self::worker_program) | this process's own executable, which must then call [`run_worker_if_requested`](crate::run_worker_if_requested) first thing in `main` |
 ///
 /// ```no_run
@@ -116,7 +116,9 @@ pub struct EngineBuilder {
 impl EngineBuilder {
     /// Keeps compiled components in `dir` (created private to the user), so
     /// that only the first load of a plugin pays for compilation and worker
-    /// processes never compile.
+    /// processes never compile. A directory that is not the user's own, is
+    /// writable by others or is a symbolic link is not used (one warning on
+    /// stderr; plugins then compile in memory).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache = Some(dir.into());
         self

@@ -7,13 +7,13 @@
 //! [`Plugin`](crate::Plugin) is. Both are shared by every worker of the
 //! process.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings;
-use crate::cache::Cache;
+use crate::cache::{Cache, Entry};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::guest::Linked;
@@ -167,11 +167,11 @@ impl Shared {
     pub(crate) fn load_compiled(
         &self,
         name: &str,
-        file: &Path,
+        entry: &Entry,
         fuel: bool,
     ) -> Result<Linked, Error> {
         let runtime = self.runtimes.get(fuel)?;
-        let component = crate::cache::load(&runtime.engine, file)?;
+        let component = crate::cache::load(&runtime.engine, entry)?;
         Ok(Linked {
             name: name.into(),
             pre: runtime.link(name, &component)?,
@@ -207,7 +207,7 @@ fn check_header(origin: &str, bytes: &[u8]) -> Result<(), Error> {
 struct Prepared {
     linked: Linked,
     /// The compiled component in the cache, for worker processes.
-    file: Option<PathBuf>,
+    entry: Option<Entry>,
 }
 
 /// A loaded plugin: its bytes, and its compilations, each made on first use.
@@ -232,9 +232,9 @@ impl Loaded {
         Ok(&self.prepared(fuel)?.linked)
     }
 
-    /// The compiled component's cache file, for a worker process.
-    pub(crate) fn compiled_file(&self, fuel: bool) -> Result<&Path, Error> {
-        self.prepared(fuel)?.file.as_deref().ok_or_else(|| {
+    /// The compiled component's cache entry, for a worker process.
+    pub(crate) fn compiled(&self, fuel: bool) -> Result<&Entry, Error> {
+        self.prepared(fuel)?.entry.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::Load,
                 format!(
@@ -263,11 +263,11 @@ impl Loaded {
         let slot = if fuel { &self.fueled } else { &self.plain };
         slot.get_or_init(|| {
             let runtime = self.shared.runtimes.get(fuel)?;
-            let (component, file) = match &self.shared.cache {
+            let (component, entry) = match &self.shared.cache {
                 Some(cache) => {
                     let compiled =
                         cache.load_or_compile(&runtime.engine, &self.origin, &self.bytes)?;
-                    (compiled.component, compiled.file)
+                    (compiled.component, compiled.entry)
                 }
                 None => {
                     let component = Component::new(&runtime.engine, &self.bytes).map_err(|e| {
@@ -286,7 +286,7 @@ impl Loaded {
                     engine: runtime.engine.clone(),
                     clock: self.shared.clock.clone(),
                 },
-                file,
+                entry,
             })
         })
         .as_ref()

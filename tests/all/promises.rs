@@ -483,3 +483,195 @@ fn a_shadow_stack_overflow_says_what_it_likely_is() {
         "trapped while starting a pass: wasm trap: out of bounds memory access (likely a stack overflow",
     );
 }
+
+/// A guest that writes 64 MB to stderr faster than the caller takes it:
+/// the worker process is held back by the pipe (no queue grows in it); its
+/// peak resident memory, read from /proc, grows by far less than what was
+/// written.
+#[test]
+fn a_stderr_flood_is_held_back_not_queued() {
+    let _watch = crate::util::watchdog("promises::a_stderr_flood_is_held_back_not_queued");
+    crate::util::set_isolation(Isolation::Process);
+    let line = [b'x'; 1023];
+    let mut bytes = line.to_vec();
+    bytes.push(b'\n');
+    let lines = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = lines.clone();
+    let iterable = writer("stderr", &bytes, 64 * 1024, 1)
+        .on_output(move |_| {
+            // A slow consumer: 1 ms for every 256 lines.
+            if seen
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(256)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .build()
+        .unwrap();
+    let pid = iterable.worker_process_id().unwrap();
+    let peak_kib = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = peak_kib();
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    let after = peak_kib();
+    assert_eq!(pass.next().map(Result::unwrap), None);
+    assert_eq!(lines.load(std::sync::atomic::Ordering::Relaxed), 64 * 1024);
+    eprintln!("worker peak RSS {before} KiB before 64 MB of stderr, {after} KiB after");
+    assert!(
+        after < before + 16 * 1024,
+        "the worker's peak RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+/// The compile cache trusts only entries bound to the very component and
+/// engine at hand: another plugin's valid entry copied over this one's is
+/// refused (and replaced), in the caller and in a worker process.
+#[test]
+fn a_cache_entry_is_bound_to_its_component() {
+    let _watch = crate::util::watchdog("promises::a_cache_entry_is_bound_to_its_component");
+    let dir = temp_dir("bound-cache");
+    let engine = || {
+        sandgen::Engine::builder()
+            .cache_dir(&dir)
+            .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+            .build()
+            .unwrap()
+    };
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut found: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        found.sort();
+        found
+    };
+    engine().load(artifacts::FIXTURE_KINDS).unwrap();
+    let kinds_entry = entries().pop().unwrap();
+    let probe_plugin = engine().load(artifacts::FIXTURE_PROBE).unwrap();
+    let probe_entry = entries().into_iter().find(|e| *e != kinds_entry).unwrap();
+    // The kinds entry, under the probe's name: a worker process refuses it.
+    std::fs::copy(&kinds_entry, &probe_entry).unwrap();
+    let error = probe_plugin
+        .generator("stdin")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Load,
+        "it was compiled from another component or engine (its key does not match)",
+    );
+    // A fresh load refuses it too, compiles the probe and repairs the entry.
+    let names: Vec<String> = engine()
+        .load(artifacts::FIXTURE_PROBE)
+        .unwrap()
+        .generators()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names[0], "fs");
+    assert_ne!(
+        std::fs::read(&probe_entry).unwrap(),
+        std::fs::read(&kinds_entry).unwrap()
+    );
+}
+
+/// A cache directory writable by others, a linked one, and an entry that is
+/// not the user's own are not trusted: the CLI warns once and compiles in
+/// memory, leaving what it found alone.
+#[test]
+fn an_untrusted_cache_is_not_used() {
+    let _watch = crate::util::watchdog("promises::an_untrusted_cache_is_not_used");
+    let root = temp_dir("untrusted-cache");
+    let list = |cache: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
+        command
+            .args(["list", artifacts::FIXTURE_KINDS])
+            .env("SANDGEN_CACHE_DIR", cache);
+        let output = output_within(&command, Duration::from_secs(180), "sandgen list");
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "kinds\tyields one item of each kind of value the SDK can write\n"
+        );
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let open = root.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = list(&open);
+    assert!(
+        err.starts_with(&format!(
+            "sandgen: warning: not using the compile cache `{}`: it is writable by others (mode 777)",
+            open.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
+
+    let private = root.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let linked = root.join("linked");
+    symlink(&private, &linked).unwrap();
+    let err = list(&linked);
+    assert!(err.contains("it is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0);
+
+    // An entry that belongs to someone else (as root, give it away).
+    if running_as_root() {
+        assert_eq!(list(&private), "");
+        let entry = std::fs::read_dir(&private)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let before = std::fs::read(&entry).unwrap();
+        std::os::unix::fs::chown(&entry, Some(65534), None).unwrap();
+        list(&private);
+        // Not read as an entry of ours: the compile replaced it with one
+        // that is (the rename takes the user's ownership).
+        let meta = std::fs::metadata(&entry).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+        assert_eq!(std::fs::read(&entry).unwrap(), before);
+    }
+}
+
+/// Whether the tests run as root (as CI does): only root can give a file
+/// away.
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+        .unwrap_or(false)
+}
+
+/// Without `SANDGEN_CACHE_DIR`, `XDG_CACHE_HOME` and `HOME` there is no
+/// cache: no shared fallback directory is used.
+#[test]
+fn without_a_home_there_is_no_cache() {
+    let _watch = crate::util::watchdog("promises::without_a_home_there_is_no_cache");
+    let fallback = std::env::temp_dir().join("sandgen-cache");
+    let before = std::fs::read_dir(&fallback).map(|d| d.count()).ok();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
+    command
+        .args(["list", artifacts::FIXTURE_KINDS])
+        .env_remove("SANDGEN_CACHE_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("HOME");
+    let output = output_within(&command, Duration::from_secs(180), "sandgen list");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stderr, b"");
+    assert_eq!(std::fs::read_dir(&fallback).map(|d| d.count()).ok(), before);
+}

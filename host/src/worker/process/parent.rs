@@ -73,7 +73,7 @@ impl ProcessWorker {
             ));
         }
         let program = plugin.worker_program()?;
-        let compiled = plugin.compiled_file(fuel)?.to_owned();
+        let compiled = plugin.compiled(fuel)?.clone();
         let max_batch = MAX_BATCH_BYTES + task.limits.max_item_bytes as usize + 64;
         let mut child = Process::new(&program)
             .arg(WORKER_ARG)

@@ -7,12 +7,12 @@
 //! limit (`sandgen_wire::message`).
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 
 use sandgen_wire::message;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::Entry;
 use crate::guest::output::GuestStream;
 use crate::protocol::{Batch, Status};
 use crate::worker::task::Task;
@@ -36,8 +36,9 @@ pub(crate) const WORKER_ARG: &str = "__sandgen-worker";
 pub(crate) struct Hello {
     /// The plugin's name, for messages and output prefixes.
     pub(crate) plugin: String,
-    /// The compiled component in the compile cache.
-    pub(crate) compiled: PathBuf,
+    /// The compiled component in the compile cache, and the key it must
+    /// carry (the worker has no component bytes to compute it from).
+    pub(crate) compiled: Entry,
     pub(crate) task: Task,
 }
 
