@@ -47,6 +47,24 @@ const CLI_DEADLINE: Duration = Duration::from_secs(180);
 /// within it was stopped, not drained and not killed.
 const TEARDOWN: Duration = Duration::from_millis(800);
 
+/// `sandgen run` (the test's `--isolation`, then `extra`) of a generator that
+/// spins after its first item, returned once its initializer has run (it
+/// announces itself on stderr): its pass starts right after.
+pub fn spinning_run(extra: &[&str]) -> Running {
+    let mut args = vec![
+        FIXTURE_SPDL,
+        "spin",
+        "--args",
+        "1",
+        "--config",
+        r#"{"announce": "initialized"}"#,
+    ];
+    args.extend_from_slice(extra);
+    let child = Running::spawn(&run_command(&args), Stdout::Collect);
+    child.stderr_line("initialized", CLI_DEADLINE);
+    child
+}
+
 fn sandgen(args: &[&str]) -> Output {
     let mut args = args.to_vec();
     if matches!(args.first(), Some(&"run" | &"bench")) {
@@ -463,20 +481,7 @@ fn closing_stdout_early_ends_quietly() {
 both_isolations!(sigterm_and_sigint_end_a_busy_run_promptly);
 fn sigterm_and_sigint_end_a_busy_run_promptly() {
     for (signal, number) in [("TERM", 15), ("INT", 2)] {
-        // The initializer announces itself on stderr: the pass (which spins
-        // after one item) starts right after.
-        let mut child = Running::spawn(
-            &run_command(&[
-                FIXTURE_SPDL,
-                "spin",
-                "--args",
-                "1",
-                "--config",
-                r#"{"announce": "initialized"}"#,
-            ]),
-            Stdout::Collect,
-        );
-        child.stderr_line("initialized", CLI_DEADLINE);
+        let mut child = spinning_run(&[]);
         let workers = crate::process::children(child.pid());
         assert_eq!(
             workers.len(),
@@ -509,20 +514,7 @@ both_isolations!(take_stops_a_huge_pass);
 /// pass ends: within milliseconds of the initializer, not after the 1 s
 /// fallback that kills a worker at teardown.
 fn take_stops_a_huge_pass() {
-    let mut child = Running::spawn(
-        &run_command(&[
-            FIXTURE_SPDL,
-            "spin",
-            "--args",
-            "1",
-            "--take",
-            "1",
-            "--config",
-            r#"{"announce": "initialized"}"#,
-        ]),
-        Stdout::Collect,
-    );
-    child.stderr_line("initialized", CLI_DEADLINE);
+    let mut child = spinning_run(&["--take", "1"]);
     let started = Instant::now();
     let output = child.wait(CLI_DEADLINE, "sandgen run --take 1");
     let took = started.elapsed();
@@ -875,18 +867,7 @@ fn a_stdout_that_fails_is_an_error() {
 fn a_killed_worker_process_exits_1() {
     let _watch = crate::util::watchdog("cli::a_killed_worker_process_exits_1");
     crate::util::set_isolation(sandgen::Isolation::Process);
-    let mut child = Running::spawn(
-        &run_command(&[
-            FIXTURE_SPDL,
-            "spin",
-            "--args",
-            "1",
-            "--config",
-            r#"{"announce": "initialized"}"#,
-        ]),
-        Stdout::Collect,
-    );
-    child.stderr_line("initialized", CLI_DEADLINE);
+    let mut child = spinning_run(&[]);
     let workers = crate::process::children(child.pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
     let killed = Command::new("kill")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sandgen::{Engine, ErrorKind, Isolation};
 
-use crate::util::{Running, Stdout, artifacts, assert_error, cache_dir, plugin};
+use crate::util::{artifacts, assert_error, cache_dir, plugin};
 
 fn spdl_process() -> crate::util::Fixture {
     crate::util::set_isolation(Isolation::Process);
@@ -184,26 +184,10 @@ fn without_a_cache_process_isolation_is_refused_clearly() {
 #[test]
 fn worker_does_not_outlive_a_killed_caller() {
     let _watch = crate::util::watchdog("process::worker_does_not_outlive_a_killed_caller");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
-    command
-        .args([
-            "run",
-            artifacts::FIXTURE_SPDL,
-            "spin",
-            "--args",
-            "1",
-            "--isolation",
-            "process",
-            "--config",
-            r#"{"announce": "initialized"}"#,
-        ])
-        .env("SANDGEN_CACHE_DIR", cache_dir());
     // In a process group of its own: if this test fails, dropping `cli`
     // kills the worker too.
-    let mut cli = Running::spawn(&command, Stdout::Collect);
-    // The worker announces its initializer; its pass, which spins after one
-    // item, starts right after.
-    cli.stderr_line("initialized", Duration::from_secs(60));
+    crate::util::set_isolation(Isolation::Process);
+    let mut cli = crate::cli::spinning_run(&[]);
     let workers = children(cli.pid());
     assert_eq!(workers.len(), 1, "worker processes: {workers:?}");
     let worker = workers[0];
