@@ -34,24 +34,54 @@ impl HostState {
                 output.stream(GuestStream::Stdout),
                 output.stream(GuestStream::Stderr),
             )?,
-            limiter: MemoryLimiter {
-                max_bytes: limits.memory,
-                denied: None,
-            },
+            limiter: MemoryLimiter::new(limits.memory),
             fuel: limits.fuel,
         })
     }
 }
 
-/// Caps linear memory and remembers a refused growth, so that the trap that
+/// The most core instances a plugin's store may hold (the Python and
+/// JavaScript plugins of the tests need between 9 and 16).
+const MAX_INSTANCES: usize = 64;
+/// The most linear memories a plugin's store may hold.
+const MAX_MEMORIES: usize = 16;
+/// The most tables a plugin's store may hold.
+const MAX_TABLES: usize = 64;
+/// The most table elements, all tables together (each is host memory).
+const MAX_TABLE_ELEMENTS: u64 = 1_000_000;
+
+/// Caps what a plugin's store can allocate, all of it together: the sum of
+/// its linear memories (their initial sizes included) against the memory
+/// cap, the sum of its tables' elements, and the number of instances,
+/// memories and tables. Remembers a refused growth, so that the trap that
 /// usually follows is reported as a memory limit.
 pub(crate) struct MemoryLimiter {
     max_bytes: u64,
-    /// The size a refused growth asked for.
+    /// Bytes of linear memory the store's memories hold together.
+    used: u64,
+    /// The growth of memory last allowed, undone if it then failed.
+    growing: u64,
+    /// Elements the store's tables hold together.
+    elements: u64,
+    /// The growth of a table last allowed, undone if it then failed.
+    growing_elements: u64,
+    /// What the store's memories would have held together had a refused
+    /// growth been allowed.
     pub(crate) denied: Option<u64>,
 }
 
 impl MemoryLimiter {
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        MemoryLimiter {
+            max_bytes,
+            used: 0,
+            growing: 0,
+            elements: 0,
+            growing_elements: 0,
+            denied: None,
+        }
+    }
+
     pub(crate) fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
@@ -65,27 +95,102 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
+    /// Also called with `current` 0 when a memory is created.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.max_bytes {
-            self.denied = Some(desired as u64);
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let after = self.used.saturating_add(growth);
+        if after > self.max_bytes {
+            self.denied = Some(after);
             return Ok(false);
         }
+        self.used = after;
+        self.growing = growth;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.used -= std::mem::take(&mut self.growing);
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Table elements are host memory too; a million is far more than any
-        // real plugin needs.
-        Ok(desired <= 1_000_000)
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let after = self.elements.saturating_add(growth);
+        if after > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.elements = after;
+        self.growing_elements = growth;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.elements -= std::mem::take(&mut self.growing_elements);
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_cap_covers_all_memories_together() {
+        let mut limiter = MemoryLimiter::new(64 << 20);
+        // Twenty memories of 3 MiB each are created: 21 of them fit in 64.
+        for _ in 0..21 {
+            assert!(limiter.memory_growing(0, 3 * MIB, None).unwrap());
+        }
+        assert!(!limiter.memory_growing(0, 3 * MIB, None).unwrap());
+        assert_eq!(limiter.denied, Some(66 << 20));
+        // Growing one of them counts only the growth.
+        assert!(limiter.memory_growing(3 * MIB, 4 * MIB, None).unwrap());
+        assert!(!limiter.memory_growing(4 * MIB, 6 * MIB, None).unwrap());
+    }
+
+    #[test]
+    fn a_failed_growth_is_given_back() {
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        assert!(limiter.memory_growing(0, 8 * MIB, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::Error::msg("no memory"))
+            .unwrap();
+        assert!(limiter.memory_growing(0, 8 * MIB, None).unwrap());
+    }
+
+    #[test]
+    fn table_elements_are_capped_all_tables_together() {
+        let mut limiter = MemoryLimiter::new(1 << 30);
+        assert!(limiter.table_growing(0, 600_000, None).unwrap());
+        assert!(!limiter.table_growing(0, 600_000, None).unwrap());
+        assert!(limiter.table_growing(0, 400_000, None).unwrap());
+        assert_eq!(
+            (limiter.instances(), limiter.memories(), limiter.tables()),
+            (MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES)
+        );
     }
 }

@@ -52,7 +52,7 @@ pub(crate) fn reported_error(
         Some(asked) => Error::plugin(
             ErrorKind::MemoryLimit,
             format_args!(
-                "{context} after hitting its memory limit of {} MiB (it asked for {} MiB)",
+                "{context} after hitting its memory limit of {} MiB (its memories would have held {} MiB together)",
                 limiter.max_bytes() / (1024 * 1024),
                 asked.div_ceil(1024 * 1024)
             ),
@@ -96,7 +96,7 @@ fn trap_error(
         (_, Some(asked)) => (
             ErrorKind::MemoryLimit,
             format!(
-                "generator {generator} hit its memory limit of {} MiB {phase} (it asked for {} MiB){said}",
+                "generator {generator} hit its memory limit of {} MiB {phase} (its memories would have held {} MiB together){said}",
                 limiter.max_bytes() / (1024 * 1024),
                 asked.div_ceil(1024 * 1024)
             ),
