@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+use crate::compile::Artifact;
 use crate::error::{Error, ErrorKind};
 
 const MAGIC: &[u8; 16] = b"sandgen-cwasm-2\n";
@@ -86,21 +87,13 @@ impl Cache {
     pub(crate) fn load_or_compile(
         &self,
         engine: &wasmtime::Engine,
-        origin: &str,
         bytes: &[u8],
+        compile: impl FnOnce() -> Result<Artifact, Error>,
     ) -> Result<Compiled, Error> {
-        let compile = || {
-            Component::new(engine, bytes).map_err(|e| {
-                Error::new(
-                    ErrorKind::Load,
-                    format!("failed to compile plugin `{origin}`: {e:#}"),
-                )
-            })
-        };
         if let Err(why) = self.usable() {
             warn_once(&self.dir, &why);
             return Ok(Compiled {
-                component: compile()?,
+                component: compile()?.into_component(engine)?.0,
                 entry: None,
             });
         }
@@ -115,10 +108,9 @@ impl Cache {
                 entry: Some(entry),
             });
         }
-        let component = compile()?;
-        let stored = component
-            .serialize()
-            .ok()
+        let (component, serialized) = compile()?.into_component(engine)?;
+        let stored = serialized
+            .or_else(|| component.serialize().ok())
             .and_then(|payload| self.store(&entry, &payload).ok());
         Ok(Compiled {
             component,
@@ -295,6 +287,13 @@ mod tests {
     /// A component with no imports or exports: the smallest there is.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
+    /// Compiles the empty component in this process.
+    fn compile(engine: &wasmtime::Engine) -> impl FnOnce() -> Result<Artifact, Error> {
+        move || {
+            crate::compile::in_process(engine, "empty", EMPTY_COMPONENT).map(Artifact::Component)
+        }
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sandgen-cache-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -307,7 +306,7 @@ mod tests {
         let dir = temp_dir("roundtrip");
         let cache = Cache::new(dir.clone());
         let first = cache
-            .load_or_compile(&engine, "empty", EMPTY_COMPONENT)
+            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
             .unwrap();
         let entry = first.entry.expect("stored");
         let file = entry.path.clone();
@@ -322,7 +321,7 @@ mod tests {
         let err = load(&engine, &entry).err().unwrap();
         assert!(err.to_string().contains("checksum does not match"), "{err}");
         let again = cache
-            .load_or_compile(&engine, "empty", EMPTY_COMPONENT)
+            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
             .unwrap();
         assert_eq!(again.entry.as_ref(), Some(&entry));
         assert!(load(&engine, &entry).is_ok());
@@ -349,7 +348,7 @@ mod tests {
                 .map(|_| {
                     scope.spawn(|| {
                         cache
-                            .load_or_compile(&engine, "empty", EMPTY_COMPONENT)
+                            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
                             .unwrap()
                             .entry
                     })
@@ -385,7 +384,7 @@ mod tests {
         let engine = wasmtime::Engine::default();
         let cache = Cache::new(PathBuf::from("/proc/definitely/not/writable"));
         let compiled = cache
-            .load_or_compile(&engine, "empty", EMPTY_COMPONENT)
+            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
             .unwrap();
         assert!(compiled.entry.is_none());
     }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::compile::LoadLimits;
 use crate::error::{Error, ErrorKind};
 use crate::plugin::Plugin;
 use crate::runtime::Shared;
@@ -51,6 +53,7 @@ impl Engine {
         EngineBuilder {
             cache: crate::cache::default_dir(),
             worker_program: None,
+            load: LoadLimits::default(),
         }
     }
 
@@ -96,6 +99,15 @@ impl Engine {
 /// |---|---|
 /// | [`cache_dir`](Self::cache_dir) | `$SANDGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/sandgen`, else `~/.cache/sandgen`, else none (plugins compile in memory) |
 /// | [`worker_program`](Self::worker_program) | this process's own executable, which must then call [`run_worker_if_requested`](crate::run_worker_if_requested) first thing in `main` |
+/// | [`load_timeout`](Self::load_timeout) | 120 s ([`DEFAULT_LOAD_TIMEOUT`](crate::DEFAULT_LOAD_TIMEOUT)) |
+/// | [`load_memory`](Self::load_memory) | 4 GiB ([`DEFAULT_LOAD_MEMORY`](crate::DEFAULT_LOAD_MEMORY)) |
+///
+/// Loading a plugin that is not in the compile cache compiles it. Where a
+/// worker program is known (set here, or this program called
+/// [`run_worker_if_requested`](crate::run_worker_if_requested)), the
+/// compilation runs in a child process within the load limits, so that a
+/// component made to be slow or huge to compile cannot hold or exhaust the
+/// caller; otherwise it runs in this process, without them.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), sandgen::Error> {
@@ -111,6 +123,7 @@ impl Engine {
 pub struct EngineBuilder {
     cache: Option<PathBuf>,
     worker_program: Option<PathBuf>,
+    load: LoadLimits,
 }
 
 impl EngineBuilder {
@@ -140,14 +153,41 @@ impl EngineBuilder {
         self
     }
 
+    /// How long compiling one plugin may take; past it, loading fails with
+    /// [`ErrorKind::LoadLimit`]. Must be longer than zero.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load.timeout = timeout;
+        self
+    }
+
+    /// How much memory (address space, in bytes) compiling one plugin may
+    /// use; past it, loading fails with [`ErrorKind::LoadLimit`].
+    pub fn load_memory(mut self, bytes: u64) -> Self {
+        self.load.memory = bytes;
+        self
+    }
+
     /// Creates the engine.
     ///
     /// # Errors
     ///
-    /// When wasmtime cannot be set up on this machine.
+    /// [`ErrorKind::InvalidInput`] for a zero load timeout or load memory;
+    /// [`ErrorKind::Load`] when wasmtime cannot be set up on this machine.
     pub fn build(self) -> Result<Engine, Error> {
+        if self.load.timeout.is_zero() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the load timeout must be longer than zero",
+            ));
+        }
+        if self.load.memory == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the load memory must be at least 1 byte",
+            ));
+        }
         Ok(Engine {
-            shared: Arc::new(Shared::new(self.cache, self.worker_program)?),
+            shared: Arc::new(Shared::new(self.cache, self.worker_program, self.load)?),
         })
     }
 }

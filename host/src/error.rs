@@ -16,6 +16,10 @@ pub enum ErrorKind {
     /// core module instead of a component, or a component that does not
     /// compile.
     Load,
+    /// Compiling the plugin went past a load limit: its deadline or its
+    /// memory (see [`EngineBuilder::load_timeout`](crate::EngineBuilder::load_timeout)
+    /// and [`load_memory`](crate::EngineBuilder::load_memory)).
+    LoadLimit,
     /// The component is not a sandgen plugin: it does not export
     /// `sandgen:generator/generator@0.1.0`, or it imports something sandgen
     /// does not provide.

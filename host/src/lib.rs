@@ -61,6 +61,7 @@
 mod cache;
 mod clock;
 mod codec;
+mod compile;
 mod engine;
 mod error;
 mod guest;
@@ -82,6 +83,7 @@ mod bindings {
     });
 }
 
+pub use crate::compile::{DEFAULT_LOAD_MEMORY, DEFAULT_LOAD_TIMEOUT};
 pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::guest::output::{GuestStream, OutputLine};

@@ -41,6 +41,8 @@ enum Command {
             allow_negative_numbers = true
         )]
         timeout: String,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Runs a generator and prints each item as one line of JSON.
     Run(RunArgs),
@@ -49,10 +51,51 @@ enum Command {
     Bench(RunArgs),
 }
 
+/// The bounds on compiling a plugin that is not in the compile cache.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// How long compiling the plugin may take, in seconds.
+    #[arg(
+        long,
+        default_value = "120",
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
+    load_timeout: String,
+    /// Memory (address space) that compiling the plugin may use, in MiB.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    load_memory: u64,
+}
+
+impl LoadArgs {
+    /// An engine with these bounds (and the default cache; this program is
+    /// its own worker and compiling program).
+    fn engine(&self) -> Result<Engine, Failure> {
+        let timeout = seconds("--load-timeout", &self.load_timeout)?;
+        let memory = self
+            .load_memory
+            .checked_mul(1024 * 1024)
+            .filter(|&m| m > 0)
+            .with_context(|| {
+                format!(
+                    "invalid --load-memory {}: give a positive number of MiB",
+                    self.load_memory
+                )
+            })
+            .map_err(usage)?;
+        Ok(Engine::builder()
+            .load_timeout(timeout)
+            .load_memory(memory)
+            .build()?)
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// The plugin component (.wasm).
     plugin: PathBuf,
+    #[command(flatten)]
+    load: LoadArgs,
     /// The generator to run.
     generator: String,
     /// Arguments for the generator, as JSON.
@@ -116,7 +159,7 @@ impl From<sandgen::Error> for Failure {
 fn is_plugin_failure(kind: ErrorKind) -> bool {
     !matches!(
         kind,
-        ErrorKind::InvalidInput | ErrorKind::Load | ErrorKind::Incompatible
+        ErrorKind::InvalidInput | ErrorKind::Load | ErrorKind::LoadLimit | ErrorKind::Incompatible
     )
 }
 
@@ -144,7 +187,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::List { plugin, timeout } => list(plugin, timeout),
+        Command::List {
+            plugin,
+            timeout,
+            load,
+        } => list(plugin, timeout, &load),
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
     };
@@ -167,9 +214,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn list(plugin: PathBuf, timeout: String) -> Result<(), Failure> {
+fn list(plugin: PathBuf, timeout: String, load: &LoadArgs) -> Result<(), Failure> {
     let timeout = seconds("--timeout", &timeout)?;
-    let engine = Engine::new()?;
+    let engine = load.engine()?;
     let plugin = engine.load(&plugin)?;
     let mut out = io::stdout().lock();
     for info in plugin.generators_with_timeout(timeout)? {
@@ -190,7 +237,7 @@ fn iterable(args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
 
 /// The engine, and the plugin (compiled, or from the compile cache).
 fn load(args: &RunArgs) -> Result<Plugin, Failure> {
-    Ok(Engine::new()?.load(&args.plugin)?)
+    Ok(args.load.engine()?.load(&args.plugin)?)
 }
 
 /// Builds the iterable: starts the worker and waits for initialization.

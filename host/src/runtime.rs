@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 use crate::bindings;
 use crate::cache::{Cache, Entry};
 use crate::clock::Clock;
+use crate::compile::{self, Artifact, LoadLimits};
 use crate::error::{Error, ErrorKind};
 use crate::guest::Linked;
 use crate::guest::state::HostState;
@@ -27,20 +28,7 @@ struct Runtime {
 
 impl Runtime {
     fn new(fuel: bool) -> Result<Runtime, Error> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        config.consume_fuel(fuel);
-        // A profiling aid (BENCHMARKS.md): name JIT-compiled guest code for
-        // `perf` in /tmp/perf-PID.map.
-        if std::env::var_os("SANDGEN_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = wasmtime::Engine::new(&config).map_err(|e| {
-            Error::new(
-                ErrorKind::Load,
-                format!("failed to set up the wasm engine: {e:#}"),
-            )
-        })?;
+        let engine = crate::compile::engine(fuel)?;
         let mut linker = Linker::new(&engine);
         crate::imports::add_to_linker(&mut linker).map_err(|e| {
             Error::new(
@@ -116,6 +104,7 @@ impl Runtimes {
 pub(crate) struct Shared {
     cache: Option<Cache>,
     worker_program: Option<PathBuf>,
+    load: LoadLimits,
     runtimes: Arc<Runtimes>,
     clock: Clock,
 }
@@ -124,6 +113,7 @@ impl Shared {
     pub(crate) fn new(
         cache: Option<PathBuf>,
         worker_program: Option<PathBuf>,
+        load: LoadLimits,
     ) -> Result<Shared, Error> {
         let runtimes = Arc::new(Runtimes::default());
         let ticking = runtimes.clone();
@@ -136,8 +126,21 @@ impl Shared {
         Ok(Shared {
             cache: cache.map(Cache::new),
             worker_program,
+            load,
             runtimes,
             clock,
+        })
+    }
+
+    /// The program to compile in, within the load limits: the worker
+    /// program when one was set, or this program when it is one (it called
+    /// `run_worker_if_requested`); `None` compiles in this process, without
+    /// bounds.
+    fn compiler(&self) -> Option<PathBuf> {
+        self.worker_program.clone().or_else(|| {
+            crate::worker::process::child::is_worker_program()
+                .then(|| std::env::current_exe().ok())
+                .flatten()
         })
     }
 
@@ -263,21 +266,20 @@ impl Loaded {
         let slot = if fuel { &self.fueled } else { &self.plain };
         slot.get_or_init(|| {
             let runtime = self.shared.runtimes.get(fuel)?;
+            let compile = || match self.shared.compiler() {
+                Some(program) => {
+                    compile::in_child(&program, fuel, &self.origin, &self.bytes, self.shared.load)
+                        .map(Artifact::Serialized)
+                }
+                None => compile::in_process(&runtime.engine, &self.origin, &self.bytes)
+                    .map(Artifact::Component),
+            };
             let (component, entry) = match &self.shared.cache {
                 Some(cache) => {
-                    let compiled =
-                        cache.load_or_compile(&runtime.engine, &self.origin, &self.bytes)?;
+                    let compiled = cache.load_or_compile(&runtime.engine, &self.bytes, compile)?;
                     (compiled.component, compiled.entry)
                 }
-                None => {
-                    let component = Component::new(&runtime.engine, &self.bytes).map_err(|e| {
-                        Error::new(
-                            ErrorKind::Load,
-                            format!("failed to compile plugin `{}`: {e:#}", self.origin),
-                        )
-                    })?;
-                    (component, None)
-                }
+                None => (compile()?.into_component(&runtime.engine)?.0, None),
             };
             Ok(Prepared {
                 linked: Linked {

@@ -998,3 +998,78 @@ fn plugin_text_is_shown_escaped() {
         "evil\\x1b[2J\\u{202e}\tclears\\x07the\\x0ascreen\\x1b]0;title\\x07"
     );
 }
+
+both_isolations!(loading_is_bounded_by_load_timeout_and_load_memory);
+/// Compiling a plugin that is not in the cache has a deadline and a memory
+/// bound: past either, exit 2 with the option to raise named; within them,
+/// `list`, `run` and `bench` all take the options.
+fn loading_is_bounded_by_load_timeout_and_load_memory() {
+    let cache = crate::util::temp_dir("load-limits");
+    std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let with_cache = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sandgen"));
+        command.args(args).env("SANDGEN_CACHE_DIR", &cache);
+        output_within(&command, CLI_DEADLINE, "sandgen with load limits")
+    };
+    let plugin = crate::util::artifacts::FIXTURE_KINDS;
+    let (_, errors) = expect(&with_cache(&["list", plugin, "--load-timeout", "0.001"]), 2);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].ends_with(
+            "took longer than its load timeout of 1ms; raise it with `--load-timeout SECONDS` (`EngineBuilder::load_timeout`)"
+        ),
+        "{errors:?}"
+    );
+    let (_, errors) = expect(&with_cache(&["list", plugin, "--load-memory", "16"]), 2);
+    assert!(
+        errors[0].ends_with(
+            "needed more than its load memory of 16 MiB; raise it with `--load-memory MIB` (`EngineBuilder::load_memory`)"
+        ),
+        "{errors:?}"
+    );
+    for (option, value, line) in [
+        (
+            "--load-timeout",
+            "0",
+            "error: invalid --load-timeout 0: give a positive number of seconds",
+        ),
+        (
+            "--load-memory",
+            "0",
+            "error: invalid --load-memory 0: give a positive number of MiB",
+        ),
+    ] {
+        let (_, errors) = expect(&with_cache(&["list", plugin, option, value]), 2);
+        assert_eq!(errors, [line]);
+    }
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing was cached"
+    );
+    let limits = ["--load-timeout", "60", "--load-memory", "2048"];
+    let (out, _) = expect(&with_cache(&[&["list", plugin][..], &limits].concat()), 0);
+    assert!(out.starts_with("kinds\t"), "{out}");
+    let (out, _) = expect(
+        &with_cache(
+            &[
+                &["run", plugin, "kinds", "--isolation", mode()][..],
+                &limits,
+            ]
+            .concat(),
+        ),
+        0,
+    );
+    assert_eq!(out.lines().count(), 10, "{out}");
+    let (out, _) = expect(
+        &with_cache(
+            &[
+                &["bench", plugin, "kinds", "--isolation", mode()][..],
+                &limits,
+            ]
+            .concat(),
+        ),
+        0,
+    );
+    assert!(out.contains("\"items\":10"), "{out}");
+}

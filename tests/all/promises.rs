@@ -675,3 +675,40 @@ fn without_a_home_there_is_no_cache() {
     assert_eq!(output.stderr, b"");
     assert_eq!(std::fs::read_dir(&fallback).map(|d| d.count()).ok(), before);
 }
+
+/// In the library, the load limits hold where a worker program is set (the
+/// compilation runs in it): a deadline too short is `LoadLimit`; without a
+/// worker program the compilation runs in this process, without them.
+#[test]
+fn the_library_bounds_loading_with_a_worker_program() {
+    let _watch =
+        crate::util::watchdog("promises::the_library_bounds_loading_with_a_worker_program");
+    let dir = temp_dir("library-load-limits");
+    let bounded = sandgen::Engine::builder()
+        .cache_dir(&dir)
+        .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+        .load_timeout(Duration::from_micros(1))
+        .build()
+        .unwrap();
+    let error = bounded.load(artifacts::FIXTURE_KINDS).unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::LoadLimit,
+        "took longer than its load timeout of 1µs",
+    );
+    let in_process = sandgen::Engine::builder()
+        .cache_dir(&dir)
+        .load_timeout(Duration::from_micros(1))
+        .build()
+        .unwrap();
+    in_process.load(artifacts::FIXTURE_KINDS).unwrap();
+    let error = sandgen::Engine::builder()
+        .load_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::InvalidInput,
+        "the load timeout must be longer than zero",
+    );
+}

@@ -10,6 +10,7 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::sync::{Arc, Mutex};
 
+use crate::compile::COMPILE_ARG;
 use crate::guest::output::{OutputHandler, OutputLine};
 use crate::protocol::{Command, Status};
 use crate::runtime::Shared;
@@ -31,12 +32,26 @@ use crate::worker::thread::ThreadWorker;
 /// // ... the program itself
 /// ```
 pub fn run_worker_if_requested() {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|arg| arg == WORKER_ARG)
-    {
-        std::process::exit(worker_main());
+    IS_WORKER_PROGRAM.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        Some(arg) if arg == WORKER_ARG => std::process::exit(worker_main()),
+        Some(arg) if arg == COMPILE_ARG => {
+            let rest: Vec<_> = args.collect();
+            std::process::exit(crate::compile::child_main(&rest))
+        }
+        _ => {}
     }
+}
+
+/// Set by [`run_worker_if_requested`]: this program can be started as a
+/// worker (or compiling) process.
+static IS_WORKER_PROGRAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this program called [`run_worker_if_requested`], and so can be
+/// started as a worker or compiling process.
+pub(crate) fn is_worker_program() -> bool {
+    IS_WORKER_PROGRAM.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The worker process: the exit code.
@@ -91,7 +106,7 @@ fn worker_main() -> i32 {
     });
     let fuel = hello.task.limits.fuel.is_some();
     let (queues, worker_queues) = queues();
-    let worker = Shared::new(None, None)
+    let worker = Shared::new(None, None, Default::default())
         .and_then(|shared| shared.load_compiled(&hello.plugin, &hello.compiled, fuel))
         .and_then(|linked| ThreadWorker::spawn(linked, hello.task, handler, worker_queues));
     let _worker = match worker {
