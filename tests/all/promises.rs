@@ -712,3 +712,92 @@ fn the_library_bounds_loading_with_a_worker_program() {
         "the load timeout must be longer than zero",
     );
 }
+
+/// Set in the child process that [`flood_probe`] runs in: its isolation.
+const FLOOD_PROBE: &str = "SANDGEN_TEST_FLOOD_PROBE";
+
+both_isolations!(a_flood_of_guest_output_leaves_the_callers_memory_alone);
+/// 64 MB written to the guest's stdout and 64 MB to its stderr, taken by a
+/// slow handler: the caller's peak resident memory, measured in a process of
+/// its own, grows by far less than what was written (no queue holds the
+/// lines), in both isolation modes.
+fn a_flood_of_guest_output_leaves_the_callers_memory_alone() {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "promises::flood_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(FLOOD_PROBE, isolation().to_string());
+    let output = output_within(
+        &command,
+        Duration::from_secs(240),
+        "the flood probe's process",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (before, after): (u64, u64) = stdout
+        .lines()
+        .find_map(|line| line.split_once("peak kib: ").map(|(_, figures)| figures))
+        .and_then(|figures| figures.split_once(' '))
+        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
+        .unwrap_or_else(|| panic!("the probe printed no figures: {stdout}"));
+    eprintln!("caller peak RSS {before} KiB before 128 MB of guest output, {after} KiB after");
+    assert!(
+        after < before + 32 * 1024,
+        "the caller's peak RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[test]
+#[ignore = "the child process of a_flood_of_guest_output_leaves_the_callers_memory_alone"]
+fn flood_probe() {
+    let mode = std::env::var(FLOOD_PROBE)
+        .expect("run by promises::a_flood_of_guest_output_leaves_the_callers_memory_alone");
+    crate::util::set_isolation(mode.parse().unwrap());
+    let peak_kib = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let mut line = vec![b'y'; 1023];
+    line.push(b'\n');
+    // Warm up: the plugin loaded and a worker run once.
+    let warm = writer("stderr", &line, 1, 1)
+        .on_output(|_| {})
+        .build()
+        .unwrap();
+    assert_eq!(warm.iter::<u64>().unwrap().count(), 1);
+    drop(warm);
+    let before = peak_kib();
+    for stream in ["stdout", "stderr"] {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = seen.clone();
+        let iterable = writer(stream, &line, 64 * 1024, 1)
+            .on_output(move |_| {
+                if counter
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .is_multiple_of(256)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .build()
+            .unwrap();
+        assert_eq!(iterable.iter::<u64>().unwrap().count(), 1);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 64 * 1024);
+    }
+    println!("peak kib: {before} {}", peak_kib());
+}
