@@ -222,15 +222,27 @@ pub(crate) fn load(engine: &wasmtime::Engine, entry: &Entry) -> Result<Component
             ),
         )
     };
+    // The directory too (a worker process meets it here first).
+    if let Some(dir) = entry.path.parent() {
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| bad(e.to_string()))?;
+        if meta.file_type().is_symlink() {
+            return Err(bad("its directory is a symbolic link".into()));
+        }
+        trusted(&meta).map_err(|why| bad(format!("its directory: {why}")))?;
+    }
     let mut options = std::fs::File::options();
     options.read(true);
+    // Neither follow a link nor block on a FIFO planted at the entry's path.
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(
         &mut options,
-        rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
     );
     let mut file = options.open(&entry.path).map_err(|e| bad(e.to_string()))?;
     let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("it is not a regular file".into()));
+    }
     trusted(&meta).map_err(bad)?;
     let mut data = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut data)

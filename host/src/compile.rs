@@ -6,20 +6,30 @@
 //!
 //! The child is the worker program (the `sandgen` binary, or a program that
 //! calls [`run_worker_if_requested`](crate::run_worker_if_requested)) run as
-//! `PROGRAM __sandgen-compile FUEL`: it reads the component on stdin and
-//! writes the serialized compilation on stdout.
+//! `PROGRAM __sandgen-compile FUEL MEMORY`, in a process group of its own:
+//! it reads the component on stdin and writes on stdout a header (a magic
+//! with the protocol version, and the SHA-256 of the component it read),
+//! then the serialized compilation. The caller checks the header before it
+//! deserializes anything.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use crate::error::{Error, ErrorKind};
 
-/// The exit code of a compiling child that ran out of its address space.
+/// The exit code of a compiling child that ran out of its memory.
 const OUT_OF_MEMORY: i32 = 4;
+/// The exit code of a compiling child for a component that does not
+/// compile (its message on stderr).
+const DOES_NOT_COMPILE: i32 = 3;
+/// What a compiling child's output starts with (then the SHA-256 of its
+/// input): this protocol, version 1.
+const MAGIC: &[u8; 16] = b"sandgen-compile1";
 
 /// The first argument that makes a program a compiling child.
 pub(crate) const COMPILE_ARG: &str = "__sandgen-compile";
@@ -93,7 +103,15 @@ pub(crate) fn in_child(
             format!("failed to compile plugin `{origin}`: the compiling process {how}"),
         )
     };
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // A process group of its own: a deadline kills all of it, should the
+    // program hand the work to a child of its own.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        // Few malloc arenas: each reserves address space, which the memory
+        // bound counts, and a compiler thread per core would take one each.
+        .env("MALLOC_ARENA_MAX", "2")
         .arg(COMPILE_ARG)
         .arg(if fuel { "fuel" } else { "plain" })
         .arg(limits.memory.to_string())
@@ -130,7 +148,7 @@ pub(crate) fn in_child(
                 (read, status)
             }
             Err(_) => {
-                let _ = child.kill();
+                kill_group(&mut child);
                 let _ = child.wait();
                 return Err(Error::new(
                     ErrorKind::LoadLimit,
@@ -146,7 +164,18 @@ pub(crate) fn in_child(
         let said = String::from_utf8_lossy(&err);
         let said = said.trim();
         match result {
-            (Ok(compiled), Ok(status)) if status.success() => Ok(compiled),
+            (Ok(output), Ok(status)) if status.success() => {
+                checked(&output, bytes).map(<[u8]>::to_vec).ok_or_else(|| {
+                    died(format!(
+                        "wrote no compilation of this component: is `{}` a sandgen program of this version?",
+                        program.display()
+                    ))
+                })
+            }
+            (_, Ok(status)) if status.code() == Some(DOES_NOT_COMPILE) => Err(Error::new(
+                ErrorKind::Load,
+                said.replacen("`(stdin)`", &format!("`{origin}`"), 1),
+            )),
             (_, Ok(status)) if out_of_memory(status, said) => Err(Error::new(
                 ErrorKind::LoadLimit,
                 format!(
@@ -154,10 +183,6 @@ pub(crate) fn in_child(
                      raise it with `--load-memory MIB` (`EngineBuilder::load_memory`)",
                     limits.memory >> 20
                 ),
-            )),
-            (_, Ok(status)) if status.code() == Some(3) => Err(Error::new(
-                ErrorKind::Load,
-                said.replacen("`(stdin)`", &format!("`{origin}`"), 1),
             )),
             (_, Ok(status)) => Err(died(format!("ended ({status}): {said}"))),
             (_, Err(e)) => Err(died(format!("could not be waited for ({e})"))),
@@ -196,35 +221,62 @@ impl Artifact {
     }
 }
 
-/// Whether a compiling child ran out of its address space: it says so with
-/// its exit code, or an allocation failure aborted it (Rust's handler says
-/// so on stderr).
-fn out_of_memory(status: std::process::ExitStatus, stderr: &str) -> bool {
-    if status.code() == Some(OUT_OF_MEMORY) {
-        return true;
-    }
+/// The compilation in a child's output, when its header says it is one of
+/// `input`, made by this protocol.
+fn checked<'a>(output: &'a [u8], input: &[u8]) -> Option<&'a [u8]> {
+    let rest = output.strip_prefix(MAGIC.as_slice())?;
+    let (digest, compiled) = rest.split_at_checked(32)?;
+    (digest == Sha256::digest(input).as_slice()).then_some(compiled)
+}
+
+/// Kills a compiling child and its process group.
+fn kill_group(child: &mut std::process::Child) {
     #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt as _;
-        if status.signal() == Some(6) {
-            return true;
-        }
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
-    !status.success() && stderr.contains("memory allocation")
+    let _ = child.kill();
+}
+
+/// Whether a compiling child ran out of its memory: it says so with its exit
+/// code, or an allocation failed and aborted it (Rust's handler says so on
+/// stderr).
+fn out_of_memory(status: std::process::ExitStatus, stderr: &str) -> bool {
+    status.code() == Some(OUT_OF_MEMORY)
+        || stderr
+            .lines()
+            .any(|line| line.starts_with("memory allocation of "))
+}
+
+/// Whether a compilation failed for want of memory: an out-of-memory I/O
+/// error (ENOMEM from the system) anywhere in its chain.
+fn for_want_of_memory(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::OutOfMemory)
+    })
 }
 
 /// The compiling child: `FUEL MEMORY` arguments, the component on stdin,
-/// the serialized compilation on stdout. Exit code 3: the component does
-/// not compile (the message on stderr).
+/// the header and the serialized compilation on stdout. Exit code
+/// [`DOES_NOT_COMPILE`]: the component does not compile (the message on
+/// stderr); [`OUT_OF_MEMORY`]: it needed more memory than it may have.
 pub(crate) fn child_main(args: &[std::ffi::OsString]) -> i32 {
     let fuel = args.first().is_some_and(|a| a == "fuel");
     let memory: Option<u64> = args.get(1).and_then(|a| a.to_str()?.parse().ok());
     #[cfg(target_os = "linux")]
     if let Some(memory) = memory {
-        use rustix::process::{Resource, Rlimit, setrlimit};
+        // The address space (the limit every kernel and sandbox enforces;
+        // the data-segment limit is not enforced everywhere), within the
+        // hard limit this process inherited. Reservations count too, so
+        // the caller limits malloc's per-thread arenas (MALLOC_ARENA_MAX).
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let hard = getrlimit(Resource::As).maximum;
+        let memory = hard.map_or(memory, |hard| memory.min(hard));
         let limit = Rlimit {
             current: Some(memory),
-            maximum: Some(memory),
+            maximum: hard,
         };
         if let Err(e) = setrlimit(Resource::As, limit) {
             eprintln!("sandgen compile: cannot limit its memory: {e}");
@@ -242,29 +294,29 @@ pub(crate) fn child_main(args: &[std::ffi::OsString]) -> i32 {
             2
         };
     }
-    let compiled = engine(fuel)
-        .and_then(|engine| in_process(&engine, "(stdin)", &bytes))
-        .and_then(|component| {
-            component.serialize().map_err(|e| {
-                Error::new(
-                    ErrorKind::Load,
-                    format!("cannot serialize a compilation: {e:#}"),
-                )
-            })
-        });
-    match compiled {
-        Ok(compiled) => match std::io::stdout().lock().write_all(&compiled) {
-            Ok(()) => 0,
-            Err(_) => 2,
-        },
+    let engine = match engine(fuel) {
+        Ok(engine) => engine,
         Err(error) => {
             eprintln!("{error}");
-            let text = error.to_string();
-            if text.contains("out of memory") || text.contains("Cannot allocate memory") {
+            return 2;
+        }
+    };
+    let compiled = match Component::new(&engine, &bytes).and_then(|c| c.serialize()) {
+        Ok(compiled) => compiled,
+        Err(error) => {
+            eprintln!("failed to compile plugin `(stdin)`: {error:#}");
+            return if for_want_of_memory(&error) {
                 OUT_OF_MEMORY
             } else {
-                3
-            }
+                DOES_NOT_COMPILE
+            };
         }
-    }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(MAGIC)
+        .and_then(|()| out.write_all(&Sha256::digest(&bytes)))
+        .and_then(|()| out.write_all(&compiled))
+        .and_then(|()| out.flush());
+    if written.is_ok() { 0 } else { 2 }
 }

@@ -279,6 +279,7 @@ impl IterableBuilder {
         let output = self.output.unwrap_or_else(stderr_handler);
         let worker = WorkerHandle::spawn(&self.plugin, task, output, self.isolation)?;
         let timeout = self.timeout;
+        let start_up = self.plugin.load_timeout();
         let iterable = Iterable {
             worker,
             generator: self.generator,
@@ -289,15 +290,18 @@ impl IterableBuilder {
             starts_seen: AtomicU64::new(0),
             failure: Mutex::new(None),
         };
-        loop {
-            match iterable.recv("initialization")? {
-                // The worker is up and has the plugin: from here on, the
-                // inactivity timeout counts the plugin's own time.
-                Status::Loaded => {}
-                Status::InitializationSucceeded => return Ok(iterable),
-                Status::InitializationFailed(error) => return Err(error),
-                other => return Err(iterable.protocol_error(&other, "initialization")),
-            }
+        // Start-up (a worker process starts and reads its compiled
+        // component) is sandgen's time, bounded by the load timeout; from
+        // `Loaded` on, the inactivity timeout counts the plugin's own time.
+        match iterable.recv_within(Some(start_up), "start-up")? {
+            Status::Loaded => {}
+            Status::InitializationFailed(error) => return Err(error),
+            other => return Err(iterable.protocol_error(&other, "start-up")),
+        }
+        match iterable.recv("initialization")? {
+            Status::InitializationSucceeded => Ok(iterable),
+            Status::InitializationFailed(error) => Err(error),
+            other => Err(iterable.protocol_error(&other, "initialization")),
         }
     }
 }
@@ -431,7 +435,12 @@ impl Iterable {
 
     /// Waits for the next status, up to the inactivity timeout.
     fn recv(&self, phase: &str) -> Result<Status, Error> {
-        let received = match self.timeout {
+        self.recv_within(self.timeout, phase)
+    }
+
+    /// Waits for the next status, up to `deadline`.
+    fn recv_within(&self, deadline: Option<Duration>, phase: &str) -> Result<Status, Error> {
+        let received = match deadline {
             Some(timeout) => self.worker.queues.statuses.recv_timeout(timeout),
             None => self
                 .worker
@@ -447,7 +456,7 @@ impl Iterable {
                     format!(
                         "generator {} timed out during {phase}: no data from its worker for {:?}",
                         self.generator,
-                        self.timeout.unwrap_or_default()
+                        deadline.unwrap_or_default()
                     ),
                 ),
                 RecvTimeoutError::Disconnected => Error::new(

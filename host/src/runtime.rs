@@ -249,6 +249,11 @@ impl Loaded {
         })
     }
 
+    /// How long loading (and starting a worker of) this plugin may take.
+    pub(crate) fn load_timeout(&self) -> std::time::Duration {
+        self.shared.load.timeout
+    }
+
     /// The program to start worker processes with.
     pub(crate) fn worker_program(&self) -> Result<PathBuf, Error> {
         match &self.shared.worker_program {

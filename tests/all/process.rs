@@ -256,13 +256,14 @@ fn malformed_batch_from_a_worker_process_is_refused() {
     let dir = crate::util::temp_dir("sandgen-fake-worker");
     let fake = dir.join("fake-worker");
     // The preamble (magic, protocol version 1); then frames: [u64
-    // length][tag][payload]. InitializationSucceeded and IterationStarted
-    // are bincode [0, 0] and [0, 2] under tag 0; then an item batch (tag 1)
-    // that claims 5 items but holds one.
+    // length][tag][payload]. Loaded, InitializationSucceeded and
+    // IterationStarted are bincode [0, 7], [0, 0] and [0, 2] under tag 0;
+    // then an item batch (tag 1) that claims 5 items but holds one.
     std::fs::write(
         &fake,
         "#!/bin/sh\n\
          printf 'sandgen\\000\\001\\000\\000\\000'\n\
+         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
          printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
          printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'\n\
          printf '\\012\\000\\000\\000\\000\\000\\000\\000\\001\\005\\000\\000\\000\\001\\000\\000\\000x'\n\
@@ -294,5 +295,51 @@ fn oversized_args_are_refused_before_starting_a_worker() {
         &error,
         ErrorKind::InvalidInput,
         "pass large inputs as files in a granted directory",
+    );
+}
+
+/// A worker process that closes its stdout and goes on running is killed
+/// on the timeout and reaped, without the caller hanging (the reader thread
+/// waits for it without holding what the kill needs).
+#[test]
+fn a_worker_that_closes_its_stdout_and_lingers_is_killed() {
+    let _watch =
+        crate::util::watchdog("process::a_worker_that_closes_its_stdout_and_lingers_is_killed");
+    let dir = crate::util::temp_dir("sandgen-lingering-worker");
+    let fake = dir.join("fake-worker");
+    // The preamble, Loaded and InitializationSucceeded; then stdout closes
+    // and the process sleeps.
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         printf 'sandgen\\000\\001\\000\\000\\000'\n\
+         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
+         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
+         exec sleep 60 >&- <&-\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let iterable = with_worker_program(&fake)
+        .generator("range")
+        .isolation(Isolation::Process)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let pid = iterable.worker_process_id().unwrap();
+    let error = crate::util::pass_error::<u64>(&iterable);
+    assert!(
+        matches!(error.kind(), ErrorKind::WorkerDied | ErrorKind::Timeout),
+        "{error}"
+    );
+    let started = Instant::now();
+    drop(iterable);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        gone_within(pid, Duration::from_secs(5), true).is_some(),
+        "worker {pid} lingers"
     );
 }

@@ -124,10 +124,12 @@ fn worker_main() -> i32 {
     let reader = std::thread::Builder::new()
         .name("sandgen-commands".into())
         .spawn(move || {
+            // A worker that has ended takes no more commands; its last
+            // statuses are still being written, so this thread only reads
+            // on. Only the end of stdin (the caller is gone) ends the
+            // process from here.
             while let Ok(Some(command)) = wire::read::<Command>(&mut input) {
-                if commands.send(command).is_err() {
-                    break;
-                }
+                let _ = commands.send(command);
             }
             std::process::exit(0);
         });

@@ -168,11 +168,12 @@ impl ProcessWorker {
     }
 
     /// Waits up to `grace` for the process to end by itself (it was told to
-    /// abort), then kills it; either way it is reaped.
+    /// abort), then kills it and waits up to `grace` again for the reader
+    /// thread to reap it (it does so as soon as the process is gone).
     pub(crate) fn shutdown(&self, grace: Duration) {
         if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.reaped.recv_timeout(grace) {
             self.kill();
-            let _ = self.reaped.recv();
+            let _ = self.reaped.recv_timeout(grace);
         }
     }
 }
@@ -270,18 +271,16 @@ fn read_reports(
             }
         }
     });
-    // A child that speaks garbage is not trusted to end by itself; one that
-    // had already ended (its stream broke off as it died) is reported as it
-    // ended.
-    let mut exited_by_itself = false;
+    // A child that speaks garbage is not trusted to end by itself.
     if broken.is_some() {
-        let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
-        exited_by_itself = matches!(child.try_wait(), Ok(Some(_)));
-        if !exited_by_itself {
-            let _ = child.kill();
-        }
+        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
     }
-    let status = child.lock().unwrap_or_else(|e| e.into_inner()).wait();
+    let status = reap(child);
+    // A signal other than our SIGKILL: it died by itself (its stream broke
+    // off as it died), and is reported as it died.
+    let exited_by_itself = status
+        .as_ref()
+        .is_ok_and(|status| !killed_by_sigkill(*status));
     if ended {
         return;
     }
@@ -322,6 +321,36 @@ fn read_reports(
     } else {
         Status::InitializationFailed(error)
     });
+}
+
+/// Waits for the child to end, without holding its lock meanwhile (so that
+/// it can be killed while this waits), then reaps it.
+fn reap(child: &Mutex<Child>) -> std::io::Result<ExitStatus> {
+    #[cfg(unix)]
+    {
+        let pid =
+            rustix::process::Pid::from_child(&child.lock().unwrap_or_else(|e| e.into_inner()));
+        // Wait until it has exited, leaving it waitable: `Child::wait`
+        // below reaps it, so its pid cannot be reused while we still hold it.
+        while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        ) {}
+    }
+    child.lock().unwrap_or_else(|e| e.into_inner()).wait()
+}
+
+fn killed_by_sigkill(status: ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        status.signal() == Some(9)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
+    }
 }
 
 /// "exited with status 17", "was killed by signal 9 (SIGKILL)".

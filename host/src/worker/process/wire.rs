@@ -21,6 +21,11 @@ use crate::worker::task::Task;
 /// generator's arguments and config).
 pub(crate) const MAX_MESSAGE: usize = message::MAX;
 
+/// The largest report a worker process sends besides item batches: an
+/// error (a plugin message is cut at 64 KiB, a stderr tail is 4 KiB) or an
+/// output line (at most 16 KiB), with room to spare.
+const MAX_REPORT: usize = 1 << 20;
+
 /// The version of this protocol: what a caller and a worker program must
 /// agree on. Raise it with any change to the messages below or to
 /// [`Command`](crate::protocol::Command), [`Status`], [`Task`](crate::worker::task::Task)
@@ -203,7 +208,7 @@ pub(crate) fn read_report(r: &mut impl Read, max_batch: usize) -> io::Result<Opt
         return Ok(None);
     };
     match tag {
-        TAG_MESSAGE => decode(&read_payload(r, len, MAX_MESSAGE)?).map(Some),
+        TAG_MESSAGE => decode(&read_payload(r, len, MAX_REPORT)?).map(Some),
         TAG_ITEMS => {
             let len = len
                 .checked_sub(4)
