@@ -343,3 +343,56 @@ fn a_worker_that_closes_its_stdout_and_lingers_is_killed() {
         "worker {pid} lingers"
     );
 }
+
+/// A worker process that streams batches past the caller's buffer (it
+/// ignores the back-pressure) is killed and reported, instead of filling
+/// the caller's memory.
+#[test]
+fn a_worker_that_ignores_back_pressure_is_killed() {
+    let _watch = crate::util::watchdog("process::a_worker_that_ignores_back_pressure_is_killed");
+    let dir = crate::util::temp_dir("sandgen-flooding-worker");
+    let fake = dir.join("fake-worker");
+    // The preamble, Loaded, InitializationSucceeded, IterationStarted
+    // (bincode [0, 2] under tag 0), then a batch of 20 one-byte items at
+    // once: more than the caller's 10 items of buffer and a batch of 5.
+    let batch = format!(
+        "\\151\\000\\000\\000\\000\\000\\000\\000\\001\\024\\000\\000\\000{}",
+        "\\001\\000\\000\\000\\001".repeat(20)
+    );
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\
+             printf 'sandgen\\000\\001\\000\\000\\000'\n\
+             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
+             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
+             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'\n\
+             printf '{batch}'\n\
+             exec cat > /dev/null\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let iterable = with_worker_program(&fake)
+        .generator("range")
+        .isolation(Isolation::Process)
+        .buffer_size(10)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter_raw().unwrap();
+    let mut items = 0;
+    let error = loop {
+        match pass.next_item() {
+            Some(Ok(_)) => items += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the pass ended"),
+        }
+    };
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        "sent a malformed message (more items than its caller had room for)",
+    );
+    assert_eq!(items, 0, "the oversized batch was delivered");
+}

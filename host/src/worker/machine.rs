@@ -25,7 +25,7 @@ use crate::worker::task::Task;
 /// still comes whole).
 pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// The most items asked of the guest in one `next` call.
-const MAX_BATCH_ITEMS: usize = 4096;
+pub(crate) const MAX_BATCH_ITEMS: usize = 4096;
 
 /// Runs the worker until it ends; a panic (a bug in sandgen, not in the
 /// guest) becomes a final status instead of a silent disconnect.

@@ -8,6 +8,7 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command as Process, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guest::output::{GuestStream, OutputHandler, OutputLine};
 use crate::protocol::{Command, Status};
 use crate::runtime::Loaded;
-use crate::worker::machine::MAX_BATCH_BYTES;
+use crate::worker::machine::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 use crate::worker::process::wire::{self, Hello, Preamble, Report, WORKER_ARG};
 use crate::worker::task::{Task, WorkerQueues};
 
@@ -75,6 +76,14 @@ impl ProcessWorker {
         let program = plugin.worker_program()?;
         let compiled = plugin.compiled(fuel)?.clone();
         let max_batch = MAX_BATCH_BYTES + task.limits.max_item_bytes as usize + 64;
+        // What the worker may have in flight: its buffer, and one more batch
+        // (it checks the caller's credit before each batch).
+        let batch_items = (task.flow.buffer_size / 2).clamp(1, MAX_BATCH_ITEMS);
+        let credit = Arc::new(Credit::new(
+            task.flow.buffer_size.saturating_add(batch_items) as u64,
+            task.flow.buffer_bytes.saturating_add(max_batch) as u64,
+        ));
+        let returned = credit.clone();
         let mut child = Process::new(&program)
             .arg(WORKER_ARG)
             .stdin(Stdio::piped())
@@ -122,7 +131,7 @@ impl ProcessWorker {
         let (commands, statuses) = (queues.commands, queues.statuses);
         let writer = std::thread::Builder::new()
             .name(format!("sandgen-to-{generator}"))
-            .spawn(move || forward_commands(stdin, &hello, &commands));
+            .spawn(move || forward_commands(stdin, &hello, &commands, &returned));
         let reader = std::thread::Builder::new()
             .name(format!("sandgen-from-{generator}"))
             .spawn(move || {
@@ -137,6 +146,7 @@ impl ProcessWorker {
                         generator: &generator,
                     },
                     max_batch,
+                    &credit,
                     &child,
                 );
             });
@@ -180,7 +190,12 @@ impl ProcessWorker {
 
 /// Parent → child: the preamble and the handshake, then every command.
 /// When the caller's side is gone, dropping stdin ends the child.
-fn forward_commands(stdin: ChildStdin, hello: &Hello, commands: &Receiver<Command>) {
+fn forward_commands(
+    stdin: ChildStdin,
+    hello: &Hello,
+    commands: &Receiver<Command>,
+    credit: &Credit,
+) {
     let mut stdin = BufWriter::new(stdin);
     if wire::write_preamble(&mut stdin)
         .and_then(|()| wire::write(&mut stdin, hello))
@@ -190,6 +205,9 @@ fn forward_commands(stdin: ChildStdin, hello: &Hello, commands: &Receiver<Comman
         return;
     }
     for command in commands {
+        if let Command::Consumed { items, bytes } = command {
+            credit.returned(u64::from(items), bytes);
+        }
         let abort = command == Command::Abort;
         if wire::write(&mut stdin, &command)
             .and_then(|()| stdin.flush())
@@ -210,6 +228,7 @@ fn read_reports(
     output: &OutputHandler,
     origin: &Origin<'_>,
     max_batch: usize,
+    credit: &Credit,
     child: &Mutex<Child>,
 ) {
     let Origin {
@@ -254,7 +273,21 @@ fn read_reports(
                         "an item batch whose frames do not match its count",
                     )));
                 }
+                Ok(Some(Report::Status(Status::Items(batch))))
+                    if !credit.taken(u64::from(batch.count), batch.frames.len() as u64) =>
+                {
+                    // A worker honours the caller's back-pressure; one that
+                    // streams on regardless would fill the caller's memory.
+                    break Some(Broken::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "more items than its caller had room for",
+                    )));
+                }
                 Ok(Some(Report::Status(status))) => {
+                    if matches!(status, Status::IterationStarted) {
+                        // A pass starts with the whole buffer free.
+                        credit.reset();
+                    }
                     initialized |= matches!(status, Status::InitializationSucceeded);
                     ended = matches!(
                         status,
@@ -321,6 +354,57 @@ fn read_reports(
     } else {
         Status::InitializationFailed(error)
     });
+}
+
+/// The caller's room for items, as the parent sees it: what the worker may
+/// have sent and the caller not yet taken off its queue. The parent counts
+/// credit as returned when it forwards it, before the worker can see it, so
+/// an honest worker never looks over its limits.
+struct Credit {
+    items: AtomicU64,
+    bytes: AtomicU64,
+    max_items: u64,
+    max_bytes: u64,
+}
+
+impl Credit {
+    fn new(max_items: u64, max_bytes: u64) -> Self {
+        Credit {
+            items: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            max_items,
+            max_bytes,
+        }
+    }
+
+    fn reset(&self) {
+        self.items.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// A batch arrived: whether it fits.
+    fn taken(&self, items: u64, bytes: u64) -> bool {
+        let items = self
+            .items
+            .fetch_add(items, Ordering::Relaxed)
+            .saturating_add(items);
+        let bytes = self
+            .bytes
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
+        items <= self.max_items && bytes <= self.max_bytes
+    }
+
+    /// The caller took items off its queue.
+    fn returned(&self, items: u64, bytes: u64) {
+        let give_back = |counter: &AtomicU64, n: u64| {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        give_back(&self.items, items);
+        give_back(&self.bytes, bytes);
+    }
 }
 
 /// Waits for the child to end, without holding its lock meanwhile (so that
