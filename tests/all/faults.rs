@@ -274,36 +274,7 @@ both_isolations!(a_thousand_iterables_leave_memory_stable);
 /// process of their own (so that no other test's memory counts): after the
 /// first 100, each of the next 900 may leave at most 8 KiB behind.
 fn a_thousand_iterables_leave_memory_stable() {
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "faults::memory_probe",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(MEMORY_PROBE, crate::util::isolation().to_string());
-    let output = crate::util::output_within(
-        &command,
-        Duration::from_secs(240),
-        "the memory probe's process",
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|line| line.split_once("rss kib: ").map(|(_, figures)| figures))
-        .unwrap_or_else(|| panic!("the probe printed no figures: {stdout}"));
-    let (before, after): (u64, u64) = line
-        .split_once(' ')
-        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
-        .unwrap();
+    let (before, after) = crate::util::run_probe("faults::memory_probe", MEMORY_PROBE, "rss kib: ");
     eprintln!("RSS after 100 iterables: {before} KiB; after 1000: {after} KiB");
     let per_iterable = after.saturating_sub(before) as f64 / 900.0;
     assert!(

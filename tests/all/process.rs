@@ -253,24 +253,16 @@ fn process_mode_routes_guest_output_to_the_handler() {
 #[test]
 fn malformed_batch_from_a_worker_process_is_refused() {
     let _watch = crate::util::watchdog("process::malformed_batch_from_a_worker_process_is_refused");
-    let dir = crate::util::temp_dir("sandgen-fake-worker");
-    let fake = dir.join("fake-worker");
-    // The preamble (magic, protocol version 1); then frames: [u64
-    // length][tag][payload]. Loaded, InitializationSucceeded and
-    // IterationStarted are bincode [0, 7], [0, 0] and [0, 2] under tag 0;
-    // then an item batch (tag 1) that claims 5 items but holds one.
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\n\
-         printf 'sandgen\\000\\001\\000\\000\\000'\n\
-         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
-         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
-         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'\n\
-         printf '\\012\\000\\000\\000\\000\\000\\000\\000\\001\\005\\000\\000\\000\\001\\000\\000\\000x'\n\
-         exec cat > /dev/null\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A pass starts, then an item batch (tag 1) that claims 5 items but
+    // holds one.
+    let fake = fake_worker(
+        "sandgen-fake-worker",
+        &format!(
+            "{ITERATION_STARTED}\n\
+             printf '\\012\\000\\000\\000\\000\\000\\000\\000\\001\\005\\000\\000\\000\\001\\000\\000\\000x'\n\
+             exec cat > /dev/null"
+        ),
+    );
     let iterable = with_worker_program(&fake)
         .generator("range")
         .isolation(Isolation::Process)
@@ -305,20 +297,8 @@ fn oversized_args_are_refused_before_starting_a_worker() {
 fn a_worker_that_closes_its_stdout_and_lingers_is_killed() {
     let _watch =
         crate::util::watchdog("process::a_worker_that_closes_its_stdout_and_lingers_is_killed");
-    let dir = crate::util::temp_dir("sandgen-lingering-worker");
-    let fake = dir.join("fake-worker");
-    // The preamble, Loaded and InitializationSucceeded; then stdout closes
-    // and the process sleeps.
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\n\
-         printf 'sandgen\\000\\001\\000\\000\\000'\n\
-         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
-         printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
-         exec sleep 60 >&- <&-\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Started and initialized; then stdout closes and the process sleeps.
+    let fake = fake_worker("sandgen-lingering-worker", "exec sleep 60 >&- <&-");
     let iterable = with_worker_program(&fake)
         .generator("range")
         .isolation(Isolation::Process)
@@ -350,29 +330,16 @@ fn a_worker_that_closes_its_stdout_and_lingers_is_killed() {
 #[test]
 fn a_worker_that_ignores_back_pressure_is_killed() {
     let _watch = crate::util::watchdog("process::a_worker_that_ignores_back_pressure_is_killed");
-    let dir = crate::util::temp_dir("sandgen-flooding-worker");
-    let fake = dir.join("fake-worker");
-    // The preamble, Loaded, InitializationSucceeded, IterationStarted
-    // (bincode [0, 2] under tag 0), then a batch of 20 one-byte items at
-    // once: more than the caller's 10 items of buffer and a batch of 5.
+    // A pass starts, then a batch of 20 one-byte items at once: more than
+    // the caller's 10 items of buffer and a batch of 5.
     let batch = format!(
         "\\151\\000\\000\\000\\000\\000\\000\\000\\001\\024\\000\\000\\000{}",
         "\\001\\000\\000\\000\\001".repeat(20)
     );
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\n\
-             printf 'sandgen\\000\\001\\000\\000\\000'\n\
-             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
-             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
-             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'\n\
-             printf '{batch}'\n\
-             exec cat > /dev/null\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fake = fake_worker(
+        "sandgen-flooding-worker",
+        &format!("{ITERATION_STARTED}\nprintf '{batch}'\nexec cat > /dev/null"),
+    );
     let iterable = with_worker_program(&fake)
         .generator("range")
         .isolation(Isolation::Process)
@@ -396,3 +363,28 @@ fn a_worker_that_ignores_back_pressure_is_killed() {
     );
     assert_eq!(items, 0, "the oversized batch was delivered");
 }
+
+/// A shell script that speaks the worker protocol as far as a started,
+/// initialized worker (the preamble, then `Loaded` and
+/// `InitializationSucceeded`: frames `[u64 length][tag][payload]`, bincode
+/// `[0, 7]` and `[0, 0]` under tag 0), then runs `rest`: a stand-in for a
+/// compromised worker process.
+fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
+    let fake = crate::util::temp_dir(name).join("fake-worker");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\
+             printf 'sandgen\\000\\001\\000\\000\\000'\n\
+             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
+             printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
+             {rest}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fake
+}
+
+/// `IterationStarted` (bincode `[0, 2]` under tag 0), in `printf` form.
+const ITERATION_STARTED: &str = "printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'";

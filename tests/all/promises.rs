@@ -722,34 +722,8 @@ both_isolations!(a_flood_of_guest_output_leaves_the_callers_memory_alone);
 /// its own, grows by far less than what was written (no queue holds the
 /// lines), in both isolation modes.
 fn a_flood_of_guest_output_leaves_the_callers_memory_alone() {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "promises::flood_probe",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(FLOOD_PROBE, isolation().to_string());
-    let output = output_within(
-        &command,
-        Duration::from_secs(240),
-        "the flood probe's process",
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let (before, after): (u64, u64) = stdout
-        .lines()
-        .find_map(|line| line.split_once("peak kib: ").map(|(_, figures)| figures))
-        .and_then(|figures| figures.split_once(' '))
-        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
-        .unwrap_or_else(|| panic!("the probe printed no figures: {stdout}"));
+    let (before, after) =
+        crate::util::run_probe("promises::flood_probe", FLOOD_PROBE, "peak kib: ");
     eprintln!("caller peak RSS {before} KiB before 128 MB of guest output, {after} KiB after");
     assert!(
         after < before + 32 * 1024,

@@ -457,3 +457,35 @@ fn join_within<T: Send + 'static>(
 pub fn output_within(command: &Command, deadline: Duration, what: &str) -> std::process::Output {
     Running::spawn(command, Stdout::Collect).wait(deadline, what)
 }
+
+/// Runs the ignored test `test` of this binary alone in a process of its own
+/// (with `env` set to the running test's isolation mode), for measurements
+/// that no other test may disturb, and returns the two figures it printed
+/// after `marker`.
+#[track_caller]
+pub fn run_probe(test: &str, env: &str, marker: &str) -> (u64, u64) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(env, isolation().to_string());
+    let output = output_within(&command, Duration::from_secs(240), test);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| line.split_once(marker).map(|(_, figures)| figures))
+        .and_then(|figures| figures.split_once(' '))
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .unwrap_or_else(|| panic!("{test} printed no `{marker}` figures: {stdout}"))
+}

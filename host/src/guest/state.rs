@@ -56,34 +56,63 @@ const MAX_TABLE_ELEMENTS: u64 = 1_000_000;
 /// memories and tables. Remembers a refused growth, so that the trap that
 /// usually follows is reported as a memory limit.
 pub(crate) struct MemoryLimiter {
-    max_bytes: u64,
-    /// Bytes of linear memory the store's memories hold together.
-    used: u64,
-    /// The growth of memory last allowed, undone if it then failed.
-    growing: u64,
-    /// Elements the store's tables hold together.
-    elements: u64,
-    /// The growth of a table last allowed, undone if it then failed.
-    growing_elements: u64,
+    /// Bytes of linear memory, all memories together.
+    memory: Tally,
+    /// Elements, all tables together.
+    elements: Tally,
     /// What the store's memories would have held together had a refused
     /// growth been allowed.
     pub(crate) denied: Option<u64>,
 }
 
+/// A running total against a maximum, with the last growth it allowed (to
+/// give back if the growth then failed).
+struct Tally {
+    max: u64,
+    used: u64,
+    growing: u64,
+}
+
+impl Tally {
+    fn new(max: u64) -> Self {
+        Tally {
+            max,
+            used: 0,
+            growing: 0,
+        }
+    }
+
+    /// Counts a growth from `current` to `desired`, if the total stays
+    /// within the maximum; otherwise `Err` with the total it would have
+    /// reached.
+    fn grow(&mut self, current: usize, desired: usize) -> Result<(), u64> {
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let after = self.used.saturating_add(growth);
+        if after > self.max {
+            return Err(after);
+        }
+        self.used = after;
+        self.growing = growth;
+        Ok(())
+    }
+
+    /// Gives back the last growth, which failed.
+    fn failed(&mut self) {
+        self.used -= std::mem::take(&mut self.growing);
+    }
+}
+
 impl MemoryLimiter {
     pub(crate) fn new(max_bytes: u64) -> Self {
         MemoryLimiter {
-            max_bytes,
-            used: 0,
-            growing: 0,
-            elements: 0,
-            growing_elements: 0,
+            memory: Tally::new(max_bytes),
+            elements: Tally::new(MAX_TABLE_ELEMENTS),
             denied: None,
         }
     }
 
     pub(crate) fn max_bytes(&self) -> u64 {
-        self.max_bytes
+        self.memory.max
     }
 
     /// Forgets a refused growth before a new guest call: a guest that
@@ -102,19 +131,15 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let growth = (desired as u64).saturating_sub(current as u64);
-        let after = self.used.saturating_add(growth);
-        if after > self.max_bytes {
+        let grown = self.memory.grow(current, desired);
+        if let Err(after) = grown {
             self.denied = Some(after);
-            return Ok(false);
         }
-        self.used = after;
-        self.growing = growth;
-        Ok(true)
+        Ok(grown.is_ok())
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.used -= std::mem::take(&mut self.growing);
+        self.memory.failed();
         Ok(())
     }
 
@@ -124,18 +149,11 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let growth = (desired as u64).saturating_sub(current as u64);
-        let after = self.elements.saturating_add(growth);
-        if after > MAX_TABLE_ELEMENTS {
-            return Ok(false);
-        }
-        self.elements = after;
-        self.growing_elements = growth;
-        Ok(true)
+        Ok(self.elements.grow(current, desired).is_ok())
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.elements -= std::mem::take(&mut self.growing_elements);
+        self.elements.failed();
         Ok(())
     }
 
