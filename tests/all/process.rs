@@ -388,3 +388,34 @@ fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
 
 /// `IterationStarted` (bincode `[0, 2]` under tag 0), in `printf` form.
 const ITERATION_STARTED: &str = "printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'";
+
+/// A worker process sent SIGSEGV from outside dies of it, as it would of
+/// any other fatal signal (wasmtime's fault handler would otherwise take it
+/// for a fault outside wasm and go on), and the caller says so.
+#[test]
+fn a_worker_process_sent_sigsegv_dies() {
+    let _watch = crate::util::watchdog("process::a_worker_process_sent_sigsegv_dies");
+    let iterable = spdl_process()
+        .generator("spin")
+        .args(&1u64)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let pid = iterable.worker_process_id().unwrap();
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    assert!(
+        Command::new("kill")
+            .args(["-SEGV", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let error = pass.next().unwrap().unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        "it was killed by signal 11 (SIGSEGV)",
+    );
+    assert!(gone_within(pid, Duration::from_secs(5), true).is_some());
+}

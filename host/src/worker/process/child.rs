@@ -54,8 +54,51 @@ pub(crate) fn is_worker_program() -> bool {
     IS_WORKER_PROGRAM.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Makes a SIGSEGV sent from outside (`kill -SEGV`) end this process, as it
+/// ends any other.
+///
+/// wasmtime handles SIGSEGV to turn a guest's faulting access into a trap,
+/// and passes other faults on to the handler that was there before it, or,
+/// when there was none, restores the default action and returns, so that the
+/// faulting instruction faults again and ends the process. A signal sent
+/// from outside is not a fault: returning from it just goes on, and the
+/// worker would live on. This handler, installed before wasmtime's, ends
+/// the process for such a signal, and otherwise does what wasmtime would.
+#[cfg(unix)]
+fn die_on_segv_from_outside() {
+    extern "C" fn handler(signum: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO
+        // handler; restoring the default action and raising a signal are
+        // async-signal-safe.
+        unsafe {
+            let sent = (*info).si_code <= 0;
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(signum, &default, std::ptr::null_mut());
+            if sent {
+                // Sent, not a fault: die of it now.
+                libc::raise(signum);
+            }
+            // A fault: returning re-runs the instruction, which faults
+            // again under the default action.
+        }
+    }
+    // SAFETY: installs a handler for SIGSEGV before any other thread runs
+    // (this is the worker process's first act); the handler only calls
+    // async-signal-safe functions.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
+    }
+}
+
 /// The worker process: the exit code.
 fn worker_main() -> i32 {
+    #[cfg(unix)]
+    die_on_segv_from_outside();
     let Ok(stdout) = raw_stdout() else {
         return 2;
     };
