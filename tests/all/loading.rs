@@ -203,3 +203,11 @@ fn a_plugin_that_imports_wasi_http_gets_the_build_hint() {
         "{error}"
     );
 }
+
+both_isolations!(a_generator_name_with_a_nul_is_an_unknown_generator);
+/// Whatever the caller names, nothing panics: a name with a NUL byte is
+/// just a generator the plugin does not have.
+fn a_generator_name_with_a_nul_is_an_unknown_generator() {
+    let error = spdl().generator("ra\0nge").build().unwrap_err();
+    assert_error(&error, ErrorKind::CreateFailed, "has no generator named");
+}

@@ -492,37 +492,13 @@ fn a_shadow_stack_overflow_says_what_it_likely_is() {
 fn a_stderr_flood_is_held_back_not_queued() {
     let _watch = crate::util::watchdog("promises::a_stderr_flood_is_held_back_not_queued");
     crate::util::set_isolation(Isolation::Process);
-    let line = [b'x'; 1023];
-    let mut bytes = line.to_vec();
-    bytes.push(b'\n');
-    let lines = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let seen = lines.clone();
-    let iterable = writer("stderr", &bytes, 64 * 1024, 1)
-        .on_output(move |_| {
-            // A slow consumer: 1 ms for every 256 lines.
-            if seen
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .is_multiple_of(256)
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-        .build()
-        .unwrap();
+    let (builder, lines) = slow_flood("stderr");
+    let iterable = builder.build().unwrap();
     let pid = iterable.worker_process_id().unwrap();
-    let peak_kib = || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    let before = peak_kib();
+    let before = peak_kib(&pid.to_string());
     let mut pass = iterable.iter::<u64>().unwrap();
     assert_eq!(pass.next().unwrap().unwrap(), 0);
-    let after = peak_kib();
+    let after = peak_kib(&pid.to_string());
     assert_eq!(pass.next().map(Result::unwrap), None);
     assert_eq!(lines.load(std::sync::atomic::Ordering::Relaxed), 64 * 1024);
     eprintln!("worker peak RSS {before} KiB before 64 MB of stderr, {after} KiB after");
@@ -737,15 +713,6 @@ fn flood_probe() {
     let mode = std::env::var(FLOOD_PROBE)
         .expect("run by promises::a_flood_of_guest_output_leaves_the_callers_memory_alone");
     crate::util::set_isolation(mode.parse().unwrap());
-    let peak_kib = || {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
     let mut line = vec![b'y'; 1023];
     line.push(b'\n');
     // Warm up: the plugin loaded and a worker run once.
@@ -755,23 +722,42 @@ fn flood_probe() {
         .unwrap();
     assert_eq!(warm.iter::<u64>().unwrap().count(), 1);
     drop(warm);
-    let before = peak_kib();
+    let before = peak_kib("self");
     for stream in ["stdout", "stderr"] {
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = seen.clone();
-        let iterable = writer(stream, &line, 64 * 1024, 1)
-            .on_output(move |_| {
-                if counter
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    .is_multiple_of(256)
-                {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-            .build()
-            .unwrap();
+        let (builder, seen) = slow_flood(stream);
+        let iterable = builder.build().unwrap();
         assert_eq!(iterable.iter::<u64>().unwrap().count(), 1);
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 64 * 1024);
     }
-    println!("peak kib: {before} {}", peak_kib());
+    println!("peak kib: {before} {}", peak_kib("self"));
+}
+
+/// The `write` generator flooding `stream` with 64 Ki lines of 1 KiB, taken
+/// by a slow handler (1 ms every 256 lines), and the count of lines taken.
+fn slow_flood(
+    stream: &str,
+) -> (
+    sandgen::IterableBuilder,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut line = vec![b'y'; 1023];
+    line.push(b'\n');
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    let builder = writer(stream, &line, 64 * 1024, 1).on_output(move |_| {
+        if counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(256)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    (builder, seen)
+}
+
+/// The peak resident memory of process `pid` (or `self`), in KiB.
+fn peak_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

@@ -22,6 +22,12 @@ pub(crate) struct Task {
     pub(crate) flow: Flow,
 }
 
+/// A name for a thread of a worker of `generator`: the caller chose the
+/// name, and a thread name may hold no NUL (std panics on one).
+pub(crate) fn thread_name(role: &str, generator: &str) -> String {
+    format!("sandgen-{role}{}", generator.replace('\0', "?"))
+}
+
 /// The caller's ends of a worker's queues: commands in, statuses out.
 pub(crate) struct Queues {
     pub(crate) commands: Sender<Command>,

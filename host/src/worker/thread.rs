@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guest::output::OutputHandler;
 use crate::guest::{Interrupt, Linked};
 use crate::worker::machine;
-use crate::worker::task::{Task, WorkerQueues};
+use crate::worker::task::{Task, WorkerQueues, thread_name};
 
 /// The caller's handle on a worker thread.
 pub(crate) struct ThreadWorker {
@@ -33,7 +33,7 @@ impl ThreadWorker {
         let interrupt = Arc::new(Interrupt::default());
         let worker_interrupt = interrupt.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("sandgen-{}", task.generator))
+            .name(thread_name("", &task.generator))
             .spawn(move || {
                 let _done = done_tx;
                 machine::run(

@@ -21,7 +21,7 @@ use crate::protocol::{Command, Status};
 use crate::runtime::Loaded;
 use crate::worker::machine::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
 use crate::worker::process::wire::{self, Hello, Preamble, Report, WORKER_ARG};
-use crate::worker::task::{Task, WorkerQueues};
+use crate::worker::task::{Task, WorkerQueues, thread_name};
 
 /// The capacity asked for the pipe from a worker process.
 #[cfg(target_os = "linux")]
@@ -130,10 +130,10 @@ impl ProcessWorker {
         let plugin = plugin.name().to_owned();
         let (commands, statuses) = (queues.commands, queues.statuses);
         let writer = std::thread::Builder::new()
-            .name(format!("sandgen-to-{generator}"))
+            .name(thread_name("to-", &generator))
             .spawn(move || forward_commands(stdin, &hello, &commands, &returned));
         let reader = std::thread::Builder::new()
-            .name(format!("sandgen-from-{generator}"))
+            .name(thread_name("from-", &generator))
             .spawn(move || {
                 let _reaped = reaped_tx;
                 read_reports(
