@@ -167,3 +167,124 @@ fn output_lines_and_items_keep_their_order() {
         }
     }
 }
+
+/// The SDK fixture with `count` extra core instances beside the plugin, each
+/// of a module with one memory of `pages` 64 KiB pages (or none): a
+/// component may hold many core instances, and each may bring memories of
+/// its own. The extra instances are created when the plugin is
+/// instantiated, before any of its code runs.
+fn spdl_with_extra_instances(name: &str, count: u32, pages: Option<u64>) -> crate::util::Fixture {
+    let plugin = std::fs::read(crate::util::artifacts::FIXTURE_SPDL).unwrap();
+    let modules = core_modules(&plugin);
+    let mut module = wasm_encoder::Module::new();
+    if let Some(pages) = pages {
+        let mut memories = wasm_encoder::MemorySection::new();
+        memories.memory(wasm_encoder::MemoryType {
+            minimum: pages,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        module.section(&memories);
+    }
+    let mut hostile = plugin;
+    use wasm_encoder::ComponentSection;
+    wasm_encoder::ModuleSection(&module).append_to_component(&mut hostile);
+    let mut instances = wasm_encoder::InstanceSection::new();
+    for _ in 0..count {
+        instances.instantiate::<[(&str, wasm_encoder::ModuleArg); 0], &str>(modules, []);
+    }
+    instances.append_to_component(&mut hostile);
+    let path = crate::util::temp_dir(name).join("hostile.wasm");
+    std::fs::write(&path, hostile).unwrap();
+    crate::util::plugin(path.to_str().unwrap())
+}
+
+/// How many core modules a component defines at its top level (so the next
+/// one gets this index): its sections, walked without a parser.
+fn core_modules(component: &[u8]) -> u32 {
+    let mut rest = &component[8..];
+    let mut modules = 0;
+    while let Some((&id, tail)) = rest.split_first() {
+        let (mut size, mut shift, mut used) = (0usize, 0, 0);
+        loop {
+            let byte = tail[used];
+            size |= usize::from(byte & 0x7f) << shift;
+            used += 1;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        modules += u32::from(id == 1);
+        rest = &tail[used + size..];
+    }
+    modules
+}
+
+both_isolations!(the_memory_cap_covers_every_memory_of_the_plugin);
+/// Eight memories of 16 MiB each fit one by one under a 64 MiB cap, not
+/// together: the cap is the plugin's, all memories summed (initial sizes
+/// included), so instantiation fails before any plugin code runs.
+fn the_memory_cap_covers_every_memory_of_the_plugin() {
+    let hostile = spdl_with_extra_instances("eight-memories", 8, Some(256));
+    let error = hostile
+        .generator("range")
+        .args(&3u64)
+        .memory_limit(64 << 20)
+        .on_output(|_| {})
+        .build()
+        .unwrap_err();
+    assert_error(&error, ErrorKind::MemoryLimit, "memory limit of 64 MiB");
+    assert!(
+        error.to_string().contains("while instantiating the plugin"),
+        "{error}"
+    );
+    // Two of them fit beside the plugin's own memory: the component is
+    // sound, and only the sum was refused.
+    let fitting = spdl_with_extra_instances("two-memories", 2, Some(256));
+    let iterable = fitting
+        .generator("range")
+        .args(&3u64)
+        .memory_limit(64 << 20)
+        .build()
+        .unwrap();
+    let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, [0, 1, 2]);
+}
+
+both_isolations!(a_plugin_holds_few_memories);
+/// Many tiny memories are refused by their number, however small each is.
+fn a_plugin_holds_few_memories() {
+    let hostile = spdl_with_extra_instances("many-memories", 20, Some(1));
+    let error = hostile
+        .generator("range")
+        .args(&3u64)
+        .on_output(|_| {})
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::MemoryLimit,
+        "needs more than 16 memories",
+    );
+}
+
+both_isolations!(a_plugin_holds_few_instances);
+/// Core instances without any memory are still host memory: their number is
+/// bounded.
+fn a_plugin_holds_few_instances() {
+    let hostile = spdl_with_extra_instances("many-instances", 100, None);
+    let error = hostile
+        .generator("range")
+        .args(&3u64)
+        .on_output(|_| {})
+        .build()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::MemoryLimit,
+        "needs more than 64 core instances",
+    );
+}

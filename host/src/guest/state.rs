@@ -42,11 +42,11 @@ impl HostState {
 
 /// The most core instances a plugin's store may hold (the Python and
 /// JavaScript plugins of the tests need between 9 and 16).
-const MAX_INSTANCES: usize = 64;
+pub(crate) const MAX_INSTANCES: usize = 64;
 /// The most linear memories a plugin's store may hold.
-const MAX_MEMORIES: usize = 16;
+pub(crate) const MAX_MEMORIES: usize = 16;
 /// The most tables a plugin's store may hold.
-const MAX_TABLES: usize = 64;
+pub(crate) const MAX_TABLES: usize = 64;
 /// The most table elements, all tables together (each is host memory).
 const MAX_TABLE_ELEMENTS: u64 = 1_000_000;
 

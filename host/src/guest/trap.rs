@@ -6,7 +6,7 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::{GuestOutput, summarize_stderr};
-use crate::guest::state::HostState;
+use crate::guest::state::{HostState, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 
 /// Why a guest call did not return.
 pub(crate) enum Fault {
@@ -125,10 +125,21 @@ fn trap_error(
             None => {
                 let cause = error.root_cause().to_string();
                 let cause = cause.lines().next().unwrap_or_default();
-                (
-                    ErrorKind::Trap,
-                    format!("generator {generator} failed {phase}: {cause}{said}"),
-                )
+                match StoreCount::parse(cause) {
+                    Some(count) => (
+                        ErrorKind::MemoryLimit,
+                        format!(
+                            "generator {generator} needs more than {} {} {phase} (it asked for {}; \
+                             a plugin's store holds at most {MAX_INSTANCES} core instances, \
+                             {MAX_MEMORIES} memories and {MAX_TABLES} tables){said}",
+                            count.max, count.what, count.asked
+                        ),
+                    ),
+                    None => (
+                        ErrorKind::Trap,
+                        format!("generator {generator} failed {phase}: {cause}{said}"),
+                    ),
+                }
             }
         },
     };
@@ -136,6 +147,31 @@ fn trap_error(
     Error::new(kind, message)
         .with_guest_stderr(stderr)
         .with_backtrace(backtrace)
+}
+
+/// Wasmtime's refusal of one more instance, memory or table in a store
+/// beyond the limiter's counts (`resource limit exceeded: instance count too
+/// high at 65`).
+#[derive(Debug, PartialEq)]
+struct StoreCount {
+    what: &'static str,
+    max: usize,
+    asked: usize,
+}
+
+impl StoreCount {
+    fn parse(cause: &str) -> Option<StoreCount> {
+        let rest = cause.strip_prefix("resource limit exceeded: ")?;
+        let (desc, asked) = rest.split_once(" count too high at ")?;
+        let asked = asked.trim().parse().ok()?;
+        let (what, max) = match desc {
+            "instance" => ("core instances", MAX_INSTANCES),
+            "memory" => ("memories", MAX_MEMORIES),
+            "table" => ("tables", MAX_TABLES),
+            _ => return None,
+        };
+        Some(StoreCount { what, max, asked })
+    }
 }
 
 /// The innermost frames of a guest backtrace, one per line.
@@ -160,4 +196,28 @@ fn format_backtrace(backtrace: &WasmBacktrace) -> String {
         ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_counts_are_read_from_wasmtime_refusals() {
+        assert_eq!(
+            StoreCount::parse("resource limit exceeded: memory count too high at 17"),
+            Some(StoreCount {
+                what: "memories",
+                max: MAX_MEMORIES,
+                asked: 17
+            })
+        );
+        assert_eq!(
+            StoreCount::parse("resource limit exceeded: instance count too high at 65")
+                .map(|c| c.what),
+            Some("core instances")
+        );
+        assert_eq!(StoreCount::parse("resource limit exceeded: fuel"), None);
+        assert_eq!(StoreCount::parse("unreachable"), None);
+    }
 }
