@@ -187,6 +187,21 @@ fn main() {
         )
         .unwrap();
     }
+    let constants: Vec<&str> = rust
+        .iter()
+        .map(|(_, constant)| *constant)
+        .chain(foreign.iter().map(|(_, constant)| *constant))
+        .collect();
+    writeln!(
+        code,
+        "/// Every guest above, by the name of its constant.\npub const ALL: &[(&str, &str)] = &[{}];",
+        constants
+            .iter()
+            .map(|c| format!("({c:?}, {c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .unwrap();
     std::fs::write(out.join("artifacts.rs"), code).expect("failed to write artifacts.rs");
 }
 

@@ -13,8 +13,8 @@
 //! deserializes anything.
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -88,10 +88,34 @@ pub(crate) fn in_process(
     })
 }
 
+/// The program that runs worker (and compiling) processes, with the
+/// arguments it needs before sandgen's marker.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerProgram {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<std::ffi::OsString>,
+}
+
+impl WorkerProgram {
+    pub(crate) fn plain(program: PathBuf) -> WorkerProgram {
+        WorkerProgram {
+            program,
+            args: Vec::new(),
+        }
+    }
+
+    /// A command that runs this program with its own arguments.
+    pub(crate) fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
+}
+
 /// Compiles `bytes` in a child process running `program`, within `limits`;
 /// returns the serialized compilation.
 pub(crate) fn in_child(
-    program: &Path,
+    program: &WorkerProgram,
     fuel: bool,
     origin: &str,
     bytes: &[u8],
@@ -103,7 +127,7 @@ pub(crate) fn in_child(
             format!("failed to compile plugin `{origin}`: the compiling process {how}"),
         )
     };
-    let mut command = Command::new(program);
+    let mut command = program.command();
     // A process group of its own: a deadline kills all of it, should the
     // program hand the work to a child of its own.
     #[cfg(unix)]
@@ -119,7 +143,12 @@ pub(crate) fn in_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| died(format!("could not start (`{}`: {e})", program.display())))?;
+        .map_err(|e| {
+            died(format!(
+                "could not start (`{}`: {e})",
+                program.program.display()
+            ))
+        })?;
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -168,7 +197,7 @@ pub(crate) fn in_child(
                 checked(&output, bytes).map(<[u8]>::to_vec).ok_or_else(|| {
                     died(format!(
                         "wrote no compilation of this component: is `{}` a sandgen program of this version?",
-                        program.display()
+                        program.program.display()
                     ))
                 })
             }

@@ -1,11 +1,13 @@
 //! The public entry point: an [`Engine`] compiles plugins (through the
 //! compile cache) and is shared by everything loaded from it.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compile::LoadLimits;
+use crate::compile::WorkerProgram;
 use crate::error::{Error, ErrorKind};
 use crate::plugin::Plugin;
 use crate::runtime::Shared;
@@ -122,7 +124,7 @@ impl Engine {
 #[must_use = "an EngineBuilder does nothing until `build` is called"]
 pub struct EngineBuilder {
     cache: Option<PathBuf>,
-    worker_program: Option<PathBuf>,
+    worker_program: Option<WorkerProgram>,
     load: LoadLimits,
 }
 
@@ -149,7 +151,35 @@ impl EngineBuilder {
     /// [`run_worker_if_requested`](crate::run_worker_if_requested) at the
     /// start of its `main`.
     pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.worker_program = Some(program.into());
+        self.worker_program = Some(WorkerProgram {
+            program: program.into(),
+            args: Vec::new(),
+        });
+        self
+    }
+
+    /// As [`worker_program`](Self::worker_program), for a program that
+    /// needs arguments of its own before sandgen's (an interpreter and the
+    /// script that runs the worker). The program passes what follows them
+    /// to [`run_worker_from_args`](crate::run_worker_from_args).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let engine = sandgen::Engine::builder()
+    ///     .worker_command("/usr/bin/python3", ["-I", "-m", "sandgen._worker"])
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn worker_command(
+        mut self,
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Self {
+        self.worker_program = Some(WorkerProgram {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        });
         self
     }
 

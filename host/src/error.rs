@@ -59,6 +59,36 @@ pub enum ErrorKind {
     Closed,
 }
 
+impl ErrorKind {
+    /// The kind's name in snake case (`"memory_limit"`), as language
+    /// bindings and machine-readable output spell it.
+    ///
+    /// ```
+    /// assert_eq!(sandgen::ErrorKind::MemoryLimit.name(), "memory_limit");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Load => "load",
+            ErrorKind::LoadLimit => "load_limit",
+            ErrorKind::Incompatible => "incompatible",
+            ErrorKind::InitializerFailed => "initializer_failed",
+            ErrorKind::CreateFailed => "create_failed",
+            ErrorKind::IterationFailed => "iteration_failed",
+            ErrorKind::Trap => "trap",
+            ErrorKind::StackOverflow => "stack_overflow",
+            ErrorKind::MemoryLimit => "memory_limit",
+            ErrorKind::FuelExhausted => "fuel_exhausted",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Decode => "decode",
+            ErrorKind::WorkerDied => "worker_died",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Closed => "closed",
+        }
+    }
+}
+
 /// An error from sandgen: a [`kind`](Error::kind), a one-line message that
 /// names what failed and includes the plugin's own message verbatim, and
 /// where it applies the guest's last stderr output and a short backtrace.

@@ -3,10 +3,11 @@
 //! inactivity timeout).
 
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use sandgen_wire::Encoding;
@@ -289,6 +290,7 @@ impl IterableBuilder {
             starts_sent: AtomicU64::new(0),
             starts_seen: AtomicU64::new(0),
             failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
         };
         // Start-up (a worker process starts and reads its compiled
         // component) is sandgen's time, bounded by the load timeout; from
@@ -333,6 +335,8 @@ pub struct Iterable {
     starts_sent: AtomicU64,
     starts_seen: AtomicU64,
     failure: Mutex<Option<Error>>,
+    /// Set by [`Iterable::close`].
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Iterable {
@@ -370,7 +374,7 @@ impl Iterable {
     /// iterator.
     pub fn iter<T: DeserializeOwned>(&self) -> Result<Pass<'_, T>, Error> {
         Ok(Pass {
-            core: self.start()?,
+            core: PassCore::start(self)?,
             item: PhantomData,
         })
     }
@@ -382,11 +386,71 @@ impl Iterable {
     /// As for [`Iterable::iter`].
     pub fn iter_raw(&self) -> Result<RawPass<'_>, Error> {
         Ok(RawPass {
-            core: self.start()?,
+            core: PassCore::start(self)?,
         })
     }
 
-    fn start(&self) -> Result<PassCore<'_>, Error> {
+    /// Starts a pass that yields whole batches of encoded items, as the
+    /// worker made them, and that owns its share of the iterable (so it can
+    /// be kept and moved freely, as a language binding needs). Batches are
+    /// the cheapest way to move many small items: one wait and one hand-over
+    /// per batch, not per item.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// use std::sync::Arc;
+    ///
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = Arc::new(plugin.generator("range").args(&10u64).build()?);
+    /// let mut batches = iterable.batches()?;
+    /// let mut count = 0;
+    /// while let Some(batch) = batches.next_batch() {
+    ///     count += batch?.items().count();
+    /// }
+    /// assert_eq!(count, 10);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Iterable::iter`].
+    pub fn batches(self: &Arc<Self>) -> Result<Batches, Error> {
+        Ok(Batches {
+            core: PassCore::start(Arc::clone(self))?,
+        })
+    }
+
+    /// Ends the worker now, as dropping the iterable does, and waits for it
+    /// (up to a second, then a worker process is killed). A pass that is
+    /// live ends with [`ErrorKind::Closed`], and so does every later pass.
+    /// Closing twice does nothing more.
+    pub fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            self.worker.interrupt();
+            self.worker.shutdown(TEARDOWN_GRACE);
+        }
+    }
+
+    /// Whether [`close`](Iterable::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Closed,
+            format!(
+                "the iterable of generator {} was closed; create a new iterable to iterate again",
+                self.generator
+            ),
+        )
+    }
+
+    fn check_startable(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
         if let Some(error) = self.failed() {
             return Err(Error::new(
                 ErrorKind::Closed,
@@ -405,16 +469,7 @@ impl Iterable {
                 ),
             ));
         }
-        let _ = self.worker.queues.commands.send(Command::StartIteration);
-        let ordinal = self.starts_sent.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(PassCore {
-            iterable: self,
-            ordinal,
-            frames: Frames::default(),
-            batch_items: 0,
-            started: false,
-            done: false,
-        })
+        Ok(())
     }
 
     fn failed(&self) -> Option<Error> {
@@ -438,6 +493,33 @@ impl Iterable {
         self.recv_within(self.timeout, phase)
     }
 
+    /// Waits up to `wait` for the next status; `Ok(None)` when none came
+    /// and the pass has not been idle for longer than the inactivity timeout
+    /// (counted from `idle_since`).
+    fn recv_for(
+        &self,
+        wait: Duration,
+        idle_since: Instant,
+        phase: &str,
+    ) -> Result<Option<Status>, Error> {
+        let (wait, final_wait) = match self.timeout {
+            Some(timeout) => {
+                let left = timeout.saturating_sub(idle_since.elapsed());
+                if left <= wait {
+                    (left, true)
+                } else {
+                    (wait, false)
+                }
+            }
+            None => (wait, false),
+        };
+        match self.worker.queues.statuses.recv_timeout(wait) {
+            Ok(status) => Ok(Some(status)),
+            Err(RecvTimeoutError::Timeout) if !final_wait => Ok(None),
+            Err(e) => Err(self.recv_failed(e, self.timeout, phase)),
+        }
+    }
+
     /// Waits for the next status, up to `deadline`.
     fn recv_within(&self, deadline: Option<Duration>, phase: &str) -> Result<Status, Error> {
         let received = match deadline {
@@ -449,7 +531,15 @@ impl Iterable {
                 .recv()
                 .map_err(|_| RecvTimeoutError::Disconnected),
         };
-        received.map_err(|e| {
+        received.map_err(|e| self.recv_failed(e, deadline, phase))
+    }
+
+    /// The error of a wait that timed out or found the worker gone.
+    fn recv_failed(&self, e: RecvTimeoutError, deadline: Option<Duration>, phase: &str) -> Error {
+        if self.is_closed() {
+            return self.closed_error();
+        }
+        {
             let error = match e {
                 RecvTimeoutError::Timeout => Error::new(
                     ErrorKind::Timeout,
@@ -469,7 +559,7 @@ impl Iterable {
             };
             self.fail(&error);
             error
-        })
+        }
     }
 
     fn protocol_error(&self, status: &Status, phase: &str) -> Error {
@@ -500,17 +590,40 @@ impl Drop for Iterable {
     }
 }
 
-/// The state shared by [`Pass`] and [`RawPass`].
-struct PassCore<'a> {
-    iterable: &'a Iterable,
+/// The state shared by [`Pass`], [`RawPass`] and [`Batches`]: `I` is how
+/// the pass holds its iterable (borrowed, or shared for [`Batches`]).
+struct PassCore<I: Deref<Target = Iterable>> {
+    iterable: I,
     ordinal: u64,
     frames: Frames,
     batch_items: u32,
     started: bool,
     done: bool,
+    /// When the pass last heard from its worker (for the inactivity timeout
+    /// across [`Batches::next_batch_within`] calls).
+    idle_since: Instant,
 }
 
-impl PassCore<'_> {
+impl<I: Deref<Target = Iterable>> PassCore<I> {
+    fn start(iterable: I) -> Result<Self, Error> {
+        iterable.check_startable()?;
+        let _ = iterable
+            .worker
+            .queues
+            .commands
+            .send(Command::StartIteration);
+        let ordinal = iterable.starts_sent.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(PassCore {
+            iterable,
+            ordinal,
+            frames: Frames::default(),
+            batch_items: 0,
+            started: false,
+            done: false,
+            idle_since: Instant::now(),
+        })
+    }
+
     /// The next item's bytes, `None` at the end of the pass or after an
     /// error.
     fn next_frame(&mut self) -> Option<Result<&[u8], Error>> {
@@ -527,15 +640,7 @@ impl PassCore<'_> {
         if self.frames.left() == 1 {
             // The last item of the batch leaves the queue now: the worker may
             // produce that much more.
-            let _ = self
-                .iterable
-                .worker
-                .queues
-                .commands
-                .send(Command::Consumed {
-                    items: self.batch_items,
-                    bytes: self.frames.bytes() as u64,
-                });
+            self.consumed(self.frames.bytes());
         }
         self.frames.next_frame().map(Ok)
     }
@@ -543,42 +648,102 @@ impl PassCore<'_> {
     /// Receives statuses until a batch arrives (`true`) or the pass ends
     /// (`false`).
     fn fill(&mut self) -> Result<bool, Error> {
-        let iterable = self.iterable;
         loop {
-            let status = iterable
+            let status = self
+                .iterable
                 .recv("iteration")
                 .inspect_err(|_| self.done = true)?;
+            if let Some(filled) = self.take(status)? {
+                return Ok(filled);
+            }
+        }
+    }
+
+    /// As [`fill`](Self::fill), waiting up to `wait`: `None` when nothing
+    /// came in that time.
+    fn fill_within(&mut self, wait: Duration) -> Result<Option<bool>, Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let status = self
+                .iterable
+                .recv_for(left, self.idle_since, "iteration")
+                .inspect_err(|_| self.done = true)?;
+            let Some(status) = status else {
+                return Ok(None);
+            };
+            self.idle_since = Instant::now();
+            if let Some(filled) = self.take(status)? {
+                return Ok(Some(filled));
+            }
+        }
+    }
+
+    /// Handles one status of the pass: `Some(true)` when it brought a batch,
+    /// `Some(false)` at the end of the pass, `None` to read on.
+    fn take(&mut self, status: Status) -> Result<Option<bool>, Error> {
+        let iterable = &*self.iterable;
+        {
             match status {
                 Status::IterationStarted => {
                     let seen = iterable.starts_seen.fetch_add(1, Ordering::SeqCst) + 1;
                     self.started = seen == self.ordinal;
+                    Ok(None)
                 }
                 // Leftovers of an earlier pass that was stopped early.
-                Status::Items(_) | Status::IterationFinished if !self.started => {}
+                Status::Items(_) | Status::IterationFinished if !self.started => Ok(None),
                 Status::Items(batch) => {
                     self.batch_items = batch.count;
                     self.frames = Frames::new(batch.frames, batch.count);
-                    return Ok(true);
+                    Ok(Some(true))
                 }
                 Status::IterationFinished => {
                     self.done = true;
-                    return Ok(false);
+                    Ok(Some(false))
+                }
+                // A worker that was closed under a live pass may report
+                // its own end (a killed process): the pass was closed.
+                Status::IteratorFailed(_) if iterable.is_closed() => {
+                    self.done = true;
+                    Err(iterable.closed_error())
                 }
                 Status::IteratorFailed(error) => {
                     self.done = true;
                     iterable.fail(&error);
-                    return Err(error);
+                    Err(error)
                 }
                 other => {
                     self.done = true;
-                    return Err(iterable.protocol_error(&other, "iteration"));
+                    Err(iterable.protocol_error(&other, "iteration"))
                 }
             }
         }
     }
+
+    /// Hands the whole current batch to the caller: it has left the queue,
+    /// so the worker may produce that much more.
+    fn take_batch(&mut self) -> Batch {
+        let frames = std::mem::take(&mut self.frames);
+        if frames.left() > 0 {
+            self.consumed(frames.bytes());
+        }
+        Batch { frames }
+    }
+
+    fn consumed(&self, bytes: usize) {
+        let _ = self
+            .iterable
+            .worker
+            .queues
+            .commands
+            .send(Command::Consumed {
+                items: self.batch_items,
+                bytes: bytes as u64,
+            });
+    }
 }
 
-impl PassCore<'_> {
+impl<I: Deref<Target = Iterable>> PassCore<I> {
     /// Ends the pass from the caller's side: the worker stops producing.
     fn stop(&mut self) {
         if !self.done {
@@ -594,7 +759,7 @@ impl PassCore<'_> {
     }
 }
 
-impl Drop for PassCore<'_> {
+impl<I: Deref<Target = Iterable>> Drop for PassCore<I> {
     fn drop(&mut self) {
         self.stop();
         self.iterable.pass_active.store(false, Ordering::SeqCst);
@@ -608,7 +773,7 @@ impl Drop for PassCore<'_> {
 /// fails it yields `None`. Dropping it before the end stops the worker's
 /// production at once.
 pub struct Pass<'a, T> {
-    core: PassCore<'a>,
+    core: PassCore<&'a Iterable>,
     item: PhantomData<fn() -> T>,
 }
 
@@ -643,7 +808,7 @@ impl<T: DeserializeOwned> Iterator for Pass<'_, T> {
 /// [`Iterator`] implementation copies each into a `Vec<u8>`. Otherwise it
 /// behaves as [`Pass`].
 pub struct RawPass<'a> {
-    core: PassCore<'a>,
+    core: PassCore<&'a Iterable>,
 }
 
 impl std::fmt::Debug for RawPass<'_> {
@@ -666,5 +831,124 @@ impl Iterator for RawPass<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         Some(self.next_item()?.map(<[u8]>::to_vec))
+    }
+}
+
+/// One pass over an [`Iterable`], yielding whole batches of encoded items;
+/// made by [`Iterable::batches`].
+///
+/// It holds its share of the iterable, so it may outlive the caller's
+/// handle; [`Iterable::close`] ends it with [`ErrorKind::Closed`]. Dropping it
+/// before the end stops the worker's production at once, as for [`Pass`].
+pub struct Batches {
+    core: PassCore<Arc<Iterable>>,
+}
+
+impl std::fmt::Debug for Batches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batches")
+            .field("generator", &self.core.iterable.generator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Batches::next_batch_within`] found.
+#[derive(Debug)]
+pub enum NextBatch {
+    /// A batch of items.
+    Batch(Batch),
+    /// The pass ended.
+    End,
+    /// Nothing arrived in the time given; the pass goes on (ask again).
+    Pending,
+}
+
+impl Batches {
+    /// The next batch, waiting as long as the inactivity timeout allows;
+    /// `None` at the end of the pass or after an error.
+    pub fn next_batch(&mut self) -> Option<Result<Batch, Error>> {
+        if self.core.done {
+            return None;
+        }
+        match self.core.fill() {
+            Ok(true) => Some(Ok(self.core.take_batch())),
+            Ok(false) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    /// The next batch, waiting at most `wait` for it (less when the
+    /// inactivity timeout ends first, which is an [`ErrorKind::Timeout`]
+    /// error as in [`next_batch`](Self::next_batch)); the inactivity timeout
+    /// counts across calls. For callers that must look up between waits (a
+    /// language binding checking for a user's interrupt).
+    ///
+    /// # Errors
+    ///
+    /// The errors of the pass, as for [`Iterable::iter`].
+    pub fn next_batch_within(&mut self, wait: Duration) -> Result<NextBatch, Error> {
+        if self.core.done {
+            return Ok(NextBatch::End);
+        }
+        match self.core.fill_within(wait)? {
+            Some(true) => Ok(NextBatch::Batch(self.core.take_batch())),
+            Some(false) => Ok(NextBatch::End),
+            None => Ok(NextBatch::Pending),
+        }
+    }
+
+    /// Ends the pass early, as dropping it does: the worker stops producing.
+    pub fn stop(&mut self) {
+        self.core.stop();
+    }
+
+    /// The iterable this pass runs over.
+    pub fn iterable(&self) -> &Iterable {
+        &self.core.iterable
+    }
+}
+
+/// One batch of encoded items, in the order the worker produced them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    frames: Frames,
+}
+
+impl Batch {
+    /// How many items the batch holds.
+    pub fn len(&self) -> usize {
+        self.frames.left() as usize
+    }
+
+    /// Whether the batch holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.frames.left() == 0
+    }
+
+    /// The batch's size in bytes, framing included.
+    pub fn bytes(&self) -> usize {
+        self.frames.bytes()
+    }
+
+    /// Each item's encoded bytes, without copying them.
+    pub fn items(&self) -> BatchItems<'_> {
+        BatchItems {
+            frames: self.frames.view(),
+        }
+    }
+}
+
+/// The items of a [`Batch`]; made by [`Batch::items`].
+#[derive(Debug)]
+pub struct BatchItems<'a> {
+    frames: sandgen_wire::frame::FramesView<'a>,
+}
+
+impl<'a> Iterator for BatchItems<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.frames.next_frame()
     }
 }

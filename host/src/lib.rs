@@ -87,13 +87,15 @@ pub use crate::compile::{DEFAULT_LOAD_MEMORY, DEFAULT_LOAD_TIMEOUT};
 pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::guest::output::{GuestStream, OutputLine};
-pub use crate::iterable::{Iterable, IterableBuilder, Pass, RawPass};
+pub use crate::iterable::{
+    Batch, BatchItems, Batches, Iterable, IterableBuilder, NextBatch, Pass, RawPass,
+};
 pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
 pub use crate::plugin::{GeneratorInfo, Plugin};
 pub use crate::text::escape_text;
 pub use crate::worker::Isolation;
-pub use crate::worker::process::child::run_worker_if_requested;
+pub use crate::worker::process::child::{run_worker_from_args, run_worker_if_requested};
 #[doc(no_inline)]
 pub use sandgen_wire::Encoding;

@@ -15,7 +15,7 @@ use wasmtime::component::{Component, Linker};
 use crate::bindings;
 use crate::cache::{Cache, Entry};
 use crate::clock::Clock;
-use crate::compile::{self, Artifact, LoadLimits};
+use crate::compile::{self, Artifact, LoadLimits, WorkerProgram};
 use crate::error::{Error, ErrorKind};
 use crate::guest::Linked;
 use crate::guest::state::HostState;
@@ -103,7 +103,7 @@ impl Runtimes {
 /// runtimes and the epoch clock.
 pub(crate) struct Shared {
     cache: Option<Cache>,
-    worker_program: Option<PathBuf>,
+    worker_program: Option<WorkerProgram>,
     load: LoadLimits,
     runtimes: Arc<Runtimes>,
     clock: Clock,
@@ -112,7 +112,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         cache: Option<PathBuf>,
-        worker_program: Option<PathBuf>,
+        worker_program: Option<WorkerProgram>,
         load: LoadLimits,
     ) -> Result<Shared, Error> {
         let runtimes = Arc::new(Runtimes::default());
@@ -136,11 +136,12 @@ impl Shared {
     /// program when one was set, or this program when it is one (it called
     /// `run_worker_if_requested`); `None` compiles in this process, without
     /// bounds.
-    fn compiler(&self) -> Option<PathBuf> {
+    fn compiler(&self) -> Option<WorkerProgram> {
         self.worker_program.clone().or_else(|| {
             crate::worker::process::child::is_worker_program()
                 .then(|| std::env::current_exe().ok())
                 .flatten()
+                .map(WorkerProgram::plain)
         })
     }
 
@@ -255,10 +256,10 @@ impl Loaded {
     }
 
     /// The program to start worker processes with.
-    pub(crate) fn worker_program(&self) -> Result<PathBuf, Error> {
+    pub(crate) fn worker_program(&self) -> Result<WorkerProgram, Error> {
         match &self.shared.worker_program {
             Some(program) => Ok(program.clone()),
-            None => std::env::current_exe().map_err(|e| {
+            None => std::env::current_exe().map(WorkerProgram::plain).map_err(|e| {
                 Error::new(
                     ErrorKind::WorkerDied,
                     format!("cannot find this program to start a worker process: {e}; set `EngineBuilder::worker_program`"),

@@ -5,6 +5,7 @@
 #[macro_use]
 mod util;
 
+mod batches;
 mod cli;
 mod conformance;
 mod examples;

@@ -120,20 +120,56 @@ impl Frames {
     /// early instead of panicking.
     #[inline]
     pub fn next_frame(&mut self) -> Option<&[u8]> {
-        if self.left == 0 {
-            return None;
-        }
-        let header: [u8; 4] = self
-            .buf
-            .get(self.offset..self.offset + 4)?
-            .try_into()
-            .ok()?;
-        let start = self.offset + 4;
-        let end = start.checked_add(u32::from_le_bytes(header) as usize)?;
-        let frame = self.buf.get(start..end)?;
+        let (frame, end) = frame_at(&self.buf, self.offset, self.left)?;
         self.offset = end;
         self.left -= 1;
         Some(frame)
+    }
+
+    /// A reader of the items not yet read, borrowing the batch.
+    pub fn view(&self) -> FramesView<'_> {
+        FramesView {
+            buf: &self.buf[self.offset.min(self.buf.len())..],
+            left: self.left,
+        }
+    }
+}
+
+/// The frame that starts at `offset` of `buf`, when `left` is not zero and
+/// it fits, and where it ends.
+#[inline]
+fn frame_at(buf: &[u8], offset: usize, left: u32) -> Option<(&[u8], usize)> {
+    if left == 0 {
+        return None;
+    }
+    let header: [u8; 4] = buf.get(offset..offset.checked_add(4)?)?.try_into().ok()?;
+    let start = offset + 4;
+    let end = start.checked_add(u32::from_le_bytes(header) as usize)?;
+    Some((buf.get(start..end)?, end))
+}
+
+/// Reads the frames of a validated batch one by one, borrowing it; made by
+/// [`Frames::view`].
+#[derive(Debug, Clone)]
+pub struct FramesView<'a> {
+    buf: &'a [u8],
+    left: u32,
+}
+
+impl<'a> FramesView<'a> {
+    /// The next item's bytes, bounds checked as in [`Frames::next_frame`].
+    #[inline]
+    pub fn next_frame(&mut self) -> Option<&'a [u8]> {
+        let (frame, end) = frame_at(self.buf, 0, self.left)?;
+        self.buf = &self.buf[end..];
+        self.left -= 1;
+        Some(frame)
+    }
+
+    /// Items not yet read.
+    #[inline]
+    pub fn left(&self) -> u32 {
+        self.left
     }
 }
 
@@ -159,6 +195,20 @@ mod tests {
         assert_eq!(f.next_frame(), Some(&b""[..]));
         assert_eq!(f.next_frame(), Some(&b"ccc"[..]));
         assert_eq!(f.next_frame(), None);
+    }
+
+    #[test]
+    fn a_view_reads_the_frames_left() {
+        let mut f = Frames::new(frames(&[b"a", b"", b"ccc"]), 3);
+        f.next_frame();
+        let mut view = f.view();
+        assert_eq!(view.left(), 2);
+        assert_eq!(view.next_frame(), Some(&b""[..]));
+        assert_eq!(view.next_frame(), Some(&b"ccc"[..]));
+        assert_eq!(view.next_frame(), None);
+        assert_eq!(view.left(), 0);
+        // The view borrows: the frames themselves were not read.
+        assert_eq!(f.left(), 2);
     }
 
     #[test]

@@ -137,9 +137,9 @@ impl WorkerHandle {
     /// Ends the worker: Abort, then wait up to `grace` for it. A thread still
     /// running then is left to end on its own; a process still running is
     /// killed.
-    pub(crate) fn shutdown(&mut self, grace: Duration) {
+    pub(crate) fn shutdown(&self, grace: Duration) {
         let _ = self.queues.commands.send(Command::Abort);
-        match &mut self.flavor {
+        match &self.flavor {
             Flavor::Thread(thread) => thread.shutdown(grace),
             Flavor::Process(process) => process.shutdown(grace),
         }

@@ -1,7 +1,7 @@
 //! The thread flavour: the worker state machine on a thread of the caller's
 //! process, with its own guest; interrupted through its [`Interrupt`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ pub(crate) struct ThreadWorker {
     interrupt: Arc<Interrupt>,
     /// Disconnects when the worker thread ends.
     done: Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ThreadWorker {
@@ -54,7 +54,7 @@ impl ThreadWorker {
         Ok(ThreadWorker {
             interrupt,
             done,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -66,11 +66,11 @@ impl ThreadWorker {
     /// Interrupts the guest and waits up to `grace` for the thread to end; a
     /// thread still running then (a guest stuck where no interrupt reaches)
     /// is left to end on its own.
-    pub(crate) fn shutdown(&mut self, grace: Duration) {
+    pub(crate) fn shutdown(&self, grace: Duration) {
         self.interrupt.trigger();
         if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
             self.done.recv_timeout(grace)
-            && let Some(thread) = self.thread.take()
+            && let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
         {
             let _ = thread.join();
         }

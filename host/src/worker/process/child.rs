@@ -33,14 +33,33 @@ use crate::worker::thread::ThreadWorker;
 /// ```
 pub fn run_worker_if_requested() {
     IS_WORKER_PROGRAM.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut args = std::env::args_os().skip(1);
+    if let Some(code) = run_worker_from_args(std::env::args_os().skip(1)) {
+        std::process::exit(code);
+    }
+}
+
+/// Runs a sandgen worker (or compiling) process when `args` (the program's
+/// arguments after its own, see
+/// [`EngineBuilder::worker_command`](crate::EngineBuilder::worker_command))
+/// ask for one, and returns the status the process must then exit with;
+/// returns `None` at once otherwise. For worker programs that cannot use
+/// [`run_worker_if_requested`], such as an interpreter running a script.
+///
+/// ```no_run
+/// let args = std::env::args_os().skip(2); // the interpreter's script, then sandgen's
+/// if let Some(code) = sandgen::run_worker_from_args(args) {
+///     std::process::exit(code);
+/// }
+/// ```
+pub fn run_worker_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<i32> {
+    let mut args = args.into_iter();
     match args.next() {
-        Some(arg) if arg == WORKER_ARG => std::process::exit(worker_main()),
+        Some(arg) if arg == WORKER_ARG => Some(worker_main()),
         Some(arg) if arg == COMPILE_ARG => {
             let rest: Vec<_> = args.collect();
-            std::process::exit(crate::compile::child_main(&rest))
+            Some(crate::compile::child_main(&rest))
         }
-        _ => {}
+        _ => None,
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command as Process, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +84,8 @@ impl ProcessWorker {
             task.flow.buffer_bytes.saturating_add(max_batch) as u64,
         ));
         let returned = credit.clone();
-        let mut child = Process::new(&program)
+        let mut child = program
+            .command()
             .arg(WORKER_ARG)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -96,7 +97,7 @@ impl ProcessWorker {
                     format!(
                         "failed to start the worker process `{}`: {e}; set `EngineBuilder::worker_program` \
                          to the sandgen binary",
-                        program.display()
+                        program.program.display()
                     ),
                 )
             })?;
@@ -141,7 +142,7 @@ impl ProcessWorker {
                     &statuses,
                     &output,
                     &Origin {
-                        program: &program,
+                        program: &program.program,
                         plugin: &plugin,
                         generator: &generator,
                     },

@@ -1,0 +1,368 @@
+"""sandgen: iterate generator functions that run inside WebAssembly sandboxes.
+
+A plugin (a wasm component written in Rust, Python or JavaScript against
+sandgen's WIT contract) is loaded once and compiled into a cache; each
+``Plugin.iterable`` starts a sandboxed worker (a thread, or a process of its
+own) that runs one generator, with hard limits on memory, time and what it
+may touch. Items stream back in batches, with back-pressure.
+
+>>> import sandgen
+>>> plugin = sandgen.load("plugin.wasm")                      # doctest: +SKIP
+>>> with plugin.iterable("range", args=3) as it:              # doctest: +SKIP
+...     print(list(it))
+[0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, Self
+
+from . import _native
+from ._errors import (
+    BusyError,
+    ClosedError,
+    CreateFailedError,
+    DecodeError,
+    Error,
+    FuelExhaustedError,
+    IncompatibleError,
+    InitializerFailedError,
+    InvalidInputError,
+    IterationFailedError,
+    LoadError,
+    LoadLimitError,
+    MemoryLimitError,
+    ProtocolError,
+    StackOverflowError,
+    TimeoutError,
+    TrapError,
+    WorkerDiedError,
+)
+from ._types import describe, f32, i64, type_name, u8
+
+__all__ = [
+    "BusyError",
+    "ClosedError",
+    "CreateFailedError",
+    "DecodeError",
+    "Error",
+    "FuelExhaustedError",
+    "IncompatibleError",
+    "InitializerFailedError",
+    "InvalidInputError",
+    "Iterable",
+    "IterationFailedError",
+    "LoadError",
+    "LoadLimitError",
+    "MemoryLimitError",
+    "Plugin",
+    "ProtocolError",
+    "StackOverflowError",
+    "TimeoutError",
+    "TrapError",
+    "WorkerDiedError",
+    "f32",
+    "i64",
+    "iterate",
+    "load",
+    "u8",
+]
+
+__version__ = "0.1.0"
+
+Isolation = Literal["thread", "process"]
+Encoding = Literal["json", "bincode"]
+PathLike = str | os.PathLike[str]
+
+# A worker process is this interpreter running the native module's worker
+# entry point, in isolated mode (no site, no PYTHON* variables, no user
+# paths), with SIGINT back at its default so that it ends like any worker.
+_WORKER_CODE = (
+    "import signal,sys,importlib.util as u;"
+    "signal.signal(signal.SIGINT,signal.SIG_DFL);"
+    "s=u.spec_from_file_location('sandgen._native',sys.argv[1]);"
+    "m=u.module_from_spec(s);s.loader.exec_module(m);"
+    "m._run_worker(sys.argv[2:])"
+)
+
+
+def _worker_command() -> list[str]:
+    return [sys.executable or "python3", "-I", "-S", "-c", _WORKER_CODE, _native.__file__]
+
+
+def load(path: PathLike, *, cache_dir: PathLike | None = None) -> Plugin:
+    """Loads the plugin at ``path``, compiling it on the first load.
+
+    Compiled plugins are kept in ``cache_dir`` (default: ``$SANDGEN_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/sandgen``, else ``~/.cache/sandgen``), so only the
+    first load on a machine pays for compilation. Raises ``LoadError`` for a
+    missing or broken plugin, ``IncompatibleError`` for a component that is
+    not a sandgen plugin.
+    """
+    path = _path("path", path)
+    cache = None if cache_dir is None else _path("cache_dir", cache_dir)
+    return Plugin(_native.load(path, cache, _worker_command()))
+
+
+class Plugin:
+    """A loaded plugin: list its generators, create iterables of them."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: _native.Plugin) -> None:
+        self._native = native
+
+    @property
+    def path(self) -> str:
+        """The file the plugin was loaded from."""
+        return self._native.path
+
+    @property
+    def name(self) -> str:
+        """The plugin's name (its file name without extension)."""
+        return self._native.name
+
+    def __repr__(self) -> str:
+        return f"<sandgen.Plugin {self.path!r}>"
+
+    def generators(self) -> list[tuple[str, str]]:
+        """``[(name, description), ...]``, in the plugin's order."""
+        return self._native.generators()
+
+    def iterable(
+        self,
+        generator: str,
+        args: Any = None,
+        *,
+        config: Any = None,
+        isolation: Isolation = "thread",
+        buffer_size: int | None = None,
+        timeout: float | None = None,
+        memory_limit_mib: int = 1024,
+        fuel: int | None = None,
+        dirs: Mapping[PathLike, str] | list[PathLike] | None = None,
+        env: Mapping[str, str] | None = None,
+        encoding: Encoding = "json",
+        item_type: Any = None,
+    ) -> Iterable:
+        """Starts a worker running ``generator`` and returns its iterable.
+
+        The plugin's initializer (with ``config``) and the generator's
+        ``create`` (with ``args``) have run when this returns. ``args`` and
+        ``config`` are JSON-serialisable values (``None``: none given).
+        ``timeout`` is the inactivity timeout in seconds; ``dirs`` grants
+        read-only directories (``{host: guest}``, or ``[host]`` at the same
+        path); ``env`` sets the guest's environment (it sees none of the
+        host's). Invalid options raise ``InvalidInputError`` (a
+        ``ValueError``) before any worker starts.
+        """
+        options = _options(
+            generator=generator,
+            args=args,
+            config=config,
+            isolation=isolation,
+            buffer_size=buffer_size,
+            timeout=timeout,
+            memory_limit_mib=memory_limit_mib,
+            fuel=fuel,
+            dirs=dirs,
+            env=env,
+            encoding=encoding,
+            item_type=item_type,
+        )
+        return Iterable(self._native.iterable(generator, **options))
+
+
+class Iterable:
+    """A generator's iterable: iterate it any number of times, one pass at a time.
+
+    Each ``iter()`` starts a full pass over the same guest object. A second
+    live pass raises ``BusyError``; leaving a ``for`` loop early stops the
+    worker's pass at once. ``close()`` (or leaving a ``with`` block) ends the
+    worker; so does dropping the iterable.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: _native.Iterable) -> None:
+        self._native = native
+
+    def __iter__(self) -> Iterator[Any]:
+        # The native pass yields whole batches (lists); chaining them in C
+        # keeps the per-item cost of a `for` loop at that of a list's.
+        return itertools.chain.from_iterable(self._native.start())
+
+    def close(self) -> None:
+        """Ends the worker; later passes raise ``ClosedError``."""
+        self._native.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._native.closed
+
+    @property
+    def generator(self) -> str:
+        return self._native.generator
+
+    @property
+    def isolation(self) -> str:
+        return self._native.isolation
+
+    @property
+    def encoding(self) -> str:
+        return self._native.encoding
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker process's id in process isolation, else ``None``."""
+        return self._native.worker_pid
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.isolation
+        return f"<sandgen.Iterable {self.generator!r} ({state})>"
+
+
+def iterate(
+    path: PathLike,
+    generator: str,
+    args: Any = None,
+    *,
+    cache_dir: PathLike | None = None,
+    **options: Any,
+) -> Iterator[Any]:
+    """One pass over ``generator`` of the plugin at ``path``, then the worker ends.
+
+    Loads the plugin and starts the worker now (so bad options and a broken
+    plugin raise here); the items come as the returned iterator is consumed.
+    ``options`` are those of ``Plugin.iterable``.
+    """
+    iterable = load(path, cache_dir=cache_dir).iterable(generator, args, **options)
+    return _one_pass(iterable)
+
+
+def _one_pass(iterable: Iterable) -> Iterator[Any]:
+    with iterable:
+        yield from iterable
+
+
+# --- option checks: each names the option and what it accepts ---------------
+
+
+def _invalid(message: str) -> InvalidInputError:
+    return InvalidInputError(message, kind="invalid_input")
+
+
+def _path(name: str, value: object) -> str:
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str) and path:
+            return path
+    raise _invalid(f"{name} must be a non-empty path (str or os.PathLike), not {value!r}")
+
+
+def _int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(f"{name} must be an int, not {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise _invalid(f"{name} must be at least {minimum}, not {value}")
+    if value >= 2**63:
+        raise _invalid(f"{name} is too large: {value}")
+    return value
+
+
+def _json(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise _invalid(f"{name} is not JSON-serialisable: {e}") from e
+
+
+def _options(
+    *,
+    generator: object,
+    args: object,
+    config: object,
+    isolation: object,
+    buffer_size: object,
+    timeout: object,
+    memory_limit_mib: object,
+    fuel: object,
+    dirs: object,
+    env: object,
+    encoding: object,
+    item_type: object,
+) -> dict[str, Any]:
+    if not isinstance(generator, str) or not generator:
+        raise _invalid(f"generator must be a non-empty str, not {generator!r}")
+    if isolation not in ("thread", "process"):
+        raise _invalid(f"unknown isolation {isolation!r}: use 'thread' or 'process'")
+    if encoding not in ("json", "bincode"):
+        raise _invalid(f"unknown encoding {encoding!r}: use 'json' or 'bincode'")
+    if buffer_size is not None:
+        buffer_size = _int("buffer_size", buffer_size, 1)
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise _invalid(f"timeout must be a number of seconds, not {timeout!r}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise _invalid(f"timeout must be a positive, finite number of seconds, not {timeout}")
+        timeout = float(timeout)
+    memory_limit = _int("memory_limit_mib", memory_limit_mib, 1)
+    if memory_limit > 1 << 24:
+        raise _invalid(f"memory_limit_mib is too large: {memory_limit} MiB")
+    if fuel is not None:
+        fuel = _int("fuel", fuel, 1)
+    grants: list[tuple[str, str]] = []
+    if isinstance(dirs, Mapping):
+        for host, guest in dirs.items():
+            if not isinstance(guest, str) or not guest:
+                raise _invalid(f"dirs: the guest path of {host!r} must be a non-empty str")
+            grants.append((_path("dirs", host), guest))
+    elif isinstance(dirs, list | tuple):
+        for host in dirs:
+            path = _path("dirs", host)
+            grants.append((path, path))
+    elif dirs is not None:
+        raise _invalid(f"dirs must be a dict {{host: guest}} or a list of paths, not {dirs!r}")
+    variables: list[tuple[str, str]] = []
+    if isinstance(env, Mapping):
+        for key, value in env.items():
+            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+                raise _invalid(f"env: invalid variable name {key!r}")
+            if not isinstance(value, str) or "\0" in value:
+                raise _invalid(f"env: the value of {key} must be a str without NUL, not {value!r}")
+            variables.append((key, value))
+    elif env is not None:
+        raise _invalid(f"env must be a dict of str to str, not {env!r}")
+    item_shape = None
+    if item_type is not None:
+        if encoding != "bincode":
+            raise _invalid("item_type needs encoding='bincode' (JSON items decode by themselves)")
+        item_shape = describe(item_type)
+    return {
+        "encoding": encoding,
+        "args": _json("args", args),
+        "config": _json("config", config),
+        "isolation": isolation,
+        "buffer_size": buffer_size,
+        "timeout": timeout,
+        "memory_limit": memory_limit << 20,
+        "fuel": fuel,
+        "dirs": grants,
+        "env": variables,
+        "item_shape": item_shape,
+        "item_type_name": type_name(item_type) if item_type is not None else "",
+    }

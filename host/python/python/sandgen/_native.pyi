@@ -1,0 +1,53 @@
+# Types of the native half of the package (src/lib.rs).
+
+from collections.abc import Iterator
+from typing import Any
+
+DEFAULT_MEMORY_LIMIT: int
+DEFAULT_BUFFER_SIZE: int
+
+def load(path: str, cache_dir: str | None, worker_command: list[str]) -> Plugin: ...
+def _run_worker(args: list[str]) -> None: ...
+
+class Plugin:
+    @property
+    def path(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    def generators(self) -> list[tuple[str, str]]: ...
+    def iterable(
+        self,
+        generator: str,
+        *,
+        encoding: str,
+        args: str | None,
+        config: str | None,
+        isolation: str,
+        buffer_size: int | None,
+        timeout: float | None,
+        memory_limit: int,
+        fuel: int | None,
+        dirs: list[tuple[str, str]],
+        env: list[tuple[str, str]],
+        item_shape: object,
+        item_type_name: str,
+    ) -> Iterable: ...
+
+class Iterable:
+    def start(self) -> Pass: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def generator(self) -> str: ...
+    @property
+    def isolation(self) -> str: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def worker_pid(self) -> int | None: ...
+
+class Pass(Iterator[list[Any]]):
+    def __iter__(self) -> Pass: ...
+    def __next__(self) -> list[Any]: ...
+    def close(self) -> None: ...

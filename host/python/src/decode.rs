@@ -1,0 +1,406 @@
+//! Items into Python objects: JSON items, and bincode items by the shape
+//! that `item_type` describes. The bytes are decoded into [`Value`]s without
+//! the GIL; only making the Python objects needs it.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// How the items of a pass become Python objects.
+pub(crate) enum Decoder {
+    /// JSON text into dict, list, str, int, float, bool and None.
+    Json,
+    /// Each item's encoded bytes as `bytes` (bincode without `item_type`).
+    Raw,
+    /// `item_type=bytes`: each item's payload (after its length) as
+    /// `bytes`, one copy from the worker's batch.
+    Bytes,
+    /// bincode, read by shape.
+    Bincode(Shape),
+}
+
+/// The shape of a bincode value, from a Python `item_type`.
+pub(crate) enum Shape {
+    /// `int`: an unsigned integer (u16 to u64; u8 below 251), bincode's
+    /// variable-length encoding.
+    Unsigned,
+    /// `sandgen.i64`: a signed integer (i16 to i64), zigzag encoded.
+    Signed,
+    /// `sandgen.u8`: one byte.
+    Byte,
+    /// `float`: an f64.
+    F64,
+    /// `sandgen.f32`: an f32.
+    F32,
+    Bool,
+    Str,
+    /// `bytes`: a length, then the bytes (`Vec<u8>` or `serde_bytes`).
+    Bytes,
+    List(Box<Shape>),
+    /// `dict[str, T]`.
+    Dict(Box<Shape>),
+    Tuple(Vec<Shape>),
+    /// `T | None`.
+    Optional(Box<Shape>),
+    /// A dataclass: its fields in order, like a Rust struct.
+    Record {
+        class: Py<PyAny>,
+        fields: Vec<Shape>,
+    },
+}
+
+impl Shape {
+    /// The shape of a description made by the Python side
+    /// (`sandgen._types.describe`): a name, or a tuple of a name and its
+    /// parts.
+    pub(crate) fn from_description(description: &Bound<'_, PyAny>) -> PyResult<Shape> {
+        if let Ok(name) = description.extract::<String>() {
+            return Ok(match name.as_str() {
+                "int" => Shape::Unsigned,
+                "i64" => Shape::Signed,
+                "u8" => Shape::Byte,
+                "float" => Shape::F64,
+                "f32" => Shape::F32,
+                "bool" => Shape::Bool,
+                "str" => Shape::Str,
+                "bytes" => Shape::Bytes,
+                other => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "unknown item shape `{other}`"
+                    )));
+                }
+            });
+        }
+        let parts = description.cast::<PyTuple>()?;
+        let name: String = parts.get_item(0)?.extract()?;
+        let inner = |i: usize| -> PyResult<Box<Shape>> {
+            Ok(Box::new(Shape::from_description(&parts.get_item(i)?)?))
+        };
+        Ok(match name.as_str() {
+            "list" => Shape::List(inner(1)?),
+            "dict" => Shape::Dict(inner(1)?),
+            "optional" => Shape::Optional(inner(1)?),
+            "tuple" => Shape::Tuple(
+                parts
+                    .get_item(1)?
+                    .try_iter()?
+                    .map(|part| Shape::from_description(&part?))
+                    .collect::<PyResult<_>>()?,
+            ),
+            "record" => Shape::Record {
+                class: parts.get_item(1)?.unbind(),
+                fields: parts
+                    .get_item(2)?
+                    .try_iter()?
+                    .map(|part| Shape::from_description(&part?))
+                    .collect::<PyResult<_>>()?,
+            },
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown item shape `{other}`"
+                )));
+            }
+        })
+    }
+}
+
+/// A decoded item, before it becomes a Python object.
+pub(crate) enum Value {
+    None,
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    /// Keys in the order they came.
+    Dict(Vec<(String, Value)>),
+    /// A record's fields, in order.
+    Record(Vec<Value>),
+}
+
+impl Value {
+    /// The Python object of this value; `shape` gives the classes of
+    /// records.
+    pub(crate) fn into_py(self, py: Python<'_>, shape: Option<&Shape>) -> PyResult<Py<PyAny>> {
+        Ok(match self {
+            Value::None => py.None(),
+            Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
+            Value::Unsigned(n) => n.into_pyobject(py)?.into_any().unbind(),
+            Value::Signed(n) => n.into_pyobject(py)?.into_any().unbind(),
+            Value::Float(f) => f.into_pyobject(py)?.into_any().unbind(),
+            Value::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
+            Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
+            Value::List(items) => {
+                let inner = match shape {
+                    Some(Shape::List(inner)) => Some(&**inner),
+                    _ => None,
+                };
+                let items = items
+                    .into_iter()
+                    .map(|item| item.into_py(py, inner))
+                    .collect::<PyResult<Vec<_>>>()?;
+                PyList::new(py, items)?.into_any().unbind()
+            }
+            Value::Tuple(items) => {
+                let shapes = match shape {
+                    Some(Shape::Tuple(shapes)) => Some(shapes),
+                    _ => None,
+                };
+                let items = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| item.into_py(py, shapes.and_then(|s| s.get(i))))
+                    .collect::<PyResult<Vec<_>>>()?;
+                PyTuple::new(py, items)?.into_any().unbind()
+            }
+            Value::Dict(entries) => {
+                let inner = match shape {
+                    Some(Shape::Dict(inner)) => Some(&**inner),
+                    _ => None,
+                };
+                let dict = PyDict::new(py);
+                for (key, value) in entries {
+                    dict.set_item(key, value.into_py(py, inner)?)?;
+                }
+                dict.into_any().unbind()
+            }
+            Value::Record(fields) => {
+                let Some(Shape::Record {
+                    class,
+                    fields: shapes,
+                }) = shape
+                else {
+                    return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                        "a record without its class",
+                    ));
+                };
+                let fields = fields
+                    .into_iter()
+                    .zip(shapes)
+                    .map(|(field, shape)| field.into_py(py, Some(shape)))
+                    .collect::<PyResult<Vec<_>>>()?;
+                class.bind(py).call1(PyTuple::new(py, fields)?)?.unbind()
+            }
+        })
+    }
+}
+
+/// One JSON item.
+pub(crate) fn json(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::None)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::None)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Unsigned(n))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Signed(n))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(Value::Float(f))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::Str(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            entries.push((key, value));
+        }
+        Ok(Value::Dict(entries))
+    }
+}
+
+/// The most elements a decoded length may claim beyond what the item's
+/// bytes could hold (each element takes at least one byte, except in a
+/// list of empty tuples, which nobody sends).
+fn check_len(len: u64, left: usize) -> Result<usize, String> {
+    usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= left)
+        .ok_or_else(|| format!("a length of {len} is more than the {left} bytes left"))
+}
+
+/// The payload of an item that is bincode of a byte string (a length,
+/// then the bytes), without copying it.
+pub(crate) fn bytes_payload(item: &[u8]) -> Result<&[u8], String> {
+    let mut reader = Reader { input: item };
+    let len = check_len(reader.varint()?, reader.input.len())?;
+    if len != reader.input.len() {
+        return Err(format!(
+            "a byte string of {len} bytes is followed by {} more: does item_type match what the plugin yields?",
+            reader.input.len() - len
+        ));
+    }
+    Ok(reader.input)
+}
+
+/// Reads one bincode value of `shape` from `bytes`, all of which it must
+/// use.
+pub(crate) fn bincode(bytes: &[u8], shape: &Shape) -> Result<Value, String> {
+    let mut reader = Reader { input: bytes };
+    let value = reader.value(shape, 0)?;
+    if !reader.input.is_empty() {
+        return Err(format!(
+            "{} bytes left over after the value: does item_type match what the plugin yields?",
+            reader.input.len()
+        ));
+    }
+    Ok(value)
+}
+
+/// Nesting deeper than this is refused (a hostile item cannot exhaust the
+/// stack: shapes are finite, but this keeps the bound explicit).
+const MAX_DEPTH: usize = 128;
+
+struct Reader<'a> {
+    input: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.input.len() < n {
+            return Err(format!(
+                "the item ended early (wanted {n} more bytes, {} left)",
+                self.input.len()
+            ));
+        }
+        let (head, rest) = self.input.split_at(n);
+        self.input = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// bincode's variable-length unsigned integer.
+    fn varint(&mut self) -> Result<u64, String> {
+        Ok(match self.byte()? {
+            n @ 0..=250 => u64::from(n),
+            251 => u64::from(u16::from_le_bytes(self.take(2)?.try_into().unwrap())),
+            252 => u64::from(u32::from_le_bytes(self.take(4)?.try_into().unwrap())),
+            253 => u64::from_le_bytes(self.take(8)?.try_into().unwrap()),
+            254 => {
+                return Err("a 128-bit integer does not fit a Python int decoder of 64 bits".into());
+            }
+            tag => return Err(format!("invalid integer tag {tag}")),
+        })
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let len = check_len(self.varint()?, self.input.len())?;
+        let bytes = self.take(len)?;
+        Ok(std::str::from_utf8(bytes)
+            .map_err(|e| format!("a string is not UTF-8: {e}"))?
+            .to_owned())
+    }
+
+    fn value(&mut self, shape: &Shape, depth: usize) -> Result<Value, String> {
+        if depth > MAX_DEPTH {
+            return Err("the item nests too deeply".into());
+        }
+        Ok(match shape {
+            Shape::Unsigned => Value::Unsigned(self.varint()?),
+            Shape::Signed => {
+                let n = self.varint()?;
+                Value::Signed(((n >> 1) as i64) ^ -((n & 1) as i64))
+            }
+            Shape::Byte => Value::Unsigned(u64::from(self.byte()?)),
+            Shape::F64 => Value::Float(f64::from_le_bytes(self.take(8)?.try_into().unwrap())),
+            Shape::F32 => Value::Float(f64::from(f32::from_le_bytes(
+                self.take(4)?.try_into().unwrap(),
+            ))),
+            Shape::Bool => match self.byte()? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(format!("invalid bool byte {b}")),
+            },
+            Shape::Str => Value::Str(self.string()?),
+            Shape::Bytes => {
+                let len = check_len(self.varint()?, self.input.len())?;
+                Value::Bytes(self.take(len)?.to_vec())
+            }
+            Shape::List(inner) => {
+                let len = check_len(self.varint()?, self.input.len())?;
+                let mut items = Vec::with_capacity(len);
+                for _ in 0..len {
+                    items.push(self.value(inner, depth + 1)?);
+                }
+                Value::List(items)
+            }
+            Shape::Dict(inner) => {
+                let len = check_len(self.varint()?, self.input.len())?;
+                let mut entries = Vec::with_capacity(len);
+                for _ in 0..len {
+                    let key = self.string()?;
+                    entries.push((key, self.value(inner, depth + 1)?));
+                }
+                Value::Dict(entries)
+            }
+            Shape::Tuple(parts) => Value::Tuple(
+                parts
+                    .iter()
+                    .map(|part| self.value(part, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Shape::Optional(inner) => match self.byte()? {
+                0 => Value::None,
+                1 => self.value(inner, depth + 1)?,
+                b => return Err(format!("invalid option tag {b}")),
+            },
+            Shape::Record { fields, .. } => Value::Record(
+                fields
+                    .iter()
+                    .map(|field| self.value(field, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}

@@ -1,0 +1,98 @@
+"""Shared fixtures: the guests that tests/build.rs built from source (their
+paths come from `cargo run -p sandgen-tests --bin sandgen-guests`, which
+tests/python.sh exports as SANDGEN_TEST_GUESTS), both isolation modes, and a
+watchdog so that no test can hang."""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sandgen
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# Longer than any test needs; past it the run ends with every thread's stack.
+WATCHDOG_SECONDS = 300
+
+
+def _guests() -> dict[str, str]:
+    text = os.environ.get("SANDGEN_TEST_GUESTS")
+    if text is None:
+        text = subprocess.run(
+            [
+                "cargo",
+                "run",
+                "--quiet",
+                "--locked",
+                "-p",
+                "sandgen-tests",
+                "--bin",
+                "sandgen-guests",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        ).stdout
+    return json.loads(text)
+
+
+GUESTS = _guests()
+
+
+def guest(name: str) -> str:
+    """The path of guest `name` (`FIXTURE_SPDL`, `EXAMPLE_JSONL`, ...)."""
+    return GUESTS[name]
+
+
+@pytest.fixture(autouse=True)
+def watchdog() -> Iterator[None]:
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One compile cache for the whole run (each plugin compiles once)."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+_PLUGINS: dict[str, sandgen.Plugin] = {}
+
+
+@pytest.fixture(scope="session")
+def load(cache_dir: str):
+    def load(name: str) -> sandgen.Plugin:
+        if name not in _PLUGINS:
+            _PLUGINS[name] = sandgen.load(guest(name), cache_dir=cache_dir)
+        return _PLUGINS[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def spdl(load) -> sandgen.Plugin:
+    return load("FIXTURE_SPDL")
+
+
+@pytest.fixture(params=["thread", "process"])
+def isolation(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it runs in both isolation modes."""
+    return request.param
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (`None` once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
