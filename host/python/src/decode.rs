@@ -328,7 +328,9 @@ impl Reader<'_> {
             252 => u64::from(u32::from_le_bytes(self.take(4)?.try_into().unwrap())),
             253 => u64::from_le_bytes(self.take(8)?.try_into().unwrap()),
             254 => {
-                return Err("a 128-bit integer does not fit a Python int decoder of 64 bits".into());
+                return Err(
+                    "a 128-bit integer does not fit a Python int decoder of 64 bits".into(),
+                );
             }
             tag => return Err(format!("invalid integer tag {tag}")),
         })

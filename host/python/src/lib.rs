@@ -28,14 +28,20 @@ const WAIT: Duration = Duration::from_millis(50);
 fn engine(
     cache_dir: Option<PathBuf>,
     worker_command: Vec<String>,
+    load_limits: (Option<f64>, Option<u64>),
 ) -> Result<sandgen::Engine, sandgen::Error> {
-    type Key = (Option<PathBuf>, Vec<String>);
+    type Key = (Option<PathBuf>, Vec<String>, (Option<u64>, Option<u64>));
     static ENGINES: OnceLock<Mutex<HashMap<Key, sandgen::Engine>>> = OnceLock::new();
     let mut engines = ENGINES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let key = (cache_dir, worker_command);
+    let (timeout, memory) = load_limits;
+    let key = (
+        cache_dir,
+        worker_command,
+        (timeout.map(f64::to_bits), memory),
+    );
     if let Some(engine) = engines.get(&key) {
         return Ok(engine.clone());
     }
@@ -45,6 +51,12 @@ fn engine(
     }
     if let Some((program, args)) = key.1.split_first() {
         builder = builder.worker_command(program, args);
+    }
+    if let Some(seconds) = timeout {
+        builder = builder.load_timeout(Duration::from_secs_f64(seconds));
+    }
+    if let Some(bytes) = memory {
+        builder = builder.load_memory(bytes);
     }
     let engine = builder.build()?;
     engines.insert(key, engine.clone());
@@ -96,16 +108,30 @@ fn interruptible<T: Send + 'static>(
 
 /// Loads (compiling on a cache miss) the plugin at `path`.
 #[pyfunction]
-#[pyo3(signature = (path, cache_dir, worker_command))]
+#[pyo3(signature = (path, cache_dir, worker_command, load_timeout, load_memory))]
 fn load(
     py: Python<'_>,
     path: PathBuf,
     cache_dir: Option<PathBuf>,
     worker_command: Vec<String>,
+    load_timeout: Option<f64>,
+    load_memory: Option<u64>,
 ) -> PyResult<Plugin> {
+    if let Some(seconds) = load_timeout
+        && Duration::try_from_secs_f64(seconds).is_err()
+    {
+        return Err(errors::new(
+            py,
+            "invalid_input",
+            &format!("invalid load_timeout {seconds}"),
+            None,
+            None,
+            None,
+        ));
+    }
     let shown = path.display().to_string();
     let loaded = interruptible(py, "load", move || {
-        engine(cache_dir, worker_command)?.load(&path)
+        engine(cache_dir, worker_command, (load_timeout, load_memory))?.load(&path)
     })?;
     match loaded {
         Ok(plugin) => Ok(Plugin {
@@ -497,7 +523,7 @@ impl Pass {
 }
 
 /// The native half of the `sandgen` package.
-#[pymodule]
+#[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(_run_worker, m)?)?;

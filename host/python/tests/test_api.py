@@ -105,8 +105,8 @@ class Echo:
     announce: str | None
 
 
-def test_a_dataclass_decodes_like_a_rust_struct(spdl: sandgen.Plugin) -> None:
-    it = spdl.iterable("config_echo", encoding="bincode", item_type=Echo)
+def test_a_dataclass_decodes_like_a_rust_struct(spdl: sandgen.Plugin, isolation: str) -> None:
+    it = spdl.iterable("config_echo", encoding="bincode", item_type=Echo, isolation=isolation)
     assert list(it) == [Echo(1, None)]
 
 

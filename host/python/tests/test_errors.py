@@ -33,6 +33,15 @@ def test_missing_and_corrupt_plugins_are_load_errors(tmp_path: Path) -> None:
         sandgen.load(corrupt)
 
 
+def test_a_compile_past_the_load_limits_is_a_load_limit_error(tmp_path: Path) -> None:
+    # A fresh cache: the Python fixture (19 MB) must compile, which takes
+    # seconds; a tenth of a second is not enough.
+    with pytest.raises(sandgen.LoadLimitError, match=r"load_timeout|load timeout") as raised:
+        sandgen.load(guest("FIXTURE_PYTHON"), cache_dir=tmp_path, load_timeout=0.1)
+    assert raised.value.kind == "load_limit"
+    assert isinstance(raised.value, sandgen.LoadError)
+
+
 def test_a_component_of_another_world_is_incompatible(load) -> None:
     with pytest.raises(sandgen.IncompatibleError) as raised:
         load("FIXTURE_WRONG_WORLD")
@@ -152,8 +161,8 @@ def test_an_undecodable_item_names_its_index(spdl: sandgen.Plugin, isolation: st
         list(it)
 
 
-def test_json_that_is_not_json_is_a_decode_error(load) -> None:
-    error = first_error(load("FIXTURE_RAW").iterable("not_json"))
+def test_json_that_is_not_json_is_a_decode_error(load, isolation: str) -> None:
+    error = first_error(load("FIXTURE_RAW").iterable("not_json", isolation=isolation))
     assert isinstance(error, sandgen.DecodeError)
     assert "item 0" in str(error)
 
@@ -242,6 +251,10 @@ def test_bad_arguments_to_load() -> None:
         sandgen.load(3)  # type: ignore[arg-type]
     with pytest.raises(sandgen.InvalidInputError, match="cache_dir must be"):
         sandgen.load(guest("FIXTURE_SPDL"), cache_dir=b"x")  # type: ignore[arg-type]
+    with pytest.raises(sandgen.InvalidInputError, match="load_timeout must be a positive"):
+        sandgen.load(guest("FIXTURE_SPDL"), load_timeout=0)
+    with pytest.raises(sandgen.InvalidInputError, match="load_memory_mib must be at least 1"):
+        sandgen.load(guest("FIXTURE_SPDL"), load_memory_mib=0)
 
 
 def test_every_kind_has_its_class() -> None:

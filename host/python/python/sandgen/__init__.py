@@ -96,18 +96,35 @@ def _worker_command() -> list[str]:
     return [sys.executable or "python3", "-I", "-S", "-c", _WORKER_CODE, _native.__file__]
 
 
-def load(path: PathLike, *, cache_dir: PathLike | None = None) -> Plugin:
+def load(
+    path: PathLike,
+    *,
+    cache_dir: PathLike | None = None,
+    load_timeout: float | None = None,
+    load_memory_mib: int | None = None,
+) -> Plugin:
     """Loads the plugin at ``path``, compiling it on the first load.
 
     Compiled plugins are kept in ``cache_dir`` (default: ``$SANDGEN_CACHE_DIR``,
     else ``$XDG_CACHE_HOME/sandgen``, else ``~/.cache/sandgen``), so only the
-    first load on a machine pays for compilation. Raises ``LoadError`` for a
-    missing or broken plugin, ``IncompatibleError`` for a component that is
-    not a sandgen plugin.
+    first load on a machine pays for compilation. Compiling runs in a child
+    process bounded by ``load_timeout`` seconds (default 120) and
+    ``load_memory_mib`` (default 4096); past them, ``LoadLimitError``.
+    Raises ``LoadError`` for a missing or broken plugin,
+    ``IncompatibleError`` for a component that is not a sandgen plugin.
     """
     path = _path("path", path)
     cache = None if cache_dir is None else _path("cache_dir", cache_dir)
-    return Plugin(_native.load(path, cache, _worker_command()))
+    if load_timeout is not None:
+        load_timeout = _seconds("load_timeout", load_timeout)
+    memory = None if load_memory_mib is None else _int("load_memory_mib", load_memory_mib, 1)
+    if memory is not None and memory > 1 << 24:
+        raise _invalid(f"load_memory_mib is too large: {memory} MiB")
+    return Plugin(
+        _native.load(
+            path, cache, _worker_command(), load_timeout, None if memory is None else memory << 20
+        )
+    )
 
 
 class Plugin:
@@ -282,6 +299,14 @@ def _int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value <= 0 or value > 1e9:
+        raise _invalid(f"{name} must be a positive, finite number of seconds, not {value}")
+    return float(value)
+
+
 def _json(name: str, value: object) -> str | None:
     if value is None:
         return None
@@ -315,11 +340,7 @@ def _options(
     if buffer_size is not None:
         buffer_size = _int("buffer_size", buffer_size, 1)
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise _invalid(f"timeout must be a number of seconds, not {timeout!r}")
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise _invalid(f"timeout must be a positive, finite number of seconds, not {timeout}")
-        timeout = float(timeout)
+        timeout = _seconds("timeout", timeout)
     memory_limit = _int("memory_limit_mib", memory_limit_mib, 1)
     if memory_limit > 1 << 24:
         raise _invalid(f"memory_limit_mib is too large: {memory_limit} MiB")

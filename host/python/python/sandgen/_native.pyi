@@ -6,7 +6,13 @@ from typing import Any
 DEFAULT_MEMORY_LIMIT: int
 DEFAULT_BUFFER_SIZE: int
 
-def load(path: str, cache_dir: str | None, worker_command: list[str]) -> Plugin: ...
+def load(
+    path: str,
+    cache_dir: str | None,
+    worker_command: list[str],
+    load_timeout: float | None,
+    load_memory: int | None,
+) -> Plugin: ...
 def _run_worker(args: list[str]) -> None: ...
 
 class Plugin:
