@@ -70,7 +70,51 @@ from wit_world import exports
 from wit_world.exports import generator as _wit
 from componentize_py_types import Err
 
-__all__ = ["generator", "plugin", "Generator"]
+__all__ = ["Generator", "WorkerInfo", "generator", "plugin", "worker_info"]
+
+class WorkerInfo(typing.NamedTuple):
+    """This instance's place among the workers of its iterable: ``id`` (from
+    0), ``count`` and the caller's ``seed`` (``None`` without one; the
+    instance's random sources are then already seeded from it)."""
+
+    id: int
+    count: int
+    seed: typing.Optional[int]
+
+    def shard(self, items):
+        """This worker's share of ``items``: every ``count``-th, from the
+        ``id``-th (in the caller's default order, the workers' items then
+        come in the order of ``items``)."""
+        import itertools
+
+        return itertools.islice(items, self.id, None, max(self.count, 1))
+
+
+def worker_info():
+    """This instance's :class:`WorkerInfo`, from the environment the host
+    sets (``SANDGEN_WORKER_ID``, ``SANDGEN_NUM_WORKERS``, ``SANDGEN_SEED``);
+    worker 0 of 1 when they are not set::
+
+        def lines(path: str):
+            with open(path) as f:
+                yield from sandgen_guest.worker_info().shard(f)
+    """
+    import os
+
+    def read(name):
+        try:
+            return int(os.environ[name])
+        except (KeyError, ValueError):
+            return None
+
+    worker_id = read("SANDGEN_WORKER_ID")
+    count = read("SANDGEN_NUM_WORKERS")
+    return WorkerInfo(
+        id=worker_id if worker_id is not None else 0,
+        count=count if count else 1,
+        seed=read("SANDGEN_SEED"),
+    )
+
 
 # How long a batch may take before it is returned, in nanoseconds.
 _BATCH_NS = 1_000_000

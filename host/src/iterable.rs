@@ -2,8 +2,6 @@
 //! protocol as the caller speaks it (statuses in, commands out, the
 //! inactivity timeout).
 
-use std::marker::PhantomData;
-use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use sandgen_wire::Encoding;
-use sandgen_wire::frame::Frames;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::{OutputHandler, OutputLine, stderr_handler};
-use crate::options::{DirGrant, Flow, Grants, Limits};
+use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom};
+use crate::pass::{Batches, Pass, RawPass};
 use crate::protocol::{Command, Status};
 use crate::runtime::Loaded;
 use crate::worker::task::Task;
@@ -34,6 +32,9 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 /// | option | default |
 /// |---|---|
 /// | [`isolation`](Self::isolation) | [`Isolation::Thread`] |
+/// | [`workers`](Self::workers) | 1 |
+/// | [`in_order`](Self::in_order) | `true`: round-robin by worker |
+/// | [`seed`](Self::seed) | none: random sources are real |
 /// | [`encoding`](Self::encoding) | [`Encoding::Bincode`] |
 /// | [`args`](Self::args), [`config`](Self::config) | none (the plugin sees empty bytes) |
 /// | [`buffer_size`](Self::buffer_size) | 1024 items ([`DEFAULT_BUFFER_SIZE`](crate::DEFAULT_BUFFER_SIZE)) |
@@ -42,7 +43,7 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 /// | [`memory_limit`](Self::memory_limit) | 1 GiB ([`DEFAULT_MEMORY_LIMIT`](crate::DEFAULT_MEMORY_LIMIT)) |
 /// | [`fuel`](Self::fuel) | unlimited |
 /// | [`max_item_bytes`](Self::max_item_bytes) | 1 GiB ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)) |
-/// | [`env`](Self::env) | no environment variables (the host's never leak) |
+/// | [`env`](Self::env) | none but the worker's own `SANDGEN_WORKER_ID` and `SANDGEN_NUM_WORKERS` (the host's never leak) |
 /// | [`dir`](Self::dir) | no directories |
 /// | network | none, and there is no option to grant it |
 /// | stdin | empty |
@@ -78,6 +79,10 @@ pub struct IterableBuilder {
     timeout: Option<Duration>,
     isolation: Isolation,
     output: Option<OutputHandler>,
+    workers: usize,
+    in_order: bool,
+    seed: Option<u64>,
+    worker_args: Option<Vec<Payload>>,
 }
 
 /// Arguments or config: raw, or encoded with a given encoding.
@@ -131,6 +136,10 @@ impl IterableBuilder {
             timeout: None,
             isolation: Isolation::default(),
             output: None,
+            workers: 1,
+            in_order: true,
+            seed: None,
+            worker_args: None,
         }
     }
 
@@ -241,6 +250,72 @@ impl IterableBuilder {
         self
     }
 
+    /// Runs `n` workers of the generator (default 1), each a full worker
+    /// with its own instance, limits and timeout, in the iterable's
+    /// isolation mode, alive across passes; a pass runs one pass on every
+    /// worker. Each sees `SANDGEN_WORKER_ID` (0-based) and
+    /// `SANDGEN_NUM_WORKERS` in its environment, to shard its input by (see
+    /// [`worker_args`](Self::worker_args) to give each its own arguments
+    /// instead). Must be between 1 and [`MAX_WORKERS`](crate::MAX_WORKERS).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = plugin
+    ///     .generator("range")
+    ///     .workers(2)
+    ///     .worker_args(&[3u64, 2])
+    ///     .build()?;
+    /// let items: Vec<u64> = iterable.iter()?.collect::<Result<_, _>>()?;
+    /// // Round-robin by worker: worker 0's first item, worker 1's first, ...
+    /// assert_eq!(items, [0, 0, 1, 1, 2]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// With several workers: `true` (the default) gives items round-robin,
+    /// one from each worker that has not finished, by worker index, so the
+    /// same workers give the same stream; `false` gives them in the order
+    /// they are produced (whole batches at a time), for throughput.
+    pub fn in_order(mut self, in_order: bool) -> Self {
+        self.in_order = in_order;
+        self
+    }
+
+    /// Makes every random source the guest can reach through WASI
+    /// (`wasi:random` random, insecure and insecure-seed, and so also
+    /// hash-map keys and a language's own seeding from them) a
+    /// deterministic stream derived from `seed` and the worker's index: the
+    /// same plugin, arguments, seed and worker count give the same items on
+    /// any machine, in either isolation mode. Workers also see
+    /// `SANDGEN_SEED`. Clocks stay real.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// One arguments value per worker, encoded with the iterable's encoding,
+    /// instead of [`args`](Self::args) for all: worker `i` gets `args[i]`.
+    /// Their number must be the number of [`workers`](Self::workers).
+    pub fn worker_args<A: Serialize>(mut self, args: &[A]) -> Self {
+        self.worker_args = Some(
+            args.iter()
+                .map(|a| Payload::Encoded(self.encoding, codec::encode(self.encoding, a)))
+                .collect(),
+        );
+        self
+    }
+
+    /// As [`worker_args`](Self::worker_args), each already encoded.
+    pub fn worker_args_raw(mut self, args: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.worker_args = Some(args.into_iter().map(Payload::Raw).collect());
+        self
+    }
+
     /// Handles each line the guest prints, instead of writing it to the
     /// host's stderr. Called on the worker's thread.
     pub fn on_output(mut self, handler: impl Fn(&OutputLine<'_>) + Send + Sync + 'static) -> Self {
@@ -248,16 +323,17 @@ impl IterableBuilder {
         self
     }
 
-    /// Starts the worker and waits until the plugin is initialized and the
-    /// iterable created. The initializer and `create` have run exactly once
-    /// when this returns.
+    /// Starts the workers and waits until the plugin is initialized and the
+    /// iterable created in each. The initializer and `create` have run
+    /// exactly once per worker when this returns.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for bad options or arguments that cannot
     /// be encoded; [`ErrorKind::InitializerFailed`] or
     /// [`ErrorKind::CreateFailed`] with the plugin's message; a trap or
-    /// limit kind when the guest failed; [`ErrorKind::Timeout`].
+    /// limit kind when the guest failed; [`ErrorKind::Timeout`]. With
+    /// several workers, the message names the worker that failed.
     pub fn build(self) -> Result<Iterable, Error> {
         self.flow.validate()?;
         self.limits.validate()?;
@@ -268,75 +344,171 @@ impl IterableBuilder {
                 "timeout must be longer than zero",
             ));
         }
-        let task = Task {
-            generator: self.generator.clone(),
-            encoding: self.encoding,
-            args: self.args.into_bytes("args", self.encoding)?,
-            config: self.config.into_bytes("config", self.encoding)?,
-            grants: self.grants,
-            limits: self.limits,
-            flow: self.flow,
+        let workers = self.workers;
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("the number of workers must be between 1 and {MAX_WORKERS}, not {workers}"),
+            ));
+        }
+        for (key, _) in &self.grants.env {
+            if WORKER_ENV.contains(&key.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "environment variable {key} is set by sandgen for each worker; choose another name"
+                    ),
+                ));
+            }
+        }
+        let args = match self.worker_args {
+            Some(per_worker) => {
+                if !matches!(self.args, Payload::None) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "give either args (for every worker) or worker_args (one per worker), not both",
+                    ));
+                }
+                if per_worker.len() != workers {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "worker_args has {} values for {workers} worker(s); give exactly one per worker",
+                            per_worker.len()
+                        ),
+                    ));
+                }
+                per_worker
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, payload)| {
+                        payload.into_bytes(&format!("args of worker {i}"), self.encoding)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => vec![self.args.into_bytes("args", self.encoding)?; workers],
         };
+        let config = self.config.into_bytes("config", self.encoding)?;
         let output = self.output.unwrap_or_else(stderr_handler);
-        let worker = WorkerHandle::spawn(&self.plugin, task, output, self.isolation)?;
-        let timeout = self.timeout;
-        let start_up = self.plugin.load_timeout();
+        let mut lanes = Vec::with_capacity(workers);
+        for (index, args) in args.into_iter().enumerate() {
+            let mut grants = self.grants.clone();
+            grants
+                .env
+                .push((WORKER_ENV[0].to_owned(), index.to_string()));
+            grants
+                .env
+                .push((WORKER_ENV[1].to_owned(), workers.to_string()));
+            if let Some(seed) = self.seed {
+                grants
+                    .env
+                    .push((WORKER_ENV[2].to_owned(), seed.to_string()));
+                grants.random = Some(SeededRandom {
+                    seed,
+                    worker: index as u32,
+                });
+            }
+            let task = Task {
+                generator: self.generator.clone(),
+                encoding: self.encoding,
+                args,
+                config: config.clone(),
+                grants,
+                limits: self.limits.clone(),
+                flow: self.flow,
+            };
+            let worker = WorkerHandle::spawn(&self.plugin, task, output.clone(), self.isolation)
+                .map_err(|e| name_worker(e, index, workers))?;
+            lanes.push(Lane {
+                worker,
+                starts_sent: AtomicU64::new(0),
+                starts_seen: AtomicU64::new(0),
+            });
+        }
         let iterable = Iterable {
-            worker,
+            lanes,
             generator: self.generator,
             encoding: self.encoding,
-            timeout,
+            timeout: self.timeout,
+            in_order: self.in_order,
             pass_active: AtomicBool::new(false),
-            starts_sent: AtomicU64::new(0),
-            starts_seen: AtomicU64::new(0),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
         };
         // Start-up (a worker process starts and reads its compiled
         // component) is sandgen's time, bounded by the load timeout; from
         // `Loaded` on, the inactivity timeout counts the plugin's own time.
-        match iterable.recv_within(Some(start_up), "start-up")? {
-            Status::Loaded => {}
-            Status::InitializationFailed(error) => return Err(error),
-            other => return Err(iterable.protocol_error(&other, "start-up")),
+        // The workers start side by side; they are awaited in order.
+        let start_up = self.plugin.load_timeout();
+        for lane in 0..workers {
+            match iterable.recv_within(lane, Some(start_up), "start-up")? {
+                Status::Loaded => {}
+                Status::InitializationFailed(error) => return Err(iterable.named(lane, error)),
+                other => return Err(iterable.protocol_error(lane, &other, "start-up")),
+            }
         }
-        match iterable.recv("initialization")? {
-            Status::InitializationSucceeded => Ok(iterable),
-            Status::InitializationFailed(error) => Err(error),
-            other => Err(iterable.protocol_error(&other, "initialization")),
+        for lane in 0..workers {
+            match iterable.recv_within(lane, iterable.timeout, "initialization")? {
+                Status::InitializationSucceeded => {}
+                Status::InitializationFailed(error) => return Err(iterable.named(lane, error)),
+                other => return Err(iterable.protocol_error(lane, &other, "initialization")),
+            }
         }
+        Ok(iterable)
     }
 }
 
-/// A generator's iterable, living in a sandboxed worker: iterate it any
+/// The most workers one iterable may run.
+pub const MAX_WORKERS: usize = 256;
+
+/// The environment variables sandgen sets for each worker: its index, the
+/// number of workers, and the seed when there is one.
+const WORKER_ENV: [&str; 3] = ["SANDGEN_WORKER_ID", "SANDGEN_NUM_WORKERS", "SANDGEN_SEED"];
+
+/// `error` of worker `index` of `workers`, named when there are several.
+fn name_worker(error: Error, index: usize, workers: usize) -> Error {
+    if workers > 1 {
+        error.context(format!("worker {index} of {workers}"))
+    } else {
+        error
+    }
+}
+
+/// A generator's iterable, living in sandboxed workers: iterate it any
 /// number of times, one pass at a time.
 ///
-/// Each call to [`iter`](Iterable::iter) (or [`iter_raw`](Iterable::iter_raw))
-/// starts a new full pass over the same guest object, whose state persists
-/// across passes.
+/// Each call to [`iter`](Iterable::iter) (or [`iter_raw`](Iterable::iter_raw),
+/// [`batches`](Iterable::batches)) starts a new full pass over the same
+/// guest objects (one per worker), whose state persists across passes.
 ///
 /// - Only one pass may be live at a time; starting another while one lives
 ///   gives an [`ErrorKind::Busy`] error.
-/// - Dropping a pass early stops the worker's production at once; the next
-///   pass is a full new one.
-/// - After an error (the plugin's, a trap, a timeout) the worker is gone and
-///   every later pass fails with [`ErrorKind::Closed`].
-/// - Dropping the iterable ends the worker within milliseconds, whether it
-///   is idle or busy.
+/// - Dropping a pass early stops every worker's production at once; the
+///   next pass is a full new one.
+/// - After an error (the plugin's, a trap, a timeout) the workers are gone
+///   and every later pass fails with [`ErrorKind::Closed`].
+/// - Dropping the iterable ends the workers within milliseconds, whether
+///   they are idle or busy.
 pub struct Iterable {
-    worker: WorkerHandle,
+    pub(crate) lanes: Vec<Lane>,
     generator: String,
     encoding: Encoding,
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) in_order: bool,
     pass_active: AtomicBool,
-    /// `StartIteration` commands sent; a pass's `IterationStarted` is the
-    /// status with the same ordinal, so leftovers of earlier passes are told
-    /// apart without a pass id on the wire.
-    starts_sent: AtomicU64,
-    starts_seen: AtomicU64,
     failure: Mutex<Option<Error>>,
     /// Set by [`Iterable::close`].
     closed: AtomicBool,
+}
+
+/// One worker of an iterable, as the caller sees it.
+pub(crate) struct Lane {
+    pub(crate) worker: WorkerHandle,
+    /// `StartIteration` commands sent; a pass's `IterationStarted` is the
+    /// status with the same ordinal, so leftovers of earlier passes are told
+    /// apart without a pass id on the wire.
+    pub(crate) starts_sent: AtomicU64,
+    pub(crate) starts_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Iterable {
@@ -344,6 +516,7 @@ impl std::fmt::Debug for Iterable {
         f.debug_struct("Iterable")
             .field("generator", &self.generator)
             .field("encoding", &self.encoding)
+            .field("workers", &self.lanes.len())
             .finish_non_exhaustive()
     }
 }
@@ -359,10 +532,24 @@ impl Iterable {
         self.encoding
     }
 
-    /// The id of the worker process, in [`Isolation::Process`]; `None` for a
-    /// worker thread.
+    /// How many workers run the generator.
+    pub fn workers(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The id of the (first) worker process, in [`Isolation::Process`];
+    /// `None` for worker threads.
     pub fn worker_process_id(&self) -> Option<u32> {
-        self.worker.process_id()
+        self.lanes[0].worker.process_id()
+    }
+
+    /// The ids of every worker process, by worker index, in
+    /// [`Isolation::Process`]; empty for worker threads.
+    pub fn worker_process_ids(&self) -> Vec<u32> {
+        self.lanes
+            .iter()
+            .filter_map(|lane| lane.worker.process_id())
+            .collect()
     }
 
     /// Starts a pass whose items are decoded as `T`.
@@ -373,10 +560,7 @@ impl Iterable {
     /// after the worker failed. Errors of the pass itself come from the
     /// iterator.
     pub fn iter<T: DeserializeOwned>(&self) -> Result<Pass<'_, T>, Error> {
-        Ok(Pass {
-            core: PassCore::start(self)?,
-            item: PhantomData,
-        })
+        Pass::start(self)
     }
 
     /// Starts a pass that yields each item's encoded bytes.
@@ -385,16 +569,16 @@ impl Iterable {
     ///
     /// As for [`Iterable::iter`].
     pub fn iter_raw(&self) -> Result<RawPass<'_>, Error> {
-        Ok(RawPass {
-            core: PassCore::start(self)?,
-        })
+        RawPass::start(self)
     }
 
-    /// Starts a pass that yields whole batches of encoded items, as the
-    /// worker made them, and that owns its share of the iterable (so it can
-    /// be kept and moved freely, as a language binding needs). Batches are
-    /// the cheapest way to move many small items: one wait and one hand-over
-    /// per batch, not per item.
+    /// Starts a pass that yields whole batches of encoded items, and that
+    /// owns its share of the iterable (so it can be kept and moved freely,
+    /// as a language binding needs). Batches are the cheapest way to move
+    /// many small items: one wait and one hand-over per batch, not per item.
+    /// With several workers in order, a batch holds the items of several
+    /// workers' batches, interleaved (copied into one buffer); unordered,
+    /// each is one worker's batch.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), sandgen::Error> {
@@ -416,19 +600,21 @@ impl Iterable {
     ///
     /// As for [`Iterable::iter`].
     pub fn batches(self: &Arc<Self>) -> Result<Batches, Error> {
-        Ok(Batches {
-            core: PassCore::start(Arc::clone(self))?,
-        })
+        Batches::start(Arc::clone(self))
     }
 
-    /// Ends the worker now, as dropping the iterable does, and waits for it
-    /// (up to a second, then a worker process is killed). A pass that is
-    /// live ends with [`ErrorKind::Closed`], and so does every later pass.
-    /// Closing twice does nothing more.
+    /// Ends the workers now, as dropping the iterable does, and waits for
+    /// them (up to a second, then a worker process is killed). A pass that
+    /// is live ends with [`ErrorKind::Closed`], and so does every later
+    /// pass. Closing twice does nothing more.
     pub fn close(&self) {
         if !self.closed.swap(true, Ordering::SeqCst) {
-            self.worker.interrupt();
-            self.worker.shutdown(TEARDOWN_GRACE);
+            for lane in &self.lanes {
+                lane.worker.interrupt();
+            }
+            for lane in &self.lanes {
+                lane.worker.shutdown(TEARDOWN_GRACE);
+            }
         }
     }
 
@@ -437,7 +623,7 @@ impl Iterable {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn closed_error(&self) -> Error {
+    pub(crate) fn closed_error(&self) -> Error {
         Error::new(
             ErrorKind::Closed,
             format!(
@@ -447,7 +633,8 @@ impl Iterable {
         )
     }
 
-    fn check_startable(&self) -> Result<(), Error> {
+    /// Checks that a pass may start now, and marks one as live.
+    pub(crate) fn begin_pass(&self) -> Result<(), Error> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
@@ -472,6 +659,11 @@ impl Iterable {
         Ok(())
     }
 
+    /// Marks the live pass as over.
+    pub(crate) fn end_pass(&self) {
+        self.pass_active.store(false, Ordering::SeqCst);
+    }
+
     fn failed(&self) -> Option<Error> {
         self.failure
             .lock()
@@ -479,90 +671,151 @@ impl Iterable {
             .clone()
     }
 
-    /// Remembers the error that ended the worker, and makes sure it ends.
-    fn fail(&self, error: &Error) {
+    /// Remembers the error that ended the workers, and makes sure they end.
+    pub(crate) fn fail(&self, error: &Error) {
         self.failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| error.clone());
-        self.worker.interrupt();
-    }
-
-    /// Waits for the next status, up to the inactivity timeout.
-    fn recv(&self, phase: &str) -> Result<Status, Error> {
-        self.recv_within(self.timeout, phase)
-    }
-
-    /// Waits up to `wait` for the next status; `Ok(None)` when none came
-    /// and the pass has not been idle for longer than the inactivity timeout
-    /// (counted from `idle_since`).
-    fn recv_for(
-        &self,
-        wait: Duration,
-        idle_since: Instant,
-        phase: &str,
-    ) -> Result<Option<Status>, Error> {
-        let (wait, final_wait) = match self.timeout {
-            Some(timeout) => {
-                let left = timeout.saturating_sub(idle_since.elapsed());
-                if left <= wait {
-                    (left, true)
-                } else {
-                    (wait, false)
-                }
-            }
-            None => (wait, false),
-        };
-        match self.worker.queues.statuses.recv_timeout(wait) {
-            Ok(status) => Ok(Some(status)),
-            Err(RecvTimeoutError::Timeout) if !final_wait => Ok(None),
-            Err(e) => Err(self.recv_failed(e, self.timeout, phase)),
+        for lane in &self.lanes {
+            lane.worker.interrupt();
         }
     }
 
-    /// Waits for the next status, up to `deadline`.
-    fn recv_within(&self, deadline: Option<Duration>, phase: &str) -> Result<Status, Error> {
-        let received = match deadline {
-            Some(timeout) => self.worker.queues.statuses.recv_timeout(timeout),
-            None => self
-                .worker
-                .queues
-                .statuses
-                .recv()
-                .map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        received.map_err(|e| self.recv_failed(e, deadline, phase))
+    /// `error` of worker `lane`, named when there are several.
+    pub(crate) fn named(&self, lane: usize, error: Error) -> Error {
+        name_worker(error, lane, self.lanes.len())
     }
 
-    /// The error of a wait that timed out or found the worker gone.
-    fn recv_failed(&self, e: RecvTimeoutError, deadline: Option<Duration>, phase: &str) -> Error {
+    /// Waits up to `wait` for the next status of worker `lane`; `Ok(None)`
+    /// when none came in that time and the wait, begun at `waiting_since`,
+    /// has not lasted longer than the inactivity timeout.
+    pub(crate) fn recv_for(
+        &self,
+        lane: usize,
+        wait: Option<Duration>,
+        waiting_since: Instant,
+        phase: &str,
+    ) -> Result<Option<Status>, Error> {
+        let (wait, last) = self.slice(wait, waiting_since);
+        let statuses = &self.lanes[lane].worker.queues.statuses;
+        let received = match wait {
+            Some(wait) => statuses.recv_timeout(wait),
+            None => statuses.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(status) => Ok(Some(status)),
+            Err(RecvTimeoutError::Timeout) if !last => Ok(None),
+            Err(e) => Err(self.recv_failed(lane, e, self.timeout, phase)),
+        }
+    }
+
+    /// Waits up to `wait` for the next status of any worker in `lanes`;
+    /// `Ok(None)` as for [`recv_for`](Self::recv_for).
+    pub(crate) fn recv_any_for(
+        &self,
+        lanes: &[usize],
+        wait: Option<Duration>,
+        waiting_since: Instant,
+        phase: &str,
+    ) -> Result<Option<(usize, Status)>, Error> {
+        if let [lane] = lanes {
+            return Ok(self
+                .recv_for(*lane, wait, waiting_since, phase)?
+                .map(|status| (*lane, status)));
+        }
+        let (wait, last) = self.slice(wait, waiting_since);
+        let mut select = crossbeam_channel::Select::new();
+        for &lane in lanes {
+            select.recv(&self.lanes[lane].worker.queues.statuses);
+        }
+        let ready = match wait {
+            Some(wait) => select.select_timeout(wait).ok(),
+            None => Some(select.select()),
+        };
+        let Some(operation) = ready else {
+            if !last {
+                return Ok(None);
+            }
+            // Every worker was silent for the whole timeout: the first is
+            // named.
+            return Err(self.recv_failed(lanes[0], RecvTimeoutError::Timeout, self.timeout, phase));
+        };
+        let lane = lanes[operation.index()];
+        match operation.recv(&self.lanes[lane].worker.queues.statuses) {
+            Ok(status) => Ok(Some((lane, status))),
+            Err(_) => {
+                Err(self.recv_failed(lane, RecvTimeoutError::Disconnected, self.timeout, phase))
+            }
+        }
+    }
+
+    /// How long the next wait may last: up to `wait` (`None`: unbounded),
+    /// and up to the end of the inactivity timeout of a wait begun at
+    /// `waiting_since`; `true` when that end is what bounds it.
+    fn slice(&self, wait: Option<Duration>, waiting_since: Instant) -> (Option<Duration>, bool) {
+        match (self.timeout, wait) {
+            (Some(timeout), wait) => {
+                let left = timeout.saturating_sub(waiting_since.elapsed());
+                match wait {
+                    Some(wait) if wait < left => (Some(wait), false),
+                    _ => (Some(left), true),
+                }
+            }
+            (None, wait) => (wait, false),
+        }
+    }
+
+    /// Waits for the next status of worker `lane`, up to `deadline`.
+    fn recv_within(
+        &self,
+        lane: usize,
+        deadline: Option<Duration>,
+        phase: &str,
+    ) -> Result<Status, Error> {
+        let statuses = &self.lanes[lane].worker.queues.statuses;
+        let received = match deadline {
+            Some(timeout) => statuses.recv_timeout(timeout),
+            None => statuses.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        received.map_err(|e| self.recv_failed(lane, e, deadline, phase))
+    }
+
+    /// The error of a wait on worker `lane` that timed out or found the
+    /// worker gone.
+    fn recv_failed(
+        &self,
+        lane: usize,
+        e: RecvTimeoutError,
+        deadline: Option<Duration>,
+        phase: &str,
+    ) -> Error {
         if self.is_closed() {
             return self.closed_error();
         }
-        {
-            let error = match e {
-                RecvTimeoutError::Timeout => Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "generator {} timed out during {phase}: no data from its worker for {:?}",
-                        self.generator,
-                        deadline.unwrap_or_default()
-                    ),
+        let error = match e {
+            RecvTimeoutError::Timeout => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "generator {} timed out during {phase}: no data from its worker for {:?}",
+                    self.generator,
+                    deadline.unwrap_or_default()
                 ),
-                RecvTimeoutError::Disconnected => Error::new(
-                    ErrorKind::WorkerDied,
-                    format!(
-                        "the worker of generator {} died during {phase} without reporting why",
-                        self.generator
-                    ),
+            ),
+            RecvTimeoutError::Disconnected => Error::new(
+                ErrorKind::WorkerDied,
+                format!(
+                    "the worker of generator {} died during {phase} without reporting why",
+                    self.generator
                 ),
-            };
-            self.fail(&error);
-            error
-        }
+            ),
+        };
+        let error = self.named(lane, error);
+        self.fail(&error);
+        error
     }
 
-    fn protocol_error(&self, status: &Status, phase: &str) -> Error {
+    pub(crate) fn protocol_error(&self, lane: usize, status: &Status, phase: &str) -> Error {
         let error = match status {
             Status::UnexpectedCommand(command) => Error::new(
                 ErrorKind::Protocol,
@@ -579,6 +832,7 @@ impl Iterable {
                 ),
             ),
         };
+        let error = self.named(lane, error);
         self.fail(&error);
         error
     }
@@ -586,369 +840,12 @@ impl Iterable {
 
 impl Drop for Iterable {
     fn drop(&mut self) {
-        self.worker.shutdown(TEARDOWN_GRACE);
-    }
-}
-
-/// The state shared by [`Pass`], [`RawPass`] and [`Batches`]: `I` is how
-/// the pass holds its iterable (borrowed, or shared for [`Batches`]).
-struct PassCore<I: Deref<Target = Iterable>> {
-    iterable: I,
-    ordinal: u64,
-    frames: Frames,
-    batch_items: u32,
-    started: bool,
-    done: bool,
-    /// When the pass last heard from its worker (for the inactivity timeout
-    /// across [`Batches::next_batch_within`] calls).
-    idle_since: Instant,
-}
-
-impl<I: Deref<Target = Iterable>> PassCore<I> {
-    fn start(iterable: I) -> Result<Self, Error> {
-        iterable.check_startable()?;
-        let _ = iterable
-            .worker
-            .queues
-            .commands
-            .send(Command::StartIteration);
-        let ordinal = iterable.starts_sent.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(PassCore {
-            iterable,
-            ordinal,
-            frames: Frames::default(),
-            batch_items: 0,
-            started: false,
-            done: false,
-            idle_since: Instant::now(),
-        })
-    }
-
-    /// The next item's bytes, `None` at the end of the pass or after an
-    /// error.
-    fn next_frame(&mut self) -> Option<Result<&[u8], Error>> {
-        if self.frames.left() == 0 {
-            if self.done {
-                return None;
-            }
-            match self.fill() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(error) => return Some(Err(error)),
-            }
+        // Interrupt every worker first, so that they end side by side.
+        for lane in &self.lanes {
+            let _ = lane.worker.queues.commands.send(Command::Abort);
         }
-        if self.frames.left() == 1 {
-            // The last item of the batch leaves the queue now: the worker may
-            // produce that much more.
-            self.consumed(self.frames.bytes());
+        for lane in &self.lanes {
+            lane.worker.shutdown(TEARDOWN_GRACE);
         }
-        self.frames.next_frame().map(Ok)
-    }
-
-    /// Receives statuses until a batch arrives (`true`) or the pass ends
-    /// (`false`).
-    fn fill(&mut self) -> Result<bool, Error> {
-        loop {
-            let status = self
-                .iterable
-                .recv("iteration")
-                .inspect_err(|_| self.done = true)?;
-            if let Some(filled) = self.take(status)? {
-                return Ok(filled);
-            }
-        }
-    }
-
-    /// As [`fill`](Self::fill), waiting up to `wait`: `None` when nothing
-    /// came in that time.
-    fn fill_within(&mut self, wait: Duration) -> Result<Option<bool>, Error> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let status = self
-                .iterable
-                .recv_for(left, self.idle_since, "iteration")
-                .inspect_err(|_| self.done = true)?;
-            let Some(status) = status else {
-                return Ok(None);
-            };
-            self.idle_since = Instant::now();
-            if let Some(filled) = self.take(status)? {
-                return Ok(Some(filled));
-            }
-        }
-    }
-
-    /// Handles one status of the pass: `Some(true)` when it brought a batch,
-    /// `Some(false)` at the end of the pass, `None` to read on.
-    fn take(&mut self, status: Status) -> Result<Option<bool>, Error> {
-        let iterable = &*self.iterable;
-        {
-            match status {
-                Status::IterationStarted => {
-                    let seen = iterable.starts_seen.fetch_add(1, Ordering::SeqCst) + 1;
-                    self.started = seen == self.ordinal;
-                    Ok(None)
-                }
-                // Leftovers of an earlier pass that was stopped early.
-                Status::Items(_) | Status::IterationFinished if !self.started => Ok(None),
-                Status::Items(batch) => {
-                    self.batch_items = batch.count;
-                    self.frames = Frames::new(batch.frames, batch.count);
-                    Ok(Some(true))
-                }
-                Status::IterationFinished => {
-                    self.done = true;
-                    Ok(Some(false))
-                }
-                // A worker that was closed under a live pass may report
-                // its own end (a killed process): the pass was closed.
-                Status::IteratorFailed(_) if iterable.is_closed() => {
-                    self.done = true;
-                    Err(iterable.closed_error())
-                }
-                Status::IteratorFailed(error) => {
-                    self.done = true;
-                    iterable.fail(&error);
-                    Err(error)
-                }
-                other => {
-                    self.done = true;
-                    Err(iterable.protocol_error(&other, "iteration"))
-                }
-            }
-        }
-    }
-
-    /// Hands the whole current batch to the caller: it has left the queue,
-    /// so the worker may produce that much more.
-    fn take_batch(&mut self) -> Batch {
-        let frames = std::mem::take(&mut self.frames);
-        if frames.left() > 0 {
-            self.consumed(frames.bytes());
-        }
-        Batch { frames }
-    }
-
-    fn consumed(&self, bytes: usize) {
-        let _ = self
-            .iterable
-            .worker
-            .queues
-            .commands
-            .send(Command::Consumed {
-                items: self.batch_items,
-                bytes: bytes as u64,
-            });
-    }
-}
-
-impl<I: Deref<Target = Iterable>> PassCore<I> {
-    /// Ends the pass from the caller's side: the worker stops producing.
-    fn stop(&mut self) {
-        if !self.done {
-            self.done = true;
-            let _ = self
-                .iterable
-                .worker
-                .queues
-                .commands
-                .send(Command::StopIteration);
-        }
-        self.frames = Frames::default();
-    }
-}
-
-impl<I: Deref<Target = Iterable>> Drop for PassCore<I> {
-    fn drop(&mut self) {
-        self.stop();
-        self.iterable.pass_active.store(false, Ordering::SeqCst);
-    }
-}
-
-/// One pass over an [`Iterable`], yielding items decoded as `T`.
-///
-/// `next` blocks until the worker has produced the next item (or the
-/// inactivity timeout passes). The iterator is fused: after the pass ends or
-/// fails it yields `None`. Dropping it before the end stops the worker's
-/// production at once.
-pub struct Pass<'a, T> {
-    core: PassCore<&'a Iterable>,
-    item: PhantomData<fn() -> T>,
-}
-
-impl<T> std::fmt::Debug for Pass<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pass")
-            .field("generator", &self.core.iterable.generator)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T: DeserializeOwned> Iterator for Pass<'_, T> {
-    type Item = Result<T, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let encoding = self.core.iterable.encoding;
-        let item = match self.core.next_frame()? {
-            Ok(bytes) => codec::decode_item(encoding, bytes),
-            Err(error) => Err(error),
-        };
-        if item.is_err() {
-            // A failed decode ends the pass like any other error.
-            self.core.stop();
-        }
-        Some(item)
-    }
-}
-
-/// One pass over an [`Iterable`], yielding each item's encoded bytes.
-///
-/// [`next_item`](RawPass::next_item) lends the bytes without copying; the
-/// [`Iterator`] implementation copies each into a `Vec<u8>`. Otherwise it
-/// behaves as [`Pass`].
-pub struct RawPass<'a> {
-    core: PassCore<&'a Iterable>,
-}
-
-impl std::fmt::Debug for RawPass<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawPass")
-            .field("generator", &self.core.iterable.generator)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RawPass<'_> {
-    /// The next item's encoded bytes, without copying them.
-    pub fn next_item(&mut self) -> Option<Result<&[u8], Error>> {
-        self.core.next_frame()
-    }
-}
-
-impl Iterator for RawPass<'_> {
-    type Item = Result<Vec<u8>, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        Some(self.next_item()?.map(<[u8]>::to_vec))
-    }
-}
-
-/// One pass over an [`Iterable`], yielding whole batches of encoded items;
-/// made by [`Iterable::batches`].
-///
-/// It holds its share of the iterable, so it may outlive the caller's
-/// handle; [`Iterable::close`] ends it with [`ErrorKind::Closed`]. Dropping it
-/// before the end stops the worker's production at once, as for [`Pass`].
-pub struct Batches {
-    core: PassCore<Arc<Iterable>>,
-}
-
-impl std::fmt::Debug for Batches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batches")
-            .field("generator", &self.core.iterable.generator)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What [`Batches::next_batch_within`] found.
-#[derive(Debug)]
-pub enum NextBatch {
-    /// A batch of items.
-    Batch(Batch),
-    /// The pass ended.
-    End,
-    /// Nothing arrived in the time given; the pass goes on (ask again).
-    Pending,
-}
-
-impl Batches {
-    /// The next batch, waiting as long as the inactivity timeout allows;
-    /// `None` at the end of the pass or after an error.
-    pub fn next_batch(&mut self) -> Option<Result<Batch, Error>> {
-        if self.core.done {
-            return None;
-        }
-        match self.core.fill() {
-            Ok(true) => Some(Ok(self.core.take_batch())),
-            Ok(false) => None,
-            Err(error) => Some(Err(error)),
-        }
-    }
-
-    /// The next batch, waiting at most `wait` for it (less when the
-    /// inactivity timeout ends first, which is an [`ErrorKind::Timeout`]
-    /// error as in [`next_batch`](Self::next_batch)); the inactivity timeout
-    /// counts across calls. For callers that must look up between waits (a
-    /// language binding checking for a user's interrupt).
-    ///
-    /// # Errors
-    ///
-    /// The errors of the pass, as for [`Iterable::iter`].
-    pub fn next_batch_within(&mut self, wait: Duration) -> Result<NextBatch, Error> {
-        if self.core.done {
-            return Ok(NextBatch::End);
-        }
-        match self.core.fill_within(wait)? {
-            Some(true) => Ok(NextBatch::Batch(self.core.take_batch())),
-            Some(false) => Ok(NextBatch::End),
-            None => Ok(NextBatch::Pending),
-        }
-    }
-
-    /// Ends the pass early, as dropping it does: the worker stops producing.
-    pub fn stop(&mut self) {
-        self.core.stop();
-    }
-
-    /// The iterable this pass runs over.
-    pub fn iterable(&self) -> &Iterable {
-        &self.core.iterable
-    }
-}
-
-/// One batch of encoded items, in the order the worker produced them.
-#[derive(Debug, Default)]
-pub struct Batch {
-    frames: Frames,
-}
-
-impl Batch {
-    /// How many items the batch holds.
-    pub fn len(&self) -> usize {
-        self.frames.left() as usize
-    }
-
-    /// Whether the batch holds no item.
-    pub fn is_empty(&self) -> bool {
-        self.frames.left() == 0
-    }
-
-    /// The batch's size in bytes, framing included.
-    pub fn bytes(&self) -> usize {
-        self.frames.bytes()
-    }
-
-    /// Each item's encoded bytes, without copying them.
-    pub fn items(&self) -> BatchItems<'_> {
-        BatchItems {
-            frames: self.frames.view(),
-        }
-    }
-}
-
-/// The items of a [`Batch`]; made by [`Batch::items`].
-#[derive(Debug)]
-pub struct BatchItems<'a> {
-    frames: sandgen_wire::frame::FramesView<'a>,
-}
-
-impl<'a> Iterator for BatchItems<'a> {
-    type Item = &'a [u8];
-
-    #[inline]
-    fn next(&mut self) -> Option<&'a [u8]> {
-        self.frames.next_frame()
     }
 }

@@ -68,6 +68,7 @@ mod guest;
 mod imports;
 mod iterable;
 mod options;
+mod pass;
 mod plugin;
 mod protocol;
 mod runtime;
@@ -87,12 +88,11 @@ pub use crate::compile::{DEFAULT_LOAD_MEMORY, DEFAULT_LOAD_TIMEOUT};
 pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::guest::output::{GuestStream, OutputLine};
-pub use crate::iterable::{
-    Batch, BatchItems, Batches, Iterable, IterableBuilder, NextBatch, Pass, RawPass,
-};
+pub use crate::iterable::{Iterable, IterableBuilder, MAX_WORKERS};
 pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
+pub use crate::pass::{Batch, BatchItems, Batches, NextBatch, Pass, RawPass};
 pub use crate::plugin::{GeneratorInfo, Plugin};
 pub use crate::text::escape_text;
 pub use crate::worker::Isolation;

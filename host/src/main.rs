@@ -132,6 +132,18 @@ struct RunArgs {
     /// An environment variable visible to the plugin; repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Run N workers of the generator, each a full sandboxed worker; items
+    /// come round-robin by worker (one from each that has not finished)
+    /// unless --unordered.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// With several workers, give items in the order they are produced.
+    #[arg(long)]
+    unordered: bool,
+    /// Make the guest's random sources deterministic streams derived from
+    /// this seed (0 to 2^64-1) and the worker's index.
+    #[arg(long, value_name = "N")]
+    seed: Option<String>,
 }
 
 /// An error with the exit status it warrants.
@@ -248,6 +260,20 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         .isolation(args.isolation)
         .on_output(print_guest_line);
     builder = with_payloads(builder, args, encoding)?;
+    builder = builder.workers(args.workers).in_order(!args.unordered);
+    if let Some(seed) = &args.seed {
+        let seed = seed
+            .parse::<u64>()
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid --seed `{}`: give an integer from 0 to {}",
+                    echo(seed),
+                    u64::MAX
+                )
+            })
+            .map_err(usage)?;
+        builder = builder.seed(seed);
+    }
     if let Some(timeout) = &args.timeout {
         builder = builder.timeout(seconds("--timeout", timeout)?);
     }

@@ -28,6 +28,48 @@ pub(crate) struct Grants {
     pub(crate) env: Vec<(String, String)>,
     /// Host directories, read-only.
     pub(crate) dirs: Vec<DirGrant>,
+    /// Deterministic random sources instead of real ones.
+    pub(crate) random: Option<SeededRandom>,
+}
+
+/// The random sources of one worker of a seeded iterable: streams derived
+/// from the seed and the worker's index, the same on every machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SeededRandom {
+    pub(crate) seed: u64,
+    pub(crate) worker: u32,
+}
+
+/// The streams of a [`SeededRandom`], one per WASI random interface.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RandomStream {
+    /// `wasi:random/random`.
+    Random = 1,
+    /// `wasi:random/insecure`.
+    Insecure = 2,
+    /// `wasi:random/insecure-seed`.
+    InsecureSeed = 3,
+}
+
+impl SeededRandom {
+    /// The 64-bit seed of `stream`: SplitMix64 steps over the seed, the
+    /// worker's index and the stream, so that every worker and stream has
+    /// its own well-mixed starting point.
+    pub(crate) fn stream_seed(&self, stream: RandomStream) -> u64 {
+        let mut state = self.seed;
+        let mut next = |input: u64| {
+            state = state
+                .wrapping_add(input)
+                .wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        next(0);
+        next(u64::from(self.worker));
+        next(stream as u64)
+    }
 }
 
 /// A host directory granted to the guest, read-only.

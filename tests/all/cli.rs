@@ -397,7 +397,10 @@ fn env_and_dir_grants() {
         ]),
         0,
     );
-    assert_eq!(out, "\"env A=1\"\n\"env B=x=y\"\n");
+    assert_eq!(
+        out,
+        "\"env A=1\"\n\"env B=x=y\"\n\"env SANDGEN_WORKER_ID=0\"\n\"env SANDGEN_NUM_WORKERS=1\"\n"
+    );
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data");
     let grant = format!("{}::/data", data.display());
     let (out, _) = expect(
@@ -660,7 +663,10 @@ fn capabilities_through_the_cli() {
     command.env("SECRET_TOKEN", "do-not-leak");
     let output = output_within(&command, CLI_DEADLINE, "sandgen run environment");
     let (out, _) = expect(&output, 0);
-    assert_eq!(out, "\"env ONLY=this\"\n");
+    assert_eq!(
+        out,
+        "\"env ONLY=this\"\n\"env SANDGEN_WORKER_ID=0\"\n\"env SANDGEN_NUM_WORKERS=1\"\n"
+    );
 }
 
 both_isolations!(python_and_js_examples_run_and_bench);

@@ -17,3 +17,4 @@ mod promises;
 mod protocol;
 mod sandbox;
 mod spdl;
+mod workers;

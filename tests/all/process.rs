@@ -375,7 +375,7 @@ fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
         &fake,
         format!(
             "#!/bin/sh\n\
-             printf 'sandgen\\000\\001\\000\\000\\000'\n\
+             printf 'sandgen\\000\\002\\000\\000\\000'\n\
              printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
              printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
              {rest}\n"

@@ -12,12 +12,16 @@ fn environment(builder: sandgen::IterableBuilder) -> Vec<String> {
     iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
 }
 
+/// What every worker sees of itself (section 10): its index and how many
+/// workers there are, also for one.
+const WORKER_ONE_OF_ONE: [&str; 2] = ["env SANDGEN_WORKER_ID=0", "env SANDGEN_NUM_WORKERS=1"];
+
 both_isolations!(guest_sees_no_environment_and_no_arguments_by_default);
 fn guest_sees_no_environment_and_no_arguments_by_default() {
     assert!(std::env::var_os("PATH").is_some());
     assert_eq!(
         environment(spdl().generator("environment")),
-        Vec::<String>::new()
+        WORKER_ONE_OF_ONE
     );
 }
 
@@ -29,7 +33,8 @@ fn granted_environment_is_visible() {
             .env("DATASET", "train")
             .env("SEED", "7"),
     );
-    assert_eq!(seen, ["env DATASET=train", "env SEED=7"]);
+    assert_eq!(seen[..2], ["env DATASET=train", "env SEED=7"]);
+    assert_eq!(seen[2..], WORKER_ONE_OF_ONE);
 }
 
 both_isolations!(panic_keeps_the_guest_message);

@@ -9,7 +9,10 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView};
 
 use crate::error::{Error, ErrorKind};
-use crate::options::Grants;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::options::{Grants, RandomStream};
 
 /// One guest's WASI state.
 pub(crate) struct WasiState {
@@ -34,6 +37,16 @@ impl WasiState {
             .allow_ip_name_lookup(false);
         for (key, value) in &grants.env {
             wasi.env(key, value);
+        }
+        if let Some(seeded) = &grants.random {
+            // A named, portable generator (xoshiro256++), so that a seed
+            // gives the same stream with any build on any machine.
+            let rng = |stream| Xoshiro256PlusPlus::seed_from_u64(seeded.stream_seed(stream));
+            let mut seed = rng(RandomStream::InsecureSeed);
+            let insecure_seed = (u128::from(seed.next_u64()) << 64) | u128::from(seed.next_u64());
+            wasi.secure_random(rng(RandomStream::Random))
+                .insecure_random(rng(RandomStream::Insecure))
+                .insecure_random_seed(insecure_seed);
         }
         for dir in &grants.dirs {
             wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
