@@ -142,7 +142,7 @@ struct RunArgs {
     unordered: bool,
     /// Make the guest's random sources deterministic streams derived from
     /// this seed (0 to 2^64-1) and the worker's index.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     seed: Option<String>,
 }
 

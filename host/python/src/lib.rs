@@ -189,7 +189,8 @@ impl Plugin {
     /// were checked by the Python side.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (generator, *, encoding, args, config, isolation, buffer_size, timeout,
-                        memory_limit, fuel, dirs, env, item_shape, item_type_name))]
+                        memory_limit, fuel, dirs, env, item_shape, item_type_name,
+                        num_workers, in_order, seed, worker_args))]
     fn iterable(
         &self,
         py: Python<'_>,
@@ -206,6 +207,10 @@ impl Plugin {
         env: Vec<(String, String)>,
         item_shape: Option<Bound<'_, PyAny>>,
         item_type_name: String,
+        num_workers: usize,
+        in_order: bool,
+        seed: Option<u64>,
+        worker_args: Option<Vec<String>>,
     ) -> PyResult<Iterable> {
         let invalid =
             |message: String| errors::new(py, "invalid_input", &message, None, None, None);
@@ -228,22 +233,36 @@ impl Plugin {
             .generator(&generator)
             .encoding(encoding)
             .isolation(isolation)
-            .memory_limit(memory_limit);
-        for (name, value) in [("args", args), ("config", config)] {
-            let Some(json) = value else { continue };
-            let bytes = match encoding {
+            .memory_limit(memory_limit)
+            .workers(num_workers)
+            .in_order(in_order);
+        if let Some(seed) = seed {
+            builder = builder.seed(seed);
+        }
+        let encode = |name: &str, json: String| -> PyResult<Vec<u8>> {
+            Ok(match encoding {
                 Encoding::Json => json.into_bytes(),
-                Encoding::Bincode => {
+                _ => {
                     let value: serde_json::Value = serde_json::from_str(&json)
                         .map_err(|e| invalid(format!("{name} is not valid JSON: {e}")))?;
                     sandgen_wire::bincode_of_json(&value)
                         .map_err(|e| invalid(format!("cannot encode {name} as bincode: {e}")))?
                 }
-            };
-            builder = match name {
-                "args" => builder.args_raw(bytes),
-                _ => builder.config_raw(bytes),
-            };
+            })
+        };
+        if let Some(json) = args {
+            builder = builder.args_raw(encode("args", json)?);
+        }
+        if let Some(json) = config {
+            builder = builder.config_raw(encode("config", json)?);
+        }
+        if let Some(per_worker) = worker_args {
+            let encoded = per_worker
+                .into_iter()
+                .enumerate()
+                .map(|(i, json)| encode(&format!("worker_args[{i}]"), json))
+                .collect::<PyResult<Vec<_>>>()?;
+            builder = builder.worker_args_raw(encoded);
         }
         if let Some(items) = buffer_size {
             builder = builder.buffer_size(items);
@@ -332,6 +351,16 @@ impl Iterable {
     #[getter]
     fn worker_pid(&self) -> Option<u32> {
         self.inner.worker_process_id()
+    }
+
+    #[getter]
+    fn worker_pids(&self) -> Vec<u32> {
+        self.inner.worker_process_ids()
+    }
+
+    #[getter]
+    fn num_workers(&self) -> usize {
+        self.inner.workers()
     }
 }
 
@@ -532,5 +561,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pass>()?;
     m.add("DEFAULT_MEMORY_LIMIT", sandgen::DEFAULT_MEMORY_LIMIT)?;
     m.add("DEFAULT_BUFFER_SIZE", sandgen::DEFAULT_BUFFER_SIZE)?;
+    m.add("MAX_WORKERS", sandgen::MAX_WORKERS)?;
     Ok(())
 }

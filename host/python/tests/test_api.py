@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+
 import sandgen
 from conftest import ROOT, guest
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 import sandgen
 from conftest import guest, process_state
 

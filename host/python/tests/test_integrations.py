@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 import sandgen
 from conftest import ROOT, guest
 

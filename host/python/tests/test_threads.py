@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+
 import sandgen
 from conftest import guest, process_state
 

@@ -167,8 +167,12 @@ class Plugin:
         env: Mapping[str, str] | None = None,
         encoding: Encoding = "json",
         item_type: Any = None,
+        num_workers: int = 1,
+        in_order: bool = True,
+        seed: int | None = None,
+        worker_args: list[Any] | None = None,
     ) -> Iterable:
-        """Starts a worker running ``generator`` and returns its iterable.
+        """Starts the workers running ``generator`` and returns its iterable.
 
         The plugin's initializer (with ``config``) and the generator's
         ``create`` (with ``args``) have run when this returns. ``args`` and
@@ -178,6 +182,14 @@ class Plugin:
         path); ``env`` sets the guest's environment (it sees none of the
         host's). Invalid options raise ``InvalidInputError`` (a
         ``ValueError``) before any worker starts.
+
+        ``num_workers`` runs that many workers, each a full sandboxed worker
+        that sees ``SANDGEN_WORKER_ID`` and ``SANDGEN_NUM_WORKERS`` (see
+        ``sandgen_guest.worker_info()``), alive across passes; items come
+        round-robin by worker (``in_order=True``) or as they are produced.
+        ``worker_args`` gives each worker its own ``args`` instead. ``seed``
+        (0 to 2**64 - 1) makes every random source of the guests a
+        deterministic stream of the seed and the worker's index.
         """
         options = _options(
             generator=generator,
@@ -192,6 +204,10 @@ class Plugin:
             env=env,
             encoding=encoding,
             item_type=item_type,
+            num_workers=num_workers,
+            in_order=in_order,
+            seed=seed,
+            worker_args=worker_args,
         )
         return Iterable(self._native.iterable(generator, **options))
 
@@ -243,8 +259,17 @@ class Iterable:
 
     @property
     def worker_pid(self) -> int | None:
-        """The worker process's id in process isolation, else ``None``."""
+        """The (first) worker process's id in process isolation, else ``None``."""
         return self._native.worker_pid
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Every worker process's id, by worker index (empty for threads)."""
+        return self._native.worker_pids
+
+    @property
+    def num_workers(self) -> int:
+        return self._native.num_workers
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.isolation
@@ -330,6 +355,10 @@ def _options(
     env: object,
     encoding: object,
     item_type: object,
+    num_workers: object = 1,
+    in_order: object = True,
+    seed: object = None,
+    worker_args: object = None,
 ) -> dict[str, Any]:
     if not isinstance(generator, str) or not generator:
         raise _invalid(f"generator must be a non-empty str, not {generator!r}")
@@ -368,6 +397,34 @@ def _options(
             variables.append((key, value))
     elif env is not None:
         raise _invalid(f"env must be a dict of str to str, not {env!r}")
+    workers = _int("num_workers", num_workers, 1)
+    if workers > _native.MAX_WORKERS:
+        raise _invalid(f"num_workers must be at most {_native.MAX_WORKERS}, not {workers}")
+    if not isinstance(in_order, bool):
+        raise _invalid(f"in_order must be a bool, not {in_order!r}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _invalid(f"seed must be an int, not {type(seed).__name__} {seed!r}")
+        if not 0 <= seed < 2**64:
+            raise _invalid(f"seed must be from 0 to 2**64 - 1 (it must fit 64 bits), not {seed}")
+    per_worker = None
+    if worker_args is not None:
+        if not isinstance(worker_args, list | tuple):
+            raise _invalid(
+                f"worker_args must be a list of one args value per worker, not {worker_args!r}"
+            )
+        if len(worker_args) != workers:
+            raise _invalid(
+                f"worker_args has {len(worker_args)} values for {workers} worker(s); "
+                "give exactly one per worker"
+            )
+        if args is not None:
+            raise _invalid(
+                "give either args (for every worker) or worker_args (one per worker), not both"
+            )
+        per_worker = [
+            _json(f"worker_args[{i}]", value) or "null" for i, value in enumerate(worker_args)
+        ]
     item_shape = None
     if item_type is not None:
         if encoding != "bincode":
@@ -386,4 +443,8 @@ def _options(
         "env": variables,
         "item_shape": item_shape,
         "item_type_name": type_name(item_type) if item_type is not None else "",
+        "num_workers": workers,
+        "in_order": in_order,
+        "seed": seed,
+        "worker_args": per_worker,
     }

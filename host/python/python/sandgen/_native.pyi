@@ -5,6 +5,7 @@ from typing import Any
 
 DEFAULT_MEMORY_LIMIT: int
 DEFAULT_BUFFER_SIZE: int
+MAX_WORKERS: int
 
 def load(
     path: str,
@@ -37,6 +38,10 @@ class Plugin:
         env: list[tuple[str, str]],
         item_shape: object,
         item_type_name: str,
+        num_workers: int,
+        in_order: bool,
+        seed: int | None,
+        worker_args: list[str] | None,
     ) -> Iterable: ...
 
 class Iterable:
@@ -52,6 +57,10 @@ class Iterable:
     def encoding(self) -> str: ...
     @property
     def worker_pid(self) -> int | None: ...
+    @property
+    def worker_pids(self) -> list[int]: ...
+    @property
+    def num_workers(self) -> int: ...
 
 class Pass(Iterator[list[Any]]):
     def __iter__(self) -> Pass: ...

@@ -81,6 +81,10 @@ def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
         "env": None,
         "encoding": "json",
         "item_type": None,
+        "num_workers": 1,
+        "in_order": True,
+        "seed": None,
+        "worker_args": None,
     }
     unknown = set(options) - set(defaults)
     if unknown:
