@@ -92,7 +92,7 @@ pub use crate::iterable::{Iterable, IterableBuilder, MAX_WORKERS};
 pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
-pub use crate::pass::{Batch, BatchItems, Batches, NextBatch, Pass, RawPass};
+pub use crate::pass::{Batch, BatchItems, Batches, Delivered, NextBatch, Pass, RawPass};
 pub use crate::plugin::{GeneratorInfo, Plugin};
 pub use crate::text::escape_text;
 pub use crate::worker::Isolation;

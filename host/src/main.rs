@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod progress;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sandgen::{
@@ -324,13 +326,12 @@ fn print_guest_line(line: &sandgen::OutputLine<'_>) {
         GuestStream::Stdout => "stdout",
         _ => "stderr",
     };
-    let _ = writeln!(
-        io::stderr().lock(),
+    progress::eprint_line(&format!(
         "[{}/{} {stream}] {}",
         escape_text(line.plugin.as_bytes()),
         escape_text(line.generator.as_bytes()),
         escape_text(line.bytes)
-    );
+    ));
 }
 
 /// A positive number of seconds, from its text.
@@ -390,6 +391,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     let iterable = iterable(&args, Encoding::Json)?;
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut left = args.take.unwrap_or(u64::MAX);
+    let mut progress = progress::Progress::new();
     'passes: for _ in 0..args.passes {
         if left == 0 {
             break;
@@ -401,11 +403,14 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                 return stdout_error(e);
             }
             left -= 1;
+            progress.item(pass.delivered());
             if left == 0 {
                 break 'passes;
             }
         }
+        progress.pass_done(pass.delivered());
     }
+    progress.finish();
     match out.flush() {
         Ok(()) => Ok(()),
         Err(e) => stdout_error(e),
@@ -455,6 +460,7 @@ fn bench(args: RunArgs) -> Result<(), Failure> {
     let mut first_item = None;
     let (mut items, mut bytes) = (0u64, 0u64);
     let mut left = args.take.unwrap_or(u64::MAX);
+    let mut progress = progress::Progress::new();
     let iterating = Instant::now();
     'passes: for _ in 0..args.passes {
         if left == 0 {
@@ -467,12 +473,15 @@ fn bench(args: RunArgs) -> Result<(), Failure> {
             items += 1;
             bytes += item.len() as u64;
             left -= 1;
+            progress.item(pass.delivered());
             if left == 0 {
                 break 'passes;
             }
         }
+        progress.pass_done(pass.delivered());
     }
     let seconds = iterating.elapsed().as_secs_f64();
+    progress.finish();
     drop(iterable);
     let report = serde_json::json!({
         "items": items,

@@ -18,6 +18,15 @@ use crate::error::Error;
 use crate::iterable::Iterable;
 use crate::protocol::{Command, Status};
 
+/// What one worker has delivered to the caller in the current pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Items.
+    pub items: u64,
+    /// Bytes of encoded items.
+    pub bytes: u64,
+}
+
 /// One worker's share of a pass.
 #[derive(Default)]
 struct LaneState {
@@ -55,6 +64,8 @@ struct PassCore<I: Deref<Target = Iterable>> {
     /// When the current wait for the workers began (the inactivity timeout
     /// counts the time the caller waits, across short waits).
     waiting_since: Option<Instant>,
+    /// What each worker delivered so far in this pass.
+    delivered: Vec<Delivered>,
 }
 
 /// What a wait for a worker's next batch found.
@@ -82,12 +93,14 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
                 }
             })
             .collect();
+        let workers = iterable.lanes.len();
         Ok(PassCore {
             iterable,
             lanes,
             cursor: 0,
             done: false,
             waiting_since: None,
+            delivered: vec![Delivered::default(); workers],
         })
     }
 
@@ -112,10 +125,14 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
         if self.iterable.in_order {
             self.cursor = (lane + 1) % self.lanes.len();
         }
-        self.lanes[lane]
+        let item = self.lanes[lane]
             .frames
             .next_frame()
-            .expect("the lane has an item")
+            .expect("the lane has an item");
+        let delivered = &mut self.delivered[lane];
+        delivered.items += 1;
+        delivered.bytes += item.len() as u64;
+        item
     }
 
     /// Finds the worker that gives the next item and makes sure it has a
@@ -241,6 +258,9 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
     fn take_batch(&mut self, lane: usize) -> Batch {
         if self.lanes[lane].frames.left() > 0 {
             self.consumed(lane);
+            let delivered = &mut self.delivered[lane];
+            delivered.items += u64::from(self.lanes[lane].frames.left());
+            delivered.bytes += self.lanes[lane].frames.bytes() as u64;
         }
         Batch {
             frames: std::mem::take(&mut self.lanes[lane].frames),
@@ -342,6 +362,14 @@ impl<T> std::fmt::Debug for Pass<'_, T> {
     }
 }
 
+impl<T> Pass<'_, T> {
+    /// What each worker delivered so far in this pass, by worker index
+    /// (for progress reports).
+    pub fn delivered(&self) -> &[Delivered] {
+        &self.core.delivered
+    }
+}
+
 impl<T: DeserializeOwned> Iterator for Pass<'_, T> {
     type Item = Result<T, Error>;
 
@@ -378,6 +406,12 @@ impl<'a> RawPass<'a> {
     /// The next item's encoded bytes, without copying them.
     pub fn next_item(&mut self) -> Option<Result<&[u8], Error>> {
         self.core.next_frame()
+    }
+
+    /// What each worker delivered so far in this pass, by worker index
+    /// (for progress reports).
+    pub fn delivered(&self) -> &[Delivered] {
+        &self.core.delivered
     }
 }
 

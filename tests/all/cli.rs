@@ -1084,13 +1084,28 @@ both_isolations!(workers_unordered_and_seed_through_the_cli);
 fn workers_unordered_and_seed_through_the_cli() {
     // In order: round-robin by worker; the shards of 0..10 give 0..10.
     let (out, _) = expect(
-        &sandgen(&["run", FIXTURE_SPDL, "sharded", "--args", "10", "--workers", "3"]),
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "sharded",
+            "--args",
+            "10",
+            "--workers",
+            "3",
+        ]),
         0,
     );
     assert_eq!(out, "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
     let (out, _) = expect(
         &sandgen(&[
-            "run", FIXTURE_SPDL, "sharded", "--args", "1000", "--workers", "2", "--unordered",
+            "run",
+            FIXTURE_SPDL,
+            "sharded",
+            "--args",
+            "1000",
+            "--workers",
+            "2",
+            "--unordered",
         ]),
         0,
     );
@@ -1101,7 +1116,15 @@ fn workers_unordered_and_seed_through_the_cli() {
     let seeded = || {
         expect(
             &sandgen(&[
-                "run", FIXTURE_SPDL, "random", "--args", "4", "--workers", "2", "--seed", "7",
+                "run",
+                FIXTURE_SPDL,
+                "random",
+                "--args",
+                "4",
+                "--workers",
+                "2",
+                "--seed",
+                "7",
             ]),
             0,
         )
@@ -1110,10 +1133,21 @@ fn workers_unordered_and_seed_through_the_cli() {
     let first = seeded();
     assert_eq!(first, seeded());
     assert_eq!(first.lines().count(), 8);
-    assert!(first.starts_with("16445603648473584932\n2058941319982262280\n"), "{first}");
+    assert!(
+        first.starts_with("16445603648473584932\n2058941319982262280\n"),
+        "{first}"
+    );
     // Bench runs several workers too.
     let (out, _) = expect(
-        &sandgen(&["bench", FIXTURE_SPDL, "range", "--args", "1000", "--workers", "2"]),
+        &sandgen(&[
+            "bench",
+            FIXTURE_SPDL,
+            "range",
+            "--args",
+            "1000",
+            "--workers",
+            "2",
+        ]),
         0,
     );
     assert!(out.contains("\"items\":2000"), "{out}");
@@ -1123,19 +1157,122 @@ fn workers_unordered_and_seed_through_the_cli() {
 fn bad_worker_options_exit_2() {
     for (args, words) in [
         (&["--workers", "0"][..], "between 1 and 256, not 0"),
-        (&["--seed", "18446744073709551616"], "invalid --seed `18446744073709551616`"),
+        (
+            &["--seed", "18446744073709551616"],
+            "invalid --seed `18446744073709551616`",
+        ),
         (&["--seed", "-1"], "invalid --seed"),
         (&["--workers", "x"], "invalid value 'x' for '--workers <N>'"),
     ] {
         let mut all = vec!["run", FIXTURE_SPDL, "range", "--args", "3"];
         all.extend_from_slice(args);
         let output = sandgen(&all);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
-        assert!(stderr(&output).contains(words), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(words),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
     // --unordered with one worker is fine and says nothing.
     let output = sandgen(&["run", FIXTURE_SPDL, "range", "--args", "3", "--unordered"]);
     let (out, errors) = expect(&output, 0);
     assert_eq!(out, "0\n1\n2\n");
-    assert!(errors.is_empty() && stderr(&output).is_empty(), "{}", stderr(&output));
+    assert!(
+        errors.is_empty() && stderr(&output).is_empty(),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A pseudo-terminal: its master, and the path of its other end.
+fn open_terminal() -> (std::fs::File, String) {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain libc calls on a descriptor this function owns; the name
+    // buffer outlives the call that fills it.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: 160,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        assert_eq!(libc::ioctl(master, libc::TIOCSWINSZ, &size), 0);
+        let mut name = [0 as libc::c_char; 256];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (std::fs::File::from_raw_fd(master), path)
+    }
+}
+
+both_isolations!(a_progress_line_shows_on_a_terminal_and_never_otherwise);
+fn a_progress_line_shows_on_a_terminal_and_never_otherwise() {
+    use std::io::Read as _;
+    let args = [
+        "run",
+        "--isolation",
+        mode(),
+        FIXTURE_SPDL,
+        "sleep",
+        "--args",
+        r#"{"ms": 40, "n": 25}"#,
+        "--workers",
+        "2",
+    ];
+    // stderr on a terminal: `sh` sends it to the terminal's other end.
+    let (mut master, terminal) = open_terminal();
+    let (text_tx, text) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // Ends with EIO once the child, the last holder of the other end,
+        // has exited.
+        let _ = master.read_to_end(&mut bytes);
+        let _ = text_tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            r#"exec "$0" "$@" 2>"$TERMINAL""#,
+            env!("CARGO_BIN_EXE_sandgen"),
+        ])
+        .args(args)
+        .env("TERMINAL", &terminal)
+        .env("SANDGEN_CACHE_DIR", crate::util::cache_dir());
+    let output = output_within(&command, CLI_DEADLINE, "sandgen run on a terminal");
+    let (out, _) = expect(&output, 0);
+    assert_eq!(out.lines().count(), 50);
+    let shown = text
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the terminal closes when sandgen exits");
+    assert!(shown.contains(" items, "), "{shown:?}");
+    assert!(shown.contains(" items/s, "), "{shown:?}");
+    assert!(shown.contains("[w0 "), "{shown:?}");
+    // The same run with stderr not a terminal: no progress at all.
+    let output = sandgen(
+        &args[..1]
+            .iter()
+            .chain(&args[3..])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    let (out, _) = expect(&output, 0);
+    assert_eq!(out.lines().count(), 50);
+    assert_eq!(stderr(&output), "");
 }

@@ -93,6 +93,10 @@ fn generators_are_listed() {
             "fs_probe",
             "net_probe",
             "reserve_then_panic",
+            "random",
+            "sharded",
+            "worker",
+            "busy",
         ]
     );
 }
