@@ -91,6 +91,7 @@ fn main() {
         "guest-sdk/python/requirements.txt",
         "guest-sdk/js/sandgen.js",
         "guest-sdk/js/package-lock.json",
+        "guest-sdk/js/wit",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
@@ -255,7 +256,9 @@ impl Foreign {
                 cmd.current_dir(root)
                     .arg(&self.source)
                     .arg("-w")
-                    .arg(root.join("wit"))
+                    // sandgen's world plus the environment import of the
+                    // helper's `workerInfo`.
+                    .arg(root.join("guest-sdk/js/wit"))
                     .args(["-n", "plugin", "-d", "http", "-d", "fetch-event", "-o"])
                     .arg(&output);
                 cmd

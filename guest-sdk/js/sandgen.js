@@ -10,9 +10,11 @@
 //       count: { description: "yields 0..n", *iter(n) { for (let i = 0; i < n; i++) yield i; } },
 //     });
 //
-// and is built into a component with componentize-js 0.23.0:
+// and is built into a component with componentize-js 0.23.0, against the
+// world in guest-sdk/js/wit (sandgen's `plugin` world plus the environment
+// import that `workerInfo` reads):
 //
-//     componentize-js app.js -w wit -n plugin -d http -d fetch-event -o app.wasm
+//     componentize-js app.js -w guest-sdk/js/wit -n plugin -d http -d fetch-event -o app.wasm
 //
 // What a generator is: each entry of `plugin`'s object is a generator, under
 // its key, and is one of
@@ -47,6 +49,8 @@
 // the error, whose message is the error and its stack.
 //
 // Anything the plugin prints goes to the host's log, never among items.
+
+import { getEnvironment } from "wasi:cli/environment@0.2.3";
 
 /** How long a batch may take before it is returned, in milliseconds. */
 const BATCH_MS = 1;
@@ -575,4 +579,41 @@ function writeBincode(value, out) {
     default:
       throw new TypeError(`an item of type ${typeof value} cannot be written as bincode`);
   }
+}
+
+/**
+ * This instance's place among the workers of its iterable: `{ id, count,
+ * seed }` (`id` from 0; `seed` is `undefined` without one, and the
+ * instance's random sources are then already seeded from it), from the
+ * environment the host sets (`SANDGEN_WORKER_ID`, `SANDGEN_NUM_WORKERS`,
+ * `SANDGEN_SEED`); worker 0 of 1 when they are not set. `shard(items)`
+ * yields this worker's share of an iterable: every `count`-th item, from the
+ * `id`-th, so that in the caller's default order the workers' items come in
+ * the order of `items`.
+ *
+ *     *iter(path) { yield* workerInfo().shard(readLines(path)); }
+ */
+export function workerInfo() {
+  const env = new Map(getEnvironment());
+  const read = (name) => {
+    const text = env.get(name);
+    return text !== undefined && /^[0-9]+$/.test(text) ? text : undefined;
+  };
+  const id = Number(read("SANDGEN_WORKER_ID") ?? 0);
+  const count = Math.max(Number(read("SANDGEN_NUM_WORKERS") ?? 1), 1);
+  const seedText = read("SANDGEN_SEED");
+  // A seed may not fit a Number exactly: a BigInt keeps all 64 bits.
+  const seed = seedText === undefined ? undefined : BigInt(seedText);
+  return {
+    id,
+    count,
+    seed,
+    *shard(items) {
+      let i = 0;
+      for (const item of items) {
+        if (i % count === id) yield item;
+        i++;
+      }
+    },
+  };
 }

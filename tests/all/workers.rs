@@ -125,6 +125,25 @@ fn each_worker_sees_its_index_and_the_count() {
         .build()
         .unwrap();
     assert_eq!(items::<u64>(&sharded), (0..10).collect::<Vec<_>>());
+    // And the JavaScript helper.
+    let js = plugin(crate::util::artifacts::FIXTURE_JS);
+    let iterable = js
+        .generator("worker")
+        .encoding(sandgen::Encoding::Json)
+        .workers(2)
+        .seed(u64::MAX)
+        .build()
+        .unwrap();
+    let seen: Vec<(u32, u32, Option<u64>)> = items(&iterable);
+    assert_eq!(seen, [(0, 2, Some(u64::MAX)), (1, 2, Some(u64::MAX))]);
+    let sharded = js
+        .generator("sharded")
+        .encoding(sandgen::Encoding::Json)
+        .args(&10u64)
+        .workers(3)
+        .build()
+        .unwrap();
+    assert_eq!(items::<u64>(&sharded), (0..10).collect::<Vec<_>>());
 }
 
 both_isolations!(the_first_failure_in_delivery_order_names_its_worker);
@@ -314,11 +333,20 @@ const SEEDED_7_TWO_WORKERS: [u64; 8] = [
     3204234450754765467,
 ];
 
-both_isolations!(a_seed_reaches_python_plugins);
-fn a_seed_reaches_python_plugins() {
-    let python = plugin(crate::util::artifacts::FIXTURE_PYTHON);
+both_isolations!(a_seed_reaches_python_and_javascript_plugins);
+fn a_seed_reaches_python_and_javascript_plugins() {
+    for fixture in [
+        crate::util::artifacts::FIXTURE_PYTHON,
+        crate::util::artifacts::FIXTURE_JS,
+    ] {
+        seeded_entropy(fixture);
+    }
+}
+
+fn seeded_entropy(fixture: &str) {
+    let guest = plugin(fixture);
     let run = |seed: u64| -> Vec<String> {
-        let iterable = python
+        let iterable = guest
             .generator("entropy")
             .encoding(sandgen::Encoding::Json)
             .args(&3u64)
