@@ -1276,3 +1276,28 @@ fn a_progress_line_shows_on_a_terminal_and_never_otherwise() {
     assert_eq!(out.lines().count(), 50);
     assert_eq!(stderr(&output), "");
 }
+
+#[test]
+fn a_sigkilled_caller_leaves_no_worker_process_behind() {
+    let _watch = crate::util::watchdog("cli::a_sigkilled_caller_leaves_no_worker_process_behind");
+    crate::util::set_isolation(sandgen::Isolation::Process);
+    let mut child = spinning_run(&["--workers", "3"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let workers = loop {
+        let workers = crate::process::children(child.pid());
+        if workers.len() == 3 || Instant::now() > deadline {
+            break workers;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(workers.len(), 3, "worker processes: {workers:?}");
+    child.signal("KILL");
+    let output = child.wait(Duration::from_secs(10), "sandgen run after SIGKILL");
+    assert_eq!(output.status.signal(), Some(9));
+    for worker in workers {
+        assert!(
+            crate::process::gone_within(worker, Duration::from_secs(10), false).is_some(),
+            "worker process {worker} outlived its SIGKILLed caller"
+        );
+    }
+}
