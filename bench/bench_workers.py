@@ -35,15 +35,28 @@ WORKERS = (1, 2, 4)
 MASK = (1 << 64) - 1
 
 
-def sandgen_bench(generator: str, args: dict, workers: int, isolation: str, unordered: bool) -> float:
+def sandgen_bench(
+    generator: str, args: dict, workers: int, isolation: str, unordered: bool
+) -> float:
     command = [
-        SANDGEN, "bench", PLUGIN, generator, "--args", json.dumps(args),
-        "--workers", str(workers), "--isolation", isolation,
+        SANDGEN,
+        "bench",
+        PLUGIN,
+        generator,
+        "--args",
+        json.dumps(args),
+        "--workers",
+        str(workers),
+        "--isolation",
+        isolation,
     ]
     if unordered:
         command.append("--unordered")
     out = subprocess.run(
-        command, check=True, capture_output=True, text=True,
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
         env={**os.environ, "SANDGEN_CACHE_DIR": str(CACHE)},
     ).stdout
     return json.loads(out)["items_per_second"]
@@ -72,8 +85,12 @@ def python_api_rate(workers: int, in_order: bool) -> float:
 
     plugin = sandgen.load(PLUGIN, cache_dir=CACHE)
     with plugin.iterable(
-        "busy", {"n": N_BUSY, "rounds": ROUNDS}, num_workers=workers, in_order=in_order,
-        encoding="bincode", item_type=int,
+        "busy",
+        {"n": N_BUSY, "rounds": ROUNDS},
+        num_workers=workers,
+        in_order=in_order,
+        encoding="bincode",
+        item_type=int,
     ) as it:
         t0 = time.perf_counter()
         count = sum(1 for _ in it)
@@ -86,11 +103,14 @@ def one_run() -> dict:
         for unordered in (False, True):
             key = f"{isolation}/{'unordered' if unordered else 'in order'}"
             res["busy"][key] = {
-                w: sandgen_bench("busy", {"n": N_BUSY, "rounds": ROUNDS}, w, isolation, unordered)
+                w: sandgen_bench(
+                    "busy", {"n": N_BUSY, "rounds": ROUNDS}, w, isolation, unordered
+                )
                 for w in WORKERS
             }
             res["tiny"][key] = {
-                w: sandgen_bench("sharded", N_TINY, w, isolation, unordered) for w in (1, 2)
+                w: sandgen_bench("sharded", N_TINY, w, isolation, unordered)
+                for w in (1, 2)
             }
     for in_order in (True, False):
         key = "in order" if in_order else "unordered"
@@ -126,7 +146,11 @@ def table(res: dict) -> str:
         f"| `multiprocessing.Pool`, the same arithmetic in Python | {pool[1]:,.1f} | "
         f"{pool[2]:,.1f} | – | {pool[2] / pool[1]:.2f}× | – |"
     )
-    lines += ["", "| tiny items (u64) | 1 worker | 2 workers | 2 / 1 |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| tiny items (u64) | 1 worker | 2 workers | 2 / 1 |",
+        "|---|---:|---:|---:|",
+    ]
     for key, rates in res["tiny"].items():
         lines.append(
             f"| sandgen {key} | {rates[1]:,.0f} | {rates[2]:,.0f} | {rates[2] / rates[1]:.2f}× |"
@@ -142,10 +166,20 @@ def plot(res: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for key, rates in res["busy"].items():
-        ax.plot(list(WORKERS), [rates[w] for w in WORKERS], marker="o", label=f"sandgen {key}")
+        ax.plot(
+            list(WORKERS),
+            [rates[w] for w in WORKERS],
+            marker="o",
+            label=f"sandgen {key}",
+        )
     ideal = res["busy"]["thread/unordered"][1]
-    ax.plot(list(WORKERS), [ideal * w for w in WORKERS], linestyle=":", color="gray",
-            label="linear from 1 worker")
+    ax.plot(
+        list(WORKERS),
+        [ideal * w for w in WORKERS],
+        linestyle=":",
+        color="gray",
+        label="linear from 1 worker",
+    )
     ax.axvline(os.cpu_count() or 2, color="lightgray", linewidth=1)
     ax.set_xlabel("workers (vertical line: cores of this machine)")
     ax.set_ylabel("items/s (~50 µs of arithmetic each)")
@@ -165,7 +199,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = [one_run() for _ in range(args.runs)]
     res = median(runs)
-    args.json.write_text(json.dumps({"median": res, "runs": runs, "cpus": os.cpu_count()}, indent=1))
+    args.json.write_text(
+        json.dumps({"median": res, "runs": runs, "cpus": os.cpu_count()}, indent=1)
+    )
     plot(res, args.plot)
     print(f"{os.cpu_count()} CPUs, median of {args.runs} run(s)\n")
     print(table(res))

@@ -26,8 +26,8 @@ echo "building and installing the sandgen Python package (pip install ./host/pyt
 export PATH="$venv/bin:$PATH"
 "${pip[@]}" install --no-build-isolation --no-deps --force-reinstall "$root/host/python"
 
-"$venv/bin/ruff" check --quiet "$root/host/python" "$root/examples/python-host" "$root/bench/bench_python.py"
-"$venv/bin/ruff" format --quiet --check "$root/host/python" "$root/examples/python-host" "$root/bench/bench_python.py"
+"$venv/bin/ruff" check --quiet "$root/host/python" "$root/examples/python-host" "$root/examples/ray" "$root/bench/bench_python.py" "$root/bench/bench_workers.py" "$root/bench/bench_ray.py"
+"$venv/bin/ruff" format --quiet --check "$root/host/python" "$root/examples/python-host" "$root/examples/ray" "$root/bench/bench_python.py" "$root/bench/bench_workers.py" "$root/bench/bench_ray.py"
 
 # The guests' paths, as the Rust tests see them.
 SANDGEN_TEST_GUESTS="$(cd "$root" && cargo run --quiet --locked -p sandgen-tests --bin sandgen-guests)"

@@ -83,6 +83,7 @@ pub struct IterableBuilder {
     in_order: bool,
     seed: Option<u64>,
     worker_args: Option<Vec<Payload>>,
+    shard: Option<(usize, usize)>,
 }
 
 /// Arguments or config: raw, or encoded with a given encoding.
@@ -140,6 +141,7 @@ impl IterableBuilder {
             in_order: true,
             seed: None,
             worker_args: None,
+            shard: None,
         }
     }
 
@@ -310,6 +312,17 @@ impl IterableBuilder {
         self
     }
 
+    /// Makes this iterable shard `index` of `count` run by a scheduler
+    /// above sandgen (a Ray read task per shard, say): its workers are
+    /// numbered after those of the shards before it, so worker `k` sees
+    /// `SANDGEN_WORKER_ID` `index * workers + k` and `SANDGEN_NUM_WORKERS`
+    /// `count * workers`, and a seed gives every shard its own streams.
+    /// `index` must be below `count`.
+    pub fn shard(mut self, index: usize, count: usize) -> Self {
+        self.shard = Some((index, count));
+        self
+    }
+
     /// As [`worker_args`](Self::worker_args), each already encoded.
     pub fn worker_args_raw(mut self, args: impl IntoIterator<Item = Vec<u8>>) -> Self {
         self.worker_args = Some(args.into_iter().map(Payload::Raw).collect());
@@ -388,24 +401,33 @@ impl IterableBuilder {
             }
             None => vec![self.args.into_bytes("args", self.encoding)?; workers],
         };
+        let (shard, shards) = self.shard.unwrap_or((0, 1));
+        if shards == 0 || shard >= shards || shards.checked_mul(workers).is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid shard {shard} of {shards}: the index must be below the count"),
+            ));
+        }
         let config = self.config.into_bytes("config", self.encoding)?;
         let output = self.output.unwrap_or_else(stderr_handler);
         let mut lanes = Vec::with_capacity(workers);
         for (index, args) in args.into_iter().enumerate() {
             let mut grants = self.grants.clone();
+            // This worker among all the workers of all the shards.
+            let global = shard * workers + index;
             grants
                 .env
-                .push((WORKER_ENV[0].to_owned(), index.to_string()));
+                .push((WORKER_ENV[0].to_owned(), global.to_string()));
             grants
                 .env
-                .push((WORKER_ENV[1].to_owned(), workers.to_string()));
+                .push((WORKER_ENV[1].to_owned(), (shards * workers).to_string()));
             if let Some(seed) = self.seed {
                 grants
                     .env
                     .push((WORKER_ENV[2].to_owned(), seed.to_string()));
                 grants.random = Some(SeededRandom {
                     seed,
-                    worker: index as u32,
+                    worker: global as u32,
                 });
             }
             let task = Task {

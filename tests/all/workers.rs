@@ -403,3 +403,36 @@ fn bad_worker_options_are_refused_before_any_worker_starts() {
         .unwrap();
     assert_eq!(items::<u64>(&iterable), [0, 1, 2]);
 }
+
+both_isolations!(a_shard_numbers_its_workers_after_the_shards_before_it);
+fn a_shard_numbers_its_workers_after_the_shards_before_it() {
+    let iterable = spdl()
+        .generator("worker")
+        .workers(2)
+        .shard(1, 3)
+        .seed(9)
+        .build()
+        .unwrap();
+    let seen: Vec<(u32, u32, Option<u64>)> = items(&iterable);
+    assert_eq!(seen, [(2, 6, Some(9)), (3, 6, Some(9))]);
+    // Shard 1 of 2, one worker: worker 1's stream of seed 7 (its items are
+    // every second one of the two-worker run, in order).
+    let shard: Vec<u64> = items(
+        &spdl()
+            .generator("random")
+            .args(&4u64)
+            .shard(1, 2)
+            .seed(7)
+            .build()
+            .unwrap(),
+    );
+    let worker_1: Vec<u64> = SEEDED_7_TWO_WORKERS
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .copied()
+        .collect();
+    assert_eq!(shard, worker_1);
+    let error = spdl().generator("worker").shard(2, 2).build().unwrap_err();
+    assert_error(&error, ErrorKind::InvalidInput, "invalid shard 2 of 2");
+}

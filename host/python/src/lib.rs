@@ -142,6 +142,32 @@ fn load(
     }
 }
 
+/// Loads a plugin from its bytes (`name` is what messages call it); the
+/// compile cache is keyed by content, so a machine compiles it once.
+#[pyfunction]
+#[pyo3(signature = (name, data, cache_dir, worker_command, load_timeout, load_memory))]
+fn load_bytes(
+    py: Python<'_>,
+    name: String,
+    data: Vec<u8>,
+    cache_dir: Option<PathBuf>,
+    worker_command: Vec<String>,
+    load_timeout: Option<f64>,
+    load_memory: Option<u64>,
+) -> PyResult<Plugin> {
+    let shown = name.clone();
+    let loaded = interruptible(py, "load", move || {
+        engine(cache_dir, worker_command, (load_timeout, load_memory))?.load_bytes(&name, &data)
+    })?;
+    match loaded {
+        Ok(plugin) => Ok(Plugin {
+            plugin,
+            path: shown,
+        }),
+        Err(error) => Err(errors::from_sandgen(py, &error)),
+    }
+}
+
 /// Runs this process as a worker when `args` ask for one, then exits it;
 /// raises otherwise. The worker command of the engines above runs it.
 #[pyfunction]
@@ -190,7 +216,7 @@ impl Plugin {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (generator, *, encoding, args, config, isolation, buffer_size, timeout,
                         memory_limit, fuel, dirs, env, item_shape, item_type_name,
-                        num_workers, in_order, seed, worker_args))]
+                        num_workers, in_order, seed, worker_args, shard))]
     fn iterable(
         &self,
         py: Python<'_>,
@@ -211,6 +237,7 @@ impl Plugin {
         in_order: bool,
         seed: Option<u64>,
         worker_args: Option<Vec<String>>,
+        shard: Option<(usize, usize)>,
     ) -> PyResult<Iterable> {
         let invalid =
             |message: String| errors::new(py, "invalid_input", &message, None, None, None);
@@ -238,6 +265,9 @@ impl Plugin {
             .in_order(in_order);
         if let Some(seed) = seed {
             builder = builder.seed(seed);
+        }
+        if let Some((index, count)) = shard {
+            builder = builder.shard(index, count);
         }
         let encode = |name: &str, json: String| -> PyResult<Vec<u8>> {
             Ok(match encoding {
@@ -555,6 +585,7 @@ impl Pass {
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(load_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(_run_worker, m)?)?;
     m.add_class::<Plugin>()?;
     m.add_class::<Iterable>()?;

@@ -71,6 +71,7 @@ __all__ = [
     "i64",
     "iterate",
     "load",
+    "load_bytes",
     "u8",
 ]
 
@@ -114,17 +115,37 @@ def load(
     ``IncompatibleError`` for a component that is not a sandgen plugin.
     """
     path = _path("path", path)
+    return Plugin(_native.load(path, *_load_options(cache_dir, load_timeout, load_memory_mib)))
+
+
+def load_bytes(
+    data: bytes,
+    *,
+    name: str = "plugin",
+    cache_dir: PathLike | None = None,
+    load_timeout: float | None = None,
+    load_memory_mib: int | None = None,
+) -> Plugin:
+    """Loads a plugin from its bytes, as ``load`` loads a file (``name`` is
+    what messages call it). The compile cache is keyed by content, so each
+    machine compiles a plugin once however it gets it."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _invalid(f"data must be the plugin's bytes, not {type(data).__name__}")
+    if not isinstance(name, str) or not name:
+        raise _invalid(f"name must be a non-empty str, not {name!r}")
+    options = _load_options(cache_dir, load_timeout, load_memory_mib)
+    return Plugin(_native.load_bytes(name, bytes(data), *options))
+
+
+def _load_options(
+    cache_dir: object, load_timeout: object, load_memory_mib: object
+) -> tuple[str | None, list[str], float | None, int | None]:
     cache = None if cache_dir is None else _path("cache_dir", cache_dir)
-    if load_timeout is not None:
-        load_timeout = _seconds("load_timeout", load_timeout)
+    timeout = None if load_timeout is None else _seconds("load_timeout", load_timeout)
     memory = None if load_memory_mib is None else _int("load_memory_mib", load_memory_mib, 1)
     if memory is not None and memory > 1 << 24:
         raise _invalid(f"load_memory_mib is too large: {memory} MiB")
-    return Plugin(
-        _native.load(
-            path, cache, _worker_command(), load_timeout, None if memory is None else memory << 20
-        )
-    )
+    return cache, _worker_command(), timeout, None if memory is None else memory << 20
 
 
 class Plugin:
@@ -171,6 +192,7 @@ class Plugin:
         in_order: bool = True,
         seed: int | None = None,
         worker_args: list[Any] | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterable:
         """Starts the workers running ``generator`` and returns its iterable.
 
@@ -190,6 +212,9 @@ class Plugin:
         ``worker_args`` gives each worker its own ``args`` instead. ``seed``
         (0 to 2**64 - 1) makes every random source of the guests a
         deterministic stream of the seed and the worker's index.
+        ``shard=(index, count)`` makes the iterable one of ``count`` run by a
+        scheduler above sandgen (``sandgen.ray``): its workers are numbered
+        after those of the shards before it.
         """
         options = _options(
             generator=generator,
@@ -208,6 +233,7 @@ class Plugin:
             in_order=in_order,
             seed=seed,
             worker_args=worker_args,
+            shard=shard,
         )
         return Iterable(self._native.iterable(generator, **options))
 
@@ -359,6 +385,7 @@ def _options(
     in_order: object = True,
     seed: object = None,
     worker_args: object = None,
+    shard: object = None,
 ) -> dict[str, Any]:
     if not isinstance(generator, str) or not generator:
         raise _invalid(f"generator must be a non-empty str, not {generator!r}")
@@ -425,6 +452,14 @@ def _options(
         per_worker = [
             _json(f"worker_args[{i}]", value) or "null" for i, value in enumerate(worker_args)
         ]
+    if shard is not None:
+        if (
+            not isinstance(shard, tuple)
+            or len(shard) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+            or not 0 <= shard[0] < shard[1]
+        ):
+            raise _invalid(f"shard must be (index, count) with 0 <= index < count, not {shard!r}")
     item_shape = None
     if item_type is not None:
         if encoding != "bincode":
@@ -447,4 +482,5 @@ def _options(
         "in_order": in_order,
         "seed": seed,
         "worker_args": per_worker,
+        "shard": shard,
     }

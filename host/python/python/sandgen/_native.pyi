@@ -14,6 +14,14 @@ def load(
     load_timeout: float | None,
     load_memory: int | None,
 ) -> Plugin: ...
+def load_bytes(
+    name: str,
+    data: bytes,
+    cache_dir: str | None,
+    worker_command: list[str],
+    load_timeout: float | None,
+    load_memory: int | None,
+) -> Plugin: ...
 def _run_worker(args: list[str]) -> None: ...
 
 class Plugin:
@@ -42,6 +50,7 @@ class Plugin:
         in_order: bool,
         seed: int | None,
         worker_args: list[str] | None,
+        shard: tuple[int, int] | None,
     ) -> Iterable: ...
 
 class Iterable:

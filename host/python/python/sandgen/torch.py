@@ -85,6 +85,7 @@ def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
         "in_order": True,
         "seed": None,
         "worker_args": None,
+        "shard": None,
     }
     unknown = set(options) - set(defaults)
     if unknown:

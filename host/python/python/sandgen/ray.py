@@ -1,0 +1,309 @@
+"""sandgen generators as Ray Data datasets.
+
+``read_generator`` returns a ``ray.data.Dataset`` read by Ray Data's
+streaming executor, one read task per shard; each shard is one sandgen
+iterable run inside a Ray worker process, streaming its items as Arrow
+blocks. Install with ``pip install "./host/python[ray]"``; importing
+``sandgen`` never imports Ray.
+
+What travels, and what each node pays
+    The plugin's bytes are put into Ray's object store once by the driver
+    (``ray.put``); each read task carries a reference, and a node fetches the
+    bytes once. No shared filesystem is needed. Each Ray worker process
+    loads the plugin through the compile cache of its node
+    (``$SANDGEN_CACHE_DIR`` or ``~/.cache/sandgen``, keyed by content), so a
+    node compiles a plugin once, not once per task; a worker process keeps
+    the loaded plugin for its later tasks. Per task: a sandgen iterable
+    (start, initializer, ``create``); per row, the row itself in an Arrow
+    block.
+
+Rows and blocks
+    A JSON-object item (or a dataclass item) becomes a row with its keys as
+    columns; any other item becomes ``{"item": value}``; ``bytes`` become
+    binary columns. Within a shard, items keep their order. A block is at
+    most ``BLOCK_ROWS`` rows and about ``BLOCK_BYTES`` bytes: small enough
+    for Ray's back-pressure to act (a block is its unit of memory
+    accounting) and to keep the first rows flowing early, large enough that
+    the per-block cost (an Arrow table, an object-store put) is spread over
+    thousands of rows.
+
+Failures and retries
+    A failing shard fails the dataset with the sandgen error (the exception
+    class of its kind), its text naming the shard (``shard 2 of 8``) and
+    including the plugin's message. Read tasks run with
+    ``retry_exceptions=False``: a plugin's error is deterministic, and
+    retrying it would only repeat it, slower; Ray still retries a task whose
+    worker process or node was lost (``max_retries=MAX_RETRIES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+import ray.data
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from . import (
+    Error,
+    InvalidInputError,
+    LoadError,
+    PathLike,
+    Plugin,
+    _int,
+    _options,
+    _path,
+    load_bytes,
+)
+
+__all__ = ["BLOCK_BYTES", "BLOCK_ROWS", "MAX_RETRIES", "read_generator"]
+
+BLOCK_ROWS = 4096
+BLOCK_BYTES = 8 << 20
+MAX_RETRIES = 2
+
+# The options of `Plugin.iterable`, with their defaults, for the checks on
+# the driver.
+_DEFAULTS: dict[str, Any] = {
+    "isolation": "thread",
+    "buffer_size": None,
+    "timeout": None,
+    "memory_limit_mib": 1024,
+    "fuel": None,
+    "dirs": None,
+    "env": None,
+    "encoding": "json",
+    "item_type": None,
+    "num_workers": 1,
+    "in_order": True,
+    "seed": None,
+}
+
+
+def read_generator(
+    plugin_path: PathLike,
+    generator: str,
+    *,
+    shard_args: list[Any] | None = None,
+    num_shards: int | None = None,
+    args: Any = None,
+    config: Any = None,
+    cache_dir: PathLike | None = None,
+    **iterable_options: Any,
+) -> ray.data.Dataset:
+    """A dataset of ``generator``'s items, one read task per shard.
+
+    Give ``shard_args`` (one read task per entry, each its own ``args``) or
+    ``num_shards`` (that many tasks with the same ``args``; shard ``i``'s
+    workers see ``SANDGEN_WORKER_ID`` and ``SANDGEN_NUM_WORKERS`` as if all
+    the shards' workers were one group). ``iterable_options`` are those of
+    ``sandgen.Plugin.iterable``. Everything is checked here, on the driver,
+    before any task is scheduled: the plugin is loaded and its generators
+    listed.
+
+    >>> ds = sandgen.ray.read_generator(                     # doctest: +SKIP
+    ...     "example_jsonl.wasm", "rows",
+    ...     shard_args=[{"path": f"/data/{p}"} for p in parts],
+    ...     dirs={"data": "/data"}, timeout=30.0)
+    """
+    if (shard_args is None) == (num_shards is None):
+        raise InvalidInputError(
+            "give exactly one of shard_args (one read task per entry) or num_shards "
+            "(that many read tasks with the same args)"
+        )
+    if shard_args is not None:
+        if not isinstance(shard_args, list | tuple) or not shard_args:
+            raise InvalidInputError("shard_args must be a non-empty list: one args value per shard")
+        if args is not None:
+            raise InvalidInputError(
+                "args goes with num_shards; with shard_args, each shard has its own"
+            )
+        shards = list(shard_args)
+    else:
+        shards = [args] * _int("num_shards", num_shards, 1)
+    unknown = set(iterable_options) - set(_DEFAULTS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown option(s) for read_generator: {', '.join(sorted(unknown))}"
+        )
+    options = {**_DEFAULTS, **iterable_options}
+    for index, shard in enumerate(shards):
+        try:
+            _options(generator=generator, args=shard, config=config, **options)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"shard {index} of {len(shards)}: {e}") from None
+    path = _path("plugin_path", plugin_path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise LoadError(f"cannot read plugin {path}: {e}", kind="load") from None
+    name = Path(path).stem
+    plugin = load_bytes(data, name=name, cache_dir=cache_dir)
+    names = [known for known, _ in plugin.generators()]
+    if generator not in names:
+        raise InvalidInputError(
+            f"plugin {path} has no generator {generator!r}; it has: {', '.join(names)}"
+        )
+    source = _SandgenDatasource(
+        plugin=ray.put(data),
+        digest=hashlib.sha256(data).hexdigest(),
+        name=name,
+        generator=generator,
+        shards=shards,
+        config=config,
+        cache_dir=None if cache_dir is None else _path("cache_dir", cache_dir),
+        options=iterable_options,
+    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates `ray_remote_args` (to be removed in 2.64) but
+        # has no named parameter yet for a read task's retries.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        return ray.data.read_datasource(
+            source,
+            override_num_blocks=len(shards),
+            ray_remote_args=_remote_args(),
+        )
+
+
+def _remote_args() -> dict[str, Any]:
+    """How Ray runs the read tasks: plugin errors are not retried."""
+    return {"max_retries": MAX_RETRIES, "retry_exceptions": False}
+
+
+class _SandgenDatasource(Datasource):
+    """One read task per shard, each a sandgen iterable."""
+
+    def __init__(
+        self,
+        *,
+        plugin: ray.ObjectRef,
+        digest: str,
+        name: str,
+        generator: str,
+        shards: list[Any],
+        config: Any,
+        cache_dir: str | None,
+        options: dict[str, Any],
+    ) -> None:
+        self._plugin = plugin
+        self._digest = digest
+        self._name = name
+        self._generator = generator
+        self._shards = shards
+        self._config = config
+        self._cache_dir = cache_dir
+        self._options = options
+
+    def get_name(self) -> str:
+        return f"sandgen({self._name}/{self._generator})"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
+        count = len(self._shards)
+        return [
+            ReadTask(
+                functools.partial(
+                    _read_shard,
+                    plugin=self._plugin,
+                    digest=self._digest,
+                    name=self._name,
+                    generator=self._generator,
+                    shard=(index, count),
+                    args=args,
+                    config=self._config,
+                    cache_dir=self._cache_dir,
+                    options=self._options,
+                ),
+                BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for index, args in enumerate(self._shards)
+        ]
+
+
+# Plugins this worker process loaded, by content digest.
+_LOADED: dict[str, Plugin] = {}
+
+
+def _read_shard(
+    *,
+    plugin: ray.ObjectRef,
+    digest: str,
+    name: str,
+    generator: str,
+    shard: tuple[int, int],
+    args: Any,
+    config: Any,
+    cache_dir: str | None,
+    options: dict[str, Any],
+) -> Iterator[pa.Table]:
+    """Runs one shard in a Ray worker: its items as Arrow tables."""
+    index, count = shard
+    try:
+        loaded = _LOADED.get(digest)
+        if loaded is None:
+            loaded = load_bytes(ray.get(plugin), name=name, cache_dir=cache_dir)
+            _LOADED[digest] = loaded
+        iterable = loaded.iterable(generator, args, config=config, shard=shard, **options)
+        with iterable:
+            rows: list[dict[str, Any]] = []
+            size = 0
+            for item in iterable:
+                row = _row(item)
+                rows.append(row)
+                size += _size(row)
+                if len(rows) >= BLOCK_ROWS or size >= BLOCK_BYTES:
+                    yield _table(rows)
+                    rows, size = [], 0
+            if rows:
+                yield _table(rows)
+    except Error as e:
+        raise type(e)(
+            f"shard {index} of {count} of generator {generator} failed: {e}",
+            kind=e.kind,
+            plugin_message=e.plugin_message,
+            guest_stderr=e.guest_stderr,
+            backtrace=e.backtrace,
+        ) from None
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """An Arrow table of the rows; an integer column with a value beyond
+    int64 (a Rust u64) becomes uint64."""
+    try:
+        return pa.Table.from_pylist(rows)
+    except OverflowError:
+        names = list(dict.fromkeys(key for row in rows for key in row))
+        columns = {}
+        for name in names:
+            values = [row.get(name) for row in rows]
+            try:
+                columns[name] = pa.array(values)
+            except OverflowError:
+                columns[name] = pa.array(values, type=pa.uint64())
+        return pa.table(columns)
+
+
+def _row(item: Any) -> dict[str, Any]:
+    if isinstance(item, dict) and all(isinstance(key, str) for key in item):
+        return item
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return {"item": item}
+
+
+def _size(row: dict[str, Any]) -> int:
+    """About how many bytes a row takes in a block."""
+    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())

@@ -1,0 +1,209 @@
+"""sandgen.ray: generators as Ray Data datasets, on a local Ray cluster that
+the tests start (two CPUs, no dashboard)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import ray.data
+
+import sandgen
+import sandgen.ray
+from conftest import ROOT, guest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster(cache_dir: str):
+    # The workers inherit the compile cache of the tests (so a plugin
+    # compiles once for all of them) through the environment.
+    os.environ["SANDGEN_CACHE_DIR"] = cache_dir
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"SANDGEN_CACHE_DIR": cache_dir}},
+    )
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+def test_exact_items_per_shard_in_order(isolation: str) -> None:
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"), "range", shard_args=[3, 5], isolation=isolation
+    )
+    assert [row["item"] for row in ds.take_all()] == [0, 1, 2, 0, 1, 2, 3, 4]
+
+
+def test_num_shards_number_the_workers() -> None:
+    ds = sandgen.ray.read_generator(guest("FIXTURE_SPDL"), "worker", num_shards=3, seed=4)
+    assert [row["item"] for row in ds.take_all()] == [[0, 3, 4], [1, 3, 4], [2, 3, 4]]
+
+
+def test_object_items_become_columns() -> None:
+    ds = sandgen.ray.read_generator(
+        guest("EXAMPLE_JSONL"),
+        "rows",
+        shard_args=[{"path": "/data/reviews.jsonl", "fields": ["id", "stars"]}],
+        dirs={str(ROOT / "examples/data"): "/data"},
+    )
+    assert ds.schema().names == ["id", "stars"]
+    rows = ds.take_all()
+    assert rows == list(
+        sandgen.load(guest("EXAMPLE_JSONL")).iterable(
+            "rows",
+            {"path": "/data/reviews.jsonl", "fields": ["id", "stars"]},
+            dirs={str(ROOT / "examples/data"): "/data"},
+        )
+    )
+    assert [row["id"] for row in rows] == [1, 2, 3, 4, 5]
+
+
+def test_u64_items_beyond_int64_are_uint64_columns() -> None:
+    import pyarrow as pa
+
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"), "random", shard_args=[64], seed=1, encoding="bincode", item_type=int
+    )
+    items = [row["item"] for row in ds.take_all()]
+    expected = list(
+        sandgen.load(guest("FIXTURE_SPDL")).iterable(
+            "random", 64, seed=1, shard=(0, 1), encoding="bincode", item_type=int
+        )
+    )
+    assert items == expected
+    assert max(items) >= 2**63, "a seed whose stream has a u64 beyond int64"
+    assert ds.schema().base_schema.field("item").type == pa.uint64()
+
+
+def test_bytes_items_are_binary_columns() -> None:
+    import pyarrow as pa
+
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"),
+        "bytes",
+        shard_args=[{"n": 3, "size": 5}],
+        encoding="bincode",
+        item_type=bytes,
+    )
+    assert ds.schema().base_schema.field("item").type == pa.binary()
+    assert [row["item"] for row in ds.take_all()] == [bytes([i]) * 5 for i in range(3)]
+
+
+def test_options_reach_the_workers(isolation: str) -> None:
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"),
+        "environment",
+        num_shards=1,
+        env={"DATASET": "train"},
+        isolation=isolation,
+        timeout=30.0,
+    )
+    assert [row["item"] for row in ds.take_all()] == [
+        "env DATASET=train",
+        "env SANDGEN_WORKER_ID=0",
+        "env SANDGEN_NUM_WORKERS=1",
+    ]
+
+
+def test_a_failing_shard_fails_the_dataset_with_the_plugins_words() -> None:
+    ok = {"n": 3, "fail_at": 99, "message": "unused"}
+    bad = {"n": 3, "fail_at": 1, "message": "boom in the second shard"}
+    ds = sandgen.ray.read_generator(guest("FIXTURE_SPDL"), "fail_at", shard_args=[ok, bad])
+    with pytest.raises(Exception) as raised:
+        ds.take_all()
+    text = str(raised.value)
+    assert "boom in the second shard" in text
+    assert "shard 1 of 2" in text
+
+
+def test_limits_in_a_shard_say_so() -> None:
+    ds = sandgen.ray.read_generator(guest("FIXTURE_SPDL"), "spin", shard_args=[0], timeout=0.3)
+    with pytest.raises(Exception, match="timed out"):
+        ds.take_all()
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"), "allocate", shard_args=[64], memory_limit_mib=16
+    )
+    with pytest.raises(Exception, match="memory limit of 16 MiB"):
+        ds.take_all()
+
+
+def test_plugin_errors_are_not_retried() -> None:
+    assert sandgen.ray._remote_args() == {"max_retries": 2, "retry_exceptions": False}
+
+
+def test_the_plugin_travels_with_the_tasks(tmp_path: Path) -> None:
+    copy = tmp_path / "copied.wasm"
+    shutil.copy(guest("FIXTURE_SPDL"), copy)
+    ds = sandgen.ray.read_generator(copy, "range", shard_args=[4, 2])
+    copy.unlink()
+    assert [row["item"] for row in ds.take_all()] == [0, 1, 2, 3, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        ({"shard_args": [1], "num_shards": 1}, sandgen.InvalidInputError, "exactly one of"),
+        ({}, sandgen.InvalidInputError, "exactly one of"),
+        ({"shard_args": []}, sandgen.InvalidInputError, "non-empty list"),
+        ({"num_shards": 0}, sandgen.InvalidInputError, "num_shards must be at least 1"),
+        ({"shard_args": [1], "args": 2}, sandgen.InvalidInputError, "args goes with num_shards"),
+        ({"shard_args": [object()]}, sandgen.InvalidInputError, "shard 0 of 1: args is not JSON"),
+        ({"num_shards": 1, "isolation": "vm"}, sandgen.InvalidInputError, "unknown isolation"),
+        ({"num_shards": 1, "threads": 2}, sandgen.InvalidInputError, "unknown option"),
+        (
+            {"num_shards": 1, "generator": "nope"},
+            sandgen.InvalidInputError,
+            "has no generator 'nope'",
+        ),
+        ({"num_shards": 1, "plugin": "/no/such.wasm"}, sandgen.LoadError, "/no/such.wasm"),
+    ],
+)
+def test_bad_input_fails_on_the_driver(call: dict, error: type, words: str) -> None:
+    plugin = call.pop("plugin", guest("FIXTURE_SPDL"))
+    generator = call.pop("generator", "range")
+    with pytest.raises(error) as raised:
+        sandgen.ray.read_generator(plugin, generator, **call)
+    assert words in str(raised.value)
+
+
+def test_importing_sandgen_does_not_import_ray() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import sandgen, sys; print('ray' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.strip() == "False"
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    # Its own process and its own local Ray, as a newcomer runs it.
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples/ray/preprocess.py"),
+            guest("EXAMPLE_JSONL"),
+            "--shards",
+            "2",
+            "--copies",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    ).stdout
+    assert "30 rows from 2 shards" in out
+    assert "{'id': 1, 'lang': 'en', 'stars': 5}" in out
