@@ -130,8 +130,25 @@ fn load(
         ));
     }
     let shown = path.display().to_string();
+    let settings = (cache_dir, worker_command, (load_timeout, load_memory));
+    load_with(py, shown, settings, move |engine| engine.load(&path))
+}
+
+/// What an engine is made from: cache directory, worker command, load
+/// limits (seconds, bytes).
+type EngineSettings = (Option<PathBuf>, Vec<String>, (Option<f64>, Option<u64>));
+
+/// Loads a plugin with the engine for `settings`, on a helper thread (see
+/// [`interruptible`]); `shown` is what the plugin's `path` shows.
+fn load_with(
+    py: Python<'_>,
+    shown: String,
+    settings: EngineSettings,
+    load: impl FnOnce(&sandgen::Engine) -> Result<sandgen::Plugin, sandgen::Error> + Send + 'static,
+) -> PyResult<Plugin> {
+    let (cache_dir, worker_command, limits) = settings;
     let loaded = interruptible(py, "load", move || {
-        engine(cache_dir, worker_command, (load_timeout, load_memory))?.load(&path)
+        load(&engine(cache_dir, worker_command, limits)?)
     })?;
     match loaded {
         Ok(plugin) => Ok(Plugin {
@@ -155,17 +172,10 @@ fn load_bytes(
     load_timeout: Option<f64>,
     load_memory: Option<u64>,
 ) -> PyResult<Plugin> {
-    let shown = name.clone();
-    let loaded = interruptible(py, "load", move || {
-        engine(cache_dir, worker_command, (load_timeout, load_memory))?.load_bytes(&name, &data)
-    })?;
-    match loaded {
-        Ok(plugin) => Ok(Plugin {
-            plugin,
-            path: shown,
-        }),
-        Err(error) => Err(errors::from_sandgen(py, &error)),
-    }
+    let settings = (cache_dir, worker_command, (load_timeout, load_memory));
+    load_with(py, name.clone(), settings, move |engine| {
+        engine.load_bytes(&name, &data)
+    })
 }
 
 /// Runs this process as a worker when `args` ask for one, then exits it;

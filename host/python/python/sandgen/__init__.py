@@ -327,6 +327,37 @@ def _one_pass(iterable: Iterable) -> Iterator[Any]:
 
 # --- option checks: each names the option and what it accepts ---------------
 
+# The options of `Plugin.iterable` after `args`, with their defaults: for
+# callers that take them as keyword arguments and check them up front
+# (`sandgen.torch`, `sandgen.ray`).
+_ITERABLE_DEFAULTS: dict[str, Any] = {
+    "config": None,
+    "isolation": "thread",
+    "buffer_size": None,
+    "timeout": None,
+    "memory_limit_mib": 1024,
+    "fuel": None,
+    "dirs": None,
+    "env": None,
+    "encoding": "json",
+    "item_type": None,
+    "num_workers": 1,
+    "in_order": True,
+    "seed": None,
+    "worker_args": None,
+    "shard": None,
+}
+
+
+def _with_defaults(options: dict[str, Any], *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`options` of `Plugin.iterable` completed with the defaults; unknown
+    ones (and those in `exclude`, which the caller sets itself) raise."""
+    known = set(_ITERABLE_DEFAULTS) - set(exclude)
+    unknown = set(options) - known
+    if unknown:
+        raise _invalid(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return {**_ITERABLE_DEFAULTS, **options}
+
 
 def _invalid(message: str) -> InvalidInputError:
     return InvalidInputError(message, kind="invalid_input")

@@ -61,6 +61,7 @@ from . import (
     _int,
     _options,
     _path,
+    _with_defaults,
     load_bytes,
 )
 
@@ -69,23 +70,6 @@ __all__ = ["BLOCK_BYTES", "BLOCK_ROWS", "MAX_RETRIES", "read_generator"]
 BLOCK_ROWS = 4096
 BLOCK_BYTES = 8 << 20
 MAX_RETRIES = 2
-
-# The options of `Plugin.iterable`, with their defaults, for the checks on
-# the driver.
-_DEFAULTS: dict[str, Any] = {
-    "isolation": "thread",
-    "buffer_size": None,
-    "timeout": None,
-    "memory_limit_mib": 1024,
-    "fuel": None,
-    "dirs": None,
-    "env": None,
-    "encoding": "json",
-    "item_type": None,
-    "num_workers": 1,
-    "in_order": True,
-    "seed": None,
-}
 
 
 def read_generator(
@@ -129,15 +113,12 @@ def read_generator(
         shards = list(shard_args)
     else:
         shards = [args] * _int("num_shards", num_shards, 1)
-    unknown = set(iterable_options) - set(_DEFAULTS)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown option(s) for read_generator: {', '.join(sorted(unknown))}"
-        )
-    options = {**_DEFAULTS, **iterable_options}
+    options = _with_defaults(
+        {"config": config, **iterable_options}, exclude=("worker_args", "shard")
+    )
     for index, shard in enumerate(shards):
         try:
-            _options(generator=generator, args=shard, config=config, **options)
+            _options(generator=generator, args=shard, **options)
         except InvalidInputError as e:
             raise InvalidInputError(f"shard {index} of {len(shards)}: {e}") from None
     path = _path("plugin_path", plugin_path)

@@ -63,36 +63,10 @@ def dataset(
         raise InvalidInputError(
             f"plugin {plugin.path} has no generator {generator!r}: it has {', '.join(names)}"
         )
-    from . import _options
+    from . import _options, _with_defaults
 
     _options(generator=generator, args=args, **_with_defaults(options))
     return cls(plugin.path, generator, args, shard, cache_dir, options)
-
-
-def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    defaults: dict[str, Any] = {
-        "config": None,
-        "isolation": "thread",
-        "buffer_size": None,
-        "timeout": None,
-        "memory_limit_mib": 1024,
-        "fuel": None,
-        "dirs": None,
-        "env": None,
-        "encoding": "json",
-        "item_type": None,
-        "num_workers": 1,
-        "in_order": True,
-        "seed": None,
-        "worker_args": None,
-        "shard": None,
-    }
-    unknown = set(options) - set(defaults)
-    if unknown:
-        from ._errors import InvalidInputError
-
-        raise InvalidInputError(f"unknown option(s) {', '.join(sorted(unknown))}")
-    return {**defaults, **options}
 
 
 _CLASSES: dict[type, type] = {}
