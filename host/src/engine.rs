@@ -55,6 +55,7 @@ impl Engine {
         EngineBuilder {
             cache: crate::cache::default_dir(),
             worker_program: None,
+            require_confinement: false,
             load: LoadLimits::default(),
         }
     }
@@ -126,6 +127,7 @@ pub struct EngineBuilder {
     cache: Option<PathBuf>,
     worker_program: Option<WorkerProgram>,
     load: LoadLimits,
+    require_confinement: bool,
 }
 
 impl EngineBuilder {
@@ -197,6 +199,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Refuses to start worker processes on a kernel that cannot confine
+    /// them fully (Landlock ABI 6 and seccomp; see
+    /// [`Confinement`](crate::Confinement)) instead of warning once and
+    /// running them with what it has. Thread workers are not affected.
+    pub fn require_confinement(mut self, required: bool) -> Self {
+        self.require_confinement = required;
+        self
+    }
+
     /// Creates the engine.
     ///
     /// # Errors
@@ -217,7 +228,10 @@ impl EngineBuilder {
             ));
         }
         Ok(Engine {
-            shared: Arc::new(Shared::new(self.cache, self.worker_program, self.load)?),
+            shared: Arc::new(
+                Shared::new(self.cache, self.worker_program, self.load)?
+                    .requiring_confinement(self.require_confinement),
+            ),
         })
     }
 }

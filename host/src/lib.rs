@@ -97,5 +97,6 @@ pub use crate::plugin::{GeneratorInfo, Plugin};
 pub use crate::text::escape_text;
 pub use crate::worker::Isolation;
 pub use crate::worker::process::child::{run_worker_from_args, run_worker_if_requested};
+pub use crate::worker::process::confine::Confinement;
 #[doc(no_inline)]
 pub use sandgen_wire::Encoding;

@@ -51,6 +51,9 @@ enum Command {
     /// Iterates a generator (bincode encoding) without printing items and
     /// prints one JSON object of throughput figures.
     Bench(RunArgs),
+    /// Says how this kernel confines worker processes (Landlock, seccomp,
+    /// no-new-privs, core dumps); exits 1 when a layer is missing.
+    Confinement,
 }
 
 /// The bounds on compiling a plugin that is not in the compile cache.
@@ -67,6 +70,10 @@ struct LoadArgs {
     /// Memory (address space) that compiling the plugin may use, in MiB.
     #[arg(long, default_value_t = 4096, value_name = "MIB")]
     load_memory: u64,
+    /// Refuse to start worker processes (--isolation process) on a kernel
+    /// that cannot confine them fully, instead of warning.
+    #[arg(long)]
+    require_confinement: bool,
 }
 
 impl LoadArgs {
@@ -88,6 +95,7 @@ impl LoadArgs {
         Ok(Engine::builder()
             .load_timeout(timeout)
             .load_memory(memory)
+            .require_confinement(self.require_confinement)
             .build()?)
     }
 }
@@ -208,6 +216,7 @@ fn main() -> ExitCode {
         } => list(plugin, timeout, &load),
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
+        Command::Confinement => confinement(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -445,6 +454,23 @@ fn stdout_error(error: io::Error) -> Result<(), Failure> {
         Err(usage(
             anyhow::Error::new(error).context("failed to write items to stdout"),
         ))
+    }
+}
+
+/// `sandgen confinement`: what worker processes get on this kernel.
+fn confinement() -> Result<(), Failure> {
+    let confinement = sandgen::Confinement::of_this_kernel();
+    let _ = write!(io::stdout().lock(), "{confinement}");
+    if confinement.is_complete() {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: 1,
+            error: anyhow::anyhow!(
+                "worker processes are only partly confined on this kernel (missing: {})",
+                confinement.missing().join(", ")
+            ),
+        })
     }
 }
 

@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     cache: Option<Cache>,
     worker_program: Option<WorkerProgram>,
     load: LoadLimits,
+    /// Refuse worker processes that cannot be fully confined.
+    require_confinement: bool,
     runtimes: Arc<Runtimes>,
     clock: Clock,
 }
@@ -127,9 +129,15 @@ impl Shared {
             cache: cache.map(Cache::new),
             worker_program,
             load,
+            require_confinement: false,
             runtimes,
             clock,
         })
+    }
+
+    pub(crate) fn requiring_confinement(mut self, required: bool) -> Shared {
+        self.require_confinement = required;
+        self
     }
 
     /// The program to compile in, within the load limits: the worker
@@ -248,6 +256,11 @@ impl Loaded {
                 ),
             )
         })
+    }
+
+    /// Whether worker processes must be fully confined.
+    pub(crate) fn require_confinement(&self) -> bool {
+        self.shared.require_confinement
     }
 
     /// How long loading (and starting a worker of) this plugin may take.

@@ -7,6 +7,7 @@ mod util;
 
 mod batches;
 mod cli;
+mod confinement;
 mod conformance;
 mod examples;
 mod faults;

@@ -14,6 +14,7 @@ use crate::compile::COMPILE_ARG;
 use crate::guest::output::{OutputHandler, OutputLine};
 use crate::protocol::{Command, Status};
 use crate::runtime::Shared;
+use crate::worker::process::confine;
 use crate::worker::process::wire::{self, Hello, Preamble, Report, WORKER_ARG};
 use crate::worker::task::queues;
 use crate::worker::thread::ThreadWorker;
@@ -170,7 +171,14 @@ fn worker_main() -> i32 {
     let (queues, worker_queues) = queues();
     let worker = Shared::new(None, None, Default::default())
         .and_then(|shared| shared.load_compiled(&hello.plugin, &hello.compiled, fuel))
-        .and_then(|linked| ThreadWorker::spawn(linked, hello.task, handler, worker_queues));
+        .and_then(|linked| {
+            // The component is loaded and the runtime set up; no guest code
+            // has run. From here on the process is confined.
+            confine::confine(&hello.task.grants)?;
+            #[cfg(debug_assertions)]
+            probe_confinement();
+            ThreadWorker::spawn(linked, hello.task, handler, worker_queues)
+        });
     let _worker = match worker {
         Ok(worker) => worker,
         Err(error) => {
@@ -225,4 +233,40 @@ fn raw_stdout() -> std::io::Result<Box<dyn Write + Send>> {
     {
         Ok(Box::new(std::io::stdout()))
     }
+}
+
+/// Debug builds only (never in a release build): after confinement, tries
+/// what `SANDGEN_CONFINEMENT_PROBE` names, as an escaped guest would, and
+/// says on stderr what happened: `open:PATH` (Landlock refuses it),
+/// `socket` or `exec` (the seccomp filter kills the process). The tests of
+/// the confinement use it (`tests/all/process.rs`).
+#[cfg(debug_assertions)]
+fn probe_confinement() {
+    let Ok(probe) = std::env::var("SANDGEN_CONFINEMENT_PROBE") else {
+        return;
+    };
+    let outcome = if let Some(path) = probe.strip_prefix("open:") {
+        match std::fs::File::open(path) {
+            Ok(_) => "opened".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        }
+    } else if probe == "socket" {
+        // SAFETY: a plain socket call; the descriptor is closed if made.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        if fd >= 0 {
+            // SAFETY: closing the descriptor just made.
+            unsafe { libc::close(fd) };
+            "made a socket".to_owned()
+        } else {
+            format!("refused: {}", std::io::Error::last_os_error())
+        }
+    } else if probe == "exec" {
+        match std::process::Command::new("/bin/true").status() {
+            Ok(status) => format!("ran /bin/true: {status}"),
+            Err(e) => format!("refused: {e}"),
+        }
+    } else {
+        format!("unknown probe `{probe}`")
+    };
+    eprintln!("sandgen worker probe {probe}: {outcome}");
 }

@@ -9,8 +9,11 @@
 //!   it and reports its death.
 //! - [`child`]: the worker program's side.
 //! - [`wire`]: the framing and the versioned handshake between them.
+//! - [`confine`]: the OS confinement a child applies to itself before any
+//!   guest code runs.
 
 pub(crate) mod child;
+pub(crate) mod confine;
 mod parent;
 mod wire;
 

@@ -73,6 +73,7 @@ impl ProcessWorker {
                 ),
             ));
         }
+        crate::worker::process::confine::check(plugin.require_confinement())?;
         let program = plugin.worker_program()?;
         let compiled = plugin.compiled(fuel)?.clone();
         let max_batch = MAX_BATCH_BYTES + task.limits.max_item_bytes as usize + 64;
@@ -305,9 +306,25 @@ fn read_reports(
             }
         }
     });
-    // A child that speaks garbage is not trusted to end by itself.
+    // A child that speaks garbage is not trusted to end by itself; one whose
+    // output broke off because it is exiting gets a moment to finish, so
+    // that it is reported as it ended (`/bin/false`: status 1), not as
+    // killed by us.
     if broken.is_some() {
-        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+        let deadline = std::time::Instant::now() + GARBAGE_GRACE;
+        loop {
+            let mut guard = child.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.try_wait() {
+                Ok(None) if std::time::Instant::now() < deadline => {}
+                Ok(None) => {
+                    let _ = guard.kill();
+                    break;
+                }
+                Ok(Some(_)) | Err(_) => break,
+            }
+            drop(guard);
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     let status = reap(child);
     // A signal other than our SIGKILL: it died by itself (its stream broke
@@ -411,6 +428,10 @@ impl Credit {
 /// Waits for the child to end, without holding its lock meanwhile (so that
 /// it can be killed while this waits), then reaps it.
 fn reap(child: &Mutex<Child>) -> std::io::Result<ExitStatus> {
+    // Reaped already (the grace above): its pid may be another's by now.
+    if let Ok(Some(status)) = child.lock().unwrap_or_else(|e| e.into_inner()).try_wait() {
+        return Ok(status);
+    }
     #[cfg(unix)]
     {
         let pid =
@@ -438,6 +459,10 @@ fn killed_by_sigkill(status: ExitStatus) -> bool {
     }
 }
 
+/// How long a worker whose output broke off may take to exit by itself
+/// before it is killed.
+const GARBAGE_GRACE: Duration = Duration::from_millis(250);
+
 /// "exited with status 17", "was killed by signal 9 (SIGKILL)".
 fn describe(status: ExitStatus) -> String {
     #[cfg(unix)]
@@ -449,6 +474,9 @@ fn describe(status: ExitStatus) -> String {
                 9 => " (SIGKILL)",
                 11 => " (SIGSEGV)",
                 15 => " (SIGTERM)",
+                31 => {
+                    " (SIGSYS: likely the seccomp filter, which kills a worker process that makes a system call it may not)"
+                }
                 _ => "",
             };
             return format!("was killed by signal {signal}{name}");

@@ -1,0 +1,146 @@
+//! The OS confinement of worker processes (section 12): seen from outside
+//! (`/proc`), and from inside, through the debug build's probe of what an
+//! escaped guest would try.
+
+use std::time::Duration;
+
+use crate::util::{output_within, plugin};
+use sandgen::{Confinement, Isolation};
+
+/// The fields of `/proc/PID/FILE` that start with `name`.
+fn proc_line(pid: u32, file: &str, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/{file}: {e}"))
+        .lines()
+        .find(|line| line.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/{file}"))
+        .split_whitespace()
+        .skip(name.split_whitespace().count())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn this_kernel_confines_workers_fully() {
+    // The machines this project runs on have Landlock ABI 7 and seccomp: a
+    // missing layer here is a regression to see, not to skip.
+    let confinement = Confinement::of_this_kernel();
+    assert!(confinement.is_complete(), "{confinement}");
+    let text = confinement.to_string();
+    assert!(text.contains("no TCP bind or connect"), "{text}");
+    assert!(text.contains("kills the worker (SIGSYS)"), "{text}");
+}
+
+#[test]
+fn a_worker_process_in_a_pass_is_confined() {
+    let _watch = crate::util::watchdog("confinement::a_worker_process_in_a_pass_is_confined");
+    // A Rust plugin after its first item, and a Python plugin (whose
+    // worker process is the same binary; its plugin is an interpreter)
+    // spinning in its first pass.
+    let rust = plugin(crate::util::artifacts::FIXTURE_SPDL)
+        .generator("spin")
+        .args(&1u64);
+    let python = plugin(crate::util::artifacts::FIXTURE_PYTHON)
+        .generator("spin")
+        .encoding(sandgen::Encoding::Json);
+    for (builder, first_item) in [(rust, true), (python, false)] {
+        let iterable = builder
+            .isolation(Isolation::Process)
+            .timeout(Duration::from_secs(60))
+            .on_output(|_| {})
+            .build()
+            .unwrap();
+        let pid = iterable.worker_process_id().unwrap();
+        let mut pass = iterable.iter_raw().unwrap();
+        if first_item {
+            assert!(pass.next().unwrap().is_ok(), "the first item");
+        }
+        assert_eq!(proc_line(pid, "status", "NoNewPrivs:"), "1");
+        assert_eq!(proc_line(pid, "status", "Seccomp:"), "2");
+        assert_eq!(proc_line(pid, "limits", "Max core file size"), "0 0 bytes");
+        assert_eq!(proc_line(pid, "limits", "Max open files"), "256 256 files");
+        drop(pass);
+    }
+}
+
+/// `sandgen run --isolation process` of `range` with the worker's probe
+/// set (debug builds only).
+fn probe(what: &str, extra: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sandgen"));
+    command
+        .env("SANDGEN_CACHE_DIR", crate::util::cache_dir())
+        .env("SANDGEN_CONFINEMENT_PROBE", what)
+        .args([
+            "run",
+            "--isolation",
+            "process",
+            crate::util::artifacts::FIXTURE_SPDL,
+            "range",
+        ])
+        .args(["--args", "2"])
+        .args(extra);
+    output_within(&command, Duration::from_secs(120), &format!("probe {what}"))
+}
+
+#[test]
+fn an_escaped_guest_reads_only_granted_directories() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data");
+    let data = data.canonicalize().unwrap();
+    let grant = format!("{}::/data", data.display());
+    let inside = data.join("reviews.jsonl");
+    for (path, words) in [
+        ("/etc/passwd".to_owned(), "refused: Permission denied"),
+        (
+            env!("CARGO_MANIFEST_DIR").to_owned() + "/Cargo.toml",
+            "refused: Permission denied",
+        ),
+        (inside.display().to_string(), "opened"),
+    ] {
+        let output = probe(&format!("open:{path}"), &["--dir", &grant]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{path}: {stderr}");
+        assert!(
+            stderr.contains(&format!("probe open:{path}: {words}")),
+            "{path}: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n1\n");
+    }
+}
+
+#[test]
+fn an_escaped_guest_that_makes_a_socket_or_runs_a_program_is_killed() {
+    for what in ["socket", "exec"] {
+        let output = probe(what, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            !stderr.contains(&format!("probe {what}:")),
+            "it went on: {stderr}"
+        );
+        assert!(
+            stderr.contains("killed by signal 31 (SIGSYS: likely the seccomp filter"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    }
+}
+
+#[test]
+fn sandgen_confinement_reports_the_layers() {
+    let command = {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sandgen"));
+        command.arg("confinement");
+        command
+    };
+    let output = output_within(&command, Duration::from_secs(30), "sandgen confinement");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    for words in [
+        "no-new-privs: yes",
+        "core dumps: off",
+        "landlock: ABI ",
+        "seccomp: an allow-list",
+    ] {
+        assert!(stdout.contains(words), "{stdout}");
+    }
+}
