@@ -23,7 +23,17 @@ pub(crate) struct Clock {
 
 struct Ticker {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// Started by the first activation: a worker process confines itself
+    /// before it runs any guest, and a thread started after that is
+    /// confined with it.
+    thread: Mutex<Ticking>,
+}
+
+/// The tick before the thread runs, then the thread.
+enum Ticking {
+    NotStarted(Box<dyn Fn() + Send + 'static>),
+    Started(JoinHandle<()>),
+    Failed,
 }
 
 #[derive(Default)]
@@ -48,9 +58,28 @@ impl Clock {
     /// Starts the thread, which calls `tick` every [`EPOCH_TICK`] while a
     /// guard lives.
     pub(crate) fn start(tick: impl Fn() + Send + 'static) -> std::io::Result<Clock> {
-        let shared = Arc::new(Shared::default());
-        let clock = shared.clone();
-        let thread = std::thread::Builder::new()
+        Ok(Clock {
+            ticker: Arc::new(Ticker {
+                shared: Arc::new(Shared::default()),
+                thread: Mutex::new(Ticking::NotStarted(Box::new(tick))),
+            }),
+        })
+    }
+
+    /// Starts the ticking thread, once.
+    fn ensure_started(&self) -> std::io::Result<()> {
+        let mut thread = self.ticker.thread.lock().unwrap_or_else(|e| e.into_inner());
+        let Ticking::NotStarted(_) = &*thread else {
+            return match &*thread {
+                Ticking::Failed => Err(std::io::Error::other("the epoch thread failed to start")),
+                _ => Ok(()),
+            };
+        };
+        let Ticking::NotStarted(tick) = std::mem::replace(&mut *thread, Ticking::Failed) else {
+            unreachable!("checked above")
+        };
+        let clock = self.ticker.shared.clone();
+        let handle = std::thread::Builder::new()
             .name("sandgen-epoch".into())
             .spawn(move || {
                 loop {
@@ -66,21 +95,17 @@ impl Clock {
                     tick();
                 }
             })?;
-        Ok(Clock {
-            ticker: Arc::new(Ticker {
-                shared,
-                thread: Some(thread),
-            }),
-        })
+        *thread = Ticking::Started(handle);
+        Ok(())
     }
 
-    /// Keeps the clock running while the guard lives.
-    pub(crate) fn activate(&self) -> ClockGuard {
+    pub(crate) fn activate(&self) -> std::io::Result<ClockGuard> {
+        self.ensure_started()?;
         self.ticker.shared.lock().active += 1;
         self.ticker.shared.wake.notify_one();
-        ClockGuard {
+        Ok(ClockGuard {
             clock: self.clone(),
-        }
+        })
     }
 }
 
@@ -88,7 +113,11 @@ impl Drop for Ticker {
     fn drop(&mut self) {
         self.shared.lock().shutdown = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let thread = std::mem::replace(
+            &mut *self.thread.lock().unwrap_or_else(|e| e.into_inner()),
+            Ticking::Failed,
+        );
+        if let Ticking::Started(thread) = thread {
             let _ = thread.join();
         }
     }

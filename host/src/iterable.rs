@@ -402,7 +402,12 @@ impl IterableBuilder {
             None => vec![self.args.into_bytes("args", self.encoding)?; workers],
         };
         let (shard, shards) = self.shard.unwrap_or((0, 1));
-        if shards == 0 || shard >= shards || shards.checked_mul(workers).is_none() {
+        if shards == 0
+            || shard >= shards
+            || shards
+                .checked_mul(workers)
+                .is_none_or(|all| all > u32::MAX as usize)
+        {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!("invalid shard {shard} of {shards}: the index must be below the count"),
@@ -469,8 +474,11 @@ impl IterableBuilder {
                 other => return Err(iterable.protocol_error(lane, &other, "start-up")),
             }
         }
+        // One deadline for all the workers' initialization, not one each.
+        let deadline = iterable.timeout.map(|timeout| Instant::now() + timeout);
         for lane in 0..workers {
-            match iterable.recv_within(lane, iterable.timeout, "initialization")? {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match iterable.recv_within(lane, left, "initialization")? {
                 Status::InitializationSucceeded => {}
                 Status::InitializationFailed(error) => return Err(iterable.named(lane, error)),
                 other => return Err(iterable.protocol_error(lane, &other, "initialization")),

@@ -142,6 +142,10 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
         if self.done {
             return Ok(Filled::End);
         }
+        // The per-item path: the worker at the cursor has an item in hand.
+        if self.lanes[self.cursor].frames.left() > 0 {
+            return Ok(Filled::Batch(self.cursor));
+        }
         let deadline = wait.map(|wait| Instant::now() + wait);
         let left = |deadline: Option<Instant>| {
             deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()))

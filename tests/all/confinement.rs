@@ -144,3 +144,25 @@ fn sandgen_confinement_reports_the_layers() {
         assert!(stdout.contains(words), "{stdout}");
     }
 }
+
+#[test]
+fn a_stopped_and_continued_worker_process_goes_on() {
+    // Its sleeping threads resume through `restart_syscall`, which the
+    // filter must allow (Ctrl-Z and `fg` in a shell).
+    let _watch =
+        crate::util::watchdog("confinement::a_stopped_and_continued_worker_process_goes_on");
+    let iterable = plugin(crate::util::artifacts::FIXTURE_SPDL)
+        .generator("sleep")
+        .args(&serde_json::json!({ "ms": 30, "n": 20 }))
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(iterable.worker_process_id().unwrap() as i32).unwrap();
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    let rest: Vec<u64> = pass.collect::<Result<_, _>>().unwrap();
+    assert_eq!(rest, (1..20).collect::<Vec<_>>());
+}

@@ -125,6 +125,11 @@ impl Value {
     /// The Python object of this value; `shape` gives the classes of
     /// records.
     pub(crate) fn into_py(self, py: Python<'_>, shape: Option<&Shape>) -> PyResult<Py<PyAny>> {
+        // `T | None`: a value that is there has the shape of `T`.
+        let shape = match shape {
+            Some(Shape::Optional(inner)) => Some(&**inner),
+            other => other,
+        };
         Ok(match self {
             Value::None => py.None(),
             Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
@@ -295,6 +300,9 @@ pub(crate) fn bincode(bytes: &[u8], shape: &Shape) -> Result<Value, String> {
     Ok(value)
 }
 
+/// The most elements a list or dict reserves room for before they are read.
+const PREALLOCATE: usize = 4096;
+
 /// Nesting deeper than this is refused (a hostile item cannot exhaust the
 /// stack: shapes are finite, but this keeps the bound explicit).
 const MAX_DEPTH: usize = 128;
@@ -371,7 +379,9 @@ impl Reader<'_> {
             }
             Shape::List(inner) => {
                 let len = check_len(self.varint()?, self.input.len())?;
-                let mut items = Vec::with_capacity(len);
+                // A claimed length allocates no more than a page's worth
+                // up front: each element is larger here than in the item.
+                let mut items = Vec::with_capacity(len.min(PREALLOCATE));
                 for _ in 0..len {
                     items.push(self.value(inner, depth + 1)?);
                 }
@@ -379,7 +389,7 @@ impl Reader<'_> {
             }
             Shape::Dict(inner) => {
                 let len = check_len(self.varint()?, self.input.len())?;
-                let mut entries = Vec::with_capacity(len);
+                let mut entries = Vec::with_capacity(len.min(PREALLOCATE));
                 for _ in 0..len {
                     let key = self.string()?;
                     entries.push((key, self.value(inner, depth + 1)?));

@@ -102,7 +102,12 @@ impl Guest {
         // seen even while the guest spins in wasm code.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        let clock = linked.clock.activate();
+        let clock = linked.clock.activate().map_err(|e| {
+            Stop::Failed(Error::new(
+                ErrorKind::WorkerDied,
+                format!("cannot start the epoch thread that interrupts guests: {e}"),
+            ))
+        })?;
         let instance = drive(
             &runtime,
             interrupt,

@@ -488,7 +488,7 @@ def _options(
             not isinstance(shard, tuple)
             or len(shard) != 2
             or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
-            or not 0 <= shard[0] < shard[1]
+            or not 0 <= shard[0] < shard[1] <= 2**32 // workers
         ):
             raise _invalid(f"shard must be (index, count) with 0 <= index < count, not {shard!r}")
     item_shape = None

@@ -51,6 +51,12 @@ def dataset(
 ) -> Any:
     """A ``torch.utils.data.IterableDataset`` over ``generator``; ``options``
     are those of ``sandgen.Plugin.iterable``, checked now."""
+    if shard is not None and not callable(shard):
+        from ._errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"shard must be a function (args, worker_id, num_workers) -> args, not {shard!r}"
+        )
     data = importlib.import_module("torch.utils.data")
     cls = _dataset_class(data.IterableDataset)
     # Check the plugin, the generator and every option once, on the caller's
@@ -65,7 +71,7 @@ def dataset(
         )
     from . import _options, _with_defaults
 
-    _options(generator=generator, args=args, **_with_defaults(options))
+    _options(generator=generator, args=args, **_with_defaults(options, exclude=("shard",)))
     return cls(plugin.path, generator, args, shard, cache_dir, options)
 
 
@@ -114,10 +120,16 @@ def _dataset_class(base: type) -> type:
             data = importlib.import_module("torch.utils.data")
             info = data.get_worker_info()
             args = self.args
-            if info is not None and self.shard is not None:
-                args = self.shard(args, info.id, info.num_workers)
+            options = dict(self.options)
+            if info is not None:
+                if self.shard is not None:
+                    args = self.shard(args, info.id, info.num_workers)
+                # Each DataLoader worker is a shard: its sandgen workers are
+                # numbered after the others', and a seed gives each its own
+                # streams.
+                options["shard"] = (info.id, info.num_workers)
             plugin = load(self.plugin_path, cache_dir=self.cache_dir)
-            iterable = plugin.iterable(self.generator, args, **self.options)
+            iterable = plugin.iterable(self.generator, args, **options)
             with iterable:
                 yield from iterable
 

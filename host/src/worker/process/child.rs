@@ -172,8 +172,10 @@ fn worker_main() -> i32 {
     let worker = Shared::new(None, None, Default::default())
         .and_then(|shared| shared.load_compiled(&hello.plugin, &hello.compiled, fuel))
         .and_then(|linked| {
-            // The component is loaded and the runtime set up; no guest code
-            // has run. From here on the process is confined.
+            // The component is loaded (its cache entry was opened) and the
+            // runtime set up; no guest code has run and no thread of ours
+            // has started (the epoch thread starts with the first guest):
+            // Landlock holds for this thread and every thread it starts.
             confine::confine(&hello.task.grants)?;
             #[cfg(debug_assertions)]
             probe_confinement();

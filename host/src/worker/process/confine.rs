@@ -164,14 +164,16 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_getpid,
     libc::SYS_exit,
     libc::SYS_exit_group,
-    // Signals: wasmtime turns guest faults into traps; interrupts.
+    // A sleep or wait resumed after the process was stopped (Ctrl-Z, fg).
+    libc::SYS_restart_syscall,
+    // Signals: wasmtime turns guest faults into traps; interrupts. (tgkill
+    // only to this process's own threads, and ioctl only with a few
+    // requests: see the rules below.)
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
     libc::SYS_tgkill,
-    libc::SYS_tkill,
-    libc::SYS_kill,
     // Time.
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,
@@ -181,10 +183,12 @@ const ALLOWED: &[libc::c_long] = &[
     // The runtime's event loop.
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_pwait2,
     libc::SYS_eventfd2,
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_pipe2,
@@ -435,10 +439,8 @@ mod linux {
     /// falls back to `clone`, whose flags must ask for a thread).
     fn seccomp() -> Result<(), Box<dyn std::error::Error>> {
         let arch: TargetArch = std::env::consts::ARCH.try_into()?;
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
-            .iter()
-            .map(|&call| (call, Vec::new()))
-            .collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
         // clone: only a thread (CLONE_THREAD set), never a new process.
         rules.insert(
             libc::SYS_clone,
@@ -448,6 +450,38 @@ mod linux {
                 SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
                 libc::CLONE_THREAD as u64,
             )?])?],
+        );
+        // tgkill: only to a thread of this process (whatever Landlock's
+        // signal scoping on this kernel).
+        rules.insert(
+            libc::SYS_tgkill,
+            vec![SeccompRule::new(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                u64::from(std::process::id()),
+            )?])?],
+        );
+        // ioctl: only the requests of non-blocking and close-on-exec
+        // descriptors and of reading what is pending; never a terminal's
+        // (`TIOCSTI` would type into the user's shell through an inherited
+        // stderr).
+        rules.insert(
+            libc::SYS_ioctl,
+            [libc::FIONBIO, libc::FIONREAD, libc::FIOCLEX, libc::FIONCLEX]
+                .into_iter()
+                .map(|request| {
+                    // The request's C type differs between architectures.
+                    #[allow(clippy::unnecessary_cast)]
+                    let request = request as u64;
+                    SeccompRule::new(vec![SeccompCondition::new(
+                        1,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        request,
+                    )?])
+                })
+                .collect::<Result<_, _>>()?,
         );
         let allow: BpfProgram = SeccompFilter::new(
             rules,
