@@ -228,19 +228,24 @@ fn core_modules(component: &[u8]) -> u32 {
     modules
 }
 
+/// The error of building `range` of `hostile` with `memory` bytes of cap.
+fn build_error(hostile: &crate::util::Fixture, memory: u64) -> sandgen::Error {
+    hostile
+        .generator("range")
+        .args(&3u64)
+        .memory_limit(memory)
+        .on_output(|_| {})
+        .build()
+        .unwrap_err()
+}
+
 both_isolations!(the_memory_cap_covers_every_memory_of_the_plugin);
 /// Eight memories of 16 MiB each fit one by one under a 64 MiB cap, not
 /// together: the cap is the plugin's, all memories summed (initial sizes
 /// included), so instantiation fails before any plugin code runs.
 fn the_memory_cap_covers_every_memory_of_the_plugin() {
     let hostile = spdl_with_extra_instances("eight-memories", 8, Some(256));
-    let error = hostile
-        .generator("range")
-        .args(&3u64)
-        .memory_limit(64 << 20)
-        .on_output(|_| {})
-        .build()
-        .unwrap_err();
+    let error = build_error(&hostile, 64 << 20);
     assert_error(&error, ErrorKind::MemoryLimit, "memory limit of 64 MiB");
     assert!(
         error.to_string().contains("while instantiating the plugin"),
@@ -263,12 +268,7 @@ both_isolations!(a_plugin_holds_few_memories);
 /// Many tiny memories are refused by their number, however small each is.
 fn a_plugin_holds_few_memories() {
     let hostile = spdl_with_extra_instances("many-memories", 20, Some(1));
-    let error = hostile
-        .generator("range")
-        .args(&3u64)
-        .on_output(|_| {})
-        .build()
-        .unwrap_err();
+    let error = build_error(&hostile, sandgen::DEFAULT_MEMORY_LIMIT);
     assert_error(
         &error,
         ErrorKind::MemoryLimit,
@@ -281,12 +281,7 @@ both_isolations!(a_plugin_holds_few_instances);
 /// bounded.
 fn a_plugin_holds_few_instances() {
     let hostile = spdl_with_extra_instances("many-instances", 100, None);
-    let error = hostile
-        .generator("range")
-        .args(&3u64)
-        .on_output(|_| {})
-        .build()
-        .unwrap_err();
+    let error = build_error(&hostile, sandgen::DEFAULT_MEMORY_LIMIT);
     assert_error(
         &error,
         ErrorKind::MemoryLimit,

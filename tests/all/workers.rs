@@ -106,44 +106,39 @@ fn each_worker_sees_its_index_and_the_count() {
         .unwrap();
     let seen: Vec<(u32, u32, Option<u64>)> = items(&iterable);
     assert_eq!(seen, [(0, 2, Some(42)), (1, 2, Some(42))]);
-    // The Python helper reads the same.
-    let python = plugin(crate::util::artifacts::FIXTURE_PYTHON);
-    let iterable = python
-        .generator("worker")
-        .workers(2)
-        .seed(7)
-        .encoding(sandgen::Encoding::Json)
-        .build()
-        .unwrap();
-    let seen: Vec<(u32, u32, Option<u64>)> = items(&iterable);
-    assert_eq!(seen, [(0, 2, Some(7)), (1, 2, Some(7))]);
-    let sharded = python
-        .generator("sharded")
-        .encoding(sandgen::Encoding::Json)
-        .args(&10u64)
-        .workers(3)
-        .build()
-        .unwrap();
-    assert_eq!(items::<u64>(&sharded), (0..10).collect::<Vec<_>>());
-    // And the JavaScript helper.
-    let js = plugin(crate::util::artifacts::FIXTURE_JS);
-    let iterable = js
-        .generator("worker")
-        .encoding(sandgen::Encoding::Json)
-        .workers(2)
-        .seed(u64::MAX)
-        .build()
-        .unwrap();
-    let seen: Vec<(u32, u32, Option<u64>)> = items(&iterable);
-    assert_eq!(seen, [(0, 2, Some(u64::MAX)), (1, 2, Some(u64::MAX))]);
-    let sharded = js
-        .generator("sharded")
-        .encoding(sandgen::Encoding::Json)
-        .args(&10u64)
-        .workers(3)
-        .build()
-        .unwrap();
-    assert_eq!(items::<u64>(&sharded), (0..10).collect::<Vec<_>>());
+    // The Python and JavaScript helpers read the same (a seed of 64 bits
+    // too), and shard by it.
+    for fixture in [
+        crate::util::artifacts::FIXTURE_PYTHON,
+        crate::util::artifacts::FIXTURE_JS,
+    ] {
+        let guest = plugin(fixture);
+        let iterable = guest
+            .generator("worker")
+            .encoding(sandgen::Encoding::Json)
+            .workers(2)
+            .seed(u64::MAX)
+            .build()
+            .unwrap();
+        let seen: Vec<(u32, u32, Option<u64>)> = items(&iterable);
+        assert_eq!(
+            seen,
+            [(0, 2, Some(u64::MAX)), (1, 2, Some(u64::MAX))],
+            "{fixture}"
+        );
+        let sharded = guest
+            .generator("sharded")
+            .encoding(sandgen::Encoding::Json)
+            .args(&10u64)
+            .workers(3)
+            .build()
+            .unwrap();
+        assert_eq!(
+            items::<u64>(&sharded),
+            (0..10).collect::<Vec<_>>(),
+            "{fixture}"
+        );
+    }
 }
 
 both_isolations!(the_first_failure_in_delivery_order_names_its_worker);
