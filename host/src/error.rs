@@ -46,7 +46,9 @@ pub enum ErrorKind {
     FuelExhausted,
     /// No status arrived from the worker within the configured timeout.
     Timeout,
-    /// The plugin broke the WIT contract, for example with malformed frames.
+    /// The plugin broke the WIT contract, for example with malformed frames,
+    /// or a worker process sent messages that make no sense (a batch
+    /// outside its shared region, more items than the caller had room for).
     Protocol,
     /// An item could not be decoded into the requested type.
     Decode,

@@ -26,7 +26,8 @@
 //!
 //! Each iterable has a worker with its own wasm instance and store: a thread
 //! of this process ([`Isolation::Thread`], the default) or a child process
-//! ([`Isolation::Process`]) running the same code over pipes.
+//! ([`Isolation::Process`]) running the same code over its stdin and stdout
+//! (large batches through shared memory on Linux).
 //! The worker follows the protocol of SPDL's `iterate_in_subprocess`:
 //! creating the iterable runs the plugin's initializer and `create` and
 //! blocks until they succeeded or failed; each pass is started by the caller

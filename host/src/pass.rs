@@ -220,7 +220,9 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
             Status::Items(_) | Status::IterationFinished if !state.started => Ok(false),
             Status::Items(batch) => {
                 state.batch_items = batch.count;
-                state.frames = Frames::new(batch.frames, batch.count);
+                let read =
+                    std::mem::replace(&mut state.frames, Frames::new(batch.frames, batch.count));
+                iterable.lanes[lane].worker.recycle(read.into_buf());
                 Ok(state.frames.left() > 0)
             }
             Status::IterationFinished => {

@@ -97,6 +97,7 @@ fn generators_are_listed() {
             "sharded",
             "worker",
             "busy",
+            "blocks",
         ]
     );
 }

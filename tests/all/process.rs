@@ -269,7 +269,175 @@ fn malformed_batch_from_a_worker_process_is_refused() {
         .build()
         .unwrap();
     let error = crate::util::pass_error::<u64>(&iterable);
-    assert_error(&error, ErrorKind::WorkerDied, "sent a malformed message");
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "broke the worker protocol: it sent a malformed message (an item batch whose frames do not match its count)",
+    );
+}
+
+/// Large batches cross through the caller's shared region: items of every
+/// size, around the region's size and past it (those go over the pipe),
+/// arrive exact and in order, and the worker process has the region mapped.
+#[test]
+fn large_items_cross_through_shared_memory_exactly() {
+    let _watch = crate::util::watchdog("process::large_items_cross_through_shared_memory_exactly");
+    #[derive(serde::Serialize)]
+    struct BytesArgs {
+        n: u64,
+        size: usize,
+    }
+    // (item size, buffer bytes): batches of many items, single items that
+    // fill the ring so that it wraps, and items larger than the region.
+    for (size, buffer_bytes) in [
+        (20 << 10, 16 << 20),
+        (300 << 10, 700 << 10),
+        (2 << 20, 100 << 10),
+    ] {
+        let n = 40;
+        let iterable = spdl_process()
+            .generator("bytes")
+            .args(&BytesArgs { n, size })
+            .buffer_bytes(buffer_bytes)
+            .build()
+            .unwrap();
+        let pid = iterable.worker_process_id().unwrap();
+        for _ in 0..2 {
+            let mut pass = iterable.iter::<serde_bytes::ByteBuf>().unwrap();
+            let first = pass.next().unwrap().unwrap();
+            assert_eq!(first.as_ref(), vec![0u8; size].as_slice());
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+            assert!(
+                maps.contains("/memfd:sandgen-items"),
+                "no shared region mapped by worker {pid}:\n{maps}"
+            );
+            let mut count = 1;
+            for (i, item) in pass.enumerate() {
+                let item = item.unwrap();
+                assert!(
+                    item.iter().all(|&b| b == (i + 1) as u8) && item.len() == size,
+                    "item {} of {size} bytes is wrong",
+                    i + 1
+                );
+                count += 1;
+            }
+            assert_eq!(count, n);
+        }
+        // The transport benchmark's workload: one block, sent many times.
+        let blocks: Vec<serde_bytes::ByteBuf> = spdl_process()
+            .generator("blocks")
+            .args(&BytesArgs { n: 5, size })
+            .buffer_bytes(buffer_bytes)
+            .build()
+            .unwrap()
+            .iter()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(blocks, vec![serde_bytes::ByteBuf::from(vec![7u8; size]); 5]);
+        // The worker wrote into the region (its pages there are resident),
+        // unless every batch was larger than the region.
+        let written = shared_region_rss_kib(pid);
+        if size < buffer_bytes + (256 << 10) {
+            assert!(written > 0, "worker {pid} never wrote to its region");
+        } else {
+            assert_eq!(written, 0, "{size}-byte items are larger than the region");
+        }
+    }
+}
+
+/// How much of the shared region the worker process `pid` has touched.
+fn shared_region_rss_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let region = smaps
+        .split_once("/memfd:sandgen-items")
+        .unwrap_or_else(|| panic!("no shared region mapped by worker {pid}"))
+        .1;
+    region
+        .lines()
+        .find_map(|line| line.strip_prefix("Rss:"))
+        .and_then(|rss| rss.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A worker process that claims a shared batch outside the caller's region
+/// is refused before anything is read, and killed.
+#[test]
+fn a_shared_batch_outside_the_region_is_refused() {
+    let _watch = crate::util::watchdog("process::a_shared_batch_outside_the_region_is_refused");
+    // A shared batch of 1 item: 8 bytes at offset 2^56.
+    let fake = fake_worker(
+        "sandgen-outside-worker",
+        &format!(
+            "{ITERATION_STARTED}\n{}\nexec cat > /dev/null",
+            printf(&shared_batch(1 << 56, 8, 1))
+        ),
+    );
+    let iterable = with_worker_program(&fake)
+        .generator("range")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap();
+    let error = crate::util::pass_error::<u64>(&iterable);
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "a shared batch of 8 bytes at offset 72057594037927936 lies outside the",
+    );
+}
+
+/// The caller reads a shared batch where the worker wrote it, and
+/// validates its own copy: a worker process that then writes garbage into
+/// the region (a frame whose length overruns its batch) gets `Protocol`.
+#[test]
+fn garbage_in_the_shared_region_is_refused() {
+    let _watch = crate::util::watchdog("process::garbage_in_the_shared_region_is_refused");
+    // A stand-in for a compromised worker, in Python (it needs `recvmsg`
+    // to receive the region): it takes the region's descriptor from its
+    // stdin socket, writes at offset 0 of the ring (after the header page)
+    // a frame holding `abcd` and sends it as a shared batch of 1 item, then
+    // at offset 8 a frame that claims 2^32 - 1 bytes, sent the same way.
+    let fake = crate::util::temp_dir("sandgen-garbage-worker").join("fake-worker");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/usr/bin/env python3\n\
+             import mmap, socket, struct, sys\n\
+             stdin = socket.socket(fileno=0)\n\
+             _, ancillary, _, _ = stdin.recvmsg(12, socket.CMSG_LEN(4))\n\
+             region = mmap.mmap(struct.unpack('i', ancillary[0][2][:4])[0], 0)\n\
+             region[mmap.PAGESIZE:mmap.PAGESIZE + 16] = bytes({:?})\n\
+             sys.stdout.buffer.write(bytes({:?}))\n\
+             sys.stdout.buffer.flush()\n\
+             while stdin.recv(65536):\n    pass\n",
+            b"\x04\0\0\0abcd\xff\xff\xff\xffabcd",
+            [
+                &b"sandgen\0\x03\0\0\0"[..],
+                LOADED,
+                INITIALIZED,
+                ITERATION_STARTED_BYTES,
+                &shared_batch(0, 8, 1),
+                &shared_batch(8, 8, 1),
+            ]
+            .concat(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let iterable = with_worker_program(&fake)
+        .generator("range")
+        .isolation(Isolation::Process)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter_raw().unwrap();
+    assert_eq!(pass.next_item().unwrap().unwrap(), b"abcd");
+    let error = pass.next_item().unwrap().unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "it sent a malformed message (an item batch whose frames do not match its count)",
+    );
 }
 
 /// Arguments too large for a worker process's setup are refused up front,
@@ -358,7 +526,7 @@ fn a_worker_that_ignores_back_pressure_is_killed() {
     };
     assert_error(
         &error,
-        ErrorKind::WorkerDied,
+        ErrorKind::Protocol,
         "sent a malformed message (more items than its caller had room for)",
     );
     assert_eq!(items, 0, "the oversized batch was delivered");
@@ -375,7 +543,7 @@ fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
         &fake,
         format!(
             "#!/bin/sh\n\
-             printf 'sandgen\\000\\002\\000\\000\\000'\n\
+             printf 'sandgen\\000\\003\\000\\000\\000'\n\
              printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
              printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
              {rest}\n"
@@ -384,6 +552,28 @@ fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     fake
+}
+
+/// `Loaded`, `InitializationSucceeded` and `IterationStarted` reports
+/// (bincode `[0, 7]`, `[0, 0]`, `[0, 2]` under tag 0).
+const LOADED: &[u8] = b"\x03\0\0\0\0\0\0\0\0\0\x07";
+const INITIALIZED: &[u8] = b"\x03\0\0\0\0\0\0\0\0\0\0";
+const ITERATION_STARTED_BYTES: &[u8] = b"\x03\0\0\0\0\0\0\0\0\0\x02";
+
+/// A `printf` command that writes exactly `bytes`.
+fn printf(bytes: &[u8]) -> String {
+    let escaped: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+    format!("printf '{escaped}'")
+}
+
+/// A shared-batch report: `[u64 length 21][tag 2][count][offset][length]`.
+fn shared_batch(offset: u64, len: u64, count: u32) -> Vec<u8> {
+    let mut frame = 21u64.to_le_bytes().to_vec();
+    frame.push(2);
+    frame.extend_from_slice(&count.to_le_bytes());
+    frame.extend_from_slice(&offset.to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame
 }
 
 /// `IterationStarted` (bincode `[0, 2]` under tag 0), in `printf` form.

@@ -126,6 +126,11 @@ impl Frames {
         Some(frame)
     }
 
+    /// The batch's buffer, for reuse.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// A reader of the items not yet read, borrowing the batch.
     pub fn view(&self) -> FramesView<'_> {
         FramesView {

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use sandgen_wire::Encoding;
 use sandgen_wire::frame::validate_batch;
 use wasmtime::component::ResourceAny;
@@ -19,7 +19,7 @@ use crate::guest::output::OutputHandler;
 use crate::guest::{Guest, Interrupt, Linked, Stop, reported_error};
 use crate::options::{Flow, Limits};
 use crate::protocol::{Batch, Command, Status};
-use crate::worker::task::Task;
+use crate::worker::task::{Reports, Task};
 
 /// The most bytes asked of the guest in one `next` call (a larger single item
 /// still comes whole).
@@ -34,7 +34,7 @@ pub(crate) fn run(
     task: Task,
     output: OutputHandler,
     commands: &Receiver<Command>,
-    statuses: &Sender<Status>,
+    statuses: &dyn Reports,
     interrupt: &Interrupt,
 ) {
     let generator = task.generator.clone();
@@ -67,14 +67,14 @@ pub(crate) fn run(
         } else {
             Status::InitializationFailed(error)
         };
-        let _ = statuses.send(status);
+        statuses.report(status);
     }
 }
 
 /// The worker's side of the protocol.
 struct Worker<'a> {
     commands: &'a Receiver<Command>,
-    statuses: &'a Sender<Status>,
+    statuses: &'a dyn Reports,
     interrupt: &'a Interrupt,
     guest: Guest,
     iterable: ResourceAny,
@@ -98,23 +98,23 @@ impl Worker<'_> {
         task: Task,
         output: OutputHandler,
         commands: &Receiver<Command>,
-        statuses: &Sender<Status>,
+        statuses: &dyn Reports,
         interrupt: &Interrupt,
         initialized: &AtomicBool,
     ) {
-        if statuses.send(Status::Loaded).is_err() {
+        if !statuses.report(Status::Loaded) {
             return;
         }
         let (guest, iterable) = match Self::initialize(linked, &task, output, interrupt) {
             Ok(ready) => ready,
             Err(Stop::Quiet) => return,
             Err(Stop::Failed(error)) => {
-                let _ = statuses.send(Status::InitializationFailed(error));
+                statuses.report(Status::InitializationFailed(error));
                 return;
             }
         };
         initialized.store(true, Ordering::SeqCst);
-        if statuses.send(Status::InitializationSucceeded).is_err() {
+        if !statuses.report(Status::InitializationSucceeded) {
             return;
         }
         let mut worker = Worker {
@@ -184,7 +184,7 @@ impl Worker<'_> {
     }
 
     fn send(&self, status: Status) -> bool {
-        self.statuses.send(status).is_ok()
+        self.statuses.report(status)
     }
 
     /// Stand By: wait for a command.

@@ -3,8 +3,8 @@
 //! flavour decides where the worker state machine (`machine.rs`) runs:
 //!
 //! - [`thread`]: on a thread of the caller's process;
-//! - [`process`]: in a child process, over pipes, running the very same
-//!   thread flavour inside.
+//! - [`process`]: in a child process, over its stdin and stdout, running
+//!   the very same thread flavour inside.
 //!
 //! A new isolation mode is a new flavour file here, one arm in
 //! [`WorkerHandle::spawn`] (and in the two methods that reach the flavour),
@@ -45,7 +45,8 @@ pub enum Isolation {
     /// fastest start and hand-off.
     #[default]
     Thread,
-    /// A child process running the same worker, talking over pipes: adds an
+    /// A child process running the same worker, talking over its stdin and
+    /// stdout (large batches through shared memory on Linux): adds an
     /// OS process boundary against faults of the runtime itself, and the OS
     /// can kill it. Needs the compile cache and a worker program (see
     /// [`EngineBuilder`](crate::EngineBuilder)).
@@ -109,7 +110,8 @@ impl WorkerHandle {
                 plugin.linked(fuel)?.clone(),
                 task,
                 output,
-                worker_queues,
+                worker_queues.commands,
+                worker_queues.statuses,
             )?),
             Isolation::Process => {
                 Flavor::Process(ProcessWorker::spawn(plugin, task, output, worker_queues)?)
@@ -123,6 +125,15 @@ impl WorkerHandle {
         match &self.flavor {
             Flavor::Thread(_) => None,
             Flavor::Process(process) => Some(process.pid()),
+        }
+    }
+
+    /// Gives back the buffer of a batch the caller has read, for the worker
+    /// to fill again (a worker process copies its shared batches into
+    /// them: reusing memory already in place saves page faults).
+    pub(crate) fn recycle(&self, buf: Vec<u8>) {
+        if let Flavor::Process(process) = &self.flavor {
+            process.recycle(buf);
         }
     }
 

@@ -40,6 +40,20 @@ pub(crate) struct WorkerQueues {
     pub(crate) statuses: Sender<Status>,
 }
 
+/// Where a worker's statuses go: the caller's queue for a worker thread;
+/// in a worker process, straight to the caller's pipe (and shared region),
+/// from the worker's own thread.
+pub(crate) trait Reports {
+    /// Reports `status`; `false` when nobody listens any more.
+    fn report(&self, status: Status) -> bool;
+}
+
+impl Reports for Sender<Status> {
+    fn report(&self, status: Status) -> bool {
+        self.send(status).is_ok()
+    }
+}
+
 /// A fresh pair of queues (unbounded: the back-pressure is the credit the
 /// caller returns with `Command::Consumed`, not the queue's capacity).
 pub(crate) fn queues() -> (Queues, WorkerQueues) {

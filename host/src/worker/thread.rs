@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::protocol::Command;
+
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::OutputHandler;
 use crate::guest::{Interrupt, Linked};
 use crate::worker::machine;
-use crate::worker::task::{Task, WorkerQueues, thread_name};
+use crate::worker::task::{Reports, Task, thread_name};
 
 /// The caller's handle on a worker thread.
 pub(crate) struct ThreadWorker {
@@ -22,12 +24,14 @@ pub(crate) struct ThreadWorker {
 }
 
 impl ThreadWorker {
-    /// Starts the worker thread.
+    /// Starts the worker thread: commands from `commands`, statuses to
+    /// `statuses`.
     pub(crate) fn spawn(
         linked: Linked,
         task: Task,
         output: OutputHandler,
-        queues: WorkerQueues,
+        commands: Receiver<Command>,
+        statuses: impl Reports + Send + 'static,
     ) -> Result<ThreadWorker, Error> {
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let interrupt = Arc::new(Interrupt::default());
@@ -40,8 +44,8 @@ impl ThreadWorker {
                     &linked,
                     task,
                     output,
-                    &queues.commands,
-                    &queues.statuses,
+                    &commands,
+                    &statuses,
                     &worker_interrupt,
                 );
             })
@@ -56,6 +60,11 @@ impl ThreadWorker {
             done,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Waits for the worker thread to end by itself.
+    pub(crate) fn wait(&self) {
+        let _ = self.done.recv();
     }
 
     /// Stops the guest at once, wherever it is.

@@ -9,12 +9,15 @@
 //!   it and reports its death.
 //! - [`child`]: the worker program's side.
 //! - [`wire`]: the framing and the versioned handshake between them.
+//! - [`shared`]: the shared-memory region large item batches cross.
 //! - [`confine`]: the OS confinement a child applies to itself before any
 //!   guest code runs.
 
 pub(crate) mod child;
 pub(crate) mod confine;
 mod parent;
+#[cfg(target_os = "linux")]
+mod shared;
 mod wire;
 
 pub(crate) use crate::worker::process::parent::ProcessWorker;

@@ -7,7 +7,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,8 @@ use crate::guest::output::{GuestStream, OutputHandler, OutputLine};
 use crate::protocol::{Command, Status};
 use crate::runtime::Loaded;
 use crate::worker::machine::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
+#[cfg(target_os = "linux")]
+use crate::worker::process::shared::{self, Region};
 use crate::worker::process::wire::{self, Hello, Preamble, Report, WORKER_ARG};
 use crate::worker::task::{Task, WorkerQueues, thread_name};
 
@@ -44,10 +46,28 @@ enum Broken {
     Io(std::io::Error),
 }
 
+/// The shared region of a worker process, where the platform has one.
+#[cfg(target_os = "linux")]
+type SharedRegion = Option<Region>;
+#[cfg(not(target_os = "linux"))]
+type SharedRegion = Option<std::convert::Infallible>;
+
+/// The largest shared region made for a worker process: batches larger
+/// than it (single huge items) go over the pipe.
+#[cfg(target_os = "linux")]
+const MAX_REGION: usize = 1 << 30;
+
+/// How many read batch buffers a worker process's caller keeps for reuse,
+/// and the largest it keeps.
+const SPARE_BUFFERS: usize = 4;
+const MAX_SPARE_BUFFER: usize = 2 << 20;
+
 /// The parent's side of a worker process.
 pub(crate) struct ProcessWorker {
     child: Arc<Mutex<Child>>,
     pid: u32,
+    /// Buffers of batches the caller has read, for the reader thread.
+    spare: Sender<Vec<u8>>,
     /// Disconnects when the reader thread has reaped the child.
     reaped: Receiver<()>,
 }
@@ -85,24 +105,70 @@ impl ProcessWorker {
             task.flow.buffer_bytes.saturating_add(max_batch) as u64,
         ));
         let returned = credit.clone();
-        let mut child = program
-            .command()
-            .arg(WORKER_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        // The worker's stdin: on Linux a socket, which also carries the
+        // shared region's descriptor (no `fork` needed to place it in the
+        // child); elsewhere a pipe.
+        #[cfg(target_os = "linux")]
+        let (stdin, child_stdin) = {
+            let (ours, theirs) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
             .map_err(|e| {
                 Error::new(
                     ErrorKind::WorkerDied,
-                    format!(
-                        "failed to start the worker process `{}`: {e}; set `EngineBuilder::worker_program` \
-                         to the sandgen binary",
-                        program.program.display()
-                    ),
+                    format!("failed to make the socket to a worker process: {e}"),
                 )
             })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            (
+                std::os::unix::net::UnixStream::from(ours),
+                Stdio::from(theirs),
+            )
+        };
+        #[cfg(not(target_os = "linux"))]
+        let child_stdin = Stdio::piped();
+        // The region for large batches: the iterable's buffer and one more
+        // batch, as much as the worker may have in flight. Without one (the
+        // system refused a memfd), batches go over the pipe.
+        #[cfg(target_os = "linux")]
+        let (region, region_fd) = match Region::create(
+            task.flow
+                .buffer_bytes
+                .saturating_add(MAX_BATCH_BYTES + 64)
+                .min(MAX_REGION),
+        ) {
+            Ok((region, fd)) => (Some(region), Some(fd)),
+            Err(_) => (None, None),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let (region, region_fd): (SharedRegion, Option<std::convert::Infallible>) = (None, None);
+        let mut command = program.command();
+        command
+            .arg(WORKER_ARG)
+            .stdin(child_stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let spawned = command.spawn();
+        // The caller keeps no copy of the worker's end of its stdin, so that
+        // writing to a worker that died fails instead of filling a buffer.
+        drop(command);
+        let mut child = spawned.map_err(|e| {
+            Error::new(
+                ErrorKind::WorkerDied,
+                format!(
+                    "failed to start the worker process `{}`: {e}; set `EngineBuilder::worker_program` \
+                     to the sandgen binary",
+                    program.program.display()
+                ),
+            )
+        })?;
+        #[cfg(not(target_os = "linux"))]
+        let stdin = child.stdin.take();
+        #[cfg(target_os = "linux")]
+        let stdin = Some(stdin);
+        let (Some(stdin), Some(stdout)) = (stdin, child.stdout.take()) else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::new(
@@ -120,20 +186,23 @@ impl ProcessWorker {
             plugin: plugin.name().to_owned(),
             compiled,
             task,
+            shared: region.as_ref().map(|region| region.size() as u64),
         };
         let pid = child.id();
         let child = Arc::new(Mutex::new(child));
         let (reaped_tx, reaped) = crossbeam_channel::bounded::<()>(0);
+        let (spare, spares) = crossbeam_channel::bounded(SPARE_BUFFERS);
         let worker = ProcessWorker {
             child: child.clone(),
             pid,
+            spare,
             reaped,
         };
         let plugin = plugin.name().to_owned();
         let (commands, statuses) = (queues.commands, queues.statuses);
         let writer = std::thread::Builder::new()
             .name(thread_name("to-", &generator))
-            .spawn(move || forward_commands(stdin, &hello, &commands, &returned));
+            .spawn(move || forward_commands(stdin, region_fd, &hello, &commands, &returned));
         let reader = std::thread::Builder::new()
             .name(thread_name("from-", &generator))
             .spawn(move || {
@@ -147,7 +216,11 @@ impl ProcessWorker {
                         plugin: &plugin,
                         generator: &generator,
                     },
-                    max_batch,
+                    Incoming {
+                        max_batch,
+                        region,
+                        spares,
+                    },
                     &credit,
                     &child,
                 );
@@ -174,6 +247,14 @@ impl ProcessWorker {
         self.pid
     }
 
+    /// Keeps `buf` for the next shared batch, unless enough are kept or it
+    /// is large.
+    pub(crate) fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() <= MAX_SPARE_BUFFER {
+            let _ = self.spare.try_send(buf);
+        }
+    }
+
     /// Stops the worker at once.
     pub(crate) fn kill(&self) {
         let _ = self.child.lock().unwrap_or_else(|e| e.into_inner()).kill();
@@ -190,16 +271,38 @@ impl ProcessWorker {
     }
 }
 
-/// Parent → child: the preamble and the handshake, then every command.
-/// When the caller's side is gone, dropping stdin ends the child.
+/// The caller's end of a worker process's stdin.
+#[cfg(target_os = "linux")]
+type ToChild = std::os::unix::net::UnixStream;
+#[cfg(not(target_os = "linux"))]
+type ToChild = std::process::ChildStdin;
+
+/// The shared region's descriptor, until it is sent.
+#[cfg(target_os = "linux")]
+type RegionFd = Option<std::os::fd::OwnedFd>;
+#[cfg(not(target_os = "linux"))]
+type RegionFd = Option<std::convert::Infallible>;
+
+/// Parent → child: the preamble (with the shared region's descriptor) and
+/// the handshake, then every command. When the caller's side is gone,
+/// dropping stdin ends the child.
 fn forward_commands(
-    stdin: ChildStdin,
+    stdin: ToChild,
+    region: RegionFd,
     hello: &Hello,
     commands: &Receiver<Command>,
     credit: &Credit,
 ) {
     let mut stdin = BufWriter::new(stdin);
-    if wire::write_preamble(&mut stdin)
+    let opened = match region {
+        #[cfg(target_os = "linux")]
+        Some(region) => {
+            use std::os::fd::AsFd as _;
+            shared::send_with_region(stdin.get_ref().as_fd(), &wire::preamble(), region.as_fd())
+        }
+        _ => wire::write_preamble(&mut stdin),
+    };
+    if opened
         .and_then(|()| wire::write(&mut stdin, hello))
         .and_then(|()| stdin.flush())
         .is_err()
@@ -221,6 +324,51 @@ fn forward_commands(
     }
 }
 
+/// How the reader thread takes in item batches.
+struct Incoming {
+    /// The largest batch accepted.
+    max_batch: usize,
+    /// Where large batches arrive, if the worker has a region.
+    region: SharedRegion,
+    /// Buffers to copy them into (`ProcessWorker::recycle`).
+    spares: Receiver<Vec<u8>>,
+}
+
+impl Incoming {
+    /// The batch a worker placed in the shared region, copied out of it
+    /// after checking where the worker says it is.
+    fn shared_batch(
+        &mut self,
+        offset: u64,
+        len: u64,
+        count: u32,
+    ) -> std::io::Result<crate::protocol::Batch> {
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let Some(region) = &mut self.region else {
+            return Err(invalid(
+                "a shared batch, but it has no shared region".into(),
+            ));
+        };
+        if len > self.max_batch as u64 {
+            return Err(invalid(format!(
+                "a {len}-byte batch is larger than the {} bytes allowed",
+                self.max_batch
+            )));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let spare = self.spares.try_recv().unwrap_or_default();
+            let frames = region.copy_out(offset, len, spare).map_err(invalid)?;
+            Ok(crate::protocol::Batch { frames, count })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (offset, count);
+            match *region {}
+        }
+    }
+}
+
 /// Child → parent: reports into the caller's queue and output handler; at
 /// the end, reaps the child and reports its death unless it ended with a
 /// final status.
@@ -229,7 +377,7 @@ fn read_reports(
     statuses: &Sender<Status>,
     output: &OutputHandler,
     origin: &Origin<'_>,
-    max_batch: usize,
+    mut incoming: Incoming,
     credit: &Credit,
     child: &Mutex<Child>,
 ) {
@@ -248,7 +396,14 @@ fn read_reports(
     };
     let broken = broken.or_else(|| {
         loop {
-            match wire::read_report(&mut stdout, max_batch) {
+            let status = match wire::read_report(&mut stdout, incoming.max_batch) {
+                Ok(Some(Report::Status(status))) => status,
+                Ok(Some(Report::Shared { offset, len, count })) => {
+                    match incoming.shared_batch(offset, len, count) {
+                        Ok(batch) => Status::Items(batch),
+                        Err(e) => break Some(Broken::Io(e)),
+                    }
+                }
                 Ok(Some(Report::Output { stderr, bytes })) => {
                     let stream = if stderr {
                         GuestStream::Stderr
@@ -262,8 +417,13 @@ fn read_reports(
                         text: &String::from_utf8_lossy(&bytes),
                         bytes: &bytes,
                     });
+                    continue;
                 }
-                Ok(Some(Report::Status(Status::Items(batch))))
+                Ok(None) => break None,
+                Err(e) => break Some(Broken::Io(e)),
+            };
+            match status {
+                Status::Items(batch)
                     if validate_batch(&batch.frames, u32::MAX, u32::MAX, u32::MAX)
                         != Ok(batch.count)
                         || batch.count == 0 =>
@@ -275,7 +435,7 @@ fn read_reports(
                         "an item batch whose frames do not match its count",
                     )));
                 }
-                Ok(Some(Report::Status(Status::Items(batch))))
+                Status::Items(batch)
                     if !credit.taken(u64::from(batch.count), batch.frames.len() as u64) =>
                 {
                     // A worker honours the caller's back-pressure; one that
@@ -285,7 +445,7 @@ fn read_reports(
                         "more items than its caller had room for",
                     )));
                 }
-                Ok(Some(Report::Status(status))) => {
+                status => {
                     if matches!(status, Status::IterationStarted) {
                         // A pass starts with the whole buffer free.
                         credit.reset();
@@ -301,8 +461,6 @@ fn read_reports(
                         break None;
                     }
                 }
-                Ok(None) => break None,
-                Err(e) => break Some(Broken::Io(e)),
             }
         }
     });
@@ -359,6 +517,19 @@ fn read_reports(
             status.map_or_else(|e| format!("could not be waited for ({e})"), describe),
             origin.program.display(),
         )),
+        // What it sent makes no sense: not a crash but a broken (or
+        // compromised) worker, as a plugin that returns malformed frames.
+        (Some(Broken::Io(e)), status) if e.kind() == std::io::ErrorKind::InvalidData => Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "the worker process of generator {generator} broke the worker protocol: it sent \
+                     a malformed message ({e}), and {}",
+                match status {
+                    Ok(status) if exited_by_itself => describe(status),
+                    _ => "was killed".to_owned(),
+                }
+            ),
+        ),
         (Some(Broken::Io(e)), Ok(status)) if exited_by_itself => died(format!(
             "sent a malformed message ({e}), and {}",
             describe(status)

@@ -3,8 +3,9 @@
 //! caller and a worker program of different sandgen versions refuse each
 //! other clearly); then each message is a frame `[u64 little-endian
 //! length][tag byte][payload]`. Item batches (the hot path) are written and
-//! read without an intermediate copy; other messages are bincode with a size
-//! limit (`sandgen_wire::message`).
+//! read without an intermediate copy, or cross through shared memory
+//! (`shared.rs`) with only their place in it on the pipe; other messages
+//! are bincode with a size limit (`sandgen_wire::message`).
 
 use std::io::{self, Read, Write};
 
@@ -30,7 +31,7 @@ const MAX_REPORT: usize = 1 << 20;
 /// agree on. Raise it with any change to the messages below or to
 /// [`Command`](crate::protocol::Command), [`Status`], [`Task`](crate::worker::task::Task)
 /// or what they contain.
-pub(crate) const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 3;
 
 /// The first argument that makes a program a worker process.
 pub(crate) const WORKER_ARG: &str = "__sandgen-worker";
@@ -45,6 +46,9 @@ pub(crate) struct Hello {
     /// carry (the worker has no component bytes to compute it from).
     pub(crate) compiled: Entry,
     pub(crate) task: Task,
+    /// The size of the shared region (header page and ring) whose
+    /// descriptor the caller sent with its preamble, if it made one.
+    pub(crate) shared: Option<u64>,
 }
 
 /// Opens each direction of the stream, before any frame: the magic, then
@@ -54,6 +58,8 @@ const MAGIC: &[u8; 8] = b"sandgen\0";
 
 const TAG_MESSAGE: u8 = 0;
 const TAG_ITEMS: u8 = 1;
+/// Worker → caller: an item batch in the shared region.
+const TAG_SHARED: u8 = 2;
 
 /// Worker process → parent, besides item batches.
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,6 +70,13 @@ pub(crate) enum Report {
         stderr: bool,
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
+    },
+    /// An item batch of `count` items in the shared region: `len` bytes at
+    /// `offset`, as the worker claims (the caller checks both).
+    Shared {
+        offset: u64,
+        len: u64,
+        count: u32,
     },
 }
 
@@ -80,10 +93,17 @@ fn bad(what: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Writes this side's preamble: the magic and the protocol version.
+/// This side's preamble: the magic and the protocol version.
+pub(crate) fn preamble() -> [u8; 12] {
+    let mut preamble = [0; 12];
+    preamble[..8].copy_from_slice(MAGIC);
+    preamble[8..].copy_from_slice(&PROTOCOL.to_le_bytes());
+    preamble
+}
+
+/// Writes this side's preamble.
 pub(crate) fn write_preamble(w: &mut impl Write) -> io::Result<()> {
-    w.write_all(MAGIC)?;
-    w.write_all(&PROTOCOL.to_le_bytes())
+    w.write_all(&preamble())
 }
 
 /// What the other side opened its stream with.
@@ -196,6 +216,13 @@ pub(crate) fn write_report(w: &mut impl Write, report: Report) -> io::Result<()>
             w.write_all(&batch.count.to_le_bytes())?;
             w.write_all(&batch.frames)
         }
+        Report::Shared { offset, len, count } => {
+            w.write_all(&21u64.to_le_bytes())?;
+            w.write_all(&[TAG_SHARED])?;
+            w.write_all(&count.to_le_bytes())?;
+            w.write_all(&offset.to_le_bytes())?;
+            w.write_all(&len.to_le_bytes())
+        }
         other => write(w, &other),
     }
 }
@@ -220,6 +247,22 @@ pub(crate) fn read_report(r: &mut impl Read, max_batch: usize) -> io::Result<Opt
                 frames,
                 count: u32::from_le_bytes(count),
             }))))
+        }
+        TAG_SHARED => {
+            if len != 20 {
+                return Err(bad(format!(
+                    "a shared batch message of {len} bytes, not 20"
+                )));
+            }
+            let mut fields = [0u8; 20];
+            r.read_exact(&mut fields)?;
+            let (count, place) = fields.split_at(4);
+            let (offset, len) = place.split_at(8);
+            Ok(Some(Report::Shared {
+                offset: u64::from_le_bytes(offset.try_into().expect("8 bytes")),
+                len: u64::from_le_bytes(len.try_into().expect("8 bytes")),
+                count: u32::from_le_bytes(count.try_into().expect("4 bytes")),
+            }))
         }
         other => Err(bad(format!("unexpected frame tag {other}"))),
     }
@@ -255,6 +298,17 @@ mod tests {
         let error = Error::new(ErrorKind::Trap, "boom");
         match round_trip(Report::Status(Status::IteratorFailed(error.clone()))) {
             Report::Status(Status::IteratorFailed(e)) => assert_eq!(e, error),
+            other => panic!("{other:?}"),
+        }
+        let shared = Report::Shared {
+            offset: 1 << 40,
+            len: 65_540,
+            count: 7,
+        };
+        match round_trip(shared) {
+            Report::Shared { offset, len, count } => {
+                assert_eq!((offset, len, count), (1 << 40, 65_540, 7))
+            }
             other => panic!("{other:?}"),
         }
         let mut buf = Vec::new();
@@ -317,6 +371,11 @@ mod tests {
                 frames: vec![2, 0, 0, 0, 1, 2],
                 count: 1,
             })),
+            Report::Shared {
+                offset: 4096,
+                len: 6,
+                count: 1,
+            },
         ] {
             let mut buf = Vec::new();
             write_report(&mut buf, report).unwrap();
