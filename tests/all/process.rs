@@ -287,8 +287,10 @@ fn large_items_cross_through_shared_memory_exactly() {
         n: u64,
         size: usize,
     }
-    // (item size, buffer bytes): batches of many items, single items that
-    // fill the ring so that it wraps, and items larger than the region.
+    // (item size, buffer bytes): batches of several items, single items of
+    // a good part of the ring, and items larger than the region (those go
+    // over the pipe). Wrapping around the ring is tested on both sides in
+    // one process (`shared.rs`).
     for (size, buffer_bytes) in [
         (20 << 10, 16 << 20),
         (300 << 10, 700 << 10),
@@ -346,18 +348,29 @@ fn large_items_cross_through_shared_memory_exactly() {
     }
 }
 
-/// How much of the shared region the worker process `pid` has touched.
+/// How much of the shared region's ring the worker process `pid` has
+/// touched: the region's mapping that is not its one-page header.
 fn shared_region_rss_kib(pid: u32) -> u64 {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let region = smaps
-        .split_once("/memfd:sandgen-items")
-        .unwrap_or_else(|| panic!("no shared region mapped by worker {pid}"))
-        .1;
-    region
-        .lines()
-        .find_map(|line| line.strip_prefix("Rss:"))
-        .and_then(|rss| rss.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    let mut mappings = smaps.split("\n").peekable();
+    let mut found = None;
+    while let Some(line) = mappings.next() {
+        if !line.ends_with("/memfd:sandgen-items (deleted)") {
+            continue;
+        }
+        let field = |name: &str, lines: &mut std::iter::Peekable<std::str::Split<'_, &str>>| {
+            lines
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let size = field("Size:", &mut mappings);
+        let rss = field("Rss:", &mut mappings);
+        if size * 1024 > rustix::param::page_size() as u64 {
+            found = Some(rss);
+        }
+    }
+    found.unwrap_or_else(|| panic!("no shared ring mapped by worker {pid}"))
 }
 
 /// A worker process that claims a shared batch outside the caller's region
@@ -387,8 +400,8 @@ fn a_shared_batch_outside_the_region_is_refused() {
 }
 
 /// The caller reads a shared batch where the worker wrote it, and
-/// validates its own copy: a worker process that then writes garbage into
-/// the region (a frame whose length overruns its batch) gets `Protocol`.
+/// validates it: a worker process that puts garbage in the region (a frame
+/// whose length overruns its batch) gets `Protocol`.
 #[test]
 fn garbage_in_the_shared_region_is_refused() {
     let _watch = crate::util::watchdog("process::garbage_in_the_shared_region_is_refused");

@@ -5,7 +5,7 @@
 //!
 //! The process exits as soon as its stdin closes: when the caller drops the
 //! iterable, and when the caller dies, even by SIGKILL (the kernel closes
-//! its pipes). No worker outlives its caller.
+//! the caller's end of it). No worker outlives its caller.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::sync::{Arc, Mutex};
@@ -135,6 +135,10 @@ fn worker_main() -> i32 {
     }
     // The caller's first bytes, and with them (Linux) the shared region's
     // descriptor; then the rest of stdin.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        expect(unused_mut, reason = "filled on Linux only")
+    )]
     let mut first = [0u8; 12];
     #[cfg(target_os = "linux")]
     let (got, region_fd) = {
@@ -262,6 +266,10 @@ struct ToCaller {
 
 impl Reports for ToCaller {
     fn report(&self, status: Status) -> bool {
+        // One lock over placing a batch in the ring and writing where it is:
+        // the caller releases ring space in the order of the pipe, so the
+        // two orders must be the same whoever reports.
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         #[cfg(target_os = "linux")]
         let report = match status {
             Status::Items(batch) if batch.frames.len() >= MIN_SHARED_BATCH => {
@@ -284,7 +292,6 @@ impl Reports for ToCaller {
         };
         #[cfg(not(target_os = "linux"))]
         let report = Report::Status(status);
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         wire::write_report(&mut *out, report)
             .and_then(|()| out.flush())
             .is_ok()

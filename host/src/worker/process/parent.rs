@@ -52,6 +52,16 @@ type SharedRegion = Option<Region>;
 #[cfg(not(target_os = "linux"))]
 type SharedRegion = Option<std::convert::Infallible>;
 
+/// The size of the shared region, for the worker.
+#[cfg(target_os = "linux")]
+fn shared_size(region: &SharedRegion) -> Option<u64> {
+    region.as_ref().map(|region| region.size() as u64)
+}
+#[cfg(not(target_os = "linux"))]
+fn shared_size(_: &SharedRegion) -> Option<u64> {
+    None
+}
+
 /// The largest shared region made for a worker process: batches larger
 /// than it (single huge items) go over the pipe.
 #[cfg(target_os = "linux")]
@@ -186,7 +196,7 @@ impl ProcessWorker {
             plugin: plugin.name().to_owned(),
             compiled,
             task,
-            shared: region.as_ref().map(|region| region.size() as u64),
+            shared: shared_size(&region),
         };
         let pid = child.id();
         let child = Arc::new(Mutex::new(child));
@@ -331,6 +341,10 @@ struct Incoming {
     /// Where large batches arrive, if the worker has a region.
     region: SharedRegion,
     /// Buffers to copy them into (`ProcessWorker::recycle`).
+    #[cfg_attr(
+        not(target_os = "linux"),
+        expect(dead_code, reason = "no region there")
+    )]
     spares: Receiver<Vec<u8>>,
 }
 

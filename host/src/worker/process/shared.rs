@@ -110,10 +110,14 @@ impl Region {
             .max(1)
             .checked_next_multiple_of(page)
             .ok_or_else(|| io::Error::other("shared region too large"))?;
-        let fd = rustix::fs::memfd_create(
-            "sandgen-items",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
+        // Never executable (kernels that enforce `vm.memfd_noexec` refuse
+        // memfds that do not say so; older kernels do not know the flag).
+        let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        let fd = rustix::fs::memfd_create("sandgen-items", flags | MemfdFlags::NOEXEC_SEAL)
+            .or_else(|e| match e {
+                rustix::io::Errno::INVAL => rustix::fs::memfd_create("sandgen-items", flags),
+                e => Err(e),
+            })?;
         rustix::fs::ftruncate(&fd, (page + ring_len) as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let header = Mapping::new(fd.as_fd(), 0, page, ProtFlags::READ | ProtFlags::WRITE)?;
@@ -155,9 +159,11 @@ impl Region {
         // which stays mapped while `self` lives, and the region cannot
         // shrink (sealed), so every byte is readable; the destination has
         // room for `range.len()` bytes, all of which are written before
-        // `set_len`. The worker may write the same bytes meanwhile: the copy
-        // then holds some mix of them, which the validation of the copy
-        // deals with.
+        // `set_len`. The worker may write the same bytes meanwhile (a race
+        // with another process, which Rust's model cannot describe): the
+        // copy then holds some mix of old and new bytes, plain data that
+        // the validation of the copy deals with; nothing here reads the
+        // ring twice or trusts what it read.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.ring.ptr.as_ptr().add(range.start),
@@ -179,9 +185,8 @@ fn checked_range(offset: u64, len: u64, size: usize) -> Option<std::ops::Range<u
     (end <= size).then_some(start..end)
 }
 
-/// The worker's side: the region mapped (the header read-only, the ring
-/// writable), and the batches written to the ring that the caller had not
-/// copied out when last looked, oldest first.
+/// The worker's side: the region mapped, and the batches written to the
+/// ring that the caller had not copied out when last looked, oldest first.
 pub(crate) struct Ring {
     header: Mapping,
     ring: Mapping,
@@ -209,8 +214,11 @@ impl Ring {
             .checked_sub(page)
             .filter(|&len| len > 0)
             .ok_or_else(|| io::Error::other(format!("a {size}-byte region has no ring")))?;
+        // The header is mapped writable although the worker only reads it:
+        // an atomic load from read-only memory is not defined for every
+        // width on every platform, and the worker could remap it anyway.
         Ok(Ring {
-            header: Mapping::new(fd, 0, page, ProtFlags::READ)?,
+            header: Mapping::new(fd, 0, page, ProtFlags::READ | ProtFlags::WRITE)?,
             ring: Mapping::new(fd, page, ring_len, ProtFlags::READ | ProtFlags::WRITE)?,
             held: VecDeque::new(),
             copied: 0,
@@ -255,14 +263,24 @@ pub(crate) fn send_with_region(
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(io::Error::other("no room to send a descriptor"));
     }
-    let mut sent = rustix::net::sendmsg(
-        socket,
-        &[IoSlice::new(bytes)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
+    let mut sent = loop {
+        match rustix::net::sendmsg(
+            socket,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(sent) => break sent,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
     while sent < bytes.len() {
-        sent += rustix::net::send(socket, &bytes[sent..], SendFlags::NOSIGNAL)?;
+        match rustix::net::send(socket, &bytes[sent..], SendFlags::NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -400,12 +418,10 @@ mod tests {
 
     #[test]
     fn the_caller_reads_only_inside_its_ring_and_the_region_cannot_shrink() {
-        let (mut region, fd) = Region::create(10_000).unwrap();
-        assert_eq!(
-            region.size(),
-            4096 + 12_288,
-            "a header page, and whole pages"
-        );
+        let page = rustix::param::page_size();
+        let (mut region, fd) = Region::create(page * 2 + 1).unwrap();
+        assert_eq!(region.size(), page * 4, "a header page, and whole pages");
+        let ring_len = (page * 3) as u64;
         // The descriptor crosses a socket as the caller sends it.
         let (caller, worker) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
@@ -422,18 +438,23 @@ mod tests {
         let offset = ring.put(b"hello").unwrap();
         // The copy replaces what its buffer held.
         assert_eq!(region.copy_out(offset, 5, vec![1; 9]).unwrap(), b"hello");
-        assert_eq!(region.copy_out(12_288, 0, Vec::new()).unwrap(), b"");
-        for (offset, len) in [(12_288, 1), (12_280, 9), (u64::MAX, 2), (1, u64::MAX)] {
+        assert_eq!(region.copy_out(ring_len, 0, Vec::new()).unwrap(), b"");
+        for (offset, len) in [
+            (ring_len, 1),
+            (ring_len - 8, 9),
+            (u64::MAX, 2),
+            (1, u64::MAX),
+        ] {
             assert_eq!(
                 region.copy_out(offset, len, Vec::new()).unwrap_err(),
                 format!(
-                    "a shared batch of {len} bytes at offset {offset} lies outside the 12288-byte ring"
+                    "a shared batch of {len} bytes at offset {offset} lies outside the {ring_len}-byte ring"
                 )
             );
         }
         // A hostile worker cannot truncate the region under the caller's
         // mappings (a read there would fault), nor grow it, nor unseal it.
-        assert!(rustix::fs::ftruncate(&fd, 4096).is_err());
+        assert!(rustix::fs::ftruncate(&fd, page as u64).is_err());
         assert!(rustix::fs::ftruncate(&fd, 1 << 20).is_err());
         assert!(rustix::fs::fcntl_add_seals(&fd, SealFlags::WRITE).is_err());
         assert_eq!(region.copy_out(offset, 5, Vec::new()).unwrap(), b"hello");
