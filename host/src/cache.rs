@@ -6,24 +6,37 @@
 //!
 //! - an entry is named and bound by its key: a SHA-256 of the component's
 //!   bytes, sandgen's version and the engine's settings. The key is written
-//!   into the entry and covered by its checksum, and an entry whose key is
-//!   not the one expected for the component at hand (another plugin's entry
-//!   copied over it, say) is refused and recompiled, never loaded;
-//! - each entry carries a SHA-256 of its key and payload, checked before the
-//!   payload is handed to wasmtime, so a truncated or corrupted file is
-//!   recompiled, not loaded;
-//! - the directory and every entry must be the user's own and writable by
-//!   nobody else, and neither may be a symbolic link; otherwise sandgen
-//!   warns once and compiles in memory. The directory is created private to
-//!   the user (0700), and there is no shared fallback location: without a
-//!   cache directory to use, plugins compile in memory.
+//!   into the entry's check file (`<key>.check`, beside `<key>.cwasm`) and
+//!   covered by its checksum, and an entry whose key is not the one expected
+//!   for the component at hand (another plugin's entry copied over it, say)
+//!   is refused and recompiled, never loaded;
+//! - the check file also holds a SHA-256 of the compiled file, verified when
+//!   the entry is written, and again whenever the file no longer looks as it
+//!   did then (its device, inode, size, modification or change time
+//!   differ): a truncated, rewritten or replaced file is recompiled, not
+//!   loaded. A file that looks unchanged is not read at all: it is mapped,
+//!   and paged in as the code runs, so a 36 MB entry loads in a millisecond;
+//! - a plugin file is found without hashing it: a source record
+//!   (`<id>.source`) maps the file's identity (device, inode, size,
+//!   modification and change time, with the engine's settings) to its key.
+//!   Changing a file's contents always changes its change time, which no
+//!   user can set back, so a plugin rewritten in place, even with the same
+//!   size and modification time, is hashed (and compiled) afresh;
+//! - the directory and every file must be the user's own and writable by
+//!   nobody else, and none may be a symbolic link; otherwise sandgen warns
+//!   once and compiles in memory. The directory is created private to the
+//!   user (0700), and there is no shared fallback location: without a cache
+//!   directory to use, plugins compile in memory.
 //!
 //! What remains: someone who can write the user's own cache directory can
 //! write an entry with a matching key and checksum, made of native code of
 //! their choosing, and sandgen will run it. Such a person can already run
 //! code as that user (through the shell's start-up files, say); that is
-//! outside the threat model (SECURITY.md).
+//! outside the threat model (SECURITY.md). A compiled file whose bytes
+//! change without any change to its metadata (a disk's bit rot, a write to
+//! the block device) is not caught until its metadata changes.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -35,7 +48,12 @@ use wasmtime::component::Component;
 use crate::compile::Artifact;
 use crate::error::{Error, ErrorKind};
 
-const MAGIC: &[u8; 16] = b"sandgen-cwasm-2\n";
+/// Part of every key: a new layout of the cache changes every key.
+const MAGIC: &[u8; 16] = b"sandgen-cwasm-3\n";
+/// Opens a check file.
+const CHECK_MAGIC: &[u8; 16] = b"sandgen-check-1\n";
+/// Opens a source record.
+const SOURCE_MAGIC: &[u8; 16] = b"sandgen-source1\n";
 
 /// Where compiled components are kept.
 #[derive(Clone, Debug)]
@@ -47,11 +65,104 @@ pub(crate) struct Cache {
 /// bytes, sandgen's version and the engine's settings.
 pub(crate) type Key = [u8; 32];
 
-/// An entry of the cache: its file and the key it must carry.
+/// An entry of the cache: its compiled file and the key it must carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) path: PathBuf,
     pub(crate) key: Key,
+}
+
+impl Entry {
+    /// The check file beside the compiled file.
+    fn check_path(&self) -> PathBuf {
+        self.path.with_extension("check")
+    }
+}
+
+/// What a file looks like from outside: where it is, how large, and when
+/// it last changed. Writing a file's contents changes its change time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity([u64; 7]);
+
+impl Identity {
+    /// The identity of an open file; `None` where the platform has none.
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Option<Identity> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            Some(Identity([
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime() as u64,
+                meta.mtime_nsec() as u64,
+                meta.ctime() as u64,
+                meta.ctime_nsec() as u64,
+            ]))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
+    }
+
+    fn to_bytes(self) -> [u8; 56] {
+        let mut bytes = [0; 56];
+        for (chunk, value) in bytes.chunks_exact_mut(8).zip(self.0) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Identity {
+        let mut values = [0; 7];
+        for (value, chunk) in values.iter_mut().zip(bytes.chunks_exact(8)) {
+            *value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        Identity(values)
+    }
+}
+
+/// A plugin's component: its bytes, or a file read only when it must be
+/// compiled.
+pub(crate) enum Source {
+    Bytes(std::sync::Arc<[u8]>),
+    File {
+        path: PathBuf,
+        /// What the file looked like when it was loaded.
+        identity: Identity,
+    },
+}
+
+impl Source {
+    /// The component's bytes: a file is read, and must still look as it did
+    /// when it was loaded (else it changed under the plugin, and what was
+    /// loaded is gone).
+    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+        match self {
+            Source::Bytes(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            Source::File { path, identity } => {
+                let failed = |why: String| {
+                    Error::new(
+                        ErrorKind::Load,
+                        format!("failed to read plugin `{}`: {why}", path.display()),
+                    )
+                };
+                let mut file = File::open(path).map_err(|e| failed(e.to_string()))?;
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)
+                    .map_err(|e| failed(e.to_string()))?;
+                let now = file.metadata().map_err(|e| failed(e.to_string()))?;
+                if Identity::of(&now) != Some(*identity) {
+                    return Err(failed(
+                        "it changed after it was loaded; load it again".into(),
+                    ));
+                }
+                Ok(std::borrow::Cow::Owned(bytes))
+            }
+        }
+    }
 }
 
 /// The default cache directory: `$SANDGEN_CACHE_DIR`, else
@@ -80,42 +191,94 @@ impl Cache {
         Cache { dir }
     }
 
-    /// The compiled `bytes`, from the cache when a valid entry exists,
-    /// otherwise compiled now and stored (best effort: a cache that cannot
-    /// be written only costs the next load a compilation). A cache directory
-    /// that is not safe to trust is not used at all (one warning).
+    /// The compiled component of `source`, from the cache when a valid
+    /// entry exists, otherwise compiled now and stored (best effort: a cache
+    /// that cannot be written only costs the next load a compilation). A
+    /// cache directory that is not safe to trust is not used at all (one
+    /// warning).
     pub(crate) fn load_or_compile(
         &self,
         engine: &wasmtime::Engine,
-        bytes: &[u8],
-        compile: impl FnOnce() -> Result<Artifact, Error>,
+        source: &Source,
+        compile: impl FnOnce(&[u8]) -> Result<Artifact, Error>,
     ) -> Result<Compiled, Error> {
         if let Err(why) = self.usable() {
             warn_once(&self.dir, &why);
             return Ok(Compiled {
-                component: compile()?.into_component(engine)?.0,
+                component: compile(&source.bytes()?)?.into_component(engine)?.0,
                 entry: None,
             });
         }
-        let key = key(engine, bytes);
-        let entry = Entry {
-            path: self.dir.join(format!("{}.cwasm", hex(&key))),
-            key,
+        // A file whose identity was seen before needs no reading at all.
+        let record = match source {
+            Source::File { identity, .. } => Some(self.source_record(engine, identity)),
+            Source::Bytes(_) => None,
+        };
+        let known = record
+            .as_ref()
+            .and_then(|record| read_source_record(record));
+        if let Some(key) = known
+            && let Ok(component) = load(engine, &self.entry(key))
+        {
+            return Ok(Compiled {
+                component,
+                entry: Some(self.entry(key)),
+            });
+        }
+        // Read (and hashed) when its key is not known or its entry unusable.
+        let bytes = source.bytes()?;
+        let key = key(engine, &bytes);
+        let entry = self.entry(key);
+        let remember = |cache: &Cache| {
+            if let Some(record) = &record {
+                let _ = cache.write_private(record, &source_record(&key));
+            }
         };
         if let Ok(component) = load(engine, &entry) {
+            remember(self);
             return Ok(Compiled {
                 component,
                 entry: Some(entry),
             });
         }
-        let (component, serialized) = compile()?.into_component(engine)?;
+        let (component, serialized) = compile(&bytes)?.into_component(engine)?;
         let stored = serialized
             .or_else(|| component.serialize().ok())
             .and_then(|payload| self.store(&entry, &payload).ok());
+        if stored.is_none() {
+            return Ok(Compiled {
+                component,
+                entry: None,
+            });
+        }
+        remember(self);
+        // Loaded again from the stored file: mapped, so that instances map
+        // their memory images from it instead of copying them.
+        let component = load(engine, &entry).unwrap_or(component);
         Ok(Compiled {
             component,
-            entry: stored.map(|()| entry),
+            entry: Some(entry),
         })
+    }
+
+    fn entry(&self, key: Key) -> Entry {
+        Entry {
+            path: self.dir.join(format!("{}.cwasm", hex(&key))),
+            key,
+        }
+    }
+
+    /// Where the key of a plugin file with `identity` is recorded, for this
+    /// engine's settings.
+    fn source_record(&self, engine: &wasmtime::Engine, identity: &Identity) -> PathBuf {
+        let mut hasher = Sha256::new();
+        hasher.update(SOURCE_MAGIC);
+        hasher.update(MAGIC);
+        hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+        hasher.update(settings(engine));
+        hasher.update(identity.to_bytes());
+        let id: [u8; 32] = hasher.finalize().into();
+        self.dir.join(format!("{}.source", hex(&id)))
     }
 
     /// Whether the directory may hold native code that this process runs:
@@ -134,37 +297,98 @@ impl Cache {
         }
     }
 
+    /// Stores a compiled component: the compiled file, then its check file
+    /// (a reader that finds the first without the second recompiles).
     fn store(&self, entry: &Entry, payload: &[u8]) -> std::io::Result<()> {
-        // Write aside under a name of our own, then rename: readers never see
-        // a partial file, and concurrent writers never share one.
+        self.write_private(&entry.path, payload)?;
+        let file = open_entry_file(&entry.path)?;
+        let identity = Identity::of(&file.metadata()?);
+        let digest: [u8; 32] = Sha256::digest(payload).into();
+        self.write_private(
+            &entry.check_path(),
+            &check_record(&entry.key, &digest, identity),
+        )
+    }
+
+    /// Writes `contents` to `path`: aside under a name of our own, then
+    /// renamed, so that readers never see a partial file, concurrent
+    /// writers never share one, and a file already mapped by a reader is
+    /// never changed.
+    fn write_private(&self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let partial = entry
-            .path
-            .with_extension(format!("{}-{n}.partial", std::process::id()));
-        let mut options = std::fs::File::options();
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".{}-{n}.partial", std::process::id()));
+        let partial = PathBuf::from(partial);
+        let mut options = File::options();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut out = options.open(&partial)?;
-        out.write_all(MAGIC)?;
-        out.write_all(&entry.key)?;
-        out.write_all(&checksum(&entry.key, payload))?;
-        out.write_all(payload)?;
+        out.write_all(contents)?;
         out.sync_all()?;
         drop(out);
-        std::fs::rename(&partial, &entry.path).inspect_err(|_| {
+        std::fs::rename(&partial, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&partial);
         })
     }
 }
 
-/// The SHA-256 of an entry's key and payload: what its header carries.
-fn checksum(key: &Key, payload: &[u8]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(key);
-    hasher.update(payload);
-    hasher.finalize().into()
+/// A check file: the magic, the entry's key, the SHA-256 of its compiled
+/// file, what that file looked like when it was verified, and a SHA-256 of
+/// all of these.
+fn check_record(key: &Key, digest: &[u8; 32], identity: Option<Identity>) -> Vec<u8> {
+    let mut record = CHECK_MAGIC.to_vec();
+    record.extend_from_slice(key);
+    record.extend_from_slice(digest);
+    record.extend_from_slice(&identity.map_or([0; 56], Identity::to_bytes));
+    let seal: [u8; 32] = Sha256::digest(&record).into();
+    record.extend_from_slice(&seal);
+    record
+}
+
+/// A source record: the magic, the key, and a SHA-256 of both.
+fn source_record(key: &Key) -> Vec<u8> {
+    let mut record = SOURCE_MAGIC.to_vec();
+    record.extend_from_slice(key);
+    let seal: [u8; 32] = Sha256::digest(&record).into();
+    record.extend_from_slice(&seal);
+    record
+}
+
+/// The fields of a sealed record of `len` bytes that opens with `magic`,
+/// when it is one, intact, in a trusted file.
+fn read_record(path: &Path, magic: &[u8; 16], len: usize) -> Option<Vec<u8>> {
+    let mut file = open_entry_file(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() != len as u64 || trusted(&meta).is_err() {
+        return None;
+    }
+    let mut record = Vec::with_capacity(len);
+    file.read_to_end(&mut record).ok()?;
+    let (fields, seal) = record.split_at_checked(len.checked_sub(32)?)?;
+    let sealed: [u8; 32] = Sha256::digest(fields).into();
+    (fields.starts_with(magic) && seal == sealed).then(|| fields[16..].to_vec())
+}
+
+/// The key a source record holds, if it is intact.
+fn read_source_record(path: &Path) -> Option<Key> {
+    read_record(path, SOURCE_MAGIC, 16 + 32 + 32)?
+        .try_into()
+        .ok()
+}
+
+/// Opens a file of the cache for reading, without following a link or
+/// blocking on a FIFO planted at its path.
+fn open_entry_file(path: &Path) -> std::io::Result<File> {
+    let mut options = File::options();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+    );
+    options.open(path)
 }
 
 /// Whether a file or directory is the user's own and writable by nobody
@@ -205,13 +429,16 @@ fn warn_once(dir: &Path, why: &str) {
 }
 
 /// Loads a cache entry written by [`Cache::store`], after checking that it
-/// is trusted, carries `entry.key`, and is intact.
+/// is trusted, carries `entry.key`, and is intact: by its recorded identity
+/// when the file still looks as it did when it was verified, else by its
+/// checksum (and then the check file is brought up to date). The compiled
+/// file is mapped, not read.
 ///
 /// # Errors
 ///
-/// When the file is missing, not trusted, not a sandgen cache file, bound to
-/// another component or engine, corrupted, or made by an incompatible
-/// engine.
+/// When the file or its check file is missing, not trusted, not a sandgen
+/// cache file, bound to another component or engine, corrupted, or made by
+/// an incompatible engine.
 pub(crate) fn load(engine: &wasmtime::Engine, entry: &Entry) -> Result<Component, Error> {
     let bad = |why: String| {
         Error::new(
@@ -230,52 +457,83 @@ pub(crate) fn load(engine: &wasmtime::Engine, entry: &Entry) -> Result<Component
         }
         trusted(&meta).map_err(|why| bad(format!("its directory: {why}")))?;
     }
-    let mut options = std::fs::File::options();
-    options.read(true);
-    // Neither follow a link nor block on a FIFO planted at the entry's path.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut options,
-        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
-    );
-    let mut file = options.open(&entry.path).map_err(|e| bad(e.to_string()))?;
+    let mut file = open_entry_file(&entry.path).map_err(|e| bad(e.to_string()))?;
     let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
         return Err(bad("it is not a regular file".into()));
     }
     trusted(&meta).map_err(bad)?;
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut data)
-        .map_err(|e| bad(e.to_string()))?;
-    let rest = data
-        .strip_prefix(MAGIC.as_slice())
-        .filter(|rest| rest.len() >= 64)
-        .ok_or_else(|| bad("not a sandgen cache file".into()))?;
-    let (key, rest) = rest.split_at(32);
-    let (digest, payload) = rest.split_at(32);
+    let check = read_record(&entry.check_path(), CHECK_MAGIC, 16 + 32 + 32 + 56 + 32)
+        .ok_or_else(|| bad("its check file is missing or damaged".into()))?;
+    let (key, rest) = check.split_at(32);
+    let (digest, identity) = rest.split_at(32);
     if key != entry.key {
         return Err(bad(
             "it was compiled from another component or engine (its key does not match)".into(),
         ));
     }
-    if checksum(&entry.key, payload).as_slice() != digest {
-        return Err(bad("its checksum does not match (corrupted)".into()));
+    let identity = Identity::from_bytes(identity);
+    if Identity::of(&meta) != Some(identity) {
+        // Changed, copied or restored since it was verified: verify again.
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| bad(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.finalize().as_slice() != digest {
+            return Err(bad("its checksum does not match (corrupted)".into()));
+        }
+        let digest: [u8; 32] = digest.try_into().expect("32 bytes");
+        let record = check_record(&entry.key, &digest, Identity::of(&meta));
+        if let Some(dir) = entry.path.parent() {
+            let _ = Cache::new(dir.to_owned()).write_private(&entry.check_path(), &record);
+        }
     }
-    // SAFETY: the payload is byte for byte what `Component::serialize` of
-    // this host wrote for exactly this component and engine (the key and the
-    // checksum above), in a file and directory that only this user can
-    // write; wasmtime checks the engine settings again.
-    unsafe { Component::deserialize(engine, payload) }.map_err(|e| bad(format!("{e:#}")))
+    // SAFETY: the file is byte for byte what `Component::serialize` of this
+    // host wrote for exactly this component and engine (the key and the
+    // checksum above, or the identity it had when they were checked), in a
+    // file and directory that only this user can write, and the cache never
+    // changes a file in place (new entries are renamed over old ones), so
+    // the mapping stays as checked; wasmtime checks the engine settings
+    // again. It is opened again through this descriptor where the system
+    // allows, so that it is the very file checked.
+    let same_file = same_file_path(&file).filter(|path| path.exists());
+    let component =
+        unsafe { Component::deserialize_file(engine, same_file.as_deref().unwrap_or(&entry.path)) };
+    component.map_err(|e| bad(format!("{e:#}")))
+}
+
+/// A path that opens the file behind `file` itself (Linux).
+fn same_file_path(file: &File) -> Option<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        Some(PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+/// The engine's settings that compiled code depends on.
+fn settings(engine: &wasmtime::Engine) -> [u8; 8] {
+    let mut settings = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut settings);
+    settings.finish().to_le_bytes()
 }
 
 /// The cache key: what the compiled code depends on.
 fn key(engine: &wasmtime::Engine, bytes: &[u8]) -> Key {
-    let mut settings = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut settings);
     let mut hasher = Sha256::new();
     hasher.update(MAGIC);
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
-    hasher.update(settings.finish().to_le_bytes());
+    hasher.update(settings(engine));
     hasher.update(bytes);
     hasher.finalize().into()
 }
@@ -300,10 +558,12 @@ mod tests {
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
     /// Compiles the empty component in this process.
-    fn compile(engine: &wasmtime::Engine) -> impl FnOnce() -> Result<Artifact, Error> {
-        move || {
-            crate::compile::in_process(engine, "empty", EMPTY_COMPONENT).map(Artifact::Component)
-        }
+    fn compile(engine: &wasmtime::Engine) -> impl FnOnce(&[u8]) -> Result<Artifact, Error> {
+        move |bytes| crate::compile::in_process(engine, "empty", bytes).map(Artifact::Component)
+    }
+
+    fn empty() -> Source {
+        Source::Bytes(EMPTY_COMPONENT.into())
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -318,7 +578,7 @@ mod tests {
         let dir = temp_dir("roundtrip");
         let cache = Cache::new(dir.clone());
         let first = cache
-            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
+            .load_or_compile(&engine, &empty(), compile(&engine))
             .unwrap();
         let entry = first.entry.expect("stored");
         let file = entry.path.clone();
@@ -333,20 +593,119 @@ mod tests {
         let err = load(&engine, &entry).err().unwrap();
         assert!(err.to_string().contains("checksum does not match"), "{err}");
         let again = cache
-            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
+            .load_or_compile(&engine, &empty(), compile(&engine))
             .unwrap();
         assert_eq!(again.entry.as_ref(), Some(&entry));
         assert!(load(&engine, &entry).is_ok());
 
-        // Not a cache file at all.
+        // Not a compiled file at all.
         std::fs::write(&file, b"garbage").unwrap();
+        let err = load(&engine, &entry).err().unwrap();
+        assert!(err.to_string().contains("checksum does not match"), "{err}");
+
+        // A missing or damaged check file: the entry is not used.
+        cache
+            .load_or_compile(&engine, &empty(), compile(&engine))
+            .unwrap();
+        let check = entry.check_path();
+        let mut record = std::fs::read(&check).unwrap();
+        record[20] ^= 1;
+        std::fs::write(&check, &record).unwrap();
+        let err = load(&engine, &entry).err().unwrap();
         assert!(
-            load(&engine, &entry)
-                .err()
-                .unwrap()
-                .to_string()
-                .contains("not a sandgen cache file")
+            err.to_string().contains("check file is missing or damaged"),
+            "{err}"
         );
+        std::fs::remove_file(&check).unwrap();
+        let err = load(&engine, &entry).err().unwrap();
+        assert!(
+            err.to_string().contains("check file is missing or damaged"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A compiled file that looks as it did when it was verified is not
+    /// read; one that does not (here: touched, same bytes) is verified by
+    /// its checksum, and its check file brought up to date.
+    #[test]
+    fn an_entry_is_verified_again_only_when_it_looks_changed() {
+        let engine = wasmtime::Engine::default();
+        let dir = temp_dir("identity");
+        let cache = Cache::new(dir.clone());
+        let entry = cache
+            .load_or_compile(&engine, &empty(), compile(&engine))
+            .unwrap()
+            .entry
+            .unwrap();
+        let check = std::fs::read(entry.check_path()).unwrap();
+        assert!(load(&engine, &entry).is_ok());
+        assert_eq!(
+            std::fs::read(entry.check_path()).unwrap(),
+            check,
+            "rewritten"
+        );
+        let file = File::options().write(true).open(&entry.path).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        drop(file);
+        assert!(load(&engine, &entry).is_ok());
+        let updated = std::fs::read(entry.check_path()).unwrap();
+        assert_ne!(updated, check, "the new identity is recorded");
+        assert!(load(&engine, &entry).is_ok());
+        assert_eq!(std::fs::read(entry.check_path()).unwrap(), updated);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A plugin file seen before is found by its identity without being
+    /// read (here it no longer exists at all); a file rewritten in place
+    /// with the same size and modification time has another identity (its
+    /// change time moved), so its new contents are compiled.
+    #[test]
+    fn plugin_files_are_found_by_identity_and_rewrites_are_seen() {
+        let engine = wasmtime::Engine::default();
+        let dir = temp_dir("sources");
+        let cache = Cache::new(dir.clone());
+        std::fs::create_dir_all(&dir).unwrap();
+        // Two components of the same size: a custom section named `a` or `b`.
+        let plugin = dir.join("plugin.wasm");
+        let with_section = |name: u8| [EMPTY_COMPONENT, &[0, 2, 1, name]].concat();
+        std::fs::write(&plugin, with_section(b'a')).unwrap();
+        let source_of = |path: &Path| Source::File {
+            path: path.to_owned(),
+            identity: Identity::of(&std::fs::metadata(path).unwrap()).unwrap(),
+        };
+        let first = source_of(&plugin);
+        let a = cache
+            .load_or_compile(&engine, &first, compile(&engine))
+            .unwrap()
+            .entry
+            .unwrap();
+        let Source::File { identity, .. } = first else {
+            unreachable!()
+        };
+        let gone = Source::File {
+            path: dir.join("no-such-file.wasm"),
+            identity,
+        };
+        let compiled = cache.load_or_compile(&engine, &gone, |_| panic!("compiled"));
+        assert_eq!(compiled.unwrap().entry, Some(a.clone()));
+
+        let modified = std::fs::metadata(&plugin).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut file = File::options().write(true).open(&plugin).unwrap();
+        file.write_all(&with_section(b'b')).unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+        let meta = std::fs::metadata(&plugin).unwrap();
+        assert_eq!((meta.len(), meta.modified().unwrap()), (12, modified));
+        let b = cache
+            .load_or_compile(&engine, &source_of(&plugin), compile(&engine))
+            .unwrap()
+            .entry
+            .unwrap();
+        assert_ne!(a, b, "the rewritten file was taken for the old one");
+        assert_eq!(b.key, key(&engine, &with_section(b'b')));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -360,7 +719,7 @@ mod tests {
                 .map(|_| {
                     scope.spawn(|| {
                         cache
-                            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
+                            .load_or_compile(&engine, &empty(), compile(&engine))
                             .unwrap()
                             .entry
                     })
@@ -375,8 +734,9 @@ mod tests {
         for entry in &entries {
             assert!(load(&engine, entry).is_ok());
         }
-        // Only the entry itself is left: no partial files.
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // Only the entry itself (compiled file and check file) is left: no
+        // partial files.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -396,7 +756,7 @@ mod tests {
         let engine = wasmtime::Engine::default();
         let cache = Cache::new(PathBuf::from("/proc/definitely/not/writable"));
         let compiled = cache
-            .load_or_compile(&engine, EMPTY_COMPONENT, compile(&engine))
+            .load_or_compile(&engine, &empty(), compile(&engine))
             .unwrap();
         assert!(compiled.entry.is_none());
     }

@@ -14,9 +14,11 @@ use crate::runtime::Shared;
 
 /// Compiles plugins and runs their workers; cheap to clone.
 ///
-/// One engine holds the compiler settings and a clock thread that lets busy
-/// guests be interrupted; the clock runs only while workers are alive. Create
-/// one per process and share it.
+/// An engine holds the compile cache, the worker program and the load
+/// limits. The wasmtime engines, linkers and the clock thread that lets busy
+/// guests be interrupted are set up once per process and shared by every
+/// engine (the clock ticks only while guests run), so engines with other
+/// options cost little; plugins loaded from one engine share it.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), sandgen::Error> {
@@ -69,19 +71,47 @@ impl Engine {
     /// [`ErrorKind::Incompatible`] when it is not a sandgen plugin.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| {
+        let failed = |e: std::io::Error| {
             Error::new(
                 ErrorKind::Load,
                 format!("failed to read plugin `{}`: {e}", path.display()),
             )
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(failed)?;
+        let identity = file
+            .metadata()
+            .ok()
+            .and_then(|meta| crate::cache::Identity::of(&meta));
+        // With a compile cache, a file seen before is found by its identity
+        // and not read at all (only its first bytes, to check what it is).
+        let (head, source) = match identity {
+            Some(identity) if self.shared.has_cache() => {
+                let mut head = Vec::with_capacity(8);
+                std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 8), &mut head)
+                    .map_err(failed)?;
+                let source = crate::cache::Source::File {
+                    path: path.to_owned(),
+                    identity,
+                };
+                (head, source)
+            }
+            _ => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes).map_err(failed)?;
+                let bytes: Arc<[u8]> = bytes.into();
+                (
+                    bytes[..bytes.len().min(8)].to_vec(),
+                    crate::cache::Source::Bytes(bytes),
+                )
+            }
+        };
         let name = path.file_stem().map_or_else(
             || path.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
         let loaded = self
             .shared
-            .load(&name, &path.display().to_string(), &bytes)?;
+            .load(&name, &path.display().to_string(), &head, source)?;
         Ok(Plugin::new(loaded))
     }
 
@@ -92,7 +122,8 @@ impl Engine {
     ///
     /// As for [`Engine::load`].
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, Error> {
-        Ok(Plugin::new(self.shared.load(name, name, bytes)?))
+        let source = crate::cache::Source::Bytes(bytes.into());
+        Ok(Plugin::new(self.shared.load(name, name, bytes, source)?))
     }
 }
 

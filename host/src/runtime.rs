@@ -1,7 +1,9 @@
 //! The wasmtime side of loading a plugin: one wasmtime engine and linker per
-//! metering (with or without fuel), each set up on first use; components
-//! compiled (or loaded from the compile cache) and linked into
-//! [`Linked`]s; and the epoch clock that lets busy guests be interrupted.
+//! metering (with or without fuel), each set up on first use and shared by
+//! every [`Engine`](crate::Engine) of the process; components compiled (or
+//! loaded from the compile cache) and linked into [`Linked`]s, whose
+//! `InstancePre` every worker and iterable of the plugin instantiates; and
+//! the epoch clock that lets busy guests be interrupted.
 //!
 //! [`Shared`] is what an [`Engine`](crate::Engine) is; [`Loaded`] is what a
 //! [`Plugin`](crate::Plugin) is. Both are shared by every worker of the
@@ -13,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings;
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, Source};
 use crate::clock::Clock;
 use crate::compile::{self, Artifact, LoadLimits, WorkerProgram};
 use crate::error::{Error, ErrorKind};
@@ -99,8 +101,29 @@ impl Runtimes {
     }
 }
 
-/// Everything an engine holds: the compile cache, the worker program, the
-/// runtimes and the epoch clock.
+/// The runtimes and the epoch clock of this process: set up once (each
+/// runtime on first use) and shared by every engine, so that every plugin
+/// loaded in the process uses the same wasmtime engines and linkers, and
+/// one thread ticks their epochs.
+fn process_runtimes() -> Result<(Arc<Runtimes>, Clock), Error> {
+    static PROCESS: OnceLock<Result<(Arc<Runtimes>, Clock), Error>> = OnceLock::new();
+    PROCESS
+        .get_or_init(|| {
+            let runtimes = Arc::new(Runtimes::default());
+            let ticking = runtimes.clone();
+            let clock = Clock::start(move || ticking.tick()).map_err(|e| {
+                Error::new(
+                    ErrorKind::Load,
+                    format!("failed to start the epoch thread: {e}"),
+                )
+            })?;
+            Ok((runtimes, clock))
+        })
+        .clone()
+}
+
+/// Everything an engine holds: the compile cache, the worker program, and
+/// the process's runtimes and epoch clock.
 pub(crate) struct Shared {
     cache: Option<Cache>,
     worker_program: Option<WorkerProgram>,
@@ -117,14 +140,7 @@ impl Shared {
         worker_program: Option<WorkerProgram>,
         load: LoadLimits,
     ) -> Result<Shared, Error> {
-        let runtimes = Arc::new(Runtimes::default());
-        let ticking = runtimes.clone();
-        let clock = Clock::start(move || ticking.tick()).map_err(|e| {
-            Error::new(
-                ErrorKind::Load,
-                format!("failed to start the epoch thread: {e}"),
-            )
-        })?;
+        let (runtimes, clock) = process_runtimes()?;
         Ok(Shared {
             cache: cache.map(Cache::new),
             worker_program,
@@ -153,19 +169,27 @@ impl Shared {
         })
     }
 
-    /// Checks, compiles (or loads from the cache) and links a component.
+    /// Whether plugin files are found through the compile cache (and read
+    /// only when they must be compiled).
+    pub(crate) fn has_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Checks (by its first bytes, `head`), compiles (or loads from the
+    /// cache) and links a component.
     pub(crate) fn load(
         self: &Arc<Self>,
         name: &str,
         origin: &str,
-        bytes: &[u8],
+        head: &[u8],
+        source: Source,
     ) -> Result<Loaded, Error> {
-        check_header(origin, bytes)?;
+        check_header(origin, head)?;
         let loaded = Loaded {
             shared: self.clone(),
             name: name.into(),
             origin: origin.to_owned(),
-            bytes: bytes.into(),
+            source,
             plain: OnceLock::new(),
             fueled: OnceLock::new(),
         };
@@ -227,8 +251,9 @@ pub(crate) struct Loaded {
     shared: Arc<Shared>,
     name: Arc<str>,
     origin: String,
-    /// The component, kept to compile it for the fuel engine on demand.
-    bytes: Arc<[u8]>,
+    /// The component (or its file), to compile it for the fuel engine on
+    /// demand.
+    source: Source,
     plain: OnceLock<Result<Prepared, Error>>,
     fueled: OnceLock<Result<Prepared, Error>>,
 }
@@ -285,20 +310,25 @@ impl Loaded {
         let slot = if fuel { &self.fueled } else { &self.plain };
         slot.get_or_init(|| {
             let runtime = self.shared.runtimes.get(fuel)?;
-            let compile = || match self.shared.compiler() {
+            let compile = |bytes: &[u8]| match self.shared.compiler() {
                 Some(program) => {
-                    compile::in_child(&program, fuel, &self.origin, &self.bytes, self.shared.load)
+                    compile::in_child(&program, fuel, &self.origin, bytes, self.shared.load)
                         .map(Artifact::Serialized)
                 }
-                None => compile::in_process(&runtime.engine, &self.origin, &self.bytes)
+                None => compile::in_process(&runtime.engine, &self.origin, bytes)
                     .map(Artifact::Component),
             };
             let (component, entry) = match &self.shared.cache {
                 Some(cache) => {
-                    let compiled = cache.load_or_compile(&runtime.engine, &self.bytes, compile)?;
+                    let compiled = cache.load_or_compile(&runtime.engine, &self.source, compile)?;
                     (compiled.component, compiled.entry)
                 }
-                None => (compile()?.into_component(&runtime.engine)?.0, None),
+                None => (
+                    compile(&self.source.bytes()?)?
+                        .into_component(&runtime.engine)?
+                        .0,
+                    None,
+                ),
             };
             Ok(Prepared {
                 linked: Linked {

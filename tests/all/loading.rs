@@ -216,3 +216,56 @@ fn a_generator_name_with_a_nul_is_an_unknown_generator() {
     let error = spdl().generator("ra\0nge").build().unwrap_err();
     assert_error(&error, ErrorKind::CreateFailed, "has no generator named");
 }
+
+/// The compile cache finds a plugin file it has seen by the file's
+/// identity, without reading it; a file rewritten in place with other
+/// contents of the same size, its modification time set back, is read and
+/// compiled afresh (writing moved its change time, which no one can set
+/// back), never served the old compilation.
+#[test]
+fn a_plugin_rewritten_in_place_is_loaded_afresh() {
+    let _watch = crate::util::watchdog("loading::a_plugin_rewritten_in_place_is_loaded_afresh");
+    let dir = crate::util::temp_dir("rewritten-plugin");
+    let path = dir.join("plugin.wasm");
+    let engine = || {
+        sandgen::Engine::builder()
+            .cache_dir(dir.join("cache"))
+            .build()
+            .unwrap()
+    };
+    let description = |plugin: &sandgen::Plugin| {
+        let generators = plugin.generators().unwrap();
+        let blocks = generators.iter().find(|g| g.name == "blocks").unwrap();
+        blocks.description.clone()
+    };
+    let original = std::fs::read(artifacts::FIXTURE_SPDL).unwrap();
+    std::fs::write(&path, &original).unwrap();
+    let first = engine().load(&path).unwrap();
+    assert!(description(&first).contains("each byte 7,"));
+    // The same size, one byte of the description changed.
+    let at = original
+        .windows(11)
+        .position(|w| w == b"each byte 7")
+        .expect("the description is in the component");
+    let mut changed = original.clone();
+    changed[at + 10] = b'8';
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut file = std::fs::File::options().write(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, &changed).unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (meta.len(), meta.modified().unwrap()),
+        (original.len() as u64, modified)
+    );
+    let second = engine().load(&path).unwrap();
+    assert!(
+        description(&second).contains("each byte 8,"),
+        "the old compilation was served: {}",
+        description(&second)
+    );
+    // The first plugin still runs what it loaded.
+    assert!(description(&first).contains("each byte 7,"));
+}

@@ -361,7 +361,14 @@ fn the_compile_cache_is_private_and_written_once() {
         found
     };
     let first = entries(&dir);
-    assert_eq!(first.len(), 1, "{first:?}");
+    // The compiled file, its check file, and the record of the plugin
+    // file's identity.
+    let mut kinds: Vec<_> = first
+        .iter()
+        .map(|(p, _)| p.extension().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["check", "cwasm", "source"], "{first:?}");
     let again = sandgen::Engine::builder().cache_dir(&dir).build().unwrap();
     again.load(artifacts::FIXTURE_KINDS).unwrap();
     assert_eq!(
@@ -410,16 +417,11 @@ fn a_worker_process_refuses_a_corrupt_cache_entry() {
         .build()
         .unwrap();
     let plugin = engine.load(artifacts::FIXTURE_KINDS).unwrap();
-    let entry = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = cache_files(&dir, "cwasm").pop().unwrap();
     let mut bytes = std::fs::read(&entry).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
-    std::fs::write(&entry, &bytes).unwrap();
+    replace_file(&entry, &bytes);
     let error = plugin
         .generator("kinds")
         .isolation(Isolation::Process)
@@ -427,7 +429,7 @@ fn a_worker_process_refuses_a_corrupt_cache_entry() {
         .unwrap_err();
     assert_error(&error, ErrorKind::Load, "checksum");
     // Truncated, likewise.
-    std::fs::write(&entry, &bytes[..middle]).unwrap();
+    replace_file(&entry, &bytes[..middle]);
     let error = plugin
         .generator("kinds")
         .isolation(Isolation::Process)
@@ -522,20 +524,21 @@ fn a_cache_entry_is_bound_to_its_component() {
             .build()
             .unwrap()
     };
-    let entries = || -> Vec<std::path::PathBuf> {
-        let mut found: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        found.sort();
-        found
-    };
     engine().load(artifacts::FIXTURE_KINDS).unwrap();
-    let kinds_entry = entries().pop().unwrap();
+    let kinds_entry = cache_files(&dir, "cwasm").pop().unwrap();
     let probe_plugin = engine().load(artifacts::FIXTURE_PROBE).unwrap();
-    let probe_entry = entries().into_iter().find(|e| *e != kinds_entry).unwrap();
-    // The kinds entry, under the probe's name: a worker process refuses it.
-    std::fs::copy(&kinds_entry, &probe_entry).unwrap();
+    let probe_entry = cache_files(&dir, "cwasm")
+        .into_iter()
+        .find(|e| *e != kinds_entry)
+        .unwrap();
+    // The kinds entry (compiled file and check file), under the probe's
+    // name: a worker process refuses it.
+    for extension in ["cwasm", "check"] {
+        replace_file(
+            &probe_entry.with_extension(extension),
+            &std::fs::read(kinds_entry.with_extension(extension)).unwrap(),
+        );
+    }
     let error = probe_plugin
         .generator("stdin")
         .isolation(Isolation::Process)
@@ -608,12 +611,7 @@ fn an_untrusted_cache_is_not_used() {
     // An entry that belongs to someone else (as root, give it away).
     if running_as_root() {
         assert_eq!(list(&private), "");
-        let entry = std::fs::read_dir(&private)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let entry = cache_files(&private, "cwasm").pop().unwrap();
         let before = std::fs::read(&entry).unwrap();
         std::os::unix::fs::chown(&entry, Some(65534), None).unwrap();
         list(&private);
@@ -623,6 +621,27 @@ fn an_untrusted_cache_is_not_used() {
         assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
         assert_eq!(std::fs::read(&entry).unwrap(), before);
     }
+}
+
+/// Replaces a cache file as a new file renamed over it, private to the user
+/// like the cache's own. (Never rewrite a cache file in place: a process
+/// that has it mapped faults, SIGBUS, on the pages that are gone.)
+fn replace_file(path: &Path, contents: &[u8]) {
+    let aside = path.with_extension("replacing");
+    std::fs::write(&aside, contents).unwrap();
+    std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// The files of a cache directory with this extension, sorted.
+fn cache_files(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    found.sort();
+    found
 }
 
 /// Whether the tests run as root (as CI does): only root can give a file

@@ -1,26 +1,25 @@
 //! The thread flavour: the worker state machine on a thread of the caller's
-//! process, with its own guest; interrupted through its [`Interrupt`].
+//! process (kept for the next worker when it ends, `pool.rs`), with its own
+//! guest; interrupted through its [`Interrupt`].
 
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::protocol::Command;
-
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::OutputHandler;
 use crate::guest::{Interrupt, Linked};
-use crate::worker::machine;
+use crate::protocol::Command;
 use crate::worker::task::{Reports, Task, thread_name};
+use crate::worker::{machine, pool};
 
 /// The caller's handle on a worker thread.
 pub(crate) struct ThreadWorker {
     interrupt: Arc<Interrupt>,
-    /// Disconnects when the worker thread ends.
+    /// Disconnects when the worker has ended and dropped everything it
+    /// held (its thread then waits for another worker, `pool.rs`).
     done: Receiver<()>,
-    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ThreadWorker {
@@ -36,30 +35,24 @@ impl ThreadWorker {
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let interrupt = Arc::new(Interrupt::default());
         let worker_interrupt = interrupt.clone();
-        let thread = std::thread::Builder::new()
-            .name(thread_name("", &task.generator))
-            .spawn(move || {
+        pool::run(
+            thread_name("", &task.generator),
+            Box::new(move || {
                 let _done = done_tx;
-                machine::run(
-                    &linked,
-                    task,
-                    output,
-                    &commands,
-                    &statuses,
-                    &worker_interrupt,
-                );
-            })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::WorkerDied,
-                    format!("failed to start a worker thread: {e}"),
-                )
-            })?;
-        Ok(ThreadWorker {
-            interrupt,
-            done,
-            thread: Mutex::new(Some(thread)),
-        })
+                // Dropped before `_done`: the caller learns that the worker
+                // ended once everything it held is gone.
+                let (linked, commands, statuses, interrupt) =
+                    (linked, commands, statuses, worker_interrupt);
+                machine::run(&linked, task, output, &commands, &statuses, &interrupt);
+            }),
+        )
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::WorkerDied,
+                format!("failed to start a worker thread: {e}"),
+            )
+        })?;
+        Ok(ThreadWorker { interrupt, done })
     }
 
     /// Waits for the worker thread to end by itself.
@@ -72,16 +65,11 @@ impl ThreadWorker {
         self.interrupt.trigger();
     }
 
-    /// Interrupts the guest and waits up to `grace` for the thread to end; a
-    /// thread still running then (a guest stuck where no interrupt reaches)
-    /// is left to end on its own.
+    /// Interrupts the guest and waits up to `grace` for the worker to end;
+    /// one still running then (a guest stuck where no interrupt reaches) is
+    /// left to end on its own.
     pub(crate) fn shutdown(&self, grace: Duration) {
         self.interrupt.trigger();
-        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-            self.done.recv_timeout(grace)
-            && let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            let _ = thread.join();
-        }
+        let _ = self.done.recv_timeout(grace);
     }
 }

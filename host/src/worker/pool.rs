@@ -1,0 +1,127 @@
+//! Worker threads are kept a while after their worker ended, for the next
+//! one: starting an iterable then costs a hand-off to a waiting thread, not
+//! a thread start (about 16 µs on the project's machine, a fifth of a small
+//! plugin's whole start; BENCHMARKS.md "Start-up").
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+/// What a thread runs: a worker, named for messages and tools.
+type Job = (String, Box<dyn FnOnce() + Send>);
+
+/// How many threads wait for work at most, and for how long each.
+const MAX_IDLE: usize = 8;
+const IDLE_FOR: Duration = Duration::from_secs(10);
+
+/// The threads waiting for work, newest last.
+static IDLE: Mutex<Vec<Sender<Job>>> = Mutex::new(Vec::new());
+
+fn idle() -> MutexGuard<'static, Vec<Sender<Job>>> {
+    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `job` on a waiting thread, or on a new one named `name`.
+pub(crate) fn run(name: String, job: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    let mut job = (name, job);
+    // A thread taken off the list always receives: it removes itself from
+    // the list before it stops waiting.
+    if let Some(thread) = idle().pop() {
+        match thread.send(job) {
+            Ok(()) => return Ok(()),
+            Err(e) => job = e.into_inner(),
+        }
+    }
+    let (name, work) = job;
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || serve(work))
+        .map(drop)
+}
+
+/// A pool thread: runs its job, then waits for another a while.
+fn serve(mut work: Box<dyn FnOnce() + Send>) {
+    loop {
+        // A worker reports its own panics; this only keeps the thread.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(work));
+        let (offer, jobs) = crossbeam_channel::bounded::<Job>(1);
+        {
+            let mut idle = idle();
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
+            idle.push(offer.clone());
+        }
+        let (name, next) = match jobs.recv_timeout(IDLE_FOR) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut idle = idle();
+                if let Some(at) = idle.iter().position(|s| s.same_channel(&offer)) {
+                    // Still on the list: nobody will send; stop.
+                    idle.swap_remove(at);
+                    return;
+                }
+                drop(idle);
+                // Taken off the list just now: its job is on the way.
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        set_name(&name);
+        work = next;
+    }
+}
+
+/// Names the current thread (Linux: at most 15 bytes are kept).
+fn set_name(name: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+        // Cut at a character boundary, as the name is shown as text.
+        while std::str::from_utf8(&bytes).is_err() {
+            bytes.pop();
+        }
+        if let Ok(name) = std::ffi::CString::new(bytes) {
+            // SAFETY: names the calling thread with a NUL-terminated string
+            // of at most 16 bytes, as the call requires.
+            unsafe {
+                libc::pthread_setname_np(libc::pthread_self(), name.as_ptr());
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs run, each once, on threads that are reused: many jobs one after
+    /// another need far fewer threads.
+    #[test]
+    fn jobs_run_once_on_reused_threads() {
+        let (done, finished) = crossbeam_channel::unbounded();
+        let threads = std::sync::Arc::new(Mutex::new(std::collections::HashSet::new()));
+        for i in 0..200 {
+            let (done, threads) = (done.clone(), threads.clone());
+            run(
+                format!("sandgen-test-{i}"),
+                Box::new(move || {
+                    threads.lock().unwrap().insert(std::thread::current().id());
+                    done.send(i).unwrap();
+                }),
+            )
+            .unwrap();
+            // One at a time, as iterables opened one after another.
+            assert_eq!(finished.recv_timeout(Duration::from_secs(10)), Ok(i));
+        }
+        let used = threads.lock().unwrap().len();
+        assert!(used < 20, "{used} threads for 200 jobs one after another");
+    }
+}
