@@ -8,7 +8,7 @@ For the Rust (`example-tokenize`), Python and JavaScript example plugins:
 - call to first item in a fresh process (`sandgen bench`: building the
   iterable to its first item, the plugin loaded), median of --runs, with
   the load from the cache (`load_ms`) beside it;
-- call to first item warm, in one process (`sandgen-bench-startup`: 50
+- call to first item warm, in one process (`sandgen-bench-startup`: 200
   iterables one after another, median of all but the first);
 - compiling (load with an empty cache), once;
 - 1,000 iterables of the Python plugin one after another in one process:
@@ -112,7 +112,7 @@ def main() -> None:
                     row["load"].append(report["load_ms"])
     now_cache = binaries["now"][1]
     warm_first = {
-        (plugin, isolation): warm(now_cache, plugin, isolation, 50)["first_item_ms"][
+        (plugin, isolation): warm(now_cache, plugin, isolation, 200)["first_item_ms"][
             "median"
         ]
         for plugin in PLUGINS

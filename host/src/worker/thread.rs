@@ -38,12 +38,13 @@ impl ThreadWorker {
         pool::run(
             thread_name("", &task.generator),
             Box::new(move || {
-                let _done = done_tx;
-                // Dropped before `_done`: the caller learns that the worker
-                // ended once everything it held is gone.
+                // All dropped here: the caller learns that the worker ended
+                // (`done` disconnects) once everything it held is gone and
+                // its thread waits for the next worker.
                 let (linked, commands, statuses, interrupt) =
                     (linked, commands, statuses, worker_interrupt);
                 machine::run(&linked, task, output, &commands, &statuses, &interrupt);
+                Box::new(done_tx)
             }),
         )
         .map_err(|e| {
