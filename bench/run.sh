@@ -15,12 +15,7 @@ cargo build -q -p sandgen --bin sandgen
 cargo build -q -p sandgen-bench
 cargo build -q --release --target wasm32-wasip2 -p fixture-spdl
 # The Python and JavaScript example plugins, with the pinned toolchains.
-tests/install-plugin-tools.sh
-mkdir -p target/bench-plugins
-PYTHONDONTWRITEBYTECODE=1 guest-sdk/python/.venv/bin/componentize-py -d wit -w plugin componentize \
-    -p guest-sdk/python -p examples/python app -o target/bench-plugins/example_python.wasm >/dev/null
-guest-sdk/js/node_modules/.bin/componentize-js examples/js/app.js -w guest-sdk/js/wit -n plugin \
-    -d http -d fetch-event -o target/bench-plugins/example_js.wasm >/dev/null
+bench/build-plugins.sh
 if [ ! -x bench/.venv/bin/python ]; then
     python3 -m venv bench/.venv
 fi

@@ -11,36 +11,14 @@ cd "$(dirname "$0")/.."
 rustup toolchain install >/dev/null
 args=()
 if [ -n "${2:-}" ]; then
-    worktree=$(mktemp -d)
-    trap 'git worktree remove --force "$worktree"' EXIT
-    git worktree add -q --detach "$worktree" "$2"
-    # As in bench/transport.sh: REF's crates get artifact names of their own.
-    separate=()
-    for crate in sandgen sandgen-wire; do
-        separate+=(--config "profile.dev.package.$crate.codegen-units=255")
-    done
-    binary=$(CARGO_TARGET_DIR="$PWD/target" cargo build -q "${separate[@]}" --manifest-path "$worktree/Cargo.toml" \
-        -p sandgen --bin sandgen --message-format=json |
-        python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "sandgen" and m.get("executable"):
-        print(m["executable"])')
-    mkdir -p target/bench-before
-    cp "$binary" target/bench-before/sandgen
-    args=(--before target/bench-before/sandgen --before-label "$2")
+    args=(--before "$(bench/build-revision.sh "$2")" --before-label "$2")
 fi
 # target/debug/sandgen may be REF's by now: link this tree's again.
 touch host/src/main.rs
 cargo build -q -p sandgen --bin sandgen
 cargo build -q -p sandgen-bench --bin sandgen-bench-startup
 cargo build -q --release --target wasm32-wasip2 -p example-tokenize
-tests/install-plugin-tools.sh
-mkdir -p target/bench-plugins
-PYTHONDONTWRITEBYTECODE=1 guest-sdk/python/.venv/bin/componentize-py -d wit -w plugin componentize \
-    -p guest-sdk/python -p examples/python app -o target/bench-plugins/example_python.wasm >/dev/null
-guest-sdk/js/node_modules/.bin/componentize-js examples/js/app.js -w guest-sdk/js/wit -n plugin \
-    -d http -d fetch-event -o target/bench-plugins/example_js.wasm >/dev/null
+bench/build-plugins.sh
 if [ ! -x bench/.venv/bin/python ]; then
     python3 -m venv bench/.venv
 fi

@@ -76,6 +76,21 @@ mod runtime;
 mod text;
 mod worker;
 
+/// Helpers of the unit tests.
+#[cfg(test)]
+mod testing {
+    /// A xorshift64 stream from `seed`: the fuzz tests' dependency-free
+    /// randomness, the same in every run.
+    pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+}
+
 /// The generated bindings of `wit/generator.wit`; private.
 mod bindings {
     wasmtime::component::bindgen!({

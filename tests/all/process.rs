@@ -263,12 +263,7 @@ fn malformed_batch_from_a_worker_process_is_refused() {
              exec cat > /dev/null"
         ),
     );
-    let iterable = with_worker_program(&fake)
-        .generator("range")
-        .isolation(Isolation::Process)
-        .build()
-        .unwrap();
-    let error = crate::util::pass_error::<u64>(&iterable);
+    let error = fake_pass_error(&fake);
     assert_error(
         &error,
         ErrorKind::Protocol,
@@ -386,12 +381,7 @@ fn a_shared_batch_outside_the_region_is_refused() {
             printf(&shared_batch(1 << 56, 8, 1))
         ),
     );
-    let iterable = with_worker_program(&fake)
-        .generator("range")
-        .isolation(Isolation::Process)
-        .build()
-        .unwrap();
-    let error = crate::util::pass_error::<u64>(&iterable);
+    let error = fake_pass_error(&fake);
     assert_error(
         &error,
         ErrorKind::Protocol,
@@ -572,6 +562,16 @@ fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
 const LOADED: &[u8] = b"\x03\0\0\0\0\0\0\0\0\0\x07";
 const INITIALIZED: &[u8] = b"\x03\0\0\0\0\0\0\0\0\0\0";
 const ITERATION_STARTED_BYTES: &[u8] = b"\x03\0\0\0\0\0\0\0\0\0\x02";
+
+/// The error of a pass of `range` whose worker program is `fake`.
+fn fake_pass_error(fake: &Path) -> sandgen::Error {
+    let iterable = with_worker_program(fake)
+        .generator("range")
+        .isolation(Isolation::Process)
+        .build()
+        .unwrap();
+    crate::util::pass_error::<u64>(&iterable)
+}
 
 /// A `printf` command that writes exactly `bytes`.
 fn printf(bytes: &[u8]) -> String {

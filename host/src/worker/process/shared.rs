@@ -381,16 +381,10 @@ mod tests {
         let mut ring = Ring::new(fd.as_fd(), region.size()).unwrap();
         let size = region.ring.len;
         let mut model: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1du64);
         let (mut put, mut refused) = (0, 0);
         for i in 0..20_000u32 {
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 if let Some((offset, bytes)) = model.pop_front() {
                     let copy = region
                         .copy_out(offset, bytes.len() as u64, Vec::new())
@@ -476,13 +470,7 @@ mod tests {
             .unwrap_or(50_000);
         let (mut region, _fd) = Region::create(8192).unwrap();
         let size = region.ring.len as u64;
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let edges = [
             0,
             1,

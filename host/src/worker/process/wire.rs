@@ -381,13 +381,7 @@ mod tests {
             write_report(&mut buf, report).unwrap();
             seeds.push(buf);
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut decoded = 0u64;
         for i in 0..iterations {
             // A stream of every seed message, from a rotating start, with a
