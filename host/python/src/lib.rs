@@ -4,7 +4,7 @@
 //! checks options and gives the API its shape.
 //!
 //! Every wait releases the GIL and looks for a pending signal (Ctrl-C)
-//! every [`WAIT`]; items cross into Python a batch at a time.
+//! every `WAIT`; items cross into Python a batch at a time.
 
 mod decode;
 mod errors;
