@@ -26,16 +26,22 @@ pub(crate) struct Clock {
 
 struct Ticker {
     shared: Arc<Shared>,
+    /// What each tick does.
+    tick: Arc<dyn Fn() + Send + Sync + 'static>,
     /// Started by the first activation: a worker process confines itself
     /// before it runs any guest, and a thread started after that is
     /// confined with it.
     thread: Mutex<Ticking>,
 }
 
-/// The tick before the thread runs, then the thread.
+/// The thread, once started, and the fork generation it runs in: a forked
+/// child has no such thread and starts its own (`fork.rs`).
 enum Ticking {
-    NotStarted(Box<dyn Fn() + Send + 'static>),
-    Started(JoinHandle<()>),
+    NotStarted,
+    Started {
+        handle: JoinHandle<()>,
+        generation: u64,
+    },
     Failed,
 }
 
@@ -60,27 +66,42 @@ impl Shared {
 impl Clock {
     /// Starts the thread, which calls `tick` every [`EPOCH_TICK`] while a
     /// guard lives.
-    pub(crate) fn start(tick: impl Fn() + Send + 'static) -> std::io::Result<Clock> {
+    pub(crate) fn start(tick: impl Fn() + Send + Sync + 'static) -> std::io::Result<Clock> {
         Ok(Clock {
             ticker: Arc::new(Ticker {
                 shared: Arc::new(Shared::default()),
-                thread: Mutex::new(Ticking::NotStarted(Box::new(tick))),
+                tick: Arc::new(tick),
+                thread: Mutex::new(Ticking::NotStarted),
             }),
         })
     }
 
-    /// Starts the ticking thread, once.
+    /// Starts the ticking thread, once per process (again in a forked
+    /// child, whose copy of the clock has no thread).
     fn ensure_started(&self) -> std::io::Result<()> {
         let mut thread = self.ticker.thread.lock().unwrap_or_else(|e| e.into_inner());
-        let Ticking::NotStarted(_) = &*thread else {
-            return match &*thread {
-                Ticking::Failed => Err(std::io::Error::other("the epoch thread failed to start")),
-                _ => Ok(()),
-            };
-        };
-        let Ticking::NotStarted(tick) = std::mem::replace(&mut *thread, Ticking::Failed) else {
-            unreachable!("checked above")
-        };
+        let generation = crate::fork::generation();
+        match &*thread {
+            Ticking::Started { generation: g, .. } if *g == generation => return Ok(()),
+            Ticking::Failed => {
+                return Err(std::io::Error::other("the epoch thread failed to start"));
+            }
+            Ticking::Started { .. } => {
+                // Forked: the guests counted active ran on threads this
+                // process does not have; the parent's thread handle is
+                // left alone (it cannot be joined here).
+                let Ticking::Started { handle, .. } =
+                    std::mem::replace(&mut *thread, Ticking::NotStarted)
+                else {
+                    unreachable!("matched above")
+                };
+                std::mem::forget(handle);
+                self.ticker.shared.lock().active = 0;
+            }
+            Ticking::NotStarted => {}
+        }
+        *thread = Ticking::Failed;
+        let tick = self.ticker.tick.clone();
         let clock = self.ticker.shared.clone();
         let handle = std::thread::Builder::new()
             .name("sandgen-epoch".into())
@@ -98,7 +119,7 @@ impl Clock {
                     tick();
                 }
             })?;
-        *thread = Ticking::Started(handle);
+        *thread = Ticking::Started { handle, generation };
         Ok(())
     }
 
@@ -120,8 +141,10 @@ impl Drop for Ticker {
             &mut *self.thread.lock().unwrap_or_else(|e| e.into_inner()),
             Ticking::Failed,
         );
-        if let Ticking::Started(thread) = thread {
-            let _ = thread.join();
+        if let Ticking::Started { handle, generation } = thread
+            && generation == crate::fork::generation()
+        {
+            let _ = handle.join();
         }
     }
 }
@@ -133,6 +156,7 @@ pub(crate) struct ClockGuard {
 
 impl Drop for ClockGuard {
     fn drop(&mut self) {
-        self.clock.ticker.shared.lock().active -= 1;
+        let mut state = self.clock.ticker.shared.lock();
+        state.active = state.active.saturating_sub(1);
     }
 }

@@ -65,6 +65,7 @@ mod codec;
 mod compile;
 mod engine;
 mod error;
+mod fork;
 mod guest;
 mod imports;
 mod iterable;

@@ -178,3 +178,55 @@ def test_no_panic_crosses_into_python(spdl: sandgen.Plugin) -> None:
         with pytest.raises(sandgen.Error):
             spdl.iterable(name, args=1)
     assert os.getpid()  # still alive
+
+
+FORKED = """
+import os, sys
+import sandgen
+plugin = sandgen.load(sys.argv[1], cache_dir=sys.argv[2])
+# The parent runs plugins first (its worker threads and epoch clock start),
+# then forks, as a PyTorch DataLoader forks its workers.
+assert list(plugin.iterable("range", args=3)) == [0, 1, 2]
+pid = os.fork()
+if pid == 0:
+    code = 0
+    try:
+        # A new iterable in the child runs (on a thread of the child's own)
+        assert list(plugin.iterable("range", args=5)) == list(range(5))
+        # and a spinning guest is still interrupted by its timeout (the
+        # child's own epoch clock).
+        try:
+            list(plugin.iterable("spin", args=0, timeout=0.3))
+            code = 4
+        except sandgen.TimeoutError:
+            pass
+    except BaseException as e:
+        print("child failed:", repr(e), flush=True)
+        code = 5
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+assert list(plugin.iterable("range", args=2)) == [0, 1]
+"""
+
+
+def test_a_forked_child_runs_plugins_after_its_parent_did(cache_dir: str) -> None:
+    # In a session of its own, so that a forked child left hanging by a
+    # failure is killed with its parent.
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FORKED), guest("FIXTURE_SPDL"), cache_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = child.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait(timeout=10)
+    assert child.returncode == 0, err
+    assert out.splitlines()[-1] == "child 0", out + err

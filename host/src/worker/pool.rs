@@ -20,11 +20,33 @@ type Job = (String, Work);
 const MAX_IDLE: usize = 8;
 const IDLE_FOR: Duration = Duration::from_secs(10);
 
-/// The threads waiting for work, newest last.
-static IDLE: Mutex<Vec<Sender<Job>>> = Mutex::new(Vec::new());
+/// The threads waiting for work, newest last, and the fork generation they
+/// belong to (a forked child has none of them: `fork.rs`).
+static IDLE: Mutex<(u64, Vec<Sender<Job>>)> = Mutex::new((0, Vec::new()));
 
-fn idle() -> MutexGuard<'static, Vec<Sender<Job>>> {
-    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+/// The threads of this process waiting for work.
+fn idle() -> impl std::ops::DerefMut<Target = Vec<Sender<Job>>> {
+    struct Idle(MutexGuard<'static, (u64, Vec<Sender<Job>>)>);
+    impl std::ops::Deref for Idle {
+        type Target = Vec<Sender<Job>>;
+        fn deref(&self) -> &Self::Target {
+            &self.0.1
+        }
+    }
+    impl std::ops::DerefMut for Idle {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            &mut self.0.1
+        }
+    }
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    let generation = crate::fork::generation();
+    if idle.0 != generation {
+        // Forked: those threads were not copied. Their channels are left
+        // as they are (nothing here may wait on them).
+        std::mem::forget(std::mem::take(&mut idle.1));
+        idle.0 = generation;
+    }
+    Idle(idle)
 }
 
 /// Runs `work` on a waiting thread, or on a new one named `name`. What the
