@@ -59,6 +59,9 @@ const SOURCE_MAGIC: &[u8; 16] = b"sandgen-source1\n";
 #[derive(Clone, Debug)]
 pub(crate) struct Cache {
     dir: PathBuf,
+    /// How long after its last change a plugin file is found by its
+    /// identity ([`SETTLED`]; shorter in tests).
+    settled_after: std::time::Duration,
 }
 
 /// What a compiled component is bound to: the SHA-256 of the component's
@@ -129,6 +132,10 @@ impl Identity {
 pub(crate) enum Source {
     Bytes(std::sync::Arc<[u8]>),
     File {
+        /// The file as it was opened when the plugin was loaded: read
+        /// through this descriptor, so that a file replaced at its path
+        /// since is not taken for it.
+        file: std::sync::Arc<File>,
         path: PathBuf,
         /// What the file looked like when it was loaded.
         identity: Identity,
@@ -137,32 +144,83 @@ pub(crate) enum Source {
 
 impl Source {
     /// The component's bytes: a file is read, and must still look as it did
-    /// when it was loaded (else it changed under the plugin, and what was
-    /// loaded is gone).
+    /// when it was loaded (else it was written since, and what was loaded
+    /// is gone).
     pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
         match self {
             Source::Bytes(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
-            Source::File { path, identity } => {
+            Source::File {
+                file,
+                path,
+                identity,
+            } => {
                 let failed = |why: String| {
                     Error::new(
                         ErrorKind::Load,
                         format!("failed to read plugin `{}`: {why}", path.display()),
                     )
                 };
-                let mut file = File::open(path).map_err(|e| failed(e.to_string()))?;
                 let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes)
-                    .map_err(|e| failed(e.to_string()))?;
+                read_from_start(file, &mut bytes).map_err(|e| failed(e.to_string()))?;
                 let now = file.metadata().map_err(|e| failed(e.to_string()))?;
                 if Identity::of(&now) != Some(*identity) {
                     return Err(failed(
-                        "it changed after it was loaded; load it again".into(),
+                        "it was written after it was loaded; load it again".into(),
                     ));
                 }
                 Ok(std::borrow::Cow::Owned(bytes))
             }
         }
     }
+}
+
+/// All of a file, from its start, whatever its position.
+fn read_from_start(file: &File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = match file.read_at(&mut buf, bytes.len() as u64) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            bytes.extend_from_slice(&buf[..n]);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Seek as _;
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.read_to_end(bytes).map(drop)
+    }
+}
+
+/// How long after its last change a plugin file's identity is trusted to
+/// stand for its contents. A file's change time comes from a clock that may
+/// advance only every few milliseconds (or whole seconds on some file
+/// systems), so a file written again within the same tick would keep its
+/// identity; one last changed longer ago than this cannot be written again
+/// unseen (the "racy git" rule). A file younger than this is hashed on
+/// every load.
+pub(crate) const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a file with `identity` last changed at least `after` ago.
+fn settled(identity: &Identity, after: std::time::Duration) -> bool {
+    let [.., mtime, mtime_ns, ctime, ctime_ns] = identity.0;
+    let last = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            mtime.max(ctime),
+            if ctime >= mtime { ctime_ns } else { mtime_ns } as u32,
+        );
+    std::time::SystemTime::now()
+        .duration_since(last)
+        .is_ok_and(|age| age >= after)
 }
 
 /// The default cache directory: `$SANDGEN_CACHE_DIR`, else
@@ -188,7 +246,10 @@ pub(crate) struct Compiled {
 
 impl Cache {
     pub(crate) fn new(dir: PathBuf) -> Cache {
-        Cache { dir }
+        Cache {
+            dir,
+            settled_after: SETTLED,
+        }
     }
 
     /// The compiled component of `source`, from the cache when a valid
@@ -230,8 +291,10 @@ impl Cache {
         let key = key(engine, &bytes);
         let entry = self.entry(key);
         let remember = |cache: &Cache| {
-            if let Some(record) = &record {
-                let _ = cache.write_private(record, &source_record(&key));
+            if let (Some(record), Source::File { identity, .. }) = (&record, source)
+                && settled(identity, cache.settled_after)
+            {
+                let _ = cache.write_private(record, &source_record(&key), None);
             }
         };
         if let Ok(component) = load(engine, &entry) {
@@ -244,7 +307,7 @@ impl Cache {
         let (component, serialized) = compile(&bytes)?.into_component(engine)?;
         let stored = serialized
             .or_else(|| component.serialize().ok())
-            .and_then(|payload| self.store(&entry, &payload).ok());
+            .and_then(|payload| self.store(engine, &entry, &payload).ok());
         if stored.is_none() {
             return Ok(Compiled {
                 component,
@@ -298,23 +361,43 @@ impl Cache {
     }
 
     /// Stores a compiled component: the compiled file, then its check file
-    /// (a reader that finds the first without the second recompiles).
-    fn store(&self, entry: &Entry, payload: &[u8]) -> std::io::Result<()> {
-        self.write_private(&entry.path, payload)?;
-        let file = open_entry_file(&entry.path)?;
-        let identity = Identity::of(&file.metadata()?);
+    /// (a reader that finds the first without the second recompiles). A
+    /// valid compiled file another writer stored meanwhile is kept, not
+    /// replaced: a file is never swapped under a process that maps it (on
+    /// a network file system, that would fault its readers).
+    fn store(
+        &self,
+        engine: &wasmtime::Engine,
+        entry: &Entry,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
         let digest: [u8; 32] = Sha256::digest(payload).into();
+        let keep = |_: &Path| load(engine, entry).is_ok();
+        let Some(identity) = self.write_private(&entry.path, payload, Some(&keep))? else {
+            // Another writer's valid entry, with its own check file.
+            return Ok(());
+        };
         self.write_private(
             &entry.check_path(),
             &check_record(&entry.key, &digest, identity),
+            None,
         )
+        .map(drop)
     }
 
     /// Writes `contents` to `path`: aside under a name of our own, then
-    /// renamed, so that readers never see a partial file, concurrent
+    /// put in place, so that readers never see a partial file, concurrent
     /// writers never share one, and a file already mapped by a reader is
-    /// never changed.
-    fn write_private(&self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    /// never changed. Returns the identity of the file written (taken from
+    /// its own descriptor after it is in place, as that changes its change
+    /// time), or `None` when `keep` says that a file already at `path` is
+    /// to be kept instead (then the new one is dropped).
+    fn write_private(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        keep: Option<&dyn Fn(&Path) -> bool>,
+    ) -> std::io::Result<Option<Option<Identity>>> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut partial = path.as_os_str().to_owned();
@@ -325,12 +408,31 @@ impl Cache {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut out = options.open(&partial)?;
-        out.write_all(contents)?;
-        out.sync_all()?;
-        drop(out);
-        std::fs::rename(&partial, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&partial);
-        })
+        let placed = out
+            .write_all(contents)
+            .and_then(|()| out.sync_all())
+            .and_then(|()| match keep {
+                // Put in place only where nothing is (a hard link fails
+                // on an existing name), unless what is there is not to
+                // be kept.
+                Some(keep) => match std::fs::hard_link(&partial, path) {
+                    Ok(()) => std::fs::remove_file(&partial).map(|()| true),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && keep(path) => {
+                        std::fs::remove_file(&partial).map(|()| false)
+                    }
+                    Err(_) => std::fs::rename(&partial, path).map(|()| true),
+                },
+                None => std::fs::rename(&partial, path).map(|()| true),
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&partial);
+            })?;
+        if !placed {
+            return Ok(None);
+        }
+        Ok(Some(
+            out.metadata().ok().and_then(|meta| Identity::of(&meta)),
+        ))
     }
 }
 
@@ -359,13 +461,16 @@ fn source_record(key: &Key) -> Vec<u8> {
 /// The fields of a sealed record of `len` bytes that opens with `magic`,
 /// when it is one, intact, in a trusted file.
 fn read_record(path: &Path, magic: &[u8; 16], len: usize) -> Option<Vec<u8>> {
-    let mut file = open_entry_file(path).ok()?;
+    let file = open_entry_file(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() != len as u64 || trusted(&meta).is_err() {
         return None;
     }
     let mut record = Vec::with_capacity(len);
-    file.read_to_end(&mut record).ok()?;
+    file.take(len as u64 + 1).read_to_end(&mut record).ok()?;
+    if record.len() != len {
+        return None;
+    }
     let (fields, seal) = record.split_at_checked(len.checked_sub(32)?)?;
     let sealed: [u8; 32] = Sha256::digest(fields).into();
     (fields.starts_with(magic) && seal == sealed).then(|| fields[16..].to_vec())
@@ -490,7 +595,7 @@ pub(crate) fn load(engine: &wasmtime::Engine, entry: &Entry) -> Result<Component
         let digest: [u8; 32] = digest.try_into().expect("32 bytes");
         let record = check_record(&entry.key, &digest, Identity::of(&meta));
         if let Some(dir) = entry.path.parent() {
-            let _ = Cache::new(dir.to_owned()).write_private(&entry.check_path(), &record);
+            let _ = Cache::new(dir.to_owned()).write_private(&entry.check_path(), &record, None);
         }
     }
     // SAFETY: the file is byte for byte what `Component::serialize` of this
@@ -499,11 +604,21 @@ pub(crate) fn load(engine: &wasmtime::Engine, entry: &Entry) -> Result<Component
     // file and directory that only this user can write, and the cache never
     // changes a file in place (new entries are renamed over old ones), so
     // the mapping stays as checked; wasmtime checks the engine settings
-    // again. It is opened again through this descriptor where the system
-    // allows, so that it is the very file checked.
-    let same_file = same_file_path(&file).filter(|path| path.exists());
-    let component =
-        unsafe { Component::deserialize_file(engine, same_file.as_deref().unwrap_or(&entry.path)) };
+    // again. It is opened again through this descriptor (or read through
+    // it, where the system has no way to), so that it is the very file
+    // checked. Both arms below rely on this.
+    let component = match same_file_path(&file).filter(|path| path.exists()) {
+        // SAFETY: as above: the very file checked, mapped.
+        Some(same_file) => unsafe { Component::deserialize_file(engine, same_file) },
+        None => {
+            // No way to open this very file again: read it through the
+            // descriptor checked, and load it from memory.
+            let mut bytes = Vec::new();
+            read_from_start(&file, &mut bytes).map_err(|e| bad(e.to_string()))?;
+            // SAFETY: as above: the very file checked, read.
+            unsafe { Component::deserialize(engine, &bytes) }
+        }
+    };
     component.map_err(|e| bad(format!("{e:#}")))
 }
 
@@ -562,6 +677,14 @@ mod tests {
         move |bytes| crate::compile::in_process(engine, "empty", bytes).map(Artifact::Component)
     }
 
+    /// Replaces a cache file by renaming a new one over it (as the cache
+    /// does: never in place, as a mapped file must not shrink).
+    fn replace(path: &Path, contents: &[u8]) {
+        let aside = path.with_extension("replacing");
+        std::fs::write(&aside, contents).unwrap();
+        std::fs::rename(&aside, path).unwrap();
+    }
+
     fn empty() -> Source {
         Source::Bytes(EMPTY_COMPONENT.into())
     }
@@ -589,7 +712,7 @@ mod tests {
         let mut data = std::fs::read(&file).unwrap();
         let last = data.len() - 1;
         data[last] ^= 0xff;
-        std::fs::write(&file, &data).unwrap();
+        replace(&file, &data);
         let err = load(&engine, &entry).err().unwrap();
         assert!(err.to_string().contains("checksum does not match"), "{err}");
         let again = cache
@@ -599,7 +722,7 @@ mod tests {
         assert!(load(&engine, &entry).is_ok());
 
         // Not a compiled file at all.
-        std::fs::write(&file, b"garbage").unwrap();
+        replace(&file, b"garbage");
         let err = load(&engine, &entry).err().unwrap();
         assert!(err.to_string().contains("checksum does not match"), "{err}");
 
@@ -657,23 +780,30 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A plugin file seen before is found by its identity without being
-    /// read (here it no longer exists at all); a file rewritten in place
-    /// with the same size and modification time has another identity (its
-    /// change time moved), so its new contents are compiled.
+    /// A plugin file seen before (and settled: last changed long enough
+    /// ago) is found by its identity without being read (here what would be
+    /// read is an empty file); a file rewritten in place with the same size
+    /// and modification time has another identity (its change time moved),
+    /// so its new contents are compiled.
     #[test]
     fn plugin_files_are_found_by_identity_and_rewrites_are_seen() {
         let engine = wasmtime::Engine::default();
         let dir = temp_dir("sources");
-        let cache = Cache::new(dir.clone());
+        let mut cache = Cache::new(dir.clone());
+        cache.settled_after = std::time::Duration::ZERO;
         std::fs::create_dir_all(&dir).unwrap();
         // Two components of the same size: a custom section named `a` or `b`.
         let plugin = dir.join("plugin.wasm");
         let with_section = |name: u8| [EMPTY_COMPONENT, &[0, 2, 1, name]].concat();
         std::fs::write(&plugin, with_section(b'a')).unwrap();
-        let source_of = |path: &Path| Source::File {
-            path: path.to_owned(),
-            identity: Identity::of(&std::fs::metadata(path).unwrap()).unwrap(),
+        let source_of = |path: &Path| {
+            let file = File::open(path).unwrap();
+            let identity = Identity::of(&file.metadata().unwrap()).unwrap();
+            Source::File {
+                file: std::sync::Arc::new(file),
+                path: path.to_owned(),
+                identity,
+            }
         };
         let first = source_of(&plugin);
         let a = cache
@@ -684,11 +814,13 @@ mod tests {
         let Source::File { identity, .. } = first else {
             unreachable!()
         };
-        let gone = Source::File {
+        std::fs::write(dir.join("empty"), b"").unwrap();
+        let unread = Source::File {
+            file: std::sync::Arc::new(File::open(dir.join("empty")).unwrap()),
             path: dir.join("no-such-file.wasm"),
             identity,
         };
-        let compiled = cache.load_or_compile(&engine, &gone, |_| panic!("compiled"));
+        let compiled = cache.load_or_compile(&engine, &unread, |_| panic!("compiled"));
         assert_eq!(compiled.unwrap().entry, Some(a.clone()));
 
         let modified = std::fs::metadata(&plugin).unwrap().modified().unwrap();
@@ -706,6 +838,43 @@ mod tests {
             .unwrap();
         assert_ne!(a, b, "the rewritten file was taken for the old one");
         assert_eq!(b.key, key(&engine, &with_section(b'b')));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A plugin file changed just now is not found by its identity: it
+    /// could be written again within the same tick of the clock that stamps
+    /// its change time. It is read (and hashed) on every load until it has
+    /// settled.
+    #[test]
+    fn a_fresh_plugin_file_is_not_recorded() {
+        let engine = wasmtime::Engine::default();
+        let dir = temp_dir("fresh");
+        let cache = Cache::new(dir.clone());
+        std::fs::create_dir_all(&dir).unwrap();
+        let plugin = dir.join("plugin.wasm");
+        std::fs::write(&plugin, EMPTY_COMPONENT).unwrap();
+        let file = File::open(&plugin).unwrap();
+        let identity = Identity::of(&file.metadata().unwrap()).unwrap();
+        let source = Source::File {
+            file: std::sync::Arc::new(file),
+            path: plugin,
+            identity,
+        };
+        assert!(!settled(&identity, SETTLED));
+        cache
+            .load_or_compile(&engine, &source, compile(&engine))
+            .unwrap();
+        let records = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "source")
+            })
+            .count();
+        assert_eq!(records, 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

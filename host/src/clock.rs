@@ -83,9 +83,7 @@ impl Clock {
         let generation = crate::fork::generation();
         match &*thread {
             Ticking::Started { generation: g, .. } if *g == generation => return Ok(()),
-            Ticking::Failed => {
-                return Err(std::io::Error::other("the epoch thread failed to start"));
-            }
+            Ticking::Failed => return Err(std::io::Error::other("the epoch clock has stopped")),
             Ticking::Started { .. } => {
                 // Forked: the guests counted active ran on threads this
                 // process does not have; the parent's thread handle is
@@ -100,7 +98,9 @@ impl Clock {
             }
             Ticking::NotStarted => {}
         }
-        *thread = Ticking::Failed;
+        // A thread that cannot start now (a transient limit on threads) is
+        // tried again by the next guest.
+        *thread = Ticking::NotStarted;
         let tick = self.ticker.tick.clone();
         let clock = self.ticker.shared.clone();
         let handle = std::thread::Builder::new()

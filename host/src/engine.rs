@@ -78,18 +78,22 @@ impl Engine {
             )
         };
         let mut file = std::fs::File::open(path).map_err(failed)?;
+        // With a compile cache, a regular file seen before is found by its
+        // identity and not read at all (only its first bytes, to check what
+        // it is); it is kept open, so that a compilation needed later (for
+        // fuel metering) reads this very file.
         let identity = file
             .metadata()
             .ok()
+            .filter(|meta| meta.is_file())
             .and_then(|meta| crate::cache::Identity::of(&meta));
-        // With a compile cache, a file seen before is found by its identity
-        // and not read at all (only its first bytes, to check what it is).
         let (head, source) = match identity {
             Some(identity) if self.shared.has_cache() => {
                 let mut head = Vec::with_capacity(8);
                 std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 8), &mut head)
                     .map_err(failed)?;
                 let source = crate::cache::Source::File {
+                    file: Arc::new(file),
                     path: path.to_owned(),
                     identity,
                 };

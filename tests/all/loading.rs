@@ -217,11 +217,11 @@ fn a_generator_name_with_a_nul_is_an_unknown_generator() {
     assert_error(&error, ErrorKind::CreateFailed, "has no generator named");
 }
 
-/// The compile cache finds a plugin file it has seen by the file's
-/// identity, without reading it; a file rewritten in place with other
-/// contents of the same size, its modification time set back, is read and
-/// compiled afresh (writing moved its change time, which no one can set
-/// back), never served the old compilation.
+/// A plugin file rewritten in place with other contents of the same size,
+/// its modification time set back, is read and compiled afresh, never
+/// served the old compilation (the cache finds plugin files by identity,
+/// and writing moved the file's change time; `cache.rs` tests that a known
+/// file is not read).
 #[test]
 fn a_plugin_rewritten_in_place_is_loaded_afresh() {
     let _watch = crate::util::watchdog("loading::a_plugin_rewritten_in_place_is_loaded_afresh");

@@ -11,7 +11,7 @@
 //! and one entry in the tests' list of modes (`tests/all/util.rs`).
 
 mod machine;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod process;
 pub(crate) mod task;
 mod thread;

@@ -22,13 +22,13 @@ const IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// The threads waiting for work, newest last, and the fork generation they
 /// belong to (a forked child has none of them: `fork.rs`).
-static IDLE: Mutex<(u64, Vec<Sender<Job>>)> = Mutex::new((0, Vec::new()));
+static IDLE: Mutex<(u64, Vec<Sender<Option<Job>>>)> = Mutex::new((0, Vec::new()));
 
 /// The threads of this process waiting for work.
-fn idle() -> impl std::ops::DerefMut<Target = Vec<Sender<Job>>> {
-    struct Idle(MutexGuard<'static, (u64, Vec<Sender<Job>>)>);
+fn idle() -> impl std::ops::DerefMut<Target = Vec<Sender<Option<Job>>>> {
+    struct Idle(MutexGuard<'static, (u64, Vec<Sender<Option<Job>>>)>);
     impl std::ops::Deref for Idle {
-        type Target = Vec<Sender<Job>>;
+        type Target = Vec<Sender<Option<Job>>>;
         fn deref(&self) -> &Self::Target {
             &self.0.1
         }
@@ -49,22 +49,30 @@ fn idle() -> impl std::ops::DerefMut<Target = Vec<Sender<Job>>> {
     Idle(idle)
 }
 
+/// Ends the threads waiting for work: work from now on runs on threads
+/// started from now on.
+pub(crate) fn forget_idle() {
+    for thread in idle().drain(..) {
+        let _ = thread.send(None);
+    }
+}
+
 /// Runs `work` on a waiting thread, or on a new one named `name`. What the
 /// work hands back is dropped once the thread waits for work again (or
 /// ends), so that whoever waits for that drop can start more work at once
 /// on the same thread.
 pub(crate) fn run(name: String, work: Work) -> std::io::Result<()> {
-    let job = (name, work);
-    let mut job = job;
+    let mut job = Some((name, work));
     // A thread taken off the list always receives: it removes itself from
     // the list before it stops waiting.
-    if let Some(thread) = idle().pop() {
-        match thread.send(job) {
-            Ok(()) => return Ok(()),
-            Err(e) => job = e.into_inner(),
-        }
+    if let Some(thread) = idle().pop()
+        && let Err(e) = thread.send(job.take())
+    {
+        job = e.into_inner();
     }
-    let (name, work) = job;
+    let Some((name, work)) = job else {
+        return Ok(());
+    };
     std::thread::Builder::new()
         .name(name)
         .spawn(move || serve(work))
@@ -76,7 +84,7 @@ fn serve(mut work: Work) {
     loop {
         // A worker reports its own panics; this only keeps the thread.
         let handed_back = std::panic::catch_unwind(AssertUnwindSafe(work));
-        let (offer, jobs) = crossbeam_channel::bounded::<Job>(1);
+        let (offer, jobs) = crossbeam_channel::bounded::<Option<Job>>(1);
         {
             let mut idle = idle();
             if idle.len() >= MAX_IDLE {
@@ -86,7 +94,8 @@ fn serve(mut work: Work) {
         }
         drop(handed_back);
         let (name, next) = match jobs.recv_timeout(IDLE_FOR) {
-            Ok(job) => job,
+            Ok(Some(job)) => job,
+            Ok(None) => return,
             Err(RecvTimeoutError::Timeout) => {
                 let mut idle = idle();
                 if let Some(at) = idle.iter().position(|s| s.same_channel(&offer)) {
@@ -95,10 +104,11 @@ fn serve(mut work: Work) {
                     return;
                 }
                 drop(idle);
-                // Taken off the list just now: its job is on the way.
+                // Taken off the list just now: its job (or its end) is on
+                // the way.
                 match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+                    Ok(Some(job)) => job,
+                    Ok(None) | Err(_) => return,
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,

@@ -219,6 +219,10 @@ fn worker_main() -> i32 {
             // has started (the epoch thread starts with the first guest):
             // Landlock holds for this thread and every thread it starts.
             confine::confine(&hello.task.grants)?;
+            // Landlock holds only for threads started from now on: a thread
+            // this program kept from before (its own thread workers) must
+            // not run the guest.
+            crate::worker::pool::forget_idle();
             #[cfg(debug_assertions)]
             probe_confinement();
             ThreadWorker::spawn(linked, hello.task, handler, worker_commands, to_caller)
