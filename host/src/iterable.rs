@@ -20,7 +20,7 @@ use crate::pass::{Batches, Pass, RawPass};
 use crate::protocol::{Command, Status};
 use crate::runtime::Loaded;
 use crate::worker::task::Task;
-use crate::worker::{Isolation, WorkerHandle};
+use crate::worker::{Isolation, Parked, WorkerHandle};
 
 /// How long dropping an iterable waits for its worker thread to end.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -444,8 +444,14 @@ impl IterableBuilder {
                 limits: self.limits.clone(),
                 flow: self.flow,
             };
-            let worker = WorkerHandle::spawn(&self.plugin, task, output.clone(), self.isolation)
-                .map_err(|e| name_worker(e, index, workers))?;
+            // One worker thread starts parked: its first steps run on the
+            // caller's thread, when the caller waits for them (no hand-off
+            // between threads before the first item). Several workers start
+            // side by side on threads of their own.
+            let park = self.isolation == Isolation::Thread && workers == 1;
+            let worker =
+                WorkerHandle::spawn(&self.plugin, task, output.clone(), self.isolation, park)
+                    .map_err(|e| name_worker(e, index, workers))?;
             lanes.push(Lane {
                 worker,
                 starts_sent: AtomicU64::new(0),
@@ -727,6 +733,12 @@ impl Iterable {
         waiting_since: Instant,
         phase: &str,
     ) -> Result<Option<Status>, Error> {
+        // Waiting as long as the timeout allows: a parked worker may run
+        // here, up to the end of the timeout.
+        let deadline = self.timeout.map(|timeout| waiting_since + timeout);
+        if let Err(e) = self.run_parked(lane, wait.is_none(), deadline) {
+            return Err(self.recv_failed(lane, e, self.timeout, phase));
+        }
         let (wait, last) = self.slice(wait, waiting_since);
         let statuses = &self.lanes[lane].worker.queues.statuses;
         let received = match wait {
@@ -757,6 +769,8 @@ impl Iterable {
         let (wait, last) = self.slice(wait, waiting_since);
         let mut select = crossbeam_channel::Select::new();
         for &lane in lanes {
+            // Several workers are waited for at once: none runs here.
+            let _ = self.run_parked(lane, false, None);
             select.recv(&self.lanes[lane].worker.queues.statuses);
         }
         let ready = match wait {
@@ -803,12 +817,45 @@ impl Iterable {
         deadline: Option<Duration>,
         phase: &str,
     ) -> Result<Status, Error> {
+        let until = deadline.map(|timeout| Instant::now() + timeout);
+        if let Err(e) = self.run_parked(lane, true, until) {
+            return Err(self.recv_failed(lane, e, deadline, phase));
+        }
         let statuses = &self.lanes[lane].worker.queues.statuses;
         let received = match deadline {
             Some(timeout) => statuses.recv_timeout(timeout),
             None => statuses.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         received.map_err(|e| self.recv_failed(lane, e, deadline, phase))
+    }
+
+    /// After a pass's `StartIteration` went to worker `lane`: a parked
+    /// worker runs here (`inline`, up to the inactivity timeout) or starts
+    /// on its thread. A timeout there is the pass's error, as if met in its
+    /// first wait.
+    pub(crate) fn start_parked(&self, lane: usize, inline: bool) -> Result<(), Error> {
+        let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
+        match self.lanes[lane].worker.pass_started(inline, deadline) {
+            Parked::TimedOut => {
+                Err(self.recv_failed(lane, RecvTimeoutError::Timeout, self.timeout, "iteration"))
+            }
+            Parked::No | Parked::Ran => Ok(()),
+        }
+    }
+
+    /// Before a wait for worker `lane`: a parked worker runs here (`inline`,
+    /// up to `deadline`) or starts on its thread; a timeout there is the
+    /// wait's.
+    fn run_parked(
+        &self,
+        lane: usize,
+        inline: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvTimeoutError> {
+        match self.lanes[lane].worker.before_wait(inline, deadline) {
+            Parked::TimedOut => Err(RecvTimeoutError::Timeout),
+            Parked::No | Parked::Ran => Ok(()),
+        }
     }
 
     /// The error of a wait on worker `lane` that timed out or found the

@@ -66,6 +66,8 @@ struct PassCore<I: Deref<Target = Iterable>> {
     waiting_since: Option<Instant>,
     /// What each worker delivered so far in this pass.
     delivered: Vec<Delivered>,
+    /// An error met while the pass started, for the first wait.
+    pending: Option<Error>,
 }
 
 /// What a wait for a worker's next batch found.
@@ -79,7 +81,11 @@ enum Filled {
 }
 
 impl<I: Deref<Target = Iterable>> PassCore<I> {
-    fn start(iterable: I) -> Result<Self, Error> {
+    /// Starts a pass. With `inline`, a parked worker (`worker/thread.rs`)
+    /// runs on this thread up to its pass's first batch, as the caller
+    /// will wait for it without a bound of its own; otherwise it starts on
+    /// a thread, producing while the caller goes on.
+    fn start(iterable: I, inline: bool) -> Result<Self, Error> {
         iterable.begin_pass()?;
         let lanes = iterable
             .lanes
@@ -94,6 +100,7 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
             })
             .collect();
         let workers = iterable.lanes.len();
+        let pending = (0..workers).find_map(|lane| iterable.start_parked(lane, inline).err());
         Ok(PassCore {
             iterable,
             lanes,
@@ -101,6 +108,7 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
             done: false,
             waiting_since: None,
             delivered: vec![Delivered::default(); workers],
+            pending,
         })
     }
 
@@ -139,6 +147,9 @@ impl<I: Deref<Target = Iterable>> PassCore<I> {
     /// batch in hand, waiting for it up to `wait` (`None`: as long as the
     /// inactivity timeout allows).
     fn next_lane(&mut self, wait: Option<Duration>) -> Result<Filled, Error> {
+        if let Some(error) = self.pending.take() {
+            return Err(self.failed(error));
+        }
         if self.done {
             return Ok(Filled::End);
         }
@@ -354,7 +365,7 @@ pub struct Pass<'a, T> {
 impl<'a, T> Pass<'a, T> {
     pub(crate) fn start(iterable: &'a Iterable) -> Result<Self, Error> {
         Ok(Pass {
-            core: PassCore::start(iterable)?,
+            core: PassCore::start(iterable, true)?,
             item: PhantomData,
         })
     }
@@ -405,7 +416,7 @@ pub struct RawPass<'a> {
 impl<'a> RawPass<'a> {
     pub(crate) fn start(iterable: &'a Iterable) -> Result<Self, Error> {
         Ok(RawPass {
-            core: PassCore::start(iterable)?,
+            core: PassCore::start(iterable, true)?,
         })
     }
 
@@ -470,7 +481,7 @@ pub enum NextBatch {
 impl Batches {
     pub(crate) fn start(iterable: Arc<Iterable>) -> Result<Self, Error> {
         Ok(Batches {
-            core: PassCore::start(iterable)?,
+            core: PassCore::start(iterable, false)?,
         })
     }
 

@@ -431,3 +431,166 @@ fn a_shard_numbers_its_workers_after_the_shards_before_it() {
     let error = spdl().generator("worker").shard(2, 2).build().unwrap_err();
     assert_error(&error, ErrorKind::InvalidInput, "invalid shard 2 of 2");
 }
+
+/// Where each line of the guest's output was handled: its text, and
+/// whether the handler ran on the test's own thread.
+type Seen = Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
+/// An `announce` iterable of `n` items in thread isolation whose output
+/// lines are recorded in the returned list, with whether the guest ran on
+/// the calling thread when it printed each.
+fn announcing(n: u64, workers: usize) -> (sandgen::Iterable, Seen) {
+    let seen: Seen = Arc::default();
+    let caller = std::thread::current().id();
+    let record = seen.clone();
+    let iterable = spdl()
+        .generator("announce")
+        .encoding(sandgen::Encoding::Json)
+        .config(&json!({ "announce": "initialized" }))
+        .args(&n)
+        .workers(workers)
+        .buffer_size(1)
+        .isolation(Isolation::Thread)
+        .on_output(move |line| {
+            let here = std::thread::current().id() == caller;
+            record.lock().unwrap().push((line.text.to_owned(), here));
+        })
+        .build()
+        .unwrap();
+    (iterable, seen)
+}
+
+/// Waits until `seen` holds `count` lines (the worker's own thread prints
+/// on its own time).
+fn lines(seen: &Seen, count: usize) -> Vec<(String, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = seen.lock().unwrap().clone();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only these lines came: {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One worker thread runs its first steps on the caller's thread: the
+/// initializer during `build`, and the pass's first item during `iter`
+/// (so the first item costs no hand-off between threads); the rest of the
+/// pass is made on a thread of its own, ahead of the caller.
+#[test]
+fn a_lone_worker_thread_starts_on_the_callers_thread() {
+    let _watch = crate::util::watchdog("a_lone_worker_thread_starts_on_the_callers_thread");
+    let (iterable, seen) = announcing(4, 1);
+    assert_eq!(lines(&seen, 1), [("initialized".to_owned(), true)]);
+    let mut pass = iterable.iter::<u64>().unwrap();
+    // Made during `iter`, before any wait: the worker keeps one item ahead
+    // (buffer size 1) from the start of the pass.
+    assert_eq!(lines(&seen, 2)[1], ("produced 0".to_owned(), true));
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    let rest: Vec<u64> = pass.collect::<Result<_, _>>().unwrap();
+    assert_eq!(rest, [1, 2, 3]);
+    let later = lines(&seen, 5);
+    for (line, here) in &later[2..] {
+        assert!(!here, "`{line}` was made on the caller's thread: {later:?}");
+    }
+    // Later passes run on that thread too, and give the same items.
+    assert_eq!(items::<u64>(&iterable), [0, 1, 2, 3]);
+    let all = lines(&seen, 9);
+    assert!(all[5..].iter().all(|(_, here)| !here), "{all:?}");
+}
+
+/// The guest never runs on the caller's thread when the caller waits with
+/// bounds of its own (`Batches`, as the Python package does, so that it
+/// can look for a Ctrl-C between waits), nor with several workers (they
+/// start side by side).
+#[test]
+fn bounded_waits_and_several_workers_run_guests_on_their_own_threads() {
+    let _watch =
+        crate::util::watchdog("bounded_waits_and_several_workers_run_guests_on_their_own_threads");
+    let (iterable, seen) = announcing(3, 1);
+    let iterable = Arc::new(iterable);
+    let mut batches = iterable.batches().unwrap();
+    let mut got = Vec::new();
+    loop {
+        match batches
+            .next_batch_within(Duration::from_millis(50))
+            .unwrap()
+        {
+            sandgen::NextBatch::Batch(batch) => got.extend(
+                batch
+                    .items()
+                    .map(|item| serde_json::from_slice::<u64>(item).unwrap()),
+            ),
+            sandgen::NextBatch::End => break,
+            _ => {}
+        }
+    }
+    assert_eq!(got, [0, 1, 2]);
+    let produced = lines(&seen, 4);
+    // The initializer ran in `build`, which waits as long as it takes.
+    assert_eq!(produced[0], ("initialized".to_owned(), true));
+    assert!(produced[1..].iter().all(|(_, here)| !here), "{produced:?}");
+
+    let (iterable, seen) = announcing(2, 2);
+    assert_eq!(items::<u64>(&iterable), [0, 0, 1, 1]);
+    let all = lines(&seen, 6);
+    assert!(all.iter().all(|(_, here)| !here), "{all:?}");
+}
+
+/// A guest that spins on the caller's thread (the pass's first item) is
+/// still stopped by `close` from another thread: the pass ends with
+/// `Closed` at once, and the iterable's teardown is prompt.
+#[test]
+fn close_from_another_thread_stops_a_guest_running_on_the_callers_thread() {
+    let _watch = crate::util::watchdog(
+        "close_from_another_thread_stops_a_guest_running_on_the_callers_thread",
+    );
+    let iterable = Arc::new(
+        spdl()
+            .generator("spin")
+            .args(&0u64)
+            .isolation(Isolation::Thread)
+            .build()
+            .unwrap(),
+    );
+    let closer = {
+        let iterable = iterable.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let closing = Instant::now();
+            iterable.close();
+            closing.elapsed()
+        })
+    };
+    let mut pass = iterable.iter::<u64>().unwrap();
+    let error = pass.next().unwrap().unwrap_err();
+    assert_error(&error, ErrorKind::Closed, "was closed");
+    let closing = closer.join().unwrap();
+    assert!(
+        closing < Duration::from_millis(800),
+        "close took {closing:?}"
+    );
+}
+
+/// A caller inside an async runtime cannot have a guest's runtime driven on
+/// its thread: its worker runs on a thread of its own, and iterating works
+/// the same.
+#[test]
+fn a_caller_inside_an_async_runtime_gets_its_items() {
+    let _watch = crate::util::watchdog("a_caller_inside_an_async_runtime_gets_its_items");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (got, seen) = runtime.block_on(async {
+        let (iterable, seen) = announcing(3, 1);
+        (items::<u64>(&iterable), seen)
+    });
+    assert_eq!(got, [0, 1, 2]);
+    // The initializer too ran on the worker's thread.
+    let produced = lines(&seen, 4);
+    assert!(produced.iter().all(|(_, here)| !here), "{produced:?}");
+}

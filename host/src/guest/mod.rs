@@ -9,8 +9,9 @@ pub(crate) mod state;
 mod trap;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use wasmtime::{Store, UpdateDeadline};
@@ -36,11 +37,16 @@ pub(crate) struct Linked {
     pub(crate) clock: Clock,
 }
 
-/// Interrupts whatever the guest is doing: set once, never cleared.
+/// Interrupts whatever the guest is doing: set once, never cleared. Also
+/// holds the deadline of the guest's calls while the caller runs them on
+/// its own thread (`worker/thread.rs`), which nobody else would enforce.
 #[derive(Default)]
 pub(crate) struct Interrupt {
     set: AtomicBool,
     notify: Notify,
+    deadline: Mutex<Option<Instant>>,
+    /// A call was stopped at the deadline.
+    timed_out: AtomicBool,
 }
 
 impl Interrupt {
@@ -49,8 +55,22 @@ impl Interrupt {
         self.notify.notify_one();
     }
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.set.load(Ordering::SeqCst)
+    }
+
+    /// Calls from now on stop when `deadline` passes (`None`: no deadline).
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a call was stopped at its deadline.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
     }
 }
 
@@ -163,7 +183,8 @@ impl Drop for Guest {
     }
 }
 
-/// Drives one guest call to completion unless interrupted first.
+/// Drives one guest call to completion unless interrupted first, or
+/// stopped at the interrupt's deadline (which counts as an interrupt).
 fn drive<R>(
     runtime: &tokio::runtime::Runtime,
     interrupt: &Interrupt,
@@ -172,10 +193,21 @@ fn drive<R>(
     if interrupt.is_set() {
         return Err(Fault::Interrupted);
     }
+    let deadline = interrupt.deadline();
     runtime.block_on(async {
+        let expiry = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = interrupt.notify.notified() => Err(Fault::Interrupted),
+            () = expiry => {
+                interrupt.timed_out.store(true, Ordering::SeqCst);
+                Err(Fault::Interrupted)
+            }
             result = call => result.map_err(Fault::Trap),
         }
     })

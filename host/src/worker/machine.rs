@@ -3,10 +3,14 @@
 //! around one [`Guest`], driven by [`Command`]s and reporting [`Status`]es.
 //! Both flavours run exactly this code: a worker thread directly, a worker
 //! process on a thread of its own.
+//!
+//! The machine owns everything it works with, so that it can run on any
+//! thread and move between them: a worker thread may run its first steps on
+//! the caller's own thread (`thread.rs`), with [`Machine::run_inline`], and
+//! the rest on a thread of its own, with [`Machine::run`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use sandgen_wire::Encoding;
@@ -27,55 +31,39 @@ pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// The most items asked of the guest in one `next` call.
 pub(crate) const MAX_BATCH_ITEMS: usize = 4096;
 
-/// Runs the worker until it ends; a panic (a bug in sandgen, not in the
-/// guest) becomes a final status instead of a silent disconnect.
-pub(crate) fn run(
-    linked: &Linked,
-    task: Task,
-    output: OutputHandler,
-    commands: &Receiver<Command>,
-    statuses: &dyn Reports,
-    interrupt: &Interrupt,
-) {
-    let generator = task.generator.clone();
-    let initialized = AtomicBool::new(false);
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        Worker::run(
-            linked,
-            task,
-            output,
-            commands,
-            statuses,
-            interrupt,
-            &initialized,
-        );
-    }));
-    if let Err(panic) = result {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        let error = Error::new(
-            ErrorKind::WorkerDied,
-            format!(
-                "the worker of generator {generator} died: sandgen panicked: {what} (please report this bug)"
-            ),
-        );
-        let status = if initialized.load(Ordering::SeqCst) {
-            Status::IteratorFailed(error)
-        } else {
-            Status::InitializationFailed(error)
-        };
-        statuses.report(status);
-    }
+/// A worker: its queues, and where it is in the protocol.
+pub(crate) struct Machine {
+    commands: Receiver<Command>,
+    statuses: Box<dyn Reports + Send>,
+    interrupt: Arc<Interrupt>,
+    /// The generator's name, for the message of a panic.
+    generator: String,
+    stage: Stage,
 }
 
-/// The worker's side of the protocol.
-struct Worker<'a> {
-    commands: &'a Receiver<Command>,
-    statuses: &'a dyn Reports,
-    interrupt: &'a Interrupt,
+/// Where a worker is in the protocol.
+enum Stage {
+    /// Nothing reported yet.
+    Fresh(Box<Start>),
+    /// `Loaded` reported: initialization is next.
+    Loaded(Box<Start>),
+    /// Initialized, waiting for a command.
+    StandBy(Box<Ready>),
+    /// In a pass.
+    Passing(Box<Ready>, Flowing),
+    /// Ended: nothing more to do.
+    Ended,
+}
+
+/// What a worker is initialized from.
+struct Start {
+    linked: Linked,
+    task: Task,
+    output: OutputHandler,
+}
+
+/// An initialized worker: its guest and the guest's iterable.
+struct Ready {
     guest: Guest,
     iterable: ResourceAny,
     limits: Limits,
@@ -83,62 +71,279 @@ struct Worker<'a> {
     plugin: Arc<str>,
 }
 
-/// How a pass ended.
-enum PassEnd {
-    /// Back to Stand By.
-    StandBy,
-    /// The worker ends (Abort, an error already reported, or a broken
-    /// protocol).
-    Exit,
+/// A pass in progress: the guest's iterator and the flow control's state.
+struct Flowing {
+    iterator: ResourceAny,
+    /// Items and bytes produced that the caller has not consumed yet.
+    items_ahead: usize,
+    bytes_ahead: usize,
+    /// How many items the next `next` call asks for (slow start).
+    batch_items: usize,
 }
 
-impl Worker<'_> {
-    fn run(
-        linked: &Linked,
+/// What one step of the machine did.
+enum Step {
+    /// It moved on without reporting anything the caller waits for.
+    Moved,
+    /// It reported `Loaded`.
+    Started,
+    /// It reported the end of initialization (success).
+    Initialized,
+    /// It reported a batch of items.
+    Produced,
+    /// It reported the end of a pass: back to Stand By.
+    PassEnded,
+    /// It needs a command, and none is queued (only when not blocking).
+    Waiting,
+    /// The worker ended.
+    Ended,
+}
+
+/// Where [`Machine::run_inline`] stopped.
+pub(crate) enum Inline {
+    /// At a point where it waits for the caller (started, initialized, or
+    /// at Stand By): the caller may run it inline again.
+    Waiting,
+    /// A pass produces: the machine should go on on a thread of its own,
+    /// producing while the caller consumes.
+    Producing,
+    /// The worker ended.
+    Ended,
+}
+
+impl Machine {
+    pub(crate) fn new(
+        linked: Linked,
         task: Task,
         output: OutputHandler,
-        commands: &Receiver<Command>,
-        statuses: &dyn Reports,
-        interrupt: &Interrupt,
-        initialized: &AtomicBool,
-    ) {
-        if !statuses.report(Status::Loaded) {
-            return;
-        }
-        let (guest, iterable) = match Self::initialize(linked, &task, output, interrupt) {
-            Ok(ready) => ready,
-            Err(Stop::Quiet) => return,
-            Err(Stop::Failed(error)) => {
-                statuses.report(Status::InitializationFailed(error));
-                return;
-            }
-        };
-        initialized.store(true, Ordering::SeqCst);
-        if !statuses.report(Status::InitializationSucceeded) {
-            return;
-        }
-        let mut worker = Worker {
+        commands: Receiver<Command>,
+        statuses: Box<dyn Reports + Send>,
+        interrupt: Arc<Interrupt>,
+    ) -> Machine {
+        Machine {
             commands,
             statuses,
             interrupt,
-            guest,
-            iterable,
-            limits: task.limits,
-            flow: task.flow,
-            plugin: linked.name.clone(),
-        };
-        worker.stand_by();
+            generator: task.generator.clone(),
+            stage: Stage::Fresh(Box::new(Start {
+                linked,
+                task,
+                output,
+            })),
+        }
     }
 
+    /// Runs the worker until it ends, waiting for commands as needed.
+    pub(crate) fn run(mut self) {
+        while !matches!(self.guarded_step(true), Step::Ended) {}
+    }
+
+    /// Ends the worker with `error`, reported as its last status (the
+    /// machine could not go on: no thread to run it).
+    pub(crate) fn abandon(&mut self, error: Error) {
+        let initialized = self.initialized();
+        self.stage = Stage::Ended;
+        self.report_end(initialized, error);
+    }
+
+    fn initialized(&self) -> bool {
+        matches!(self.stage, Stage::StandBy(_) | Stage::Passing(..))
+    }
+
+    /// Reports the error that ends the worker, as the status of the phase
+    /// it is in.
+    fn report_end(&self, initialized: bool, error: Error) {
+        self.statuses.report(if initialized {
+            Status::IteratorFailed(error)
+        } else {
+            Status::InitializationFailed(error)
+        });
+    }
+
+    /// Runs the worker without ever waiting for a command, until it has
+    /// reported what the caller needs next (`Loaded`, the end of
+    /// initialization, the first batch of a pass, or the end of a pass), or
+    /// until it needs a command that is not queued yet.
+    pub(crate) fn run_inline(&mut self) -> Inline {
+        loop {
+            match self.guarded_step(false) {
+                Step::Moved => {}
+                Step::Started | Step::Initialized | Step::PassEnded | Step::Waiting => {
+                    return Inline::Waiting;
+                }
+                Step::Produced => return Inline::Producing,
+                Step::Ended => return Inline::Ended,
+            }
+        }
+    }
+
+    /// One step; a panic (a bug in sandgen, not in the guest) becomes a
+    /// final status instead of a silent disconnect.
+    fn guarded_step(&mut self, block: bool) -> Step {
+        let initialized = self.initialized();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.step(block))) {
+            Ok(step) => step,
+            Err(panic) => {
+                // Whatever the stage held is dropped with it.
+                self.stage = Stage::Ended;
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let error = Error::new(
+                    ErrorKind::WorkerDied,
+                    format!(
+                        "the worker of generator {} died: sandgen panicked: {what} (please report this bug)",
+                        self.generator
+                    ),
+                );
+                self.report_end(initialized, error);
+                Step::Ended
+            }
+        }
+    }
+
+    fn step(&mut self, block: bool) -> Step {
+        match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Fresh(start) => {
+                if self.statuses.report(Status::Loaded) {
+                    self.stage = Stage::Loaded(start);
+                    Step::Started
+                } else {
+                    Step::Ended
+                }
+            }
+            Stage::Loaded(start) => {
+                let ready = match Ready::initialize(*start, &self.interrupt) {
+                    Ok(ready) => ready,
+                    Err(Stop::Quiet) => return Step::Ended,
+                    Err(Stop::Failed(error)) => {
+                        self.statuses.report(Status::InitializationFailed(error));
+                        return Step::Ended;
+                    }
+                };
+                if !self.statuses.report(Status::InitializationSucceeded) {
+                    return Step::Ended;
+                }
+                self.stage = Stage::StandBy(Box::new(ready));
+                Step::Initialized
+            }
+            Stage::StandBy(mut ready) => {
+                let command = if block {
+                    self.commands.recv().map_err(|_| TryRecvError::Disconnected)
+                } else {
+                    self.commands.try_recv()
+                };
+                let command = match command {
+                    Ok(command) => command,
+                    Err(TryRecvError::Empty) => {
+                        self.stage = Stage::StandBy(ready);
+                        return Step::Waiting;
+                    }
+                    Err(TryRecvError::Disconnected) => return Step::Ended,
+                };
+                match command {
+                    Command::StartIteration => {
+                        if !self.statuses.report(Status::IterationStarted) {
+                            return Step::Ended;
+                        }
+                        match ready.begin_pass(&self.interrupt) {
+                            Ok(flowing) => {
+                                self.stage = Stage::Passing(ready, flowing);
+                                Step::Moved
+                            }
+                            Err(stop) => self.fail(stop),
+                        }
+                    }
+                    // Leftovers of a pass that already ended.
+                    Command::StopIteration | Command::Consumed { .. } => {
+                        self.stage = Stage::StandBy(ready);
+                        Step::Moved
+                    }
+                    Command::Abort => Step::Ended,
+                }
+            }
+            Stage::Passing(mut ready, mut flowing) => {
+                let produced = ready.produce(
+                    &mut flowing,
+                    &self.commands,
+                    &*self.statuses,
+                    &self.interrupt,
+                    block,
+                );
+                match produced {
+                    Ok(Produced::Batch) => {
+                        self.stage = Stage::Passing(ready, flowing);
+                        Step::Produced
+                    }
+                    Ok(Produced::Nothing) => {
+                        self.stage = Stage::Passing(ready, flowing);
+                        Step::Moved
+                    }
+                    Ok(Produced::Full) => {
+                        self.stage = Stage::Passing(ready, flowing);
+                        Step::Waiting
+                    }
+                    Ok(Produced::Finished) => {
+                        if !self.statuses.report(Status::IterationFinished) {
+                            return Step::Ended;
+                        }
+                        // Back to Stand By once the pass's iterator is gone.
+                        let dropped = Guest::call(
+                            &ready.guest.runtime,
+                            &self.interrupt,
+                            flowing.iterator.resource_drop_async(&mut ready.guest.store),
+                        );
+                        if let Err(fault) = dropped {
+                            return self.fail(ready.guest.stop("while ending a pass", fault));
+                        }
+                        self.stage = Stage::StandBy(ready);
+                        Step::PassEnded
+                    }
+                    Ok(Produced::Exit) => Step::Ended,
+                    Err(stop) => self.fail(stop),
+                }
+            }
+            Stage::Ended => Step::Ended,
+        }
+    }
+
+    /// Reports a failure that ends the worker.
+    fn fail(&mut self, stop: Stop) -> Step {
+        if let Stop::Failed(error) = stop {
+            self.statuses.report(Status::IteratorFailed(error));
+        }
+        Step::Ended
+    }
+}
+
+/// What one turn of a pass's loop did.
+enum Produced {
+    /// It reported a batch.
+    Batch,
+    /// It took a command that leaves the pass going (credit came back).
+    Nothing,
+    /// The caller has no room, and no command is queued (only when not
+    /// blocking).
+    Full,
+    /// The pass is over (the generator ended, or the caller stopped it).
+    Finished,
+    /// The worker ends (Abort, the caller gone, or a broken protocol
+    /// already reported).
+    Exit,
+}
+
+impl Ready {
     /// Instantiate, `initialize`, `create`.
-    fn initialize(
-        linked: &Linked,
-        task: &Task,
-        output: OutputHandler,
-        interrupt: &Interrupt,
-    ) -> Result<(Guest, ResourceAny), Stop> {
-        let mut guest = Guest::new(
+    fn initialize(start: Start, interrupt: &Interrupt) -> Result<Ready, Stop> {
+        let Start {
             linked,
+            task,
+            output,
+        } = start;
+        let mut guest = Guest::new(
+            &linked,
             &task.generator,
             &task.grants,
             &task.limits,
@@ -173,7 +378,13 @@ impl Worker<'_> {
         )
         .map_err(|fault| guest.stop("while creating the iterable", fault))?;
         match created {
-            Ok(iterable) => Ok((guest, iterable)),
+            Ok(iterable) => Ok(Ready {
+                guest,
+                iterable,
+                limits: task.limits,
+                flow: task.flow,
+                plugin: linked.name.clone(),
+            }),
             Err(message) => Err(Stop::Failed(reported_error(
                 &guest.store,
                 ErrorKind::CreateFailed,
@@ -183,87 +394,37 @@ impl Worker<'_> {
         }
     }
 
-    fn send(&self, status: Status) -> bool {
-        self.statuses.report(status)
-    }
-
-    /// Stand By: wait for a command.
-    fn stand_by(&mut self) {
-        loop {
-            let Ok(command) = self.commands.recv() else {
-                return;
-            };
-            match command {
-                Command::StartIteration => {
-                    if !self.send(Status::IterationStarted) {
-                        return;
-                    }
-                    match self.iterate() {
-                        PassEnd::StandBy => {}
-                        PassEnd::Exit => return,
-                    }
-                }
-                // Leftovers of a pass that already ended.
-                Command::StopIteration | Command::Consumed { .. } => {}
-                Command::Abort => return,
-            }
-        }
-    }
-
-    /// Reports a failure that ends the worker.
-    fn fail(&self, stop: Stop) -> PassEnd {
-        if let Stop::Failed(error) = stop {
-            self.send(Status::IteratorFailed(error));
-        }
-        PassEnd::Exit
-    }
-
-    /// One pass: `iter`, then `next` until the pass ends, a command stops it,
-    /// or it fails.
-    fn iterate(&mut self) -> PassEnd {
+    /// Starts a pass: the fuel budget afresh, then `iter`.
+    fn begin_pass(&mut self, interrupt: &Interrupt) -> Result<Flowing, Stop> {
         if let Some(budget) = self.limits.fuel
             && let Err(e) = self.guest.store.set_fuel(budget)
         {
-            let error = Error::new(
+            return Err(Stop::Failed(Error::new(
                 ErrorKind::InvalidInput,
                 format!("cannot set the fuel budget: {e:#}"),
-            );
-            return self.fail(Stop::Failed(error));
+            )));
         }
         let exports = self.guest.instance.sandgen_generator_generator();
         self.guest.store.data_mut().limiter.forget();
         let started = Guest::call(
             &self.guest.runtime,
-            self.interrupt,
+            interrupt,
             exports
                 .iterable()
                 .call_iter(&mut self.guest.store, self.iterable),
         );
-        let iterator = match started {
-            Ok(Ok(iterator)) => iterator,
-            Ok(Err(message)) => return self.fail(Stop::Failed(self.iteration_error(message))),
-            Err(fault) => return self.fail(self.guest.stop("while starting a pass", fault)),
-        };
-        let end = self.produce(iterator);
-        if matches!(end, PassEnd::StandBy) {
-            let dropped = Guest::call(
-                &self.guest.runtime,
-                self.interrupt,
-                iterator.resource_drop_async(&mut self.guest.store),
-            );
-            if let Err(fault) = dropped {
-                return self.fail(self.guest.stop("while ending a pass", fault));
-            }
-        }
-        end
-    }
-
-    /// Reports the end of a pass: back to Stand By.
-    fn finish_pass(&self) -> PassEnd {
-        if self.send(Status::IterationFinished) {
-            PassEnd::StandBy
-        } else {
-            PassEnd::Exit
+        match started {
+            Ok(Ok(iterator)) => Ok(Flowing {
+                iterator,
+                items_ahead: 0,
+                bytes_ahead: 0,
+                // Slow start: the first call of a pass asks for one item,
+                // and each call twice as many as the last, so the first
+                // items come at once.
+                batch_items: 1,
+            }),
+            Ok(Err(message)) => Err(Stop::Failed(self.iteration_error(message))),
+            Err(fault) => Err(self.guest.stop("while starting a pass", fault)),
         }
     }
 
@@ -280,12 +441,16 @@ impl Worker<'_> {
     /// After an empty buffer, asks once more: a plugin that then returns
     /// items has broken the contract (the pass was over). An error on this
     /// extra call is not held against it.
-    fn check_pass_is_over(&mut self, iterator: ResourceAny) -> Result<(), Stop> {
+    fn check_pass_is_over(
+        &mut self,
+        iterator: ResourceAny,
+        interrupt: &Interrupt,
+    ) -> Result<(), Stop> {
         let exports = self.guest.instance.sandgen_generator_generator();
         self.guest.store.data_mut().limiter.forget();
         let again = Guest::call(
             &self.guest.runtime,
-            self.interrupt,
+            interrupt,
             exports
                 .iterator()
                 .call_next(&mut self.guest.store, iterator, 1, 1),
@@ -308,81 +473,86 @@ impl Worker<'_> {
         )
     }
 
-    /// Calls `next` while the caller has room, and sends the batches.
-    fn produce(&mut self, iterator: ResourceAny) -> PassEnd {
+    /// One turn of a pass: takes a command if one is queued (waits for one
+    /// when the caller has no room and `block`), or calls `next` while the
+    /// caller has room and reports the batch.
+    fn produce(
+        &mut self,
+        flowing: &mut Flowing,
+        commands: &Receiver<Command>,
+        statuses: &dyn Reports,
+        interrupt: &Interrupt,
+        block: bool,
+    ) -> Result<Produced, Stop> {
         let buffer_items = self.flow.buffer_size;
         let buffer_bytes = self.flow.buffer_bytes;
-        let (mut items_ahead, mut bytes_ahead) = (0usize, 0usize);
-        // Slow start: the first call of a pass asks for one item, and each
-        // call twice as many as the last, so the first items come at once.
-        let mut batch_items = 1usize;
-        // A batch is at most half of the buffer, so that two are in
-        // flight: the worker produces while the caller consumes.
+        // A batch is at most half of the buffer, so that two are in flight:
+        // the worker produces while the caller consumes.
         let batch_cap = (buffer_items / 2).clamp(1, MAX_BATCH_ITEMS);
         let batch_bytes = (buffer_bytes / 2).clamp(1, MAX_BATCH_BYTES);
-        loop {
-            // Commands first: they are checked between every two batches.
-            let full = items_ahead >= buffer_items || bytes_ahead >= buffer_bytes;
-            let command = if full {
-                match self.commands.recv() {
-                    Ok(command) => Some(command),
-                    Err(_) => return PassEnd::Exit,
-                }
-            } else {
-                match self.commands.try_recv() {
-                    Ok(command) => Some(command),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => return PassEnd::Exit,
-                }
-            };
-            match command {
-                Some(Command::Consumed { items, bytes }) => {
-                    items_ahead = items_ahead.saturating_sub(items as usize);
-                    bytes_ahead =
-                        bytes_ahead.saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
-                    continue;
-                }
-                Some(Command::StopIteration) => return self.finish_pass(),
-                Some(Command::Abort) => return PassEnd::Exit,
-                Some(command @ Command::StartIteration) => {
-                    self.send(Status::UnexpectedCommand(command));
-                    return PassEnd::Exit;
-                }
-                None => {}
+        // Commands first: they are checked between every two batches.
+        let full = flowing.items_ahead >= buffer_items || flowing.bytes_ahead >= buffer_bytes;
+        let command = if full && block {
+            match commands.recv() {
+                Ok(command) => Some(command),
+                Err(_) => return Ok(Produced::Exit),
             }
-            let max_items = (buffer_items - items_ahead).min(batch_items) as u32;
-            batch_items = (batch_items * 2).min(batch_cap);
-            let max_bytes = (buffer_bytes - bytes_ahead).clamp(1, batch_bytes) as u32;
-            let exports = self.guest.instance.sandgen_generator_generator();
-            self.guest.store.data_mut().limiter.forget();
-            let next = Guest::call(
-                &self.guest.runtime,
-                self.interrupt,
-                exports
-                    .iterator()
-                    .call_next(&mut self.guest.store, iterator, max_items, max_bytes),
-            );
-            let frames = match next {
-                Ok(Ok(frames)) => frames,
-                Ok(Err(message)) => return self.fail(Stop::Failed(self.iteration_error(message))),
-                Err(fault) => return self.fail(self.guest.stop("while iterating", fault)),
-            };
-            if frames.is_empty() {
-                if let Err(stop) = self.check_pass_is_over(iterator) {
-                    return self.fail(stop);
-                }
-                return self.finish_pass();
+        } else {
+            match commands.try_recv() {
+                Ok(command) => Some(command),
+                Err(TryRecvError::Empty) if full => return Ok(Produced::Full),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return Ok(Produced::Exit),
             }
-            let count =
-                match validate_batch(&frames, max_items, max_bytes, self.limits.max_item_bytes) {
-                    Ok(count) => count,
-                    Err(detail) => return self.fail(Stop::Failed(self.contract_error(&detail))),
-                };
-            items_ahead += count as usize;
-            bytes_ahead += frames.len();
-            if !self.send(Status::Items(Batch { frames, count })) {
-                return PassEnd::Exit;
+        };
+        match command {
+            Some(Command::Consumed { items, bytes }) => {
+                flowing.items_ahead = flowing.items_ahead.saturating_sub(items as usize);
+                flowing.bytes_ahead = flowing
+                    .bytes_ahead
+                    .saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
+                return Ok(Produced::Nothing);
             }
+            Some(Command::StopIteration) => return Ok(Produced::Finished),
+            Some(Command::Abort) => return Ok(Produced::Exit),
+            Some(command @ Command::StartIteration) => {
+                statuses.report(Status::UnexpectedCommand(command));
+                return Ok(Produced::Exit);
+            }
+            None => {}
+        }
+        let max_items = (buffer_items - flowing.items_ahead).min(flowing.batch_items) as u32;
+        flowing.batch_items = (flowing.batch_items * 2).min(batch_cap);
+        let max_bytes = (buffer_bytes - flowing.bytes_ahead).clamp(1, batch_bytes) as u32;
+        let exports = self.guest.instance.sandgen_generator_generator();
+        self.guest.store.data_mut().limiter.forget();
+        let next = Guest::call(
+            &self.guest.runtime,
+            interrupt,
+            exports.iterator().call_next(
+                &mut self.guest.store,
+                flowing.iterator,
+                max_items,
+                max_bytes,
+            ),
+        );
+        let frames = match next {
+            Ok(Ok(frames)) => frames,
+            Ok(Err(message)) => return Err(Stop::Failed(self.iteration_error(message))),
+            Err(fault) => return Err(self.guest.stop("while iterating", fault)),
+        };
+        if frames.is_empty() {
+            self.check_pass_is_over(flowing.iterator, interrupt)?;
+            return Ok(Produced::Finished);
+        }
+        let count = validate_batch(&frames, max_items, max_bytes, self.limits.max_item_bytes)
+            .map_err(|detail| Stop::Failed(self.contract_error(&detail)))?;
+        flowing.items_ahead += count as usize;
+        flowing.bytes_ahead += frames.len();
+        if statuses.report(Status::Items(Batch { frames, count })) {
+            Ok(Produced::Batch)
+        } else {
+            Ok(Produced::Exit)
         }
     }
 }

@@ -18,7 +18,7 @@ mod thread;
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::OutputHandler;
@@ -26,6 +26,7 @@ use crate::protocol::Command;
 use crate::runtime::Loaded;
 use crate::worker::process::ProcessWorker;
 use crate::worker::task::{Queues, Task, queues};
+pub(crate) use crate::worker::thread::Parked;
 use crate::worker::thread::ThreadWorker;
 
 /// Where a worker runs.
@@ -96,13 +97,16 @@ enum Flavor {
 }
 
 impl WorkerHandle {
-    /// Starts a worker of `plugin` running `task`. It reports
-    /// `InitializationSucceeded` or `InitializationFailed` first.
+    /// Starts a worker of `plugin` running `task`. It reports `Loaded`,
+    /// then `InitializationSucceeded` or `InitializationFailed`. With
+    /// `park`, a worker thread runs its first steps on the caller's thread
+    /// ([`before_wait`](Self::before_wait)).
     pub(crate) fn spawn(
         plugin: &Loaded,
         task: Task,
         output: OutputHandler,
         isolation: Isolation,
+        park: bool,
     ) -> Result<WorkerHandle, Error> {
         let (queues, worker_queues) = queues();
         let fuel = task.limits.fuel.is_some();
@@ -113,12 +117,36 @@ impl WorkerHandle {
                 output,
                 worker_queues.commands,
                 worker_queues.statuses,
+                park,
             )?),
             Isolation::Process => {
                 Flavor::Process(ProcessWorker::spawn(plugin, task, output, worker_queues)?)
             }
         };
         Ok(WorkerHandle { queues, flavor })
+    }
+
+    /// Before the caller waits for this worker's next status: a parked
+    /// worker with nothing queued runs on the caller's thread until it has
+    /// reported something (`inline`, up to `deadline`), or starts on a
+    /// thread of its own (not `inline`).
+    pub(crate) fn before_wait(&self, inline: bool, deadline: Option<Instant>) -> Parked {
+        match &self.flavor {
+            Flavor::Thread(thread) if thread.may_be_parked() && self.queues.statuses.is_empty() => {
+                thread.run_parked(inline, deadline)
+            }
+            _ => Parked::No,
+        }
+    }
+
+    /// After a pass's `StartIteration` was sent: a parked worker runs on
+    /// the caller's thread up to its first batch (`inline`, up to
+    /// `deadline`), or starts on a thread of its own.
+    pub(crate) fn pass_started(&self, inline: bool, deadline: Option<Instant>) -> Parked {
+        match &self.flavor {
+            Flavor::Thread(thread) => thread.run_parked(inline, deadline),
+            Flavor::Process(_) => Parked::No,
+        }
     }
 
     /// The worker process's id, in process isolation.

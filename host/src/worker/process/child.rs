@@ -225,7 +225,16 @@ fn worker_main() -> i32 {
             crate::worker::pool::forget_idle();
             #[cfg(debug_assertions)]
             probe_confinement();
-            ThreadWorker::spawn(linked, hello.task, handler, worker_commands, to_caller)
+            // On a thread of its own, started now (never parked: this
+            // thread is not the guest's).
+            ThreadWorker::spawn(
+                linked,
+                hello.task,
+                handler,
+                worker_commands,
+                to_caller,
+                false,
+            )
         });
     let worker = match worker {
         Ok(worker) => worker,
