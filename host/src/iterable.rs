@@ -330,7 +330,11 @@ impl IterableBuilder {
     }
 
     /// Handles each line the guest prints, instead of writing it to the
-    /// host's stderr. Called on the worker's thread.
+    /// host's stderr. Called on the thread that runs the guest: the
+    /// worker's own thread, or the caller's for a single worker thread's
+    /// initializer and first batch (see [`build`](Self::build) and
+    /// [`Iterable::iter`]). It should not block: a blocked handler holds
+    /// the guest where no timeout reaches.
     pub fn on_output(mut self, handler: impl Fn(&OutputLine<'_>) + Send + Sync + 'static) -> Self {
         self.output = Some(Arc::new(handler));
         self
@@ -338,7 +342,10 @@ impl IterableBuilder {
 
     /// Starts the workers and waits until the plugin is initialized and the
     /// iterable created in each. The initializer and `create` have run
-    /// exactly once per worker when this returns.
+    /// exactly once per worker when this returns. A single worker thread
+    /// ([`Isolation::Thread`], one worker) runs them on the calling thread,
+    /// bounded by the [`timeout`](Self::timeout); several workers start
+    /// side by side on threads of their own.
     ///
     /// # Errors
     ///
@@ -481,7 +488,9 @@ impl IterableBuilder {
             }
         }
         // One deadline for all the workers' initialization, not one each.
-        let deadline = iterable.timeout.map(|timeout| Instant::now() + timeout);
+        let deadline = iterable
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         for lane in 0..workers {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             match iterable.recv_within(lane, left, "initialization")? {
@@ -589,6 +598,14 @@ impl Iterable {
     }
 
     /// Starts a pass whose items are decoded as `T`.
+    ///
+    /// The workers start producing at once, ahead of the caller. A single
+    /// worker thread ([`Isolation::Thread`], one worker) makes its first
+    /// batch during this call, on the calling thread (so the first item
+    /// crosses no thread), and the rest on a thread of its own; the
+    /// inactivity timeout of that first batch counts from this call, its
+    /// errors still come from the iterator, and [`close`](Iterable::close)
+    /// from another thread still stops it.
     ///
     /// # Errors
     ///
@@ -735,10 +752,10 @@ impl Iterable {
     ) -> Result<Option<Status>, Error> {
         // Waiting as long as the timeout allows: a parked worker may run
         // here, up to the end of the timeout.
-        let deadline = self.timeout.map(|timeout| waiting_since + timeout);
-        if let Err(e) = self.run_parked(lane, wait.is_none(), deadline) {
-            return Err(self.recv_failed(lane, e, self.timeout, phase));
-        }
+        let deadline = self
+            .timeout
+            .and_then(|timeout| waiting_since.checked_add(timeout));
+        self.run_parked(lane, wait.is_none(), deadline, self.timeout, phase)?;
         let (wait, last) = self.slice(wait, waiting_since);
         let statuses = &self.lanes[lane].worker.queues.statuses;
         let received = match wait {
@@ -770,7 +787,7 @@ impl Iterable {
         let mut select = crossbeam_channel::Select::new();
         for &lane in lanes {
             // Several workers are waited for at once: none runs here.
-            let _ = self.run_parked(lane, false, None);
+            self.run_parked(lane, false, None, self.timeout, phase)?;
             select.recv(&self.lanes[lane].worker.queues.statuses);
         }
         let ready = match wait {
@@ -817,10 +834,8 @@ impl Iterable {
         deadline: Option<Duration>,
         phase: &str,
     ) -> Result<Status, Error> {
-        let until = deadline.map(|timeout| Instant::now() + timeout);
-        if let Err(e) = self.run_parked(lane, true, until) {
-            return Err(self.recv_failed(lane, e, deadline, phase));
-        }
+        let until = deadline.and_then(|timeout| Instant::now().checked_add(timeout));
+        self.run_parked(lane, true, until, deadline, phase)?;
         let statuses = &self.lanes[lane].worker.queues.statuses;
         let received = match deadline {
             Some(timeout) => statuses.recv_timeout(timeout),
@@ -834,13 +849,11 @@ impl Iterable {
     /// on its thread. A timeout there is the pass's error, as if met in its
     /// first wait.
     pub(crate) fn start_parked(&self, lane: usize, inline: bool) -> Result<(), Error> {
-        let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
-        match self.lanes[lane].worker.pass_started(inline, deadline) {
-            Parked::TimedOut => {
-                Err(self.recv_failed(lane, RecvTimeoutError::Timeout, self.timeout, "iteration"))
-            }
-            Parked::No | Parked::Ran => Ok(()),
-        }
+        let deadline = self
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
+        let parked = self.lanes[lane].worker.pass_started(inline, deadline);
+        self.parked_outcome(lane, parked, self.timeout, "iteration")
     }
 
     /// Before a wait for worker `lane`: a parked worker runs here (`inline`,
@@ -851,10 +864,41 @@ impl Iterable {
         lane: usize,
         inline: bool,
         deadline: Option<Instant>,
-    ) -> Result<(), RecvTimeoutError> {
-        match self.lanes[lane].worker.before_wait(inline, deadline) {
-            Parked::TimedOut => Err(RecvTimeoutError::Timeout),
+        timeout: Option<Duration>,
+        phase: &str,
+    ) -> Result<(), Error> {
+        let parked = self.lanes[lane].worker.before_wait(inline, deadline);
+        self.parked_outcome(lane, parked, timeout, phase)
+    }
+
+    /// The error, if any, of a parked worker's run (`timeout`: the wait's
+    /// bound, for the message).
+    fn parked_outcome(
+        &self,
+        lane: usize,
+        parked: Parked,
+        timeout: Option<Duration>,
+        phase: &str,
+    ) -> Result<(), Error> {
+        match parked {
             Parked::No | Parked::Ran => Ok(()),
+            Parked::TimedOut => {
+                Err(self.recv_failed(lane, RecvTimeoutError::Timeout, timeout, phase))
+            }
+            Parked::Forked => {
+                let error = self.named(
+                    lane,
+                    Error::new(
+                        ErrorKind::WorkerDied,
+                        format!(
+                            "the worker thread of generator {} belongs to the process this one was forked from, and a forked process has none of its threads; create the iterable after the fork",
+                            self.generator
+                        ),
+                    ),
+                );
+                self.fail(&error);
+                Err(error)
+            }
         }
     }
 

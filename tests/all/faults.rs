@@ -428,3 +428,30 @@ fn an_iterable_outlives_its_engine_and_plugin() {
         "dropping a busy iterable took {teardown:?}"
     );
 }
+
+both_isolations!(the_longest_timeouts_mean_no_limit);
+/// `Duration::MAX` as the load timeout and as the inactivity timeout (a
+/// way to say "no limit") builds and iterates as without them: deadlines
+/// past the end of the clock are no deadlines, not a panic.
+fn the_longest_timeouts_mean_no_limit() {
+    let engine = sandgen::Engine::builder()
+        .cache_dir(crate::util::cache_dir())
+        .worker_program(env!("CARGO_BIN_EXE_sandgen"))
+        .load_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let plugin = engine.load(crate::util::artifacts::FIXTURE_SPDL).unwrap();
+    for workers in [1, 2] {
+        let iterable = plugin
+            .generator("range")
+            .args(&3u64)
+            .workers(workers)
+            .isolation(crate::util::isolation())
+            .timeout(Duration::MAX)
+            .build()
+            .unwrap();
+        let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+        let expected: Vec<u64> = (0..3).flat_map(|i| vec![i; workers]).collect();
+        assert_eq!(items, expected);
+    }
+}

@@ -187,10 +187,23 @@ plugin = sandgen.load(sys.argv[1], cache_dir=sys.argv[2])
 # The parent runs plugins first (its worker threads and epoch clock start),
 # then forks, as a PyTorch DataLoader forks its workers.
 assert list(plugin.iterable("range", args=3)) == [0, 1, 2]
+# An iterable made before the fork and not iterated yet: its worker is the
+# parent's.
+kept = plugin.iterable("range", args=4)
 pid = os.fork()
 if pid == 0:
     code = 0
     try:
+        # The parent's iterable fails at once in the child, saying why,
+        try:
+            list(kept)
+            code = 6
+        except sandgen.WorkerDiedError as e:
+            assert "forked" in str(e), str(e)
+        # and is let go without waiting for a thread the child does not
+        # have (nor touching the child's epoch clock).
+        kept.close()
+        del kept
         # A new iterable in the child runs (on a thread of the child's own)
         assert list(plugin.iterable("range", args=5)) == list(range(5))
         # and a spinning guest is still interrupted by its timeout (the
@@ -207,6 +220,8 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(status), flush=True)
 assert list(plugin.iterable("range", args=2)) == [0, 1]
+# The parent's own copy is untouched by the child's.
+assert list(kept) == [0, 1, 2, 3]
 """
 
 

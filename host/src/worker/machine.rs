@@ -51,6 +51,10 @@ enum Stage {
     StandBy(Box<Ready>),
     /// In a pass.
     Passing(Box<Ready>, Flowing),
+    /// The end of a pass was reported; the pass's iterator is dropped next
+    /// (a step of its own: inline, the caller has what it waited for, and
+    /// the drop counts against the next wait, as on a thread).
+    Finishing(Box<Ready>, ResourceAny),
     /// Ended: nothing more to do.
     Ended,
 }
@@ -147,7 +151,10 @@ impl Machine {
     }
 
     fn initialized(&self) -> bool {
-        matches!(self.stage, Stage::StandBy(_) | Stage::Passing(..))
+        matches!(
+            self.stage,
+            Stage::StandBy(_) | Stage::Passing(..) | Stage::Finishing(..)
+        )
     }
 
     /// Reports the error that ends the worker, as the status of the phase
@@ -289,21 +296,25 @@ impl Machine {
                         if !self.statuses.report(Status::IterationFinished) {
                             return Step::Ended;
                         }
-                        // Back to Stand By once the pass's iterator is gone.
-                        let dropped = Guest::call(
-                            &ready.guest.runtime,
-                            &self.interrupt,
-                            flowing.iterator.resource_drop_async(&mut ready.guest.store),
-                        );
-                        if let Err(fault) = dropped {
-                            return self.fail(ready.guest.stop("while ending a pass", fault));
-                        }
-                        self.stage = Stage::StandBy(ready);
+                        self.stage = Stage::Finishing(ready, flowing.iterator);
                         Step::PassEnded
                     }
                     Ok(Produced::Exit) => Step::Ended,
                     Err(stop) => self.fail(stop),
                 }
+            }
+            Stage::Finishing(mut ready, iterator) => {
+                // Back to Stand By once the pass's iterator is gone.
+                let dropped = Guest::call(
+                    &ready.guest.runtime,
+                    &self.interrupt,
+                    iterator.resource_drop_async(&mut ready.guest.store),
+                );
+                if let Err(fault) = dropped {
+                    return self.fail(ready.guest.stop("while ending a pass", fault));
+                }
+                self.stage = Stage::StandBy(ready);
+                Step::Moved
             }
             Stage::Ended => Step::Ended,
         }

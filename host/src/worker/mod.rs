@@ -44,7 +44,8 @@ use crate::worker::thread::ThreadWorker;
 #[non_exhaustive]
 pub enum Isolation {
     /// A thread of this process, with its own wasm instance and store: the
-    /// fastest start and hand-off.
+    /// fastest start and hand-off (a single worker's initializer and first
+    /// batch run on the caller's own thread).
     #[default]
     Thread,
     /// A child process running the same worker, talking over its stdin and
@@ -132,6 +133,7 @@ impl WorkerHandle {
     /// thread of its own (not `inline`).
     pub(crate) fn before_wait(&self, inline: bool, deadline: Option<Instant>) -> Parked {
         match &self.flavor {
+            Flavor::Thread(thread) if thread.forked() => Parked::Forked,
             Flavor::Thread(thread) if thread.may_be_parked() && self.queues.statuses.is_empty() => {
                 thread.run_parked(inline, deadline)
             }

@@ -40,6 +40,10 @@ pub(crate) struct ThreadWorker {
     /// a plain load.
     may_be_parked: AtomicBool,
     name: String,
+    /// The fork generation the worker belongs to (`fork.rs`): a forked
+    /// child has a copy of the handle, but not the worker's thread, and its
+    /// copy of a parked machine shares state with the parent's runtime.
+    generation: u64,
 }
 
 /// What [`ThreadWorker::run_parked`] did.
@@ -51,6 +55,9 @@ pub(crate) enum Parked {
     /// Its steps ran on the caller's thread until the deadline passed:
     /// the worker was stopped there, and has ended.
     TimedOut,
+    /// The worker belongs to the process this one was forked from: it
+    /// cannot run here.
+    Forked,
 }
 
 impl ThreadWorker {
@@ -82,6 +89,7 @@ impl ThreadWorker {
             parked: Mutex::new(None),
             may_be_parked: AtomicBool::new(park),
             name,
+            generation: crate::fork::generation(),
         };
         if park {
             // Reports `Loaded` (a parked worker has nothing to start), and
@@ -149,8 +157,13 @@ impl ThreadWorker {
         // Interrupted meanwhile (`interrupt` found no machine to drop: it
         // was running here): it ends now.
         if self.interrupt.is_set() {
-            drop(self.unpark());
+            discard(self.unpark());
         }
+    }
+
+    /// Whether this process is a fork of the one the worker belongs to.
+    pub(crate) fn forked(&self) -> bool {
+        self.generation != crate::fork::generation()
     }
 
     /// Whether the machine may be parked (a plain load: asked before every
@@ -163,7 +176,15 @@ impl ThreadWorker {
         if !self.may_be_parked() {
             return None;
         }
-        self.parked.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.forked() {
+            // A forked copy: its guest's runtime and its hold on the epoch
+            // clock are the parent's; dropping them here would change this
+            // process's clock. Left as they are.
+            std::mem::forget(parked);
+            return None;
+        }
+        parked
     }
 
     /// Before the caller waits for this worker: a parked worker runs here,
@@ -172,6 +193,9 @@ impl ThreadWorker {
     /// thread (not `inline`: the caller wants its thread back within a
     /// bound of its own).
     pub(crate) fn run_parked(&self, inline: bool, deadline: Option<Instant>) -> Parked {
+        if self.forked() {
+            return Parked::Forked;
+        }
         let Some((mut machine, done)) = self.unpark() else {
             return Parked::No;
         };
@@ -209,21 +233,31 @@ impl ThreadWorker {
     /// Stops the guest at once, wherever it is (a parked worker ends here).
     pub(crate) fn interrupt(&self) {
         self.interrupt.trigger();
-        drop(self.unpark());
+        discard(self.unpark());
     }
 
     /// Interrupts the guest and waits up to `grace` for the worker to end;
     /// one still running then (a guest stuck where no interrupt reaches) is
-    /// left to end on its own.
+    /// left to end on its own, and so is the worker of the process this one
+    /// was forked from (its thread is not here).
     pub(crate) fn shutdown(&self, grace: Duration) {
         self.interrupt();
-        let _ = self.done.recv_timeout(grace);
+        if !self.forked() {
+            let _ = self.done.recv_timeout(grace);
+        }
     }
 }
 
 impl Drop for ThreadWorker {
     fn drop(&mut self) {
         // A parked worker holds its guest until dropped with the handle.
-        drop(self.unpark());
+        discard(self.unpark());
     }
+}
+
+/// Drops a parked machine: its guest's last output goes to the output
+/// handler, whose panic must not reach the caller (a worker thread would
+/// have caught it).
+fn discard(parked: Option<(Machine, Sender<()>)>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(parked)));
 }
