@@ -52,9 +52,17 @@ def env() -> dict:
     return {**os.environ, "SANDGEN_CACHE_DIR": str(CACHE)}
 
 
-def sandgen_bench(generator: str, args: str, isolation: str, plugin: Path = PLUGIN, cache: Path = CACHE) -> dict:
+# The `sandgen` of another revision (--before), run interleaved with this
+# tree's on the sandgen workloads.
+BEFORE: Path | None = None
+
+
+def sandgen_bench(
+    generator: str, args: str, isolation: str, plugin: Path = PLUGIN, cache: Path = CACHE,
+    binary: Path = SANDGEN,
+) -> dict:
     out = subprocess.run(
-        [SANDGEN, "bench", plugin, generator, "--args", args, "--isolation", isolation],
+        [binary, "bench", plugin, generator, "--args", args, "--isolation", isolation],
         check=True, capture_output=True, text=True,
         env={**os.environ, "SANDGEN_CACHE_DIR": str(cache)},
     ).stdout
@@ -115,14 +123,23 @@ def spdl_bench() -> dict:
     return bench_spdl.run_all(argparse.Namespace(latency_contexts=[]))
 
 
+def sandgen_figures(isolation: str, binary: Path) -> dict:
+    figures = {}
+    for name, (generator, args, _) in WORKLOADS.items():
+        figures[name] = sandgen_bench(generator, args, isolation, binary=binary)
+    lat = [sandgen_bench("range", "1", isolation, binary=binary)["first_item_ms"] for _ in range(10)]
+    figures["first_item_ms"] = statistics.median(lat)
+    return figures
+
+
 def one_run() -> dict:
     res: dict = {"sandgen": {}, "native": {}, "spdl": spdl_bench()}
+    if BEFORE is not None:
+        res["before"] = {}
     for isolation in ("thread", "process"):
-        figures = {}
-        for name, (generator, args, _) in WORKLOADS.items():
-            figures[name] = sandgen_bench(generator, args, isolation)
-        lat = [sandgen_bench("range", "1", isolation)["first_item_ms"] for _ in range(10)]
-        figures["first_item_ms"] = statistics.median(lat)
+        if BEFORE is not None:
+            res["before"][isolation] = sandgen_figures(isolation, BEFORE)
+        figures = sandgen_figures(isolation, SANDGEN)
         figures["run_ms"] = statistics.median(sandgen_run_seconds(isolation) * 1e3 for _ in range(10))
         res["sandgen"][isolation] = figures
     for name, (_, _, argv) in WORKLOADS.items():
@@ -193,6 +210,33 @@ def table(res: dict, runs: int) -> str:
     return "\n".join(lines)
 
 
+def before_table(res: dict, label: str) -> str:
+    """This tree's sandgen against another revision's, same run, interleaved."""
+    s, b = res["sandgen"], res["before"]
+    head = ("workload", "unit", "isolation", label, "this tree", "this / before")
+    rows = []
+    for isolation in ("thread", "process"):
+        for key, text, unit, field in (
+            ("ints", "200k small ints", "items/s", "items_per_second"),
+            ("bytes64k", "2,000 x 64 KiB", "MB/s", "megabytes_per_second"),
+            ("bytes1m", "200 x 1 MiB", "MB/s", "megabytes_per_second"),
+        ):
+            now, then = s[isolation][key][field], b[isolation][key][field]
+            rows.append((text, unit, isolation, f"{then:,.1f}", f"{now:,.1f}", f"{now / then:,.2f}x"))
+        now, then = s[isolation]["first_item_ms"], b[isolation]["first_item_ms"]
+        rows.append(("call -> first item", "ms", isolation, f"{then:,.3f}", f"{now:,.3f}",
+                     f"{then / now:,.2f}x"))
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    lines.append("this / before: higher is better (for the latency row, before / this).")
+    return "\n".join(lines)
+
+
 def language_table(res: dict) -> str:
     """The Python and JS example plugins against SPDL (Python generators in a
     subprocess) and native Rust, same workloads, same run."""
@@ -241,7 +285,14 @@ def language_table(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--before", type=Path, help="another revision's sandgen binary")
+    ap.add_argument("--before-label", default="before")
     args = ap.parse_args()
+    global BEFORE
+    BEFORE = args.before
+    if BEFORE is not None:
+        for isolation in ("thread", "process"):  # its compile cache too
+            sandgen_bench("range", "1", isolation, binary=BEFORE)
     for isolation in ("thread", "process"):  # warm the compile cache
         sandgen_bench("range", "1", isolation)
     for plugin in LANGUAGES.values():
@@ -252,6 +303,9 @@ def main() -> None:
     res["start"] = language_start()
     (ROOT / "bench/results.json").write_text(json.dumps({"median": res, "runs": runs}, indent=1))
     print(table(res, args.runs))
+    if BEFORE is not None:
+        print()
+        print(before_table(res, args.before_label))
 
 
 if __name__ == "__main__":

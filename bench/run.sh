@@ -5,12 +5,22 @@
 # PyPI into bench/.venv), and the Python and JavaScript example plugins, on
 # the workloads of bench/bench_spdl.py.
 #
-#   bench/run.sh [RUNS]    # default 3; prints the table, writes bench/results.json
+#   bench/run.sh [RUNS] [REF]   # default 3; prints the table, writes bench/results.json
+#
+# With REF (a git revision, built by bench/build-revision.sh), the sandgen
+# workloads also run with REF's `sandgen`, interleaved, and a second table
+# compares the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup toolchain install >/dev/null
+before=()
+if [ -n "${2:-}" ]; then
+    before=(--before "$(bench/build-revision.sh "$2")" --before-label "$2")
+fi
 # The dev profile optimizes every package (Cargo.toml): the same binaries the
-# tests use, no second build.
+# tests use, no second build. target/debug/sandgen may be REF's by now: link
+# this tree's again.
+touch host/src/bin/sandgen/main.rs
 cargo build -q -p sandgen --bin sandgen
 cargo build -q -p sandgen-bench
 cargo build -q --release --target wasm32-wasip2 -p fixture-spdl
@@ -20,4 +30,4 @@ if [ ! -x bench/.venv/bin/python ]; then
     python3 -m venv bench/.venv
 fi
 bench/.venv/bin/pip install -q "spdl==0.8.0"
-exec bench/.venv/bin/python bench/compare.py --runs "${1:-3}"
+exec bench/.venv/bin/python bench/compare.py --runs "${1:-3}" "${before[@]}"

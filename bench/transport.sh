@@ -14,7 +14,7 @@ if [ -n "${2:-}" ]; then
     args=(--before "$(bench/build-revision.sh "$2")" --before-label "$2")
 fi
 # target/debug/sandgen may be REF's by now: link this tree's again.
-touch host/src/main.rs
+touch host/src/bin/sandgen/main.rs
 cargo build -q -p sandgen --bin sandgen
 cargo build -q --release --target wasm32-wasip2 -p fixture-spdl
 exec python3 bench/bench_transport.py --runs "${1:-5}" "${args[@]}"

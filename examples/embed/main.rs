@@ -63,9 +63,6 @@ fn main() -> anyhow::Result<()> {
         }
         println!("epoch {epoch}: {tokens} tokens");
     }
-    println!(
-        "worker process: {:?}",
-        iterable.worker_process_id().is_some()
-    );
+    println!("worker process: {:?}", iterable.worker_pid().is_some());
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Which worker of an iterable this instance is: the host runs one instance
-//! per worker and tells each its index, the number of workers and the seed
-//! (section 10 of the design), in environment variables.
+//! per worker and tells each its index, the number of workers and the seed,
+//! in environment variables.
 
 /// This instance's place among the workers of its iterable.
 ///

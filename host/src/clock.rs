@@ -2,7 +2,7 @@
 //! one [`ClockGuard`] lives (a guest is instantiated), and sleeps otherwise.
 //! It lives as long as any [`Clock`] handle: a guest holds one, so a guest
 //! stays interruptible after its engine and plugin were dropped. The
-//! process keeps one clock for all its engines (`runtime.rs`), so in
+//! process keeps one clock for all its engines (`loader.rs`), so in
 //! practice the thread, once started, sleeps between guests until the
 //! process ends.
 //! Each tick advances the engines' epochs, which is how a guest spinning in

@@ -13,7 +13,6 @@
 //! deserializes anything.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use crate::error::{Error, ErrorKind};
+use crate::program::WorkerProgram;
 
 /// The exit code of a compiling child that ran out of its memory.
 const OUT_OF_MEMORY: i32 = 4;
@@ -86,30 +86,6 @@ pub(crate) fn in_process(
             format!("failed to compile plugin `{origin}`: {e:#}"),
         )
     })
-}
-
-/// The program that runs worker (and compiling) processes, with the
-/// arguments it needs before sandgen's marker.
-#[derive(Clone, Debug)]
-pub(crate) struct WorkerProgram {
-    pub(crate) program: PathBuf,
-    pub(crate) args: Vec<std::ffi::OsString>,
-}
-
-impl WorkerProgram {
-    pub(crate) fn plain(program: PathBuf) -> WorkerProgram {
-        WorkerProgram {
-            program,
-            args: Vec::new(),
-        }
-    }
-
-    /// A command that runs this program with its own arguments.
-    pub(crate) fn command(&self) -> std::process::Command {
-        let mut command = std::process::Command::new(&self.program);
-        command.args(&self.args);
-        command
-    }
 }
 
 /// Compiles `bytes` in a child process running `program`, within `limits`;
@@ -190,33 +166,61 @@ pub(crate) fn in_child(
             }
         };
         let err = err.join().unwrap_or_default();
-        let said = String::from_utf8_lossy(&err);
-        let said = said.trim();
-        match result {
-            (Ok(output), Ok(status)) if status.success() => {
-                checked(&output, bytes).map(<[u8]>::to_vec).ok_or_else(|| {
-                    died(format!(
-                        "wrote no compilation of this component: is `{}` a sandgen program of this version?",
-                        program.program.display()
-                    ))
-                })
-            }
-            (_, Ok(status)) if status.code() == Some(DOES_NOT_COMPILE) => Err(Error::new(
-                ErrorKind::Load,
-                said.replacen("`(stdin)`", &format!("`{origin}`"), 1),
-            )),
-            (_, Ok(status)) if out_of_memory(status, said) => Err(Error::new(
-                ErrorKind::LoadLimit,
-                format!(
-                    "compiling plugin `{origin}` needed more than its load memory of {} MiB; \
-                     raise it with `--load-memory MIB` (`EngineBuilder::load_memory`)",
-                    limits.memory >> 20
-                ),
-            )),
-            (_, Ok(status)) => Err(died(format!("ended ({status}): {said}"))),
-            (_, Err(e)) => Err(died(format!("could not be waited for ({e})"))),
-        }
+        outcome(
+            program,
+            origin,
+            bytes,
+            limits,
+            result,
+            &String::from_utf8_lossy(&err),
+        )
     })
+}
+
+/// What a compiling child's run gave: its output and how it ended, with
+/// what it said on stderr.
+fn outcome(
+    program: &WorkerProgram,
+    origin: &str,
+    bytes: &[u8],
+    limits: LoadLimits,
+    result: (
+        std::io::Result<Vec<u8>>,
+        std::io::Result<std::process::ExitStatus>,
+    ),
+    said: &str,
+) -> Result<Vec<u8>, Error> {
+    let died = |how: String| {
+        Error::new(
+            ErrorKind::Load,
+            format!("failed to compile plugin `{origin}`: the compiling process {how}"),
+        )
+    };
+    let said = said.trim();
+    match result {
+        (Ok(output), Ok(status)) if status.success() => {
+            checked(&output, bytes).map(<[u8]>::to_vec).ok_or_else(|| {
+                died(format!(
+                    "wrote no compilation of this component: is `{}` a sandgen program of this version?",
+                    program.program.display()
+                ))
+            })
+        }
+        (_, Ok(status)) if status.code() == Some(DOES_NOT_COMPILE) => Err(Error::new(
+            ErrorKind::Load,
+            said.replacen("`(stdin)`", &format!("`{origin}`"), 1),
+        )),
+        (_, Ok(status)) if out_of_memory(status, said) => Err(Error::new(
+            ErrorKind::LoadLimit,
+            format!(
+                "compiling plugin `{origin}` needed more than its load memory of {} MiB; \
+                 raise it with `--load-memory MIB` (`EngineBuilder::load_memory`)",
+                limits.memory >> 20
+            ),
+        )),
+        (_, Ok(status)) => Err(died(format!("ended ({status}): {said}"))),
+        (_, Err(e)) => Err(died(format!("could not be waited for ({e})"))),
+    }
 }
 
 /// A compilation: made here, or serialized by a compiling child.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compile::LoadLimits;
-use crate::compile::WorkerProgram;
 use crate::error::{Error, ErrorKind};
+use crate::loader::EngineCore;
 use crate::plugin::Plugin;
-use crate::runtime::Shared;
+use crate::program::WorkerProgram;
 
 /// Compiles plugins and runs their workers; cheap to clone.
 ///
@@ -32,7 +32,7 @@ use crate::runtime::Shared;
 /// ```
 #[derive(Clone)]
 pub struct Engine {
-    shared: Arc<Shared>,
+    core: Arc<EngineCore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -88,7 +88,7 @@ impl Engine {
             .filter(|meta| meta.is_file())
             .and_then(|meta| crate::cache::Identity::of(&meta));
         let (head, source) = match identity {
-            Some(identity) if self.shared.has_cache() => {
+            Some(identity) if self.core.has_cache() => {
                 let mut head = Vec::with_capacity(8);
                 std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 8), &mut head)
                     .map_err(failed)?;
@@ -113,10 +113,10 @@ impl Engine {
             || path.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
-        let loaded = self
-            .shared
+        let core = self
+            .core
             .load(&name, &path.display().to_string(), &head, source)?;
-        Ok(Plugin::new(loaded))
+        Ok(Plugin::new(core))
     }
 
     /// Loads a plugin from the bytes of a component; `name` is used in
@@ -127,7 +127,7 @@ impl Engine {
     /// As for [`Engine::load`].
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, Error> {
         let source = crate::cache::Source::Bytes(bytes.into());
-        Ok(Plugin::new(self.shared.load(name, name, bytes, source)?))
+        Ok(Plugin::new(self.core.load(name, name, bytes, source)?))
     }
 }
 
@@ -263,8 +263,8 @@ impl EngineBuilder {
             ));
         }
         Ok(Engine {
-            shared: Arc::new(
-                Shared::new(self.cache, self.worker_program, self.load)?
+            core: Arc::new(
+                EngineCore::new(self.cache, self.worker_program, self.load)?
                     .requiring_confinement(self.require_confinement),
             ),
         })

@@ -11,7 +11,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), sandgen::Error> {
 //! let engine = sandgen::Engine::new()?;
-//! let plugin = engine.load("examples/target/range.wasm")?;
+//! let plugin = engine.load("plugin.wasm")?;
 //! let iterable = plugin.generator("range").args(&5u64).build()?;
 //! for epoch in 0..2 {
 //!     for item in iterable.iter::<u64>()? {
@@ -59,23 +59,35 @@
 //! this crate's modules.
 #![deny(missing_docs)]
 
-mod cache;
-mod clock;
-mod codec;
-mod compile;
+// The modules, top layer first (ARCHITECTURE.md draws the layers; the
+// test `architecture` holds the code to them).
+mod entry;
+
+mod caller;
 mod engine;
-mod error;
-mod fork;
-mod guest;
-mod imports;
 mod iterable;
-mod options;
 mod pass;
 mod plugin;
-mod protocol;
-mod runtime;
-mod text;
+
+mod loader;
+
 mod worker;
+
+mod guest;
+
+mod imports;
+
+mod cache;
+mod compile;
+
+mod clock;
+mod codec;
+mod error;
+mod fork;
+mod options;
+mod program;
+mod protocol;
+mod text;
 
 /// Helpers of the unit tests.
 #[cfg(test)]
@@ -103,17 +115,17 @@ mod bindings {
 
 pub use crate::compile::{DEFAULT_LOAD_MEMORY, DEFAULT_LOAD_TIMEOUT};
 pub use crate::engine::{Engine, EngineBuilder};
+pub use crate::entry::{run_worker_from_args, run_worker_if_requested};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::guest::output::{GuestStream, OutputLine};
-pub use crate::iterable::{Iterable, IterableBuilder, MAX_WORKERS};
+pub use crate::iterable::{Batches, Iterable, IterableBuilder, MAX_WORKERS};
 pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
 };
-pub use crate::pass::{Batch, BatchItems, Batches, Delivered, NextBatch, Pass, RawPass};
+pub use crate::pass::{Batch, BatchItems, Delivered, NextBatch, Pass, RawPass};
 pub use crate::plugin::{GeneratorInfo, Plugin};
 pub use crate::text::escape_text;
 pub use crate::worker::Isolation;
-pub use crate::worker::process::child::{run_worker_from_args, run_worker_if_requested};
 pub use crate::worker::process::confine::Confinement;
 #[doc(no_inline)]
 pub use sandgen_wire::Encoding;

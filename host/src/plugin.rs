@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::iterable::IterableBuilder;
-use crate::runtime::Loaded;
+use crate::loader::PluginCore;
 
 /// How long listing a plugin's generators may take by default.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,13 +27,13 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone)]
 pub struct Plugin {
-    loaded: Arc<Loaded>,
+    core: Arc<PluginCore>,
 }
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin")
-            .field("name", &self.loaded.name())
+            .field("name", &self.core.name())
             .finish_non_exhaustive()
     }
 }
@@ -48,16 +48,16 @@ pub struct GeneratorInfo {
 }
 
 impl Plugin {
-    pub(crate) fn new(loaded: Loaded) -> Plugin {
+    pub(crate) fn new(core: PluginCore) -> Plugin {
         Plugin {
-            loaded: Arc::new(loaded),
+            core: Arc::new(core),
         }
     }
 
     /// The plugin's name: its file name without extension, or the name given
     /// to [`Engine::load_bytes`](crate::Engine::load_bytes).
     pub fn name(&self) -> &str {
-        self.loaded.name()
+        self.core.name()
     }
 
     /// Lists the generators the plugin exports (in a fresh, sandboxed
@@ -77,7 +77,7 @@ impl Plugin {
     ///
     /// As for [`generators`](Self::generators).
     pub fn generators_with_timeout(&self, timeout: Duration) -> Result<Vec<GeneratorInfo>, Error> {
-        let listed = crate::guest::list::list_generators(self.loaded.linked(false)?, timeout)?;
+        let listed = crate::guest::list::list_generators(self.core.linked(false)?, timeout)?;
         Ok(listed
             .into_iter()
             .map(|(name, description)| GeneratorInfo { name, description })
@@ -87,6 +87,6 @@ impl Plugin {
     /// Starts building an iterable over generator `name`; see
     /// [`IterableBuilder`].
     pub fn generator(&self, name: &str) -> IterableBuilder {
-        IterableBuilder::new(self.loaded.clone(), name)
+        IterableBuilder::new(self.core.clone(), name)
     }
 }

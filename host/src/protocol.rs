@@ -29,7 +29,7 @@ pub(crate) enum Status {
     InitializationFailed(Error),
     IterationStarted,
     /// Items of the current pass (SPDL's ITERATOR_SUCCESS), a batch at a time.
-    Items(Batch),
+    Items(WorkerBatch),
     IteratorFailed(Error),
     IterationFinished,
     UnexpectedCommand(Command),
@@ -43,7 +43,7 @@ pub(crate) enum Status {
 /// A batch of items as the worker sends it: frames checked by
 /// [`sandgen_wire::frame::validate_batch`], and their count.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Batch {
+pub(crate) struct WorkerBatch {
     #[serde(with = "serde_bytes")]
     pub(crate) frames: Vec<u8>,
     pub(crate) count: u32,

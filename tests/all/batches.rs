@@ -117,7 +117,7 @@ fn close_ends_the_worker_and_its_live_pass() {
             .build()
             .unwrap(),
     );
-    let pid = iterable.worker_process_id();
+    let pid = iterable.worker_pid();
     let mut batches = iterable.batches().unwrap();
     assert!(batches.next_batch().unwrap().is_ok());
     let started = Instant::now();

@@ -1,4 +1,4 @@
-//! The OS confinement of worker processes (section 12): seen from outside
+//! The OS confinement of worker processes: seen from outside
 //! (`/proc`), and from inside, through the debug build's probe of what an
 //! escaped guest would try.
 
@@ -50,7 +50,7 @@ fn a_worker_process_in_a_pass_is_confined() {
             .on_output(|_| {})
             .build()
             .unwrap();
-        let pid = iterable.worker_process_id().unwrap();
+        let pid = iterable.worker_pid().unwrap();
         let mut pass = iterable.iter_raw().unwrap();
         if first_item {
             assert!(pass.next().unwrap().is_ok(), "the first item");
@@ -157,7 +157,7 @@ fn a_stopped_and_continued_worker_process_goes_on() {
         .isolation(Isolation::Process)
         .build()
         .unwrap();
-    let pid = rustix::process::Pid::from_raw(iterable.worker_process_id().unwrap() as i32).unwrap();
+    let pid = rustix::process::Pid::from_raw(iterable.worker_pid().unwrap() as i32).unwrap();
     let mut pass = iterable.iter::<u64>().unwrap();
     assert_eq!(pass.next().unwrap().unwrap(), 0);
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();

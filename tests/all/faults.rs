@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use crate::util::{assert_error, raw, spdl};
+use crate::util::{assert_error, pass_error, probing, raw, spdl};
 use sandgen::{Encoding, ErrorKind};
 use serde_json::json;
 
@@ -35,6 +35,21 @@ fn unbounded_recursion_is_a_stack_overflow() {
         &error,
         ErrorKind::StackOverflow,
         "exhausted its stack while iterating",
+    );
+}
+
+both_isolations!(a_shadow_stack_overflow_says_what_it_likely_is);
+/// A Rust guest that recurses with large frames runs off the start of its
+/// linear memory (its shadow stack) before wasm's stack is full: the trap
+/// is an out-of-bounds access, and the error says it is likely a stack
+/// overflow.
+fn a_shadow_stack_overflow_says_what_it_likely_is() {
+    let iterable = probing("deep").on_output(|_| {}).build().unwrap();
+    let error = pass_error::<u64>(&iterable);
+    assert_error(
+        &error,
+        ErrorKind::Trap,
+        "trapped while starting a pass: wasm trap: out of bounds memory access (likely a stack overflow",
     );
 }
 

@@ -1,7 +1,12 @@
-//! Loading plugins: every kind of bad input gets its own clear error.
+//! Loading plugins: every kind of bad input gets its own clear error; listing
+//! generators, with its timeouts; `Engine::new` with its defaults; what a
+//! plugin and an iterable say of themselves.
 
-use crate::util::{artifacts, assert_error, engine, spdl};
-use sandgen::ErrorKind;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::util::{Captured, artifacts, assert_error, engine, isolation, plugin, spdl};
+use sandgen::{Encoding, ErrorKind, Isolation};
 
 #[test]
 fn missing_file() {
@@ -188,6 +193,22 @@ fn listing_a_plugin_that_hangs_times_out() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// Listing a plugin that never returns stops after the default 10 seconds.
+#[test]
+fn listing_times_out_after_10_seconds_by_default() {
+    let _watch = crate::util::watchdog("loading::listing_times_out_after_10_seconds_by_default");
+    let started = std::time::Instant::now();
+    let error = plugin(artifacts::FIXTURE_HANG_LIST)
+        .generators()
+        .unwrap_err();
+    assert_error(
+        &error,
+        ErrorKind::Timeout,
+        "timed out listing its generators (after 10s)",
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+}
+
 /// A plugin that imports `wasi:http` (a componentize-js build without
 /// `-d http -d fetch-event`) is incompatible, with the hint to build it
 /// without.
@@ -268,4 +289,44 @@ fn a_plugin_rewritten_in_place_is_loaded_afresh() {
     );
     // The first plugin still runs what it loaded.
     assert!(description(&first).contains("each byte 7,"));
+}
+
+/// `Engine::new` works with its defaults (the cache from the environment).
+#[test]
+fn engine_new_loads_and_runs_a_plugin() {
+    let _watch = crate::util::watchdog("loading::engine_new_loads_and_runs_a_plugin");
+    let engine = sandgen::Engine::new().unwrap();
+    let plugin = engine.load(artifacts::FIXTURE_KINDS).unwrap();
+    assert_eq!(plugin.generators().unwrap()[0].name, "kinds");
+}
+
+both_isolations!(public_accessors_say_what_they_hold);
+/// `load_bytes` names the plugin in messages and output; an iterable knows
+/// its generator, encoding and (in process isolation only) its worker's id.
+fn public_accessors_say_what_they_hold() {
+    let bytes = std::fs::read(artifacts::FIXTURE_SPDL).unwrap();
+    let plugin = engine().load_bytes("renamed", &bytes).unwrap();
+    assert_eq!(plugin.name(), "renamed");
+    let captured = Captured::default();
+    let iterable = plugin
+        .generator("announce")
+        .encoding(Encoding::Json)
+        .args(&1u64)
+        .isolation(isolation())
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    assert_eq!(iterable.generator(), "announce");
+    assert_eq!(iterable.encoding(), Encoding::Json);
+    match isolation() {
+        Isolation::Process => {
+            let pid = iterable.worker_pid().unwrap();
+            assert!(Path::new(&format!("/proc/{pid}")).exists());
+            assert_ne!(pid, std::process::id());
+        }
+        _ => assert_eq!(iterable.worker_pid(), None),
+    }
+    assert_eq!(iterable.iter::<u64>().unwrap().count(), 1);
+    drop(iterable);
+    assert_eq!(captured.lines(), ["[renamed/announce stderr] produced 0"]);
 }

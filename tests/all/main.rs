@@ -5,7 +5,9 @@
 #[macro_use]
 mod util;
 
+mod architecture;
 mod batches;
+mod cache;
 mod cli;
 mod confinement;
 mod conformance;
@@ -13,9 +15,10 @@ mod examples;
 mod faults;
 mod languages;
 mod loading;
+mod output;
 mod process;
-mod promises;
 mod protocol;
 mod sandbox;
 mod spdl;
+mod transport;
 mod workers;

@@ -1,7 +1,11 @@
 //! The plugin contract: a plugin written without the SDK works, and one that
 //! breaks the contract gets a protocol error, never a host panic or hang.
+//! The caller's side of a pass: the worker runs ahead by at most the buffer's
+//! bytes, and one pass at a time, whatever thread asks.
 
-use crate::util::{assert_error, raw, spdl};
+use std::time::Duration;
+
+use crate::util::{Captured, assert_error, raw, spdl};
 use sandgen::{Encoding, ErrorKind, Iterable};
 
 fn raw_iterable(generator: &str, args: &str) -> Iterable {
@@ -174,4 +178,54 @@ fn items_over_the_maximum_are_a_protocol_error() {
             .ends_with("more than the largest item allowed (1000 bytes)"),
         "{error}"
     );
+}
+
+both_isolations!(buffer_bytes_bound_how_far_the_worker_runs_ahead);
+/// With room for 100,000 items but only 64 bytes, the worker runs ahead by
+/// bytes: a few items (a batch of at most half the bytes, and one more
+/// batch in flight), not thousands.
+fn buffer_bytes_bound_how_far_the_worker_runs_ahead() {
+    let (captured, lines) = Captured::with_channel();
+    let iterable = spdl()
+        .generator("announce")
+        .args(&100_000u64)
+        .buffer_size(100_000)
+        .buffer_bytes(64)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    let mut pass = iterable.iter::<u64>().unwrap();
+    assert_eq!(pass.next().unwrap().unwrap(), 0);
+    // Let the worker run as far as it may.
+    std::thread::sleep(Duration::from_millis(200));
+    let produced = lines.try_iter().count();
+    assert!(
+        (1..=32).contains(&produced),
+        "{produced} items produced ahead with 64 bytes of buffer"
+    );
+}
+
+both_isolations!(two_threads_cannot_iterate_one_iterable_at_once);
+fn two_threads_cannot_iterate_one_iterable_at_once() {
+    let iterable = spdl().generator("range").args(&3u64).build().unwrap();
+    let pass = iterable.iter::<u64>().unwrap();
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| iterable.iter::<u64>().map(|_| ()).unwrap_err());
+        assert_error(
+            &other.join().unwrap(),
+            ErrorKind::Busy,
+            "already in progress",
+        );
+    });
+    assert_eq!(pass.collect::<Result<Vec<_>, _>>().unwrap(), [0, 1, 2]);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            iterable
+                .iter::<u64>()
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+        });
+        assert_eq!(other.join().unwrap(), [0, 1, 2]);
+    });
 }

@@ -1,9 +1,11 @@
 //! Sandbox defaults and traps: nothing leaks in, failures keep the guest's
-//! own words.
+//! own words, memory is capped (by default 1 GiB), granted directories
+//! cannot be escaped or changed, there is no UDP and stdin is empty.
 
+use std::os::unix::fs::symlink;
 use std::time::Duration;
 
-use crate::util::{Captured, assert_error, spdl};
+use crate::util::{Captured, assert_error, pass_error, probing, spdl, temp_dir};
 use sandgen::ErrorKind;
 use serde_json::json;
 
@@ -12,7 +14,7 @@ fn environment(builder: sandgen::IterableBuilder) -> Vec<String> {
     iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
 }
 
-/// What every worker sees of itself (section 10): its index and how many
+/// What every worker sees of itself: its index and how many
 /// workers there are, also for one.
 const WORKER_ONE_OF_ONE: [&str; 2] = ["env SANDGEN_WORKER_ID=0", "env SANDGEN_NUM_WORKERS=1"];
 
@@ -109,6 +111,21 @@ fn memory_limit_is_enforced_and_named() {
         .unwrap();
     let sizes: Vec<usize> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(sizes, [8 << 20]);
+}
+
+both_isolations!(the_default_memory_limit_is_1_gib);
+fn the_default_memory_limit_is_1_gib() {
+    let iterable = spdl()
+        .generator("allocate")
+        .args(&1100u64)
+        .on_output(|_| {})
+        .build()
+        .unwrap();
+    assert_error(
+        &pass_error::<u64>(&iterable),
+        ErrorKind::MemoryLimit,
+        "memory limit of 1024 MiB",
+    );
 }
 
 both_isolations!(timeout_during_initialization);
@@ -287,4 +304,114 @@ fn a_plugin_holds_few_instances() {
         ErrorKind::MemoryLimit,
         "needs more than 64 core instances",
     );
+}
+
+/// Every item of one pass, as strings.
+fn outcomes(builder: sandgen::IterableBuilder) -> Vec<String> {
+    let iterable = builder.build().unwrap();
+    iterable
+        .iter::<String>()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A granted folder `granted` inside `root`, with `inside.txt`, beside a
+/// `secret.txt` it must not reach; in it, links that point out (absolute,
+/// relative, to a folder) and one that stays inside; and `root/link`, a
+/// link to the granted folder.
+fn grants_tree(name: &str) -> std::path::PathBuf {
+    let root = temp_dir(name);
+    let granted = root.join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("inside.txt"), "inside").unwrap();
+    std::fs::write(root.join("secret.txt"), "secret").unwrap();
+    symlink(root.join("secret.txt"), granted.join("abs")).unwrap();
+    symlink("../secret.txt", granted.join("rel")).unwrap();
+    symlink(&root, granted.join("dirlink")).unwrap();
+    symlink("inside.txt", granted.join("inner")).unwrap();
+    symlink(&granted, root.join("link")).unwrap();
+    root
+}
+
+both_isolations!(granted_directories_cannot_be_escaped_or_changed);
+/// `..`, absolute and relative links out, a link to a folder outside: all
+/// refused; a link that stays inside works; a granted folder that is itself
+/// a link works and is as closed; deleting, renaming, creating and writing
+/// are refused, and the host's files are untouched.
+fn granted_directories_cannot_be_escaped_or_changed() {
+    let root = grants_tree("grants");
+    let ops = [
+        "read /data/inside.txt",
+        "read /data/inner",
+        "read /data/../secret.txt",
+        "read /data/abs",
+        "read /data/rel",
+        "read /data/dirlink/secret.txt",
+        "read /secret.txt",
+        "list /data",
+        "delete /data/inside.txt",
+        "rename /data/inside.txt /data/moved.txt",
+        "mkdir /data/new",
+        "rmdir /data/dirlink",
+        "write /data/inside.txt",
+        "write /data/fresh.txt",
+        "read /linked/inside.txt",
+        "read /linked/../secret.txt",
+    ];
+    let got = outcomes(
+        probing("fs")
+            .dir(root.join("granted"), "/data")
+            .dir(root.join("link"), "/linked")
+            .args(&ops),
+    );
+    assert_eq!(
+        got,
+        [
+            "read /data/inside.txt: ok inside",
+            "read /data/inner: ok inside",
+            "read /data/../secret.txt: error PermissionDenied",
+            "read /data/abs: error PermissionDenied",
+            "read /data/rel: error PermissionDenied",
+            "read /data/dirlink/secret.txt: error PermissionDenied",
+            "read /secret.txt: error NotFound",
+            "list /data: ok abs,dirlink,inner,inside.txt,rel",
+            "delete /data/inside.txt: error PermissionDenied",
+            "rename /data/inside.txt /data/moved.txt: error PermissionDenied",
+            "mkdir /data/new: error PermissionDenied",
+            "rmdir /data/dirlink: error PermissionDenied",
+            "write /data/inside.txt: error PermissionDenied",
+            "write /data/fresh.txt: error PermissionDenied",
+            "read /linked/inside.txt: ok inside",
+            "read /linked/../secret.txt: error PermissionDenied",
+        ]
+    );
+    let granted = root.join("granted");
+    assert_eq!(
+        std::fs::read_to_string(granted.join("inside.txt")).unwrap(),
+        "inside"
+    );
+    for absent in ["moved.txt", "new", "fresh.txt"] {
+        assert!(!granted.join(absent).exists(), "{absent} was created");
+    }
+    assert!(granted.join("dirlink").is_symlink());
+}
+
+both_isolations!(udp_is_refused);
+/// No UDP either: binding a socket fails, and nothing reaches a listener.
+fn udp_is_refused() {
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let got = outcomes(probing("udp").args(&address));
+    assert_eq!(got, ["bind: error PermissionDenied"]);
+    listener
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(listener.recv_from(&mut buf).is_err(), "a datagram arrived");
+}
+
+both_isolations!(stdin_is_empty);
+fn stdin_is_empty() {
+    assert_eq!(outcomes(probing("stdin")), ["stdin: ok 0 bytes"]);
 }

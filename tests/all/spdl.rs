@@ -60,7 +60,7 @@ both_isolations!(a03_iterable_drops_after_use);
 fn a03_iterable_drops_after_use() {
     let iterable = range(3);
     assert_eq!(collect(&iterable), [0, 1, 2]);
-    let worker = iterable.worker_process_id();
+    let worker = iterable.worker_pid();
     assert_eq!(
         worker.is_some(),
         crate::util::isolation() == sandgen::Isolation::Process

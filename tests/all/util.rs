@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use sandgen::{Engine, Isolation, IterableBuilder, OutputLine, Plugin};
+use sandgen::{Encoding, Engine, Isolation, IterableBuilder, OutputLine, Plugin};
 pub use sandgen_tests::artifacts;
 
 /// The one list of isolation modes: defines a `#[test]` per mode, named
@@ -180,6 +180,17 @@ pub fn spdl() -> Fixture {
 /// The fixture written against the WIT without the SDK.
 pub fn raw() -> Fixture {
     plugin(artifacts::FIXTURE_RAW)
+}
+
+/// The fixture that probes the sandbox's edges and writes output in
+/// awkward shapes, on request.
+pub fn probe() -> Fixture {
+    plugin(artifacts::FIXTURE_PROBE)
+}
+
+/// A generator of the probe fixture, with JSON items.
+pub fn probing(generator: &str) -> sandgen::IterableBuilder {
+    probe().generator(generator).encoding(Encoding::Json)
 }
 
 /// A fresh, empty directory for one test.

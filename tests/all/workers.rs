@@ -1,4 +1,4 @@
-//! Several workers per iterable (section 10): the order of items, worker
+//! Several workers per iterable: the order of items, worker
 //! info, per-worker arguments, failures named by worker, early stop,
 //! timeouts, a dying worker, teardown, and reproducible streams.
 
@@ -243,7 +243,7 @@ fn a_dying_worker_process_is_named() {
         .isolation(Isolation::Process)
         .build()
         .unwrap();
-    let pids = iterable.worker_process_ids();
+    let pids = iterable.worker_pids();
     assert_eq!(pids.len(), 2);
     let mut pass = iterable.iter::<u64>().unwrap();
     assert_eq!(pass.next().unwrap().unwrap(), 0);
@@ -267,7 +267,7 @@ fn dropping_the_iterable_ends_every_worker_process() {
         .isolation(Isolation::Process)
         .build()
         .unwrap();
-    let pids = iterable.worker_process_ids();
+    let pids = iterable.worker_pids();
     assert_eq!(pids.len(), 3);
     let pass = iterable.iter::<u64>().unwrap();
     // The workers spin inside their pass.

@@ -1,4 +1,4 @@
-"""The section 9 API: load, generators, iterables, passes, encodings."""
+"""The Python API: load, generators, iterables, passes, encodings."""
 
 from __future__ import annotations
 
@@ -192,3 +192,13 @@ def test_jsonable_args_round_trip(spdl: sandgen.Plugin) -> None:
         spdl.iterable("create_fails", args=message)
     assert failed.value.plugin_message == message
     assert json.dumps(message)  # the same text the plugin got
+
+
+def test_one_version_for_the_crates_and_the_package() -> None:
+    import importlib.metadata
+    import tomllib
+
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    version = workspace["workspace"]["package"]["version"]
+    assert sandgen.__version__ == version
+    assert importlib.metadata.version("sandgen") == version

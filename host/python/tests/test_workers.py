@@ -1,4 +1,4 @@
-"""Several workers per iterable from Python (section 10), in both modes."""
+"""Several workers per iterable from Python, in both modes."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@
 mod machine;
 pub(crate) mod pool;
 pub(crate) mod process;
+mod session;
 pub(crate) mod task;
 mod thread;
 
@@ -21,10 +22,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
+use crate::guest::Linked;
 use crate::guest::output::OutputHandler;
 use crate::protocol::Command;
-use crate::runtime::Loaded;
+pub(crate) use crate::worker::process::ProcessSpec;
 use crate::worker::process::ProcessWorker;
+#[cfg(test)]
+use crate::worker::task::WorkerQueues;
 use crate::worker::task::{Queues, Task, queues};
 pub(crate) use crate::worker::thread::Parked;
 use crate::worker::thread::ThreadWorker;
@@ -86,6 +90,15 @@ impl FromStr for Isolation {
     }
 }
 
+/// What a worker starts from: the plain spec the loading layer hands down
+/// (a worker needs no loaded plugin, only this).
+pub(crate) enum Placement {
+    /// A worker thread instantiates this linked component.
+    Thread(Linked),
+    /// A worker process loads a compiled file.
+    Process(ProcessSpec),
+}
+
 /// The caller's handle on a worker, wherever it runs.
 pub(crate) struct WorkerHandle {
     pub(crate) queues: Queues,
@@ -95,36 +108,46 @@ pub(crate) struct WorkerHandle {
 enum Flavor {
     Thread(ThreadWorker),
     Process(ProcessWorker),
+    /// Played by a unit test through the worker's ends of the queues.
+    #[cfg(test)]
+    Fake,
 }
 
 impl WorkerHandle {
-    /// Starts a worker of `plugin` running `task`. It reports `Loaded`,
-    /// then `InitializationSucceeded` or `InitializationFailed`. With
-    /// `park`, a worker thread runs its first steps on the caller's thread
-    /// ([`before_wait`](Self::before_wait)).
+    /// Starts a worker, placed as `placement` says, running `task`. It
+    /// reports `Loaded`, then `InitializationSucceeded` or
+    /// `InitializationFailed`. With `park`, a worker thread runs its first
+    /// steps on the caller's thread ([`before_wait`](Self::before_wait)).
     pub(crate) fn spawn(
-        plugin: &Loaded,
+        placement: &Placement,
         task: Task,
         output: OutputHandler,
-        isolation: Isolation,
         park: bool,
     ) -> Result<WorkerHandle, Error> {
         let (queues, worker_queues) = queues();
-        let fuel = task.limits.fuel.is_some();
-        let flavor = match isolation {
-            Isolation::Thread => Flavor::Thread(ThreadWorker::spawn(
-                plugin.linked(fuel)?.clone(),
+        let flavor = match placement {
+            Placement::Thread(linked) => Flavor::Thread(ThreadWorker::spawn(
+                linked.clone(),
                 task,
                 output,
                 worker_queues.commands,
                 worker_queues.statuses,
                 park,
             )?),
-            Isolation::Process => {
-                Flavor::Process(ProcessWorker::spawn(plugin, task, output, worker_queues)?)
+            Placement::Process(spec) => {
+                Flavor::Process(ProcessWorker::spawn(spec, task, output, worker_queues)?)
             }
         };
         Ok(WorkerHandle { queues, flavor })
+    }
+
+    /// A worker that a unit test plays: the test holds its ends of the
+    /// queues.
+    #[cfg(test)]
+    pub(crate) fn fake() -> (WorkerHandle, WorkerQueues) {
+        let (queues, worker_queues) = queues();
+        let flavor = Flavor::Fake;
+        (WorkerHandle { queues, flavor }, worker_queues)
     }
 
     /// Before the caller waits for this worker's next status: a parked
@@ -147,15 +170,15 @@ impl WorkerHandle {
     pub(crate) fn pass_started(&self, inline: bool, deadline: Option<Instant>) -> Parked {
         match &self.flavor {
             Flavor::Thread(thread) => thread.run_parked(inline, deadline),
-            Flavor::Process(_) => Parked::No,
+            _ => Parked::No,
         }
     }
 
     /// The worker process's id, in process isolation.
     pub(crate) fn process_id(&self) -> Option<u32> {
         match &self.flavor {
-            Flavor::Thread(_) => None,
             Flavor::Process(process) => Some(process.pid()),
+            _ => None,
         }
     }
 
@@ -173,6 +196,8 @@ impl WorkerHandle {
         match &self.flavor {
             Flavor::Thread(thread) => thread.interrupt(),
             Flavor::Process(process) => process.kill(),
+            #[cfg(test)]
+            Flavor::Fake => {}
         }
     }
 
@@ -184,6 +209,8 @@ impl WorkerHandle {
         match &self.flavor {
             Flavor::Thread(thread) => thread.shutdown(grace),
             Flavor::Process(process) => process.shutdown(grace),
+            #[cfg(test)]
+            Flavor::Fake => {}
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Worker threads are kept a while after their worker ended, for the next
 //! one: starting an iterable then costs a hand-off to a waiting thread, not
-//! a thread start (about 16 µs on the project's machine, a fifth of a small
-//! plugin's whole start; BENCHMARKS.md "Start-up").
+//! a thread start (a large share of a small plugin's whole start;
+//! BENCHMARKS.md "Start-up" has the figures).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, MutexGuard};

@@ -24,6 +24,10 @@ use crate::guest::output::OutputHandler;
 use crate::guest::{Interrupt, Linked};
 use crate::protocol::Command;
 use crate::worker::machine::{Inline, Machine};
+use crate::worker::session::{GuestSession, GuestStart};
+
+/// A worker thread's machine: a guest's.
+type GuestMachine = Machine<GuestSession>;
 use crate::worker::pool;
 use crate::worker::task::{Reports, Task, thread_name};
 
@@ -35,7 +39,7 @@ pub(crate) struct ThreadWorker {
     done: Receiver<()>,
     /// The machine while it runs on no thread, and what it drops when it
     /// ends.
-    parked: Mutex<Option<(Machine, Sender<()>)>>,
+    parked: Mutex<Option<(GuestMachine, Sender<()>)>>,
     /// Whether `parked` may hold the machine: checked before every wait, so
     /// a plain load.
     may_be_parked: AtomicBool,
@@ -75,10 +79,15 @@ impl ThreadWorker {
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let interrupt = Arc::new(Interrupt::default());
         let name = thread_name("", &task.generator);
-        let mut machine = Machine::new(
+        let generator = task.generator.clone();
+        let start = GuestStart {
             linked,
             task,
             output,
+        };
+        let mut machine = GuestMachine::new(
+            start,
+            generator,
             commands,
             Box::new(statuses),
             interrupt.clone(),
@@ -106,7 +115,7 @@ impl ThreadWorker {
     }
 
     /// Starts `machine` on a thread.
-    fn start(&self, machine: Machine, done: Sender<()>) -> Result<(), Error> {
+    fn start(&self, machine: GuestMachine, done: Sender<()>) -> Result<(), Error> {
         pool::run(
             self.name.clone(),
             Box::new(move || {
@@ -128,7 +137,7 @@ impl ThreadWorker {
     /// Moves a parked machine onto a thread; if no thread can start, the
     /// worker fails with that error (the caller reads it as the worker's
     /// last status).
-    fn hand_off(&self, machine: Machine, done: Sender<()>) {
+    fn hand_off(&self, machine: GuestMachine, done: Sender<()>) {
         let machine = Arc::new(Mutex::new(Some(machine)));
         let on_thread = machine.clone();
         let started = pool::run(
@@ -152,7 +161,7 @@ impl ThreadWorker {
         }
     }
 
-    fn park(&self, machine: Machine, done: Sender<()>) {
+    fn park(&self, machine: GuestMachine, done: Sender<()>) {
         *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some((machine, done));
         // Interrupted meanwhile (`interrupt` found no machine to drop: it
         // was running here): it ends now.
@@ -172,7 +181,7 @@ impl ThreadWorker {
         self.may_be_parked.load(Ordering::Acquire)
     }
 
-    fn unpark(&self) -> Option<(Machine, Sender<()>)> {
+    fn unpark(&self) -> Option<(GuestMachine, Sender<()>)> {
         if !self.may_be_parked() {
             return None;
         }
@@ -258,6 +267,6 @@ impl Drop for ThreadWorker {
 /// Drops a parked machine: its guest's last output goes to the output
 /// handler, whose panic must not reach the caller (a worker thread would
 /// have caught it).
-fn discard(parked: Option<(Machine, Sender<()>)>) {
+fn discard(parked: Option<(GuestMachine, Sender<()>)>) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(parked)));
 }

@@ -15,6 +15,7 @@ may touch. Items stream back in batches, with back-pressure.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -75,7 +76,7 @@ __all__ = [
     "u8",
 ]
 
-__version__ = "0.1.0"
+__version__: str = _native.__version__
 
 Isolation = Literal["thread", "process"]
 Encoding = Literal["json", "bincode"]
@@ -216,26 +217,11 @@ class Plugin:
         scheduler above sandgen (``sandgen.ray``): its workers are numbered
         after those of the shards before it.
         """
-        options = _options(
-            generator=generator,
-            args=args,
-            config=config,
-            isolation=isolation,
-            buffer_size=buffer_size,
-            timeout=timeout,
-            memory_limit_mib=memory_limit_mib,
-            fuel=fuel,
-            dirs=dirs,
-            env=env,
-            encoding=encoding,
-            item_type=item_type,
-            num_workers=num_workers,
-            in_order=in_order,
-            seed=seed,
-            worker_args=worker_args,
-            shard=shard,
-        )
-        return Iterable(self._native.iterable(generator, **options))
+        # The keyword options by name, as the signature spells them (see
+        # `_ITERABLE_DEFAULTS`): locals() holds just the parameters here.
+        given = locals()
+        keywords = {name: given[name] for name in _ITERABLE_DEFAULTS}
+        return Iterable(self._native.iterable(_iterable_options(generator, args, keywords)))
 
 
 class Iterable:
@@ -325,33 +311,119 @@ def _one_pass(iterable: Iterable) -> Iterator[Any]:
         yield from iterable
 
 
-# --- option checks: each names the option and what it accepts ---------------
+# --- options: each check names the option and what it accepts ---------------
 
-# The options of `Plugin.iterable` after `args`, with their defaults: for
-# callers that take them as keyword arguments and check them up front
-# (`sandgen.torch`, `sandgen.ray`).
-_ITERABLE_DEFAULTS: dict[str, Any] = {
-    "config": None,
-    "isolation": "thread",
-    "buffer_size": None,
-    "timeout": None,
-    "memory_limit_mib": 1024,
-    "fuel": None,
-    "dirs": None,
-    "env": None,
-    "encoding": "json",
-    "item_type": None,
-    "num_workers": 1,
-    "in_order": True,
-    "seed": None,
-    "worker_args": None,
-    "shard": None,
-}
+# The keyword options of `Plugin.iterable` (those after `args`) with their
+# defaults, read off its signature: the one list of them, for
+# `Plugin.iterable` itself and for the callers that take them as keyword
+# arguments and check them up front (`sandgen.torch`, `sandgen.ray`).
+_ITERABLE_DEFAULTS: dict[str, Any] = dict(Plugin.iterable.__kwdefaults__ or {})
 
 
-def _with_defaults(options: dict[str, Any], *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`options` of `Plugin.iterable` completed with the defaults; unknown
-    ones (and those in `exclude`, which the caller sets itself) raise."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _IterableOptions:
+    """The options of one iterable, checked, in the units the library takes.
+
+    Made by ``_iterable_options`` only; the native ``Plugin.iterable`` takes
+    it whole and reads every field by its name (``IterableOptions`` in
+    ``src/options.rs``).
+    """
+
+    generator: str
+    encoding: str
+    args: str | None  # JSON text; None: none given
+    config: str | None  # JSON text; None: none given
+    isolation: str
+    buffer_size: int | None
+    timeout: float | None  # seconds
+    memory_limit: int  # bytes
+    fuel: int | None
+    dirs: list[tuple[str, str]]  # (host, guest)
+    env: list[tuple[str, str]]  # (name, value)
+    item_shape: object  # `describe(item_type)`; None: no item_type
+    item_type_name: str  # "": no item_type
+    num_workers: int
+    in_order: bool
+    seed: int | None
+    worker_args: list[str] | None  # JSON text, one per worker
+    shard: tuple[int, int] | None  # (index, count)
+
+
+def _iterable_options(
+    generator: object,
+    args: object,
+    options: Mapping[str, object],
+    *,
+    exclude: tuple[str, ...] = (),
+) -> _IterableOptions:
+    """Checks the arguments of a call of ``Plugin.iterable``: ``options`` are
+    its keyword options, by name; missing ones take their defaults, unknown
+    ones (and those in ``exclude``, which the caller sets itself) raise.
+    Anything invalid raises ``InvalidInputError``, before any worker starts."""
+    given = _with_defaults(options, exclude=exclude)
+    if not isinstance(generator, str) or not generator:
+        raise _invalid(f"generator must be a non-empty str, not {generator!r}")
+    isolation = given["isolation"]
+    if isolation not in ("thread", "process"):
+        raise _invalid(f"unknown isolation {isolation!r}: use 'thread' or 'process'")
+    encoding = given["encoding"]
+    if encoding not in ("json", "bincode"):
+        raise _invalid(f"unknown encoding {encoding!r}: use 'json' or 'bincode'")
+    buffer_size = given["buffer_size"]
+    if buffer_size is not None:
+        buffer_size = _int("buffer_size", buffer_size, 1)
+    timeout = given["timeout"]
+    if timeout is not None:
+        timeout = _seconds("timeout", timeout)
+    memory_limit = _int("memory_limit_mib", given["memory_limit_mib"], 1)
+    if memory_limit > 1 << 24:
+        raise _invalid(f"memory_limit_mib is too large: {memory_limit} MiB")
+    fuel = given["fuel"]
+    if fuel is not None:
+        fuel = _int("fuel", fuel, 1)
+    dirs = _dirs(given["dirs"])
+    env = _env(given["env"])
+    workers = _int("num_workers", given["num_workers"], 1)
+    if workers > _native.MAX_WORKERS:
+        raise _invalid(f"num_workers must be at most {_native.MAX_WORKERS}, not {workers}")
+    in_order = given["in_order"]
+    if not isinstance(in_order, bool):
+        raise _invalid(f"in_order must be a bool, not {in_order!r}")
+    seed = _seed(given["seed"])
+    worker_args = _worker_args(given["worker_args"], workers, args)
+    shard = _shard(given["shard"], workers)
+    item_type, item_shape = given["item_type"], None
+    if item_type is not None:
+        if encoding != "bincode":
+            raise _invalid("item_type needs encoding='bincode' (JSON items decode by themselves)")
+        item_shape = describe(item_type)
+    return _IterableOptions(
+        generator=generator,
+        encoding=encoding,
+        args=_json("args", args),
+        config=_json("config", given["config"]),
+        isolation=isolation,
+        buffer_size=buffer_size,
+        timeout=timeout,
+        memory_limit=memory_limit << 20,
+        fuel=fuel,
+        dirs=dirs,
+        env=env,
+        item_shape=item_shape,
+        item_type_name="" if item_type is None else type_name(item_type),
+        num_workers=workers,
+        in_order=in_order,
+        seed=seed,
+        worker_args=worker_args,
+        shard=shard,
+    )
+
+
+def _with_defaults(
+    options: Mapping[str, object], *, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``options`` of ``Plugin.iterable`` completed with the defaults; unknown
+    ones (and those in ``exclude``, which the caller sets itself) raise."""
     known = set(_ITERABLE_DEFAULTS) - set(exclude)
     unknown = set(options) - known
     if unknown:
@@ -398,41 +470,8 @@ def _json(name: str, value: object) -> str | None:
         raise _invalid(f"{name} is not JSON-serialisable: {e}") from e
 
 
-def _options(
-    *,
-    generator: object,
-    args: object,
-    config: object,
-    isolation: object,
-    buffer_size: object,
-    timeout: object,
-    memory_limit_mib: object,
-    fuel: object,
-    dirs: object,
-    env: object,
-    encoding: object,
-    item_type: object,
-    num_workers: object = 1,
-    in_order: object = True,
-    seed: object = None,
-    worker_args: object = None,
-    shard: object = None,
-) -> dict[str, Any]:
-    if not isinstance(generator, str) or not generator:
-        raise _invalid(f"generator must be a non-empty str, not {generator!r}")
-    if isolation not in ("thread", "process"):
-        raise _invalid(f"unknown isolation {isolation!r}: use 'thread' or 'process'")
-    if encoding not in ("json", "bincode"):
-        raise _invalid(f"unknown encoding {encoding!r}: use 'json' or 'bincode'")
-    if buffer_size is not None:
-        buffer_size = _int("buffer_size", buffer_size, 1)
-    if timeout is not None:
-        timeout = _seconds("timeout", timeout)
-    memory_limit = _int("memory_limit_mib", memory_limit_mib, 1)
-    if memory_limit > 1 << 24:
-        raise _invalid(f"memory_limit_mib is too large: {memory_limit} MiB")
-    if fuel is not None:
-        fuel = _int("fuel", fuel, 1)
+def _dirs(dirs: object) -> list[tuple[str, str]]:
+    """``dirs`` as ``(host, guest)`` pairs."""
     grants: list[tuple[str, str]] = []
     if isinstance(dirs, Mapping):
         for host, guest in dirs.items():
@@ -445,6 +484,11 @@ def _options(
             grants.append((path, path))
     elif dirs is not None:
         raise _invalid(f"dirs must be a dict {{host: guest}} or a list of paths, not {dirs!r}")
+    return grants
+
+
+def _env(env: object) -> list[tuple[str, str]]:
+    """``env`` as ``(name, value)`` pairs."""
     variables: list[tuple[str, str]] = []
     if isinstance(env, Mapping):
         for key, value in env.items():
@@ -455,63 +499,47 @@ def _options(
             variables.append((key, value))
     elif env is not None:
         raise _invalid(f"env must be a dict of str to str, not {env!r}")
-    workers = _int("num_workers", num_workers, 1)
-    if workers > _native.MAX_WORKERS:
-        raise _invalid(f"num_workers must be at most {_native.MAX_WORKERS}, not {workers}")
-    if not isinstance(in_order, bool):
-        raise _invalid(f"in_order must be a bool, not {in_order!r}")
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise _invalid(f"seed must be an int, not {type(seed).__name__} {seed!r}")
-        if not 0 <= seed < 2**64:
-            raise _invalid(f"seed must be from 0 to 2**64 - 1 (it must fit 64 bits), not {seed}")
-    per_worker = None
-    if worker_args is not None:
-        if not isinstance(worker_args, list | tuple):
-            raise _invalid(
-                f"worker_args must be a list of one args value per worker, not {worker_args!r}"
-            )
-        if len(worker_args) != workers:
-            raise _invalid(
-                f"worker_args has {len(worker_args)} values for {workers} worker(s); "
-                "give exactly one per worker"
-            )
-        if args is not None:
-            raise _invalid(
-                "give either args (for every worker) or worker_args (one per worker), not both"
-            )
-        per_worker = [
-            _json(f"worker_args[{i}]", value) or "null" for i, value in enumerate(worker_args)
-        ]
-    if shard is not None:
-        if (
-            not isinstance(shard, tuple)
-            or len(shard) != 2
-            or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
-            or not 0 <= shard[0] < shard[1] <= 2**32 // workers
-        ):
-            raise _invalid(f"shard must be (index, count) with 0 <= index < count, not {shard!r}")
-    item_shape = None
-    if item_type is not None:
-        if encoding != "bincode":
-            raise _invalid("item_type needs encoding='bincode' (JSON items decode by themselves)")
-        item_shape = describe(item_type)
-    return {
-        "encoding": encoding,
-        "args": _json("args", args),
-        "config": _json("config", config),
-        "isolation": isolation,
-        "buffer_size": buffer_size,
-        "timeout": timeout,
-        "memory_limit": memory_limit << 20,
-        "fuel": fuel,
-        "dirs": grants,
-        "env": variables,
-        "item_shape": item_shape,
-        "item_type_name": type_name(item_type) if item_type is not None else "",
-        "num_workers": workers,
-        "in_order": in_order,
-        "seed": seed,
-        "worker_args": per_worker,
-        "shard": shard,
-    }
+    return variables
+
+
+def _seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise _invalid(f"seed must be an int, not {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**64:
+        raise _invalid(f"seed must be from 0 to 2**64 - 1 (it must fit 64 bits), not {seed}")
+    return seed
+
+
+def _worker_args(worker_args: object, workers: int, args: object) -> list[str] | None:
+    """``worker_args`` as JSON text, one per worker."""
+    if worker_args is None:
+        return None
+    if not isinstance(worker_args, list | tuple):
+        raise _invalid(
+            f"worker_args must be a list of one args value per worker, not {worker_args!r}"
+        )
+    if len(worker_args) != workers:
+        raise _invalid(
+            f"worker_args has {len(worker_args)} values for {workers} worker(s); "
+            "give exactly one per worker"
+        )
+    if args is not None:
+        raise _invalid(
+            "give either args (for every worker) or worker_args (one per worker), not both"
+        )
+    return [_json(f"worker_args[{i}]", value) or "null" for i, value in enumerate(worker_args)]
+
+
+def _shard(shard: object, workers: int) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    if (
+        not isinstance(shard, tuple)
+        or len(shard) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+        or not 0 <= shard[0] < shard[1] <= 2**32 // workers
+    ):
+        raise _invalid(f"shard must be (index, count) with 0 <= index < count, not {shard!r}")
+    return shard[0], shard[1]

@@ -1,7 +1,8 @@
 """sandgen's exceptions: one base class, one subclass per error kind.
 
 The native side makes them through ``_from_native``; ``kind`` is the Rust
-``ErrorKind`` in snake case.
+``ErrorKind``'s name in snake case (``ErrorKind::name``, passed on by
+``kind_name`` in ``src/errors.rs``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-# Types of the native half of the package (src/lib.rs).
+# Types of the native half of the package (src/lib.rs and its modules).
 
 from collections.abc import Iterator
 from typing import Any
 
+from sandgen import _IterableOptions
+
 DEFAULT_MEMORY_LIMIT: int
 DEFAULT_BUFFER_SIZE: int
 MAX_WORKERS: int
+__version__: str
 
 def load(
     path: str,
@@ -30,28 +33,7 @@ class Plugin:
     @property
     def name(self) -> str: ...
     def generators(self) -> list[tuple[str, str]]: ...
-    def iterable(
-        self,
-        generator: str,
-        *,
-        encoding: str,
-        args: str | None,
-        config: str | None,
-        isolation: str,
-        buffer_size: int | None,
-        timeout: float | None,
-        memory_limit: int,
-        fuel: int | None,
-        dirs: list[tuple[str, str]],
-        env: list[tuple[str, str]],
-        item_shape: object,
-        item_type_name: str,
-        num_workers: int,
-        in_order: bool,
-        seed: int | None,
-        worker_args: list[str] | None,
-        shard: tuple[int, int] | None,
-    ) -> Iterable: ...
+    def iterable(self, options: _IterableOptions) -> Iterable: ...
 
 class Iterable:
     def start(self) -> Pass: ...

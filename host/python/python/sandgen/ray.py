@@ -59,7 +59,7 @@ from . import (
     PathLike,
     Plugin,
     _int,
-    _options,
+    _iterable_options,
     _path,
     _with_defaults,
     load_bytes,
@@ -118,7 +118,7 @@ def read_generator(
     )
     for index, shard in enumerate(shards):
         try:
-            _options(generator=generator, args=shard, **options)
+            _iterable_options(generator, shard, options)
         except InvalidInputError as e:
             raise InvalidInputError(f"shard {index} of {len(shards)}: {e}") from None
     path = _path("plugin_path", plugin_path)

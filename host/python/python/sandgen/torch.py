@@ -69,9 +69,9 @@ def dataset(
         raise InvalidInputError(
             f"plugin {plugin.path} has no generator {generator!r}: it has {', '.join(names)}"
         )
-    from . import _options, _with_defaults
+    from . import _iterable_options
 
-    _options(generator=generator, args=args, **_with_defaults(options, exclude=("shard",)))
+    _iterable_options(generator, args, options, exclude=("shard",))
     return cls(plugin.path, generator, args, shard, cache_dir, options)
 
 

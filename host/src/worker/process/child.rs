@@ -1,80 +1,35 @@
 //! The worker program's side of process isolation: read the preamble and
-//! the handshake, load the compiled component from the cache (a worker
-//! process never compiles), run the thread flavour, and pass its statuses
-//! and the guest's output back over stdout.
+//! the handshake, load the compiled component (through the loader the entry
+//! point passes in: a worker process never compiles), confine the process,
+//! run the thread flavour, and pass its statuses and the guest's output
+//! back over stdout.
 //!
 //! The process exits as soon as its stdin closes: when the caller drops the
 //! iterable, and when the caller dies, even by SIGKILL (the kernel closes
 //! the caller's end of it). No worker outlives its caller.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::sync::{Arc, Mutex};
 
-use crate::compile::COMPILE_ARG;
+use crate::cache::Entry;
+use crate::error::Error;
+use crate::guest::Linked;
 use crate::guest::output::{OutputHandler, OutputLine};
 use crate::protocol::{Command, Status};
-use crate::runtime::Shared;
 use crate::worker::process::confine;
 #[cfg(target_os = "linux")]
 use crate::worker::process::shared::{MIN_SHARED_BATCH, Ring};
-use crate::worker::process::wire::{self, Hello, Preamble, Report, WORKER_ARG};
+use crate::worker::process::wire::{self, Hello, Preamble, Report};
 use crate::worker::task::Reports;
 use crate::worker::thread::ThreadWorker;
 
-/// Runs this process as a sandgen worker process when it was started as one
-/// (its first argument is sandgen's worker marker), and then exits; returns
-/// at once otherwise.
-///
-/// A program that embeds sandgen and uses [`Isolation::Process`](crate::Isolation::Process)
-/// without setting [`EngineBuilder::worker_program`](crate::EngineBuilder::worker_program)
-/// starts its own executable as the worker, so it must call this first thing
-/// in `main`, before anything else:
-///
-/// ```no_run
-/// sandgen::run_worker_if_requested();
-/// // ... the program itself
-/// ```
-pub fn run_worker_if_requested() {
-    IS_WORKER_PROGRAM.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(code) = run_worker_from_args(std::env::args_os().skip(1)) {
-        std::process::exit(code);
-    }
-}
+/// Loads the compiled component a worker process was sent: its plugin's
+/// name, the compiled file in the cache, and whether it is metered.
+pub(crate) type LoadCompiled<'a> = &'a dyn Fn(&str, &Entry, bool) -> Result<Linked, Error>;
 
-/// Runs a sandgen worker (or compiling) process when `args` (the program's
-/// arguments after its own, see
-/// [`EngineBuilder::worker_command`](crate::EngineBuilder::worker_command))
-/// ask for one, and returns the status the process must then exit with;
-/// returns `None` at once otherwise. For worker programs that cannot use
-/// [`run_worker_if_requested`], such as an interpreter running a script.
-///
-/// ```no_run
-/// let args = std::env::args_os().skip(2); // the interpreter's script, then sandgen's
-/// if let Some(code) = sandgen::run_worker_from_args(args) {
-///     std::process::exit(code);
-/// }
-/// ```
-pub fn run_worker_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<i32> {
-    let mut args = args.into_iter();
-    match args.next() {
-        Some(arg) if arg == WORKER_ARG => Some(worker_main()),
-        Some(arg) if arg == COMPILE_ARG => {
-            let rest: Vec<_> = args.collect();
-            Some(crate::compile::child_main(&rest))
-        }
-        _ => None,
-    }
-}
-
-/// Set by [`run_worker_if_requested`]: this program can be started as a
-/// worker (or compiling) process.
-static IS_WORKER_PROGRAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether this program called [`run_worker_if_requested`], and so can be
-/// started as a worker or compiling process.
-pub(crate) fn is_worker_program() -> bool {
-    IS_WORKER_PROGRAM.load(std::sync::atomic::Ordering::Relaxed)
-}
+/// The writer of statuses and output lines, shared by the worker's thread
+/// and the output handler.
+type Out = Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>;
 
 /// Makes a SIGSEGV sent from outside (`kill -SEGV`) end this process, as it
 /// ends any other.
@@ -117,8 +72,8 @@ fn die_on_segv_from_outside() {
     }
 }
 
-/// The worker process: the exit code.
-fn worker_main() -> i32 {
+/// The worker process, its component loaded by `load`: the exit code.
+pub(crate) fn serve(load: LoadCompiled<'_>) -> i32 {
     #[cfg(unix)]
     die_on_segv_from_outside();
     let Ok(stdout) = raw_stdout() else {
@@ -133,109 +88,37 @@ fn worker_main() -> i32 {
     {
         return 0;
     }
-    // The caller's first bytes, and with them (Linux) the shared region's
-    // descriptor; then the rest of stdin.
-    #[cfg_attr(
-        not(target_os = "linux"),
-        expect(unused_mut, reason = "filled on Linux only")
-    )]
-    let mut first = [0u8; 12];
-    #[cfg(target_os = "linux")]
-    let (got, region_fd) = {
-        use std::os::fd::AsFd as _;
-        match crate::worker::process::shared::receive_region(std::io::stdin().as_fd(), &mut first) {
-            Ok(received) => received,
-            Err(e) => {
-                eprintln!("sandgen worker: cannot read the caller's preamble: {e}");
-                return 2;
-            }
-        }
+    let (mut input, hello, to_caller) = match handshake(out) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    #[cfg(not(target_os = "linux"))]
-    let got = 0;
-    let mut input = BufReader::new(std::io::Read::chain(
-        std::io::Cursor::new(first[..got].to_vec()),
-        std::io::stdin(),
-    ));
-    match wire::read_preamble(&mut input) {
-        Ok(Preamble::Matches) => {}
-        Ok(Preamble::Ended) => return 0,
-        Ok(other) => {
-            eprintln!(
-                "sandgen worker: the caller speaks another worker protocol ({other:?}; this program speaks version {}): use the same sandgen version for both",
-                wire::PROTOCOL
-            );
-            return 3;
-        }
-        Err(e) => {
-            eprintln!("sandgen worker: cannot read the caller's preamble: {e}");
-            return 2;
-        }
-    }
-    let hello: Hello = match wire::read(&mut input) {
-        Ok(Some(hello)) => hello,
-        Ok(None) => return 0,
-        Err(e) => {
-            eprintln!("sandgen worker: cannot read its task: {e}");
-            return 2;
-        }
-    };
-    // Large batches go through the caller's shared region, mapped before
-    // confinement; without it (none given, or it cannot be mapped), through
-    // the pipe.
-    #[cfg(target_os = "linux")]
-    let ring = hello
-        .shared
-        .and_then(|size| usize::try_from(size).ok())
-        .zip(region_fd)
-        .and_then(|(size, fd)| Ring::from_fd(fd, size).ok());
-    // One writer for statuses and the guest's output lines, both written
-    // (and flushed) on the worker's thread as they come, so that they reach
-    // the caller in the order the guest produced them, and a guest that
-    // prints or produces faster than the caller reads is held back by the
-    // pipe instead of filling a queue. (A thread of its own for the writing
-    // would let the guest go on meanwhile, but the hand-off of every batch
-    // costs more than it saves on two cores: 1 MiB items at 0.6x of the
-    // direct writes' rate.)
-    let out = Arc::new(Mutex::new(out));
-    let lines = out.clone();
-    let handler: OutputHandler = Arc::new(move |line: &OutputLine<'_>| {
-        let mut out = lines.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = wire::write_report(&mut *out, Report::output(line.stream, line.bytes))
-            .and_then(|()| out.flush());
-    });
-    let to_caller = ToCaller {
-        out: out.clone(),
-        #[cfg(target_os = "linux")]
-        ring: Mutex::new(ring),
-    };
-    let fuel = hello.task.limits.fuel.is_some();
+    let out = to_caller.out.clone();
+    let handler = output_handler(&out);
     let (commands, worker_commands) = crossbeam_channel::unbounded();
-    let worker = Shared::new(None, None, Default::default())
-        .and_then(|shared| shared.load_compiled(&hello.plugin, &hello.compiled, fuel))
-        .and_then(|linked| {
-            // The component is loaded (its cache entry was opened) and the
-            // runtime set up; no guest code has run and no thread of ours
-            // has started (the epoch thread starts with the first guest):
-            // Landlock holds for this thread and every thread it starts.
-            confine::confine(&hello.task.grants)?;
-            // Landlock holds only for threads started from now on: a thread
-            // this program kept from before (its own thread workers) must
-            // not run the guest.
-            crate::worker::pool::forget_idle();
-            #[cfg(debug_assertions)]
-            probe_confinement();
-            // On a thread of its own, started now (never parked: this
-            // thread is not the guest's).
-            ThreadWorker::spawn(
-                linked,
-                hello.task,
-                handler,
-                worker_commands,
-                to_caller,
-                false,
-            )
-        });
+    let fuel = hello.task.limits.fuel.is_some();
+    let worker = load(&hello.plugin, &hello.compiled, fuel).and_then(|linked| {
+        // The component is loaded (its cache entry was opened) and the
+        // backend set up; no guest code has run and no thread of ours has
+        // started (the epoch thread starts with the first guest): Landlock
+        // holds for this thread and every thread it starts.
+        confine::confine(&hello.task.grants)?;
+        // Landlock holds only for threads started from now on: a thread
+        // this program kept from before (its own thread workers) must not
+        // run the guest.
+        crate::worker::pool::forget_idle();
+        #[cfg(debug_assertions)]
+        probe_confinement();
+        // On a thread of its own, started now (never parked: this thread
+        // is not the guest's).
+        ThreadWorker::spawn(
+            linked,
+            hello.task,
+            handler,
+            worker_commands,
+            to_caller,
+            false,
+        )
+    });
     let worker = match worker {
         Ok(worker) => worker,
         Err(error) => {
@@ -268,11 +151,96 @@ fn worker_main() -> i32 {
     0
 }
 
+/// Reads the caller's preamble (and on Linux the shared region's
+/// descriptor with it) and the handshake; the rest of stdin, the task, and
+/// where the worker's statuses go. `Err`: the exit code.
+fn handshake(
+    out: BufWriter<Box<dyn Write + Send>>,
+) -> Result<(Box<dyn BufRead + Send>, Hello, ToCaller), i32> {
+    #[cfg_attr(
+        not(target_os = "linux"),
+        expect(unused_mut, reason = "filled on Linux only")
+    )]
+    let mut first = [0u8; 12];
+    #[cfg(target_os = "linux")]
+    let (got, region_fd) = {
+        use std::os::fd::AsFd as _;
+        match crate::worker::process::shared::receive_region(std::io::stdin().as_fd(), &mut first) {
+            Ok(received) => received,
+            Err(e) => {
+                eprintln!("sandgen worker: cannot read the caller's preamble: {e}");
+                return Err(2);
+            }
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let got = 0;
+    let mut input = BufReader::new(std::io::Read::chain(
+        std::io::Cursor::new(first[..got].to_vec()),
+        std::io::stdin(),
+    ));
+    match wire::read_preamble(&mut input) {
+        Ok(Preamble::Matches) => {}
+        Ok(Preamble::Ended) => return Err(0),
+        Ok(other) => {
+            eprintln!(
+                "sandgen worker: the caller speaks another worker protocol ({other:?}; this program speaks version {}): use the same sandgen version for both",
+                wire::PROTOCOL
+            );
+            return Err(3);
+        }
+        Err(e) => {
+            eprintln!("sandgen worker: cannot read the caller's preamble: {e}");
+            return Err(2);
+        }
+    }
+    let hello: Hello = match wire::read(&mut input) {
+        Ok(Some(hello)) => hello,
+        Ok(None) => return Err(0),
+        Err(e) => {
+            eprintln!("sandgen worker: cannot read its task: {e}");
+            return Err(2);
+        }
+    };
+    // Large batches go through the caller's shared region, mapped before
+    // confinement; without it (none given, or it cannot be mapped), through
+    // the pipe.
+    #[cfg(target_os = "linux")]
+    let ring = hello
+        .shared
+        .and_then(|size| usize::try_from(size).ok())
+        .zip(region_fd)
+        .and_then(|(size, fd)| Ring::from_fd(fd, size).ok());
+    // One writer for statuses and the guest's output lines, both written
+    // (and flushed) on the worker's thread as they come, so that they reach
+    // the caller in the order the guest produced them, and a guest that
+    // prints or produces faster than the caller reads is held back by the
+    // pipe instead of filling a queue. (A thread of its own for the writing
+    // would let the guest go on meanwhile, but the hand-off of every batch
+    // costs more than it saves on two cores; BENCHMARKS.md.)
+    let to_caller = ToCaller {
+        out: Arc::new(Mutex::new(out)),
+        #[cfg(target_os = "linux")]
+        ring: Mutex::new(ring),
+    };
+    Ok((Box::new(input), hello, to_caller))
+}
+
+/// The guest's output lines, written to the caller in turn with statuses.
+fn output_handler(out: &Out) -> OutputHandler {
+    let lines = out.clone();
+    Arc::new(move |line: &OutputLine<'_>| {
+        let mut out = lines.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = wire::write_report(&mut *out, Report::output(line.stream, line.bytes))
+            .and_then(|()| out.flush());
+    })
+}
+
 /// The worker's statuses, straight to the caller from the worker's thread:
 /// large item batches through the shared region when it has room, all else
 /// over the pipe.
 struct ToCaller {
-    out: Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>,
+    out: Out,
     #[cfg(target_os = "linux")]
     ring: Mutex<Option<Ring>>,
 }

@@ -1,6 +1,6 @@
 //! The second wall around the wasm sandbox: a worker process confines
 //! itself after it has loaded its component and set up its runtime, and
-//! before any guest code runs (section 12 of the design). In order:
+//! before any guest code runs. In order:
 //!
 //! 1. no-new-privs, core dumps off (`RLIMIT_CORE` 0, not dumpable), and an
 //!    `RLIMIT_NOFILE` that fits its needs;

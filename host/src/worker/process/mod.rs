@@ -5,9 +5,9 @@
 //! thread flavour runs; the parent feeds the same status queue that a
 //! worker thread feeds, so everything on the caller's side is shared.
 //!
-//! - [`parent`]: starts the child, forwards commands, reads reports, reaps
-//!   it and reports its death.
-//! - [`child`]: the worker program's side.
+//! - [`parent`]: starts the child and forwards commands to it.
+//! - [`reader`]: reads its reports, reaps it and reports its death.
+//! - [`child`]: the worker program's side (`entry.rs` starts it).
 //! - [`wire`]: the framing and the versioned handshake between them.
 //! - [`shared`]: the shared-memory region large item batches cross.
 //! - [`confine`]: the OS confinement a child applies to itself before any
@@ -16,8 +16,10 @@
 pub(crate) mod child;
 pub(crate) mod confine;
 mod parent;
+mod reader;
 #[cfg(target_os = "linux")]
 mod shared;
 mod wire;
 
-pub(crate) use crate::worker::process::parent::ProcessWorker;
+pub(crate) use crate::worker::process::parent::{ProcessSpec, ProcessWorker};
+pub(crate) use crate::worker::process::wire::WORKER_ARG;

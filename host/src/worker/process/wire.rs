@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Entry;
 use crate::guest::output::GuestStream;
-use crate::protocol::{Batch, Status};
+use crate::protocol::{Status, WorkerBatch};
 use crate::worker::task::Task;
 
 /// The largest non-item message accepted (the handshake carries the
@@ -243,7 +243,7 @@ pub(crate) fn read_report(r: &mut impl Read, max_batch: usize) -> io::Result<Opt
             let mut count = [0u8; 4];
             r.read_exact(&mut count)?;
             let frames = read_payload(r, len, max_batch)?;
-            Ok(Some(Report::Status(Status::Items(Batch {
+            Ok(Some(Report::Status(Status::Items(WorkerBatch {
                 frames,
                 count: u32::from_le_bytes(count),
             }))))
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn reports_round_trip() {
-        let batch = Batch {
+        let batch = WorkerBatch {
             frames: vec![1, 0, 0, 0, 42],
             count: 1,
         };
@@ -324,7 +324,7 @@ mod tests {
         let mut buf = Vec::new();
         write_report(
             &mut buf,
-            Report::Status(Status::Items(Batch {
+            Report::Status(Status::Items(WorkerBatch {
                 frames: vec![0; 100],
                 count: 1,
             })),
@@ -367,7 +367,7 @@ mod tests {
                 stderr: true,
                 bytes: b"line".to_vec(),
             },
-            Report::Status(Status::Items(Batch {
+            Report::Status(Status::Items(WorkerBatch {
                 frames: vec![2, 0, 0, 0, 1, 2],
                 count: 1,
             })),

@@ -5,8 +5,8 @@
 //! `InstancePre` every worker and iterable of the plugin instantiates; and
 //! the epoch clock that lets busy guests be interrupted.
 //!
-//! [`Shared`] is what an [`Engine`](crate::Engine) is; [`Loaded`] is what a
-//! [`Plugin`](crate::Plugin) is. Both are shared by every worker of the
+//! [`EngineCore`] is what an [`Engine`](crate::Engine) is; [`PluginCore`] is
+//! what a [`Plugin`](crate::Plugin) is. Both are shared by every worker of the
 //! process.
 
 use std::path::PathBuf;
@@ -15,22 +15,24 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings;
-use crate::cache::{Cache, Entry, Source};
+use crate::cache::{self, Cache, Entry, Source};
 use crate::clock::Clock;
-use crate::compile::{self, Artifact, LoadLimits, WorkerProgram};
+use crate::compile::{self, Artifact, LoadLimits};
 use crate::error::{Error, ErrorKind};
 use crate::guest::Linked;
 use crate::guest::state::HostState;
+use crate::program::WorkerProgram;
+use crate::worker::{Isolation, Placement, ProcessSpec};
 
 /// A wasmtime engine with sandgen's settings, and its linker.
-struct Runtime {
+struct Backend {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
 }
 
-impl Runtime {
-    fn new(fuel: bool) -> Result<Runtime, Error> {
-        let engine = crate::compile::engine(fuel)?;
+impl Backend {
+    fn new(fuel: bool) -> Result<Backend, Error> {
+        let engine = compile::engine(fuel)?;
         let mut linker = Linker::new(&engine);
         crate::imports::add_to_linker(&mut linker).map_err(|e| {
             Error::new(
@@ -38,7 +40,7 @@ impl Runtime {
                 format!("failed to link the host's imports: {e:#}"),
             )
         })?;
-        Ok(Runtime { engine, linker })
+        Ok(Backend { engine, linker })
     }
 
     /// Links a compiled component: the imports it needs must be ones the
@@ -73,20 +75,20 @@ impl Runtime {
     }
 }
 
-/// The runtimes, each set up on first use (a worker process needs one).
+/// The backends, each set up on first use (a worker process needs one).
 #[derive(Default)]
-struct Runtimes {
+struct Backends {
     /// For guests without a fuel budget.
-    plain: OnceLock<Result<Runtime, Error>>,
+    plain: OnceLock<Result<Backend, Error>>,
     /// For guests with a fuel budget: fuel metering is compiled into the
     /// code, so such plugins are compiled a second time, on first use.
-    fueled: OnceLock<Result<Runtime, Error>>,
+    fueled: OnceLock<Result<Backend, Error>>,
 }
 
-impl Runtimes {
-    fn get(&self, fuel: bool) -> Result<&Runtime, Error> {
+impl Backends {
+    fn get(&self, fuel: bool) -> Result<&Backend, Error> {
         let slot = if fuel { &self.fueled } else { &self.plain };
-        slot.get_or_init(|| Runtime::new(fuel))
+        slot.get_or_init(|| Backend::new(fuel))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -94,64 +96,64 @@ impl Runtimes {
     /// Advances the epoch of every engine set up so far.
     fn tick(&self) {
         for slot in [&self.plain, &self.fueled] {
-            if let Some(Ok(runtime)) = slot.get() {
-                runtime.engine.increment_epoch();
+            if let Some(Ok(backend)) = slot.get() {
+                backend.engine.increment_epoch();
             }
         }
     }
 }
 
-/// The runtimes and the epoch clock of this process: set up once (each
-/// runtime on first use) and shared by every engine, so that every plugin
+/// The backends and the epoch clock of this process: set up once (each
+/// backend on first use) and shared by every engine, so that every plugin
 /// loaded in the process uses the same wasmtime engines and linkers, and
 /// one thread ticks their epochs.
-fn process_runtimes() -> Result<(Arc<Runtimes>, Clock), Error> {
-    static PROCESS: OnceLock<Result<(Arc<Runtimes>, Clock), Error>> = OnceLock::new();
+fn process_backends() -> Result<(Arc<Backends>, Clock), Error> {
+    static PROCESS: OnceLock<Result<(Arc<Backends>, Clock), Error>> = OnceLock::new();
     PROCESS
         .get_or_init(|| {
-            let runtimes = Arc::new(Runtimes::default());
-            let ticking = runtimes.clone();
+            let backends = Arc::new(Backends::default());
+            let ticking = backends.clone();
             let clock = Clock::start(move || ticking.tick()).map_err(|e| {
                 Error::new(
                     ErrorKind::Load,
                     format!("failed to start the epoch thread: {e}"),
                 )
             })?;
-            Ok((runtimes, clock))
+            Ok((backends, clock))
         })
         .clone()
 }
 
 /// Everything an engine holds: the compile cache, the worker program, and
-/// the process's runtimes and epoch clock.
-pub(crate) struct Shared {
+/// the process's backends and epoch clock.
+pub(crate) struct EngineCore {
     cache: Option<Cache>,
     worker_program: Option<WorkerProgram>,
     load: LoadLimits,
     /// Refuse worker processes that cannot be fully confined.
     require_confinement: bool,
-    runtimes: Arc<Runtimes>,
+    backends: Arc<Backends>,
     clock: Clock,
 }
 
-impl Shared {
+impl EngineCore {
     pub(crate) fn new(
         cache: Option<PathBuf>,
         worker_program: Option<WorkerProgram>,
         load: LoadLimits,
-    ) -> Result<Shared, Error> {
-        let (runtimes, clock) = process_runtimes()?;
-        Ok(Shared {
+    ) -> Result<EngineCore, Error> {
+        let (backends, clock) = process_backends()?;
+        Ok(EngineCore {
             cache: cache.map(Cache::new),
             worker_program,
             load,
             require_confinement: false,
-            runtimes,
+            backends,
             clock,
         })
     }
 
-    pub(crate) fn requiring_confinement(mut self, required: bool) -> Shared {
+    pub(crate) fn requiring_confinement(mut self, required: bool) -> EngineCore {
         self.require_confinement = required;
         self
     }
@@ -162,7 +164,7 @@ impl Shared {
     /// bounds.
     fn compiler(&self) -> Option<WorkerProgram> {
         self.worker_program.clone().or_else(|| {
-            crate::worker::process::child::is_worker_program()
+            crate::program::is_worker_program()
                 .then(|| std::env::current_exe().ok())
                 .flatten()
                 .map(WorkerProgram::plain)
@@ -183,10 +185,10 @@ impl Shared {
         origin: &str,
         head: &[u8],
         source: Source,
-    ) -> Result<Loaded, Error> {
+    ) -> Result<PluginCore, Error> {
         check_header(origin, head)?;
-        let loaded = Loaded {
-            shared: self.clone(),
+        let loaded = PluginCore {
+            engine: self.clone(),
             name: name.into(),
             origin: origin.to_owned(),
             source,
@@ -206,12 +208,12 @@ impl Shared {
         entry: &Entry,
         fuel: bool,
     ) -> Result<Linked, Error> {
-        let runtime = self.runtimes.get(fuel)?;
-        let component = crate::cache::load(&runtime.engine, entry)?;
+        let backend = self.backends.get(fuel)?;
+        let component = cache::load(&backend.engine, entry)?;
         Ok(Linked {
             name: name.into(),
-            pre: runtime.link(name, &component)?,
-            engine: runtime.engine.clone(),
+            pre: backend.link(name, &component)?,
+            engine: backend.engine.clone(),
             clock: self.clock.clone(),
         })
     }
@@ -247,8 +249,8 @@ struct Prepared {
 }
 
 /// A loaded plugin: its bytes, and its compilations, each made on first use.
-pub(crate) struct Loaded {
-    shared: Arc<Shared>,
+pub(crate) struct PluginCore {
+    engine: Arc<EngineCore>,
     name: Arc<str>,
     origin: String,
     /// The component (or its file), to compile it for the fuel engine on
@@ -258,7 +260,7 @@ pub(crate) struct Loaded {
     fueled: OnceLock<Result<Prepared, Error>>,
 }
 
-impl Loaded {
+impl PluginCore {
     /// The plugin's name, for messages and output prefixes.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -285,17 +287,17 @@ impl Loaded {
 
     /// Whether worker processes must be fully confined.
     pub(crate) fn require_confinement(&self) -> bool {
-        self.shared.require_confinement
+        self.engine.require_confinement
     }
 
     /// How long loading (and starting a worker of) this plugin may take.
     pub(crate) fn load_timeout(&self) -> std::time::Duration {
-        self.shared.load.timeout
+        self.engine.load.timeout
     }
 
     /// The program to start worker processes with.
     pub(crate) fn worker_program(&self) -> Result<WorkerProgram, Error> {
-        match &self.shared.worker_program {
+        match &self.engine.worker_program {
             Some(program) => Ok(program.clone()),
             None => std::env::current_exe().map(WorkerProgram::plain).map_err(|e| {
                 Error::new(
@@ -306,26 +308,41 @@ impl Loaded {
         }
     }
 
+    /// Where a new worker of this plugin runs, and what it starts from:
+    /// the linked component for a worker thread; the compiled file and
+    /// the worker program for a worker process.
+    pub(crate) fn placement(&self, isolation: Isolation, fuel: bool) -> Result<Placement, Error> {
+        match isolation {
+            Isolation::Thread => Ok(Placement::Thread(self.linked(fuel)?.clone())),
+            Isolation::Process => Ok(Placement::Process(ProcessSpec {
+                program: self.worker_program()?,
+                compiled: self.compiled(fuel)?.clone(),
+                require_confinement: self.require_confinement(),
+                plugin: self.name.clone(),
+            })),
+        }
+    }
+
     fn prepared(&self, fuel: bool) -> Result<&Prepared, Error> {
         let slot = if fuel { &self.fueled } else { &self.plain };
         slot.get_or_init(|| {
-            let runtime = self.shared.runtimes.get(fuel)?;
-            let compile = |bytes: &[u8]| match self.shared.compiler() {
+            let backend = self.engine.backends.get(fuel)?;
+            let compile = |bytes: &[u8]| match self.engine.compiler() {
                 Some(program) => {
-                    compile::in_child(&program, fuel, &self.origin, bytes, self.shared.load)
+                    compile::in_child(&program, fuel, &self.origin, bytes, self.engine.load)
                         .map(Artifact::Serialized)
                 }
-                None => compile::in_process(&runtime.engine, &self.origin, bytes)
+                None => compile::in_process(&backend.engine, &self.origin, bytes)
                     .map(Artifact::Component),
             };
-            let (component, entry) = match &self.shared.cache {
+            let (component, entry) = match &self.engine.cache {
                 Some(cache) => {
-                    let compiled = cache.load_or_compile(&runtime.engine, &self.source, compile)?;
+                    let compiled = cache.load_or_compile(&backend.engine, &self.source, compile)?;
                     (compiled.component, compiled.entry)
                 }
                 None => (
                     compile(&self.source.bytes()?)?
-                        .into_component(&runtime.engine)?
+                        .into_component(&backend.engine)?
                         .0,
                     None,
                 ),
@@ -333,9 +350,9 @@ impl Loaded {
             Ok(Prepared {
                 linked: Linked {
                     name: self.name.clone(),
-                    pre: runtime.link(&self.origin, &component)?,
-                    engine: runtime.engine.clone(),
-                    clock: self.shared.clock.clone(),
+                    pre: backend.link(&self.origin, &component)?,
+                    engine: backend.engine.clone(),
+                    clock: self.engine.clock.clone(),
                 },
                 entry,
             })

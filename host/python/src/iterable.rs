@@ -1,0 +1,109 @@
+//! `Iterable`: a generator's iterable, whose workers stay alive across
+//! passes.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use sandgen::{Encoding, Isolation};
+
+use crate::decode::Decoder;
+use crate::errors;
+use crate::pass::Pass;
+
+/// A generator's iterable: its worker, alive across passes.
+#[pyclass(frozen, module = "sandgen._native")]
+pub(crate) struct Iterable {
+    inner: Arc<sandgen::Iterable>,
+    decoder: Arc<Decoder>,
+    item_type_name: String,
+    isolation: Isolation,
+}
+
+impl Iterable {
+    /// `iterable`, whose passes decode their items with `decoder`
+    /// (`item_type_name` names the item type in messages).
+    pub(crate) fn new(
+        iterable: sandgen::Iterable,
+        decoder: Decoder,
+        item_type_name: String,
+        isolation: Isolation,
+    ) -> Iterable {
+        Iterable {
+            inner: Arc::new(iterable),
+            decoder: Arc::new(decoder),
+            item_type_name,
+            isolation,
+        }
+    }
+}
+
+#[pymethods]
+impl Iterable {
+    /// Starts a pass.
+    fn start(&self, py: Python<'_>) -> PyResult<Pass> {
+        let batches = self
+            .inner
+            .batches()
+            .map_err(|error| errors::from_sandgen(py, &error))?;
+        Ok(Pass::new(
+            batches,
+            self.decoder.clone(),
+            self.item_type_name.clone(),
+        ))
+    }
+
+    /// Ends the worker (waiting for it, without the GIL).
+    fn close(&self, py: Python<'_>) {
+        let inner = &self.inner;
+        py.detach(|| inner.close());
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    #[getter]
+    fn generator(&self) -> &str {
+        self.inner.generator()
+    }
+
+    #[getter]
+    fn isolation(&self) -> String {
+        self.isolation.to_string()
+    }
+
+    #[getter]
+    fn encoding(&self) -> &'static str {
+        match self.inner.encoding() {
+            Encoding::Json => "json",
+            _ => "bincode",
+        }
+    }
+
+    #[getter]
+    fn worker_pid(&self) -> Option<u32> {
+        self.inner.worker_pid()
+    }
+
+    #[getter]
+    fn worker_pids(&self) -> Vec<u32> {
+        self.inner.worker_pids()
+    }
+
+    #[getter]
+    fn num_workers(&self) -> usize {
+        self.inner.workers()
+    }
+}
+
+impl Drop for Iterable {
+    /// The last handle ends the worker without holding the GIL (a worker
+    /// may take up to a second to end).
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.inner) == 1 {
+            let inner = &self.inner;
+            Python::attach(|py| py.detach(|| inner.close()));
+        }
+    }
+}

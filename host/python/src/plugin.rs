@@ -1,0 +1,64 @@
+//! `Plugin`: a loaded plugin, which lists its generators and makes their
+//! iterables.
+
+use pyo3::prelude::*;
+
+use crate::errors;
+use crate::iterable::Iterable;
+use crate::options::{IterableOptions, Ready};
+use crate::wait::interruptible;
+
+/// A loaded plugin.
+#[pyclass(frozen, module = "sandgen._native")]
+pub(crate) struct Plugin {
+    plugin: sandgen::Plugin,
+    path: String,
+}
+
+impl Plugin {
+    /// `plugin`, whose `path` shows `path` (its file, or the name given to
+    /// `load_bytes`).
+    pub(crate) fn new(plugin: sandgen::Plugin, path: String) -> Plugin {
+        Plugin { plugin, path }
+    }
+}
+
+#[pymethods]
+impl Plugin {
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        self.plugin.name()
+    }
+
+    /// `[(name, description), ...]` in the plugin's order.
+    fn generators(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+        let plugin = self.plugin.clone();
+        match interruptible(py, "list generators", move || plugin.generators())? {
+            Ok(generators) => Ok(generators
+                .into_iter()
+                .map(|g| (g.name, g.description))
+                .collect()),
+            Err(error) => Err(errors::from_sandgen(py, &error)),
+        }
+    }
+
+    /// Starts the workers and creates the generator's iterable; the options
+    /// (a `sandgen._IterableOptions`) were checked by the Python side.
+    fn iterable(&self, py: Python<'_>, options: IterableOptions<'_>) -> PyResult<Iterable> {
+        let Ready {
+            builder,
+            decoder,
+            item_type_name,
+            isolation,
+        } = options.apply(py, &self.plugin)?;
+        match interruptible(py, "start a worker", move || builder.build())? {
+            Ok(iterable) => Ok(Iterable::new(iterable, decoder, item_type_name, isolation)),
+            Err(error) => Err(errors::from_sandgen(py, &error)),
+        }
+    }
+}

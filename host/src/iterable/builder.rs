@@ -1,0 +1,498 @@
+//! [`IterableBuilder`]: an iterable's options, checked before any worker
+//! starts, and the start of its workers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandgen_wire::Encoding;
+use serde::Serialize;
+
+use crate::caller::{Setup, Workers, name_worker};
+use crate::codec;
+use crate::error::{Error, ErrorKind};
+use crate::guest::output::{OutputHandler, OutputLine, stderr_handler};
+use crate::iterable::Iterable;
+use crate::loader::PluginCore;
+use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom};
+use crate::worker::task::Task;
+use crate::worker::{Isolation, WorkerHandle};
+
+/// Configures and creates an [`Iterable`]; made by [`Plugin::generator`](crate::Plugin::generator).
+///
+/// Defaults (each one secure or conservative):
+///
+/// | option | default |
+/// |---|---|
+/// | [`isolation`](Self::isolation) | [`Isolation::Thread`] |
+/// | [`workers`](Self::workers) | 1 |
+/// | [`in_order`](Self::in_order) | `true`: round-robin by worker |
+/// | [`seed`](Self::seed) | none: random sources are real |
+/// | [`encoding`](Self::encoding) | [`Encoding::Bincode`] |
+/// | [`args`](Self::args), [`config`](Self::config) | none (the plugin sees empty bytes) |
+/// | [`buffer_size`](Self::buffer_size) | 1024 items ([`DEFAULT_BUFFER_SIZE`](crate::DEFAULT_BUFFER_SIZE)) |
+/// | [`buffer_bytes`](Self::buffer_bytes) | 16 MiB ([`DEFAULT_BUFFER_BYTES`](crate::DEFAULT_BUFFER_BYTES)) |
+/// | [`timeout`](Self::timeout) | none |
+/// | [`memory_limit`](Self::memory_limit) | 1 GiB ([`DEFAULT_MEMORY_LIMIT`](crate::DEFAULT_MEMORY_LIMIT)) |
+/// | [`fuel`](Self::fuel) | unlimited |
+/// | [`max_item_bytes`](Self::max_item_bytes) | 1 GiB ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)) |
+/// | [`env`](Self::env) | none but the worker's own `SANDGEN_WORKER_ID` and `SANDGEN_NUM_WORKERS` (the host's never leak) |
+/// | [`dir`](Self::dir) | no directories |
+/// | network | none, and there is no option to grant it |
+/// | stdin | empty |
+/// | guest stdout and stderr | lines to the host's stderr as `[plugin/generator stream] line` ([`on_output`](Self::on_output)) |
+///
+/// ```no_run
+/// # fn main() -> Result<(), sandgen::Error> {
+/// use std::time::Duration;
+///
+/// let engine = sandgen::Engine::new()?;
+/// let plugin = engine.load("plugin.wasm")?;
+/// let iterable = plugin
+///     .generator("range")
+///     .args(&10u64)
+///     .buffer_size(64)
+///     .timeout(Duration::from_secs(5))
+///     .build()?;
+/// let items: Vec<u64> = iterable.iter()?.collect::<Result<_, _>>()?;
+/// assert_eq!(items, (0..10).collect::<Vec<_>>());
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "an IterableBuilder does nothing until `build` is called"]
+pub struct IterableBuilder {
+    plugin: Arc<PluginCore>,
+    generator: String,
+    encoding: Encoding,
+    args: Payload,
+    config: Payload,
+    grants: Grants,
+    limits: Limits,
+    flow: Flow,
+    timeout: Option<Duration>,
+    isolation: Isolation,
+    output: Option<OutputHandler>,
+    workers: usize,
+    in_order: bool,
+    seed: Option<u64>,
+    worker_args: Option<Vec<Payload>>,
+    shard: Option<(usize, usize)>,
+}
+
+/// Arguments or config: raw, or encoded with a given encoding.
+enum Payload {
+    None,
+    Raw(Vec<u8>),
+    Encoded(Encoding, Result<Vec<u8>, Error>),
+}
+
+impl Payload {
+    fn into_bytes(self, what: &str, encoding: Encoding) -> Result<Vec<u8>, Error> {
+        match self {
+            Payload::None => Ok(Vec::new()),
+            Payload::Raw(bytes) => Ok(bytes),
+            Payload::Encoded(used, bytes) => {
+                if used != encoding {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "the {what} were encoded as {used:?} but the iterable uses {encoding:?}; call `encoding` before `{what}`"
+                        ),
+                    ));
+                }
+                bytes.map_err(|e| e.context(format!("invalid {what}")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for IterableBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IterableBuilder")
+            .field("plugin", &self.plugin.name())
+            .field("generator", &self.generator)
+            .field("encoding", &self.encoding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IterableBuilder {
+    pub(crate) fn new(plugin: Arc<PluginCore>, generator: &str) -> Self {
+        IterableBuilder {
+            plugin,
+            generator: generator.to_owned(),
+            encoding: Encoding::default(),
+            args: Payload::None,
+            config: Payload::None,
+            grants: Grants::default(),
+            limits: Limits::default(),
+            flow: Flow::default(),
+            timeout: None,
+            isolation: Isolation::default(),
+            output: None,
+            workers: 1,
+            in_order: true,
+            seed: None,
+            worker_args: None,
+            shard: None,
+        }
+    }
+
+    /// The encoding of arguments, config and items. Set it before
+    /// [`args`](Self::args) and [`config`](Self::config), which encode with
+    /// it.
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The generator's arguments, encoded with the iterable's encoding.
+    pub fn args<A: Serialize + ?Sized>(mut self, args: &A) -> Self {
+        self.args = Payload::Encoded(self.encoding, codec::encode(self.encoding, args));
+        self
+    }
+
+    /// The generator's arguments, already encoded (passed as they are).
+    pub fn args_raw(mut self, args: impl Into<Vec<u8>>) -> Self {
+        self.args = Payload::Raw(args.into());
+        self
+    }
+
+    /// The config for the plugin's initializer, encoded with the iterable's
+    /// encoding.
+    pub fn config<C: Serialize + ?Sized>(mut self, config: &C) -> Self {
+        self.config = Payload::Encoded(self.encoding, codec::encode(self.encoding, config));
+        self
+    }
+
+    /// The config for the plugin's initializer, already encoded.
+    pub fn config_raw(mut self, config: impl Into<Vec<u8>>) -> Self {
+        self.config = Payload::Raw(config.into());
+        self
+    }
+
+    /// Where the worker runs: a thread of this process (the default) or a
+    /// child process. Both give the same items, statuses and errors.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// How many items the worker may produce ahead of the caller: the
+    /// back-pressure. With 1, the worker is in lock-step with the caller.
+    /// Must be at least 1.
+    pub fn buffer_size(mut self, items: usize) -> Self {
+        self.flow.buffer_size = items;
+        self
+    }
+
+    /// How many bytes of items the worker may produce ahead of the caller
+    /// (one batch always fits, so a single large item is never refused).
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.flow.buffer_bytes = bytes;
+        self
+    }
+
+    /// Inactivity timeout: when the worker reports nothing for this long
+    /// (during initialization or a pass), it is stopped and the caller gets
+    /// an [`ErrorKind::Timeout`] error. It restarts with every batch of
+    /// items, so a slow but steady generator is never stopped.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The cap on the guest's linear memory, in bytes. Growth beyond it fails
+    /// inside the guest; a guest that aborts on it gives an
+    /// [`ErrorKind::MemoryLimit`] error.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.limits.memory = bytes;
+        self
+    }
+
+    /// A CPU budget, in wasmtime fuel units (about one per wasm
+    /// instruction), for initialization and then for each pass. Running out
+    /// is an [`ErrorKind::FuelExhausted`] error. Plugins run with fuel are
+    /// compiled with fuel metering (a second compilation, on first use, and
+    /// slower code), so leave it unset unless it is needed.
+    pub fn fuel(mut self, units: u64) -> Self {
+        self.limits.fuel = Some(units);
+        self
+    }
+
+    /// The largest item, in encoded bytes, that the plugin may return; a
+    /// larger one is an [`ErrorKind::Protocol`] error. Default 1 GiB
+    /// ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)).
+    pub fn max_item_bytes(mut self, bytes: u32) -> Self {
+        self.limits.max_item_bytes = bytes;
+        self
+    }
+
+    /// Sets an environment variable that the guest sees. The host's own
+    /// environment is never visible.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.grants.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Grants the guest read-only access to the host directory `host`, which
+    /// it sees at `guest`.
+    pub fn dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        self.grants.dirs.push(DirGrant {
+            host: host.into(),
+            guest: guest.into(),
+        });
+        self
+    }
+
+    /// Runs `n` workers of the generator (default 1), each a full worker
+    /// with its own instance, limits and timeout, in the iterable's
+    /// isolation mode, alive across passes; a pass runs one pass on every
+    /// worker. Each sees `SANDGEN_WORKER_ID` (0-based) and
+    /// `SANDGEN_NUM_WORKERS` in its environment, to shard its input by (see
+    /// [`worker_args`](Self::worker_args) to give each its own arguments
+    /// instead). Must be between 1 and [`MAX_WORKERS`](crate::MAX_WORKERS).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = plugin
+    ///     .generator("range")
+    ///     .workers(2)
+    ///     .worker_args(&[3u64, 2])
+    ///     .build()?;
+    /// let items: Vec<u64> = iterable.iter()?.collect::<Result<_, _>>()?;
+    /// // Round-robin by worker: worker 0's first item, worker 1's first, ...
+    /// assert_eq!(items, [0, 0, 1, 1, 2]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// With several workers: `true` (the default) gives items round-robin,
+    /// one from each worker that has not finished, by worker index, so the
+    /// same workers give the same stream; `false` gives them in the order
+    /// they are produced (whole batches at a time), for throughput.
+    pub fn in_order(mut self, in_order: bool) -> Self {
+        self.in_order = in_order;
+        self
+    }
+
+    /// Makes every random source the guest can reach through WASI
+    /// (`wasi:random` random, insecure and insecure-seed, and so also
+    /// hash-map keys and a language's own seeding from them) a
+    /// deterministic stream derived from `seed` and the worker's index: the
+    /// same plugin, arguments, seed and worker count give the same items on
+    /// any machine, in either isolation mode. Workers also see
+    /// `SANDGEN_SEED`. Clocks stay real.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// One arguments value per worker, encoded with the iterable's encoding,
+    /// instead of [`args`](Self::args) for all: worker `i` gets `args[i]`.
+    /// Their number must be the number of [`workers`](Self::workers).
+    pub fn worker_args<A: Serialize>(mut self, args: &[A]) -> Self {
+        self.worker_args = Some(
+            args.iter()
+                .map(|a| Payload::Encoded(self.encoding, codec::encode(self.encoding, a)))
+                .collect(),
+        );
+        self
+    }
+
+    /// Makes this iterable shard `index` of `count` run by a scheduler
+    /// above sandgen (a Ray read task per shard, say): its workers are
+    /// numbered after those of the shards before it, so worker `k` sees
+    /// `SANDGEN_WORKER_ID` `index * workers + k` and `SANDGEN_NUM_WORKERS`
+    /// `count * workers`, and a seed gives every shard its own streams.
+    /// `index` must be below `count`.
+    pub fn shard(mut self, index: usize, count: usize) -> Self {
+        self.shard = Some((index, count));
+        self
+    }
+
+    /// As [`worker_args`](Self::worker_args), each already encoded.
+    pub fn worker_args_raw(mut self, args: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.worker_args = Some(args.into_iter().map(Payload::Raw).collect());
+        self
+    }
+
+    /// Handles each line the guest prints, instead of writing it to the
+    /// host's stderr. Called on the thread that runs the guest: the
+    /// worker's own thread, or the caller's for a single worker thread's
+    /// initializer and first batch (see [`build`](Self::build) and
+    /// [`Iterable::iter`]). It should not block: a blocked handler holds
+    /// the guest where no timeout reaches.
+    pub fn on_output(mut self, handler: impl Fn(&OutputLine<'_>) + Send + Sync + 'static) -> Self {
+        self.output = Some(Arc::new(handler));
+        self
+    }
+
+    /// Starts the workers and waits until the plugin is initialized and the
+    /// iterable created in each. The initializer and `create` have run
+    /// exactly once per worker when this returns. A single worker thread
+    /// ([`Isolation::Thread`], one worker) runs them on the calling thread,
+    /// bounded by the [`timeout`](Self::timeout); several workers start
+    /// side by side on threads of their own.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for bad options or arguments that cannot
+    /// be encoded; [`ErrorKind::InitializerFailed`] or
+    /// [`ErrorKind::CreateFailed`] with the plugin's message; a trap or
+    /// limit kind when the guest failed; [`ErrorKind::Timeout`]. With
+    /// several workers, the message names the worker that failed.
+    pub fn build(mut self) -> Result<Iterable, Error> {
+        self.validate()?;
+        let workers = self.workers;
+        let args = self.args_per_worker()?;
+        let (shard, shards) = self.shard.unwrap_or((0, 1));
+        let config = std::mem::replace(&mut self.config, Payload::None)
+            .into_bytes("config", self.encoding)?;
+        let output = self.output.clone().unwrap_or_else(stderr_handler);
+        // One worker thread starts parked: its first steps run on the
+        // caller's thread, when the caller waits for them (no hand-off
+        // between threads before the first item). Several workers start
+        // side by side on threads of their own.
+        let park = self.isolation == Isolation::Thread && workers == 1;
+        let fuel = self.limits.fuel.is_some();
+        let mut handles = Vec::with_capacity(workers);
+        for (index, args) in args.into_iter().enumerate() {
+            // This worker among all the workers of all the shards.
+            let global = shard * workers + index;
+            let task = self.task(global, shards * workers, args, config.clone());
+            let handle = self
+                .plugin
+                .placement(self.isolation, fuel)
+                .and_then(|placement| WorkerHandle::spawn(&placement, task, output.clone(), park))
+                .map_err(|e| name_worker(e, index, workers))?;
+            handles.push(handle);
+        }
+        let setup = Setup {
+            generator: self.generator,
+            encoding: self.encoding,
+            timeout: self.timeout,
+            in_order: self.in_order,
+        };
+        let workers = Workers::new(handles, setup);
+        // Start-up (a worker process starts and reads its compiled
+        // component) is sandgen's time, bounded by the load timeout; from
+        // `Loaded` on, the inactivity timeout counts the plugin's own time.
+        workers.await_initialized(self.plugin.load_timeout())?;
+        Ok(Iterable::new(workers))
+    }
+
+    /// Checks every option before any worker starts.
+    fn validate(&self) -> Result<(), Error> {
+        self.flow.validate()?;
+        self.limits.validate()?;
+        self.grants.validate()?;
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "timeout must be longer than zero",
+            ));
+        }
+        let workers = self.workers;
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("the number of workers must be between 1 and {MAX_WORKERS}, not {workers}"),
+            ));
+        }
+        for (key, _) in &self.grants.env {
+            if WORKER_ENV.contains(&key.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "environment variable {key} is set by sandgen for each worker; choose another name"
+                    ),
+                ));
+            }
+        }
+        let (shard, shards) = self.shard.unwrap_or((0, 1));
+        if shards == 0
+            || shard >= shards
+            || shards
+                .checked_mul(workers)
+                .is_none_or(|all| all > u32::MAX as usize)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid shard {shard} of {shards}: the index must be below the count"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each worker's encoded arguments: `args` for all, or `worker_args`
+    /// one each.
+    fn args_per_worker(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let workers = self.workers;
+        let args = std::mem::replace(&mut self.args, Payload::None);
+        let Some(per_worker) = self.worker_args.take() else {
+            return Ok(vec![args.into_bytes("args", self.encoding)?; workers]);
+        };
+        if !matches!(args, Payload::None) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "give either args (for every worker) or worker_args (one per worker), not both",
+            ));
+        }
+        if per_worker.len() != workers {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "worker_args has {} values for {workers} worker(s); give exactly one per worker",
+                    per_worker.len()
+                ),
+            ));
+        }
+        per_worker
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| payload.into_bytes(&format!("args of worker {i}"), self.encoding))
+            .collect()
+    }
+
+    /// What worker `global` of `all` (counted over every shard) runs: the
+    /// iterable's grants plus its worker information and seeded random
+    /// sources.
+    fn task(&self, global: usize, all: usize, args: Vec<u8>, config: Vec<u8>) -> Task {
+        let mut grants = self.grants.clone();
+        grants
+            .env
+            .push((WORKER_ENV[0].to_owned(), global.to_string()));
+        grants.env.push((WORKER_ENV[1].to_owned(), all.to_string()));
+        if let Some(seed) = self.seed {
+            grants
+                .env
+                .push((WORKER_ENV[2].to_owned(), seed.to_string()));
+            grants.random = Some(SeededRandom {
+                seed,
+                worker: global as u32,
+            });
+        }
+        Task {
+            generator: self.generator.clone(),
+            encoding: self.encoding,
+            args,
+            config,
+            grants,
+            limits: self.limits.clone(),
+            flow: self.flow,
+        }
+    }
+}
+
+/// The most workers one iterable may run.
+pub const MAX_WORKERS: usize = 256;
+
+/// The environment variables sandgen sets for each worker: its index, the
+/// number of workers, and the seed when there is one.
+const WORKER_ENV: [&str; 3] = ["SANDGEN_WORKER_ID", "SANDGEN_NUM_WORKERS", "SANDGEN_SEED"];

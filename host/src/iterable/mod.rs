@@ -1,0 +1,171 @@
+//! An [`Iterable`]: a generator's iterable living in its workers, made by
+//! an [`IterableBuilder`] (`builder.rs`), iterated by passes (`pass/`, and
+//! the owned [`Batches`] of `batches.rs`).
+
+mod batches;
+mod builder;
+
+use std::sync::Arc;
+
+use sandgen_wire::Encoding;
+use serde::de::DeserializeOwned;
+
+use crate::caller::Workers;
+use crate::error::Error;
+pub use crate::iterable::batches::Batches;
+pub use crate::iterable::builder::{IterableBuilder, MAX_WORKERS};
+use crate::pass::{Pass, RawPass};
+#[cfg(doc)]
+use crate::{ErrorKind, Isolation};
+
+/// A generator's iterable, living in sandboxed workers: iterate it any
+/// number of times, one pass at a time.
+///
+/// Each call to [`iter`](Iterable::iter) (or [`iter_raw`](Iterable::iter_raw),
+/// [`batches`](Iterable::batches)) starts a new full pass over the same
+/// guest objects (one per worker), whose state persists across passes.
+///
+/// - Only one pass may be live at a time; starting another while one lives
+///   gives an [`ErrorKind::Busy`] error.
+/// - Dropping a pass early stops every worker's production at once; the
+///   next pass is a full new one.
+/// - After an error (the plugin's, a trap, a timeout) the workers are gone
+///   and every later pass fails with [`ErrorKind::Closed`].
+/// - Dropping the iterable ends the workers within milliseconds, whether
+///   they are idle or busy.
+pub struct Iterable {
+    workers: Workers,
+}
+
+impl std::fmt::Debug for Iterable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iterable")
+            .field("generator", &self.workers.generator())
+            .field("encoding", &self.workers.encoding())
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterable {
+    pub(crate) fn new(workers: Workers) -> Iterable {
+        Iterable { workers }
+    }
+
+    /// The generator's name.
+    pub fn generator(&self) -> &str {
+        self.workers.generator()
+    }
+
+    /// The encoding of items.
+    pub fn encoding(&self) -> Encoding {
+        self.workers.encoding()
+    }
+
+    /// How many workers run the generator.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The id of the (first) worker process, in [`Isolation::Process`];
+    /// `None` for worker threads. (Python: `Iterable.worker_pid`.)
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.workers.pids().first().copied()
+    }
+
+    /// The ids of every worker process, by worker index, in
+    /// [`Isolation::Process`]; empty for worker threads. (Python:
+    /// `Iterable.worker_pids`.)
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.pids()
+    }
+
+    /// The old name of [`worker_pid`](Self::worker_pid).
+    #[deprecated(since = "0.1.0", note = "renamed to `worker_pid`, as in Python")]
+    pub fn worker_process_id(&self) -> Option<u32> {
+        self.worker_pid()
+    }
+
+    /// The old name of [`worker_pids`](Self::worker_pids).
+    #[deprecated(since = "0.1.0", note = "renamed to `worker_pids`, as in Python")]
+    pub fn worker_process_ids(&self) -> Vec<u32> {
+        self.worker_pids()
+    }
+
+    /// Starts a pass whose items are decoded as `T`.
+    ///
+    /// The workers start producing at once, ahead of the caller. A single
+    /// worker thread ([`Isolation::Thread`], one worker) makes its first
+    /// batch during this call, on the calling thread (so the first item
+    /// crosses no thread), and the rest on a thread of its own; the
+    /// inactivity timeout of that first batch counts from this call, its
+    /// errors still come from the iterator, and [`close`](Iterable::close)
+    /// from another thread still stops it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Busy`] while another pass lives; [`ErrorKind::Closed`]
+    /// after the worker failed. Errors of the pass itself come from the
+    /// iterator.
+    pub fn iter<T: DeserializeOwned>(&self) -> Result<Pass<'_, T>, Error> {
+        Pass::start(&self.workers)
+    }
+
+    /// Starts a pass that yields each item's encoded bytes.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Iterable::iter`].
+    pub fn iter_raw(&self) -> Result<RawPass<'_>, Error> {
+        RawPass::start(&self.workers)
+    }
+
+    /// Starts a pass that yields whole batches of encoded items, and that
+    /// owns its share of the iterable (so it can be kept and moved freely,
+    /// as a language binding needs). Batches are the cheapest way to move
+    /// many small items: one wait and one hand-over per batch, not per item.
+    /// With several workers in order, a batch holds the items of several
+    /// workers' batches, interleaved (copied into one buffer); unordered,
+    /// each is one worker's batch.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// use std::sync::Arc;
+    ///
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = Arc::new(plugin.generator("range").args(&10u64).build()?);
+    /// let mut batches = iterable.batches()?;
+    /// let mut count = 0;
+    /// while let Some(batch) = batches.next_batch() {
+    ///     count += batch?.items().count();
+    /// }
+    /// assert_eq!(count, 10);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Iterable::iter`].
+    pub fn batches(self: &Arc<Self>) -> Result<Batches, Error> {
+        Batches::start(Arc::clone(self))
+    }
+
+    /// Ends the workers now, as dropping the iterable does, and waits for
+    /// them (up to a second, then a worker process is killed). A pass that
+    /// is live ends with [`ErrorKind::Closed`], and so does every later
+    /// pass. Closing twice does nothing more.
+    pub fn close(&self) {
+        self.workers.close();
+    }
+
+    /// Whether [`close`](Iterable::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.workers.is_closed()
+    }
+
+    /// The caller's side of the workers, for the passes.
+    pub(crate) fn caller(&self) -> &Workers {
+        &self.workers
+    }
+}

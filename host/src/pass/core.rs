@@ -1,0 +1,323 @@
+//! The core of every pass: each worker's batch in hand, merged in order
+//! (round-robin by worker index, one item from each worker that has not
+//! finished) or as they come (whole batches from whichever worker has one),
+//! with each worker's back-pressure returned as its batches leave, and
+//! every wait bounded by the inactivity timeout. Batches, not items, cross
+//! threads.
+
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use sandgen_wire::frame::Frames;
+
+use crate::caller::Workers;
+use crate::error::Error;
+use crate::pass::{Batch, Delivered, NextBatch};
+use crate::protocol::{Command, Status};
+
+/// One worker's share of a pass.
+#[derive(Default)]
+struct WorkerPass {
+    /// The ordinal of this pass's `StartIteration` for the worker.
+    ordinal: u64,
+    /// The worker's current batch.
+    frames: Frames,
+    batch_items: u32,
+    /// The worker's `IterationStarted` of this pass arrived.
+    started: bool,
+    /// The worker's pass ended (its last batch may still have items).
+    finished: bool,
+    /// When the worker last sent anything (or the pass began): the longest
+    /// silent is named when every worker was silent for the whole timeout.
+    last_heard: Option<Instant>,
+}
+
+impl WorkerPass {
+    /// Whether the worker will give no more items in this pass.
+    fn exhausted(&self) -> bool {
+        self.finished && self.frames.left() == 0
+    }
+}
+
+/// The state shared by every kind of pass ([`Pass`](crate::Pass),
+/// [`RawPass`](crate::RawPass), [`Batches`](crate::Batches)): `W` is how
+/// the pass holds its workers (borrowed, or shared for `Batches`).
+pub(crate) struct PassCore<W: Deref<Target = Workers>> {
+    pub(crate) workers: W,
+    passes: Vec<WorkerPass>,
+    /// In order: the worker whose item comes next. Unordered: the worker
+    /// whose batch is being read.
+    cursor: usize,
+    /// The pass ended, failed or was stopped.
+    done: bool,
+    /// When the current wait for the workers began (the inactivity timeout
+    /// counts the time the caller waits, across short waits).
+    waiting_since: Option<Instant>,
+    /// What each worker delivered so far in this pass.
+    pub(crate) delivered: Vec<Delivered>,
+    /// An error met while the pass started, for the first wait.
+    pending: Option<Error>,
+}
+
+/// What a wait for a worker's next batch found.
+enum Filled {
+    /// The worker has a batch.
+    Batch(usize),
+    /// Every worker's pass ended.
+    End,
+    /// Nothing in the time given.
+    Pending,
+}
+
+impl<W: Deref<Target = Workers>> PassCore<W> {
+    /// Starts a pass. With `inline`, a parked worker (`worker/thread.rs`)
+    /// runs on this thread up to its pass's first batch, as the caller
+    /// will wait for it without a bound of its own; otherwise it starts on
+    /// a thread, producing while the caller goes on.
+    pub(crate) fn start(workers: W, inline: bool) -> Result<Self, Error> {
+        workers.begin_pass()?;
+        let passes = (0..workers.len())
+            .map(|worker| WorkerPass {
+                ordinal: workers.start_pass(worker),
+                last_heard: Some(Instant::now()),
+                ..WorkerPass::default()
+            })
+            .collect();
+        let count = workers.len();
+        let pending = (0..count).find_map(|worker| workers.start_parked(worker, inline).err());
+        Ok(PassCore {
+            workers,
+            passes,
+            cursor: 0,
+            done: false,
+            waiting_since: None,
+            delivered: vec![Delivered::default(); count],
+            pending,
+        })
+    }
+
+    /// The next item's bytes, `None` at the end of the pass or after an
+    /// error.
+    pub(crate) fn next_frame(&mut self) -> Option<Result<&[u8], Error>> {
+        let worker = match self.next_worker(None) {
+            Ok(Filled::Batch(worker)) => worker,
+            Ok(Filled::End | Filled::Pending) => return None,
+            Err(error) => return Some(Err(error)),
+        };
+        Some(Ok(self.take_item(worker)))
+    }
+
+    /// Takes the next item of `worker`, which has one, and moves on.
+    fn take_item(&mut self, worker: usize) -> &[u8] {
+        if self.passes[worker].frames.left() == 1 {
+            // The last item of the batch leaves the queue now: the worker
+            // may produce that much more.
+            self.consumed(worker);
+        }
+        if self.workers.in_order() {
+            self.cursor = (worker + 1) % self.passes.len();
+        }
+        let item = self.passes[worker]
+            .frames
+            .next_frame()
+            .expect("the worker has an item");
+        let delivered = &mut self.delivered[worker];
+        delivered.items += 1;
+        delivered.bytes += item.len() as u64;
+        item
+    }
+
+    /// Finds the worker that gives the next item and makes sure it has a
+    /// batch in hand, waiting for it up to `wait` (`None`: as long as the
+    /// inactivity timeout allows).
+    fn next_worker(&mut self, wait: Option<Duration>) -> Result<Filled, Error> {
+        if let Some(error) = self.pending.take() {
+            return Err(self.failed(error));
+        }
+        if self.done {
+            return Ok(Filled::End);
+        }
+        // The per-item path: the worker at the cursor has an item in hand.
+        if self.passes[self.cursor].frames.left() > 0 {
+            return Ok(Filled::Batch(self.cursor));
+        }
+        let deadline = wait.map(|wait| Instant::now() + wait);
+        let left = |deadline: Option<Instant>| {
+            deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()))
+        };
+        loop {
+            if self.passes.iter().all(WorkerPass::exhausted) {
+                self.done = true;
+                return Ok(Filled::End);
+            }
+            let waiting_on: Vec<usize> = if self.workers.in_order() {
+                let worker = self.cursor;
+                if self.passes[worker].frames.left() > 0 {
+                    return Ok(Filled::Batch(worker));
+                }
+                if self.passes[worker].finished {
+                    self.cursor = (worker + 1) % self.passes.len();
+                    continue;
+                }
+                vec![worker]
+            } else {
+                if self.passes[self.cursor].frames.left() > 0 {
+                    return Ok(Filled::Batch(self.cursor));
+                }
+                let mut waiting: Vec<usize> = (0..self.passes.len())
+                    .filter(|&worker| !self.passes[worker].finished)
+                    .collect();
+                // The longest silent first: it is the one named if all
+                // stay silent.
+                waiting.sort_by_key(|&worker| self.passes[worker].last_heard);
+                waiting
+            };
+            let since = *self.waiting_since.get_or_insert_with(Instant::now);
+            let received =
+                self.workers
+                    .recv_any_for(&waiting_on, left(deadline), since, "iteration");
+            let (worker, status) = match received {
+                Ok(Some(received)) => received,
+                Ok(None) => return Ok(Filled::Pending),
+                Err(error) => return Err(self.failed(error)),
+            };
+            self.waiting_since = Some(Instant::now());
+            self.passes[worker].last_heard = self.waiting_since;
+            match self.take(worker, status) {
+                Ok(true) => {
+                    self.waiting_since = None;
+                    if !self.workers.in_order() {
+                        self.cursor = worker;
+                    }
+                    // In order, the loop finds the batch at the cursor (a
+                    // worker that was waited for is at the cursor).
+                }
+                Ok(false) => {}
+                Err(error) => return Err(self.failed(error)),
+            }
+        }
+    }
+
+    /// Handles one status of worker `worker`: `true` when it brought a batch.
+    fn take(&mut self, worker: usize, status: Status) -> Result<bool, Error> {
+        let workers = &*self.workers;
+        let state = &mut self.passes[worker];
+        match status {
+            Status::IterationStarted => {
+                state.started = workers.pass_started(worker) == state.ordinal;
+                Ok(false)
+            }
+            // Leftovers of an earlier pass that was stopped early.
+            Status::Items(_) | Status::IterationFinished if !state.started => Ok(false),
+            Status::Items(batch) => {
+                state.batch_items = batch.count;
+                let read =
+                    std::mem::replace(&mut state.frames, Frames::new(batch.frames, batch.count));
+                workers.recycle(worker, read.into_buf());
+                Ok(state.frames.left() > 0)
+            }
+            Status::IterationFinished => {
+                state.finished = true;
+                Ok(false)
+            }
+            // A worker that was closed under a live pass may report its own
+            // end (a killed process): the pass was closed.
+            Status::IteratorFailed(_) if workers.is_closed() => Err(workers.closed_error()),
+            Status::IteratorFailed(error) => {
+                let error = workers.named(worker, error);
+                workers.fail(&error);
+                Err(error)
+            }
+            other => Err(workers.protocol_error(worker, &other, "iteration")),
+        }
+    }
+
+    /// Ends the pass with `error`: the other workers stop producing.
+    fn failed(&mut self, error: Error) -> Error {
+        self.stop();
+        error
+    }
+
+    /// Tells worker `worker` that its current batch left the queue.
+    fn consumed(&self, worker: usize) {
+        let state = &self.passes[worker];
+        self.workers.send(
+            worker,
+            Command::Consumed {
+                items: state.batch_items,
+                bytes: state.frames.bytes() as u64,
+            },
+        );
+    }
+
+    /// Hands the whole current batch of `worker` to the caller.
+    fn take_batch(&mut self, worker: usize) -> Batch {
+        if self.passes[worker].frames.left() > 0 {
+            self.consumed(worker);
+            let delivered = &mut self.delivered[worker];
+            delivered.items += u64::from(self.passes[worker].frames.left());
+            delivered.bytes += self.passes[worker].frames.bytes() as u64;
+        }
+        Batch::new(std::mem::take(&mut self.passes[worker].frames))
+    }
+
+    /// In order with several workers: as many items as the workers' batches
+    /// in hand give round-robin, waiting only for the first; copied into
+    /// one batch.
+    fn take_merged(&mut self, first: usize) -> Batch {
+        let mut buf = Vec::new();
+        let mut count = 0u32;
+        let mut worker = first;
+        loop {
+            if self.passes[worker].frames.left() == 0 {
+                if self.passes[worker].finished && !self.passes.iter().all(WorkerPass::exhausted) {
+                    // A finished worker is passed over.
+                    worker = (worker + 1) % self.passes.len();
+                    self.cursor = worker;
+                    continue;
+                }
+                break;
+            }
+            let item = self.take_item(worker);
+            buf.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            buf.extend_from_slice(item);
+            count += 1;
+            worker = self.cursor;
+        }
+        Batch::new(Frames::new(buf, count))
+    }
+
+    /// The next batch for [`Batches`].
+    pub(crate) fn next_batch(&mut self, wait: Option<Duration>) -> Result<NextBatch, Error> {
+        match self.next_worker(wait)? {
+            Filled::End => Ok(NextBatch::End),
+            Filled::Pending => Ok(NextBatch::Pending),
+            Filled::Batch(worker) if self.workers.in_order() && self.passes.len() > 1 => {
+                Ok(NextBatch::Batch(self.take_merged(worker)))
+            }
+            Filled::Batch(worker) => Ok(NextBatch::Batch(self.take_batch(worker))),
+        }
+    }
+
+    /// Ends the pass from the caller's side: the workers stop producing.
+    pub(crate) fn stop(&mut self) {
+        if !self.done {
+            self.done = true;
+            for (worker, state) in self.passes.iter().enumerate() {
+                if !state.finished {
+                    self.workers.send(worker, Command::StopIteration);
+                }
+            }
+        }
+        for state in &mut self.passes {
+            state.frames = Frames::default();
+        }
+    }
+}
+
+impl<W: Deref<Target = Workers>> Drop for PassCore<W> {
+    fn drop(&mut self) {
+        self.stop();
+        self.workers.end_pass();
+    }
+}

@@ -1,0 +1,348 @@
+//! The worker state machine without wasm: a scripted session stands for
+//! the guest, and every status the machine reports is checked.
+
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use sandgen_wire::frame::Frames;
+
+use super::{Inline, Machine, Session};
+use crate::error::{Error, ErrorKind};
+use crate::guest::{Interrupt, Stop};
+use crate::options::Flow;
+use crate::protocol::{Command, Status, WorkerBatch};
+
+/// A generator of `0..items` each pass, failing where it is told to.
+struct Script {
+    items: u64,
+    flow: Flow,
+    fail_initialize: bool,
+    /// Fails when asked for the batch after this many items of a pass.
+    fail_after: Option<u64>,
+    /// What the machine called, in order.
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+struct Fake {
+    script: Script,
+    next: Option<u64>,
+}
+
+impl Session for Fake {
+    type Start = Script;
+
+    fn initialize(script: Script, _: &Interrupt) -> Result<Fake, Stop> {
+        script.calls.lock().unwrap().push("initialize".into());
+        if script.fail_initialize {
+            return Err(Stop::Failed(Error::new(ErrorKind::CreateFailed, "no")));
+        }
+        Ok(Fake { script, next: None })
+    }
+
+    fn flow(&self) -> Flow {
+        self.script.flow
+    }
+
+    fn begin_pass(&mut self, _: &Interrupt) -> Result<(), Stop> {
+        self.script.calls.lock().unwrap().push("begin".into());
+        self.next = Some(0);
+        Ok(())
+    }
+
+    fn next_batch(
+        &mut self,
+        max_items: u32,
+        _max_bytes: u32,
+        _: &Interrupt,
+    ) -> Result<Option<WorkerBatch>, Stop> {
+        let next = self.next.expect("next_batch only during a pass");
+        self.script
+            .calls
+            .lock()
+            .unwrap()
+            .push(format!("next {max_items}"));
+        if self.script.fail_after.is_some_and(|at| next >= at) {
+            return Err(Stop::Failed(Error::new(ErrorKind::IterationFailed, "bad")));
+        }
+        let end = (next + u64::from(max_items)).min(self.script.items);
+        if next == end {
+            return Ok(None);
+        }
+        let mut frames = Vec::new();
+        for item in next..end {
+            frames.extend_from_slice(&8u32.to_le_bytes());
+            frames.extend_from_slice(&item.to_le_bytes());
+        }
+        self.next = Some(end);
+        Ok(Some(WorkerBatch {
+            frames,
+            count: (end - next) as u32,
+        }))
+    }
+
+    fn end_pass(&mut self, _: &Interrupt) -> Result<(), Stop> {
+        self.script.calls.lock().unwrap().push("end".into());
+        self.next = None;
+        Ok(())
+    }
+}
+
+struct Harness {
+    machine: Machine<Fake>,
+    commands: Sender<Command>,
+    statuses: Receiver<Status>,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+fn harness(items: u64, buffer_size: usize, change: impl FnOnce(&mut Script)) -> Harness {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let mut script = Script {
+        items,
+        flow: Flow {
+            buffer_size,
+            buffer_bytes: 1 << 20,
+        },
+        fail_initialize: false,
+        fail_after: None,
+        calls: calls.clone(),
+    };
+    change(&mut script);
+    let (commands, command_rx) = crossbeam_channel::unbounded();
+    let (status_tx, statuses) = crossbeam_channel::unbounded();
+    let machine = Machine::new(
+        script,
+        "fake".into(),
+        command_rx,
+        Box::new(status_tx),
+        Arc::new(Interrupt::default()),
+    );
+    Harness {
+        machine,
+        commands,
+        statuses,
+        calls,
+    }
+}
+
+impl Harness {
+    /// Every status reported so far, by name; the items of each batch.
+    fn drain(&self) -> Vec<String> {
+        self.statuses
+            .try_iter()
+            .map(|status| match status {
+                Status::Items(batch) => {
+                    let mut frames = Frames::new(batch.frames, batch.count);
+                    let mut items = Vec::new();
+                    while let Some(frame) = frames.next_frame() {
+                        items.push(u64::from_le_bytes(frame.try_into().unwrap()).to_string());
+                    }
+                    format!("items {}", items.join(","))
+                }
+                Status::InitializationFailed(e) => format!("init failed: {}", e.kind().name()),
+                Status::IteratorFailed(e) => format!("failed: {}", e.kind().name()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn initialized(mut self) -> Harness {
+        assert!(matches!(self.machine.run_inline(), Inline::Waiting));
+        assert!(matches!(self.machine.run_inline(), Inline::Waiting));
+        assert_eq!(self.drain(), ["Loaded", "InitializationSucceeded"]);
+        self
+    }
+}
+
+#[test]
+fn a_pass_reports_its_items_in_growing_batches_and_ends() {
+    let mut h = harness(10, 1024, |_| {}).initialized();
+    h.commands.send(Command::StartIteration).unwrap();
+    assert!(matches!(h.machine.run_inline(), Inline::Producing));
+    // Slow start: 1 item, then 2, 4, ... while the caller has room.
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    assert_eq!(
+        h.drain(),
+        [
+            "IterationStarted",
+            "items 0",
+            "items 1,2",
+            "items 3,4,5,6",
+            "items 7,8,9",
+            "IterationFinished"
+        ]
+    );
+    // The pass's end is its own step, then Stand By: a second pass is a
+    // full new one.
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    h.commands.send(Command::StartIteration).unwrap();
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    let second = h.drain();
+    assert_eq!(second.first().map(String::as_str), Some("IterationStarted"));
+    assert_eq!(second.last().map(String::as_str), Some("IterationFinished"));
+    let calls = h.calls.lock().unwrap().clone();
+    assert_eq!(calls.iter().filter(|c| *c == "begin").count(), 2);
+    assert_eq!(calls.iter().filter(|c| *c == "end").count(), 1);
+}
+
+#[test]
+fn the_worker_runs_no_further_ahead_than_the_callers_buffer() {
+    let mut h = harness(100, 4, |_| {}).initialized();
+    h.commands.send(Command::StartIteration).unwrap();
+    let mut turns = 0;
+    while matches!(h.machine.run_inline(), Inline::Producing) {
+        turns += 1;
+        assert!(turns < 10, "the worker produced past its buffer");
+    }
+    // Batches of at most half the buffer, 4 items ahead, then it waits.
+    assert_eq!(
+        h.drain(),
+        ["IterationStarted", "items 0", "items 1,2", "items 3"]
+    );
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    // Credit for two items lets it run two items further.
+    h.commands
+        .send(Command::Consumed {
+            items: 2,
+            bytes: 24,
+        })
+        .unwrap();
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    assert_eq!(h.drain(), ["items 4,5"]);
+}
+
+#[test]
+fn stop_iteration_ends_the_pass_and_the_session_ends_it_too() {
+    let mut h = harness(100, 2, |_| {}).initialized();
+    h.commands.send(Command::StartIteration).unwrap();
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    h.commands.send(Command::StopIteration).unwrap();
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    assert_eq!(
+        h.drain(),
+        [
+            "IterationStarted",
+            "items 0",
+            "items 1",
+            "IterationFinished"
+        ]
+    );
+    // The session ends its pass in a step of its own, after the report.
+    assert_eq!(
+        h.calls.lock().unwrap().last().map(String::as_str),
+        Some("next 1")
+    );
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    assert_eq!(
+        h.calls.lock().unwrap().last().map(String::as_str),
+        Some("end")
+    );
+    // Late credit and a second stop at Stand By are leftovers: ignored.
+    h.commands
+        .send(Command::Consumed {
+            items: 1,
+            bytes: 12,
+        })
+        .unwrap();
+    h.commands.send(Command::StopIteration).unwrap();
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn a_failed_batch_is_the_last_status() {
+    let mut h = harness(100, 1024, |s| s.fail_after = Some(3)).initialized();
+    h.commands.send(Command::StartIteration).unwrap();
+    let mut last = Inline::Producing;
+    while matches!(last, Inline::Producing) {
+        last = h.machine.run_inline();
+    }
+    assert!(matches!(last, Inline::Ended));
+    assert_eq!(
+        h.drain(),
+        [
+            "IterationStarted",
+            "items 0",
+            "items 1,2",
+            "failed: iteration_failed"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_initialization_ends_the_worker() {
+    let mut h = harness(1, 8, |s| s.fail_initialize = true);
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    assert!(matches!(h.machine.run_inline(), Inline::Ended));
+    assert_eq!(h.drain(), ["Loaded", "init failed: create_failed"]);
+}
+
+#[test]
+fn a_second_start_during_a_pass_is_an_unexpected_command() {
+    let mut h = harness(100, 2, |_| {}).initialized();
+    h.commands.send(Command::StartIteration).unwrap();
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    h.commands.send(Command::StartIteration).unwrap();
+    assert!(matches!(h.machine.run_inline(), Inline::Ended));
+    assert_eq!(
+        h.drain(),
+        [
+            "IterationStarted",
+            "items 0",
+            "items 1",
+            "UnexpectedCommand(StartIteration)"
+        ]
+    );
+}
+
+#[test]
+fn abort_ends_the_worker_quietly_wherever_it_is() {
+    let mut idle = harness(10, 8, |_| {}).initialized();
+    idle.commands.send(Command::Abort).unwrap();
+    assert!(matches!(idle.machine.run_inline(), Inline::Ended));
+    assert!(idle.drain().is_empty());
+
+    let mut busy = harness(100, 2, |_| {}).initialized();
+    busy.commands.send(Command::StartIteration).unwrap();
+    while matches!(busy.machine.run_inline(), Inline::Producing) {}
+    busy.commands.send(Command::Abort).unwrap();
+    assert!(matches!(busy.machine.run_inline(), Inline::Ended));
+    assert_eq!(busy.drain(), ["IterationStarted", "items 0", "items 1"]);
+}
+
+#[test]
+fn a_machine_run_on_a_thread_waits_for_commands_and_ends_when_the_caller_goes() {
+    let h = harness(3, 8, |_| {});
+    let Harness {
+        machine,
+        commands,
+        statuses,
+        ..
+    } = h;
+    commands.send(Command::StartIteration).unwrap();
+    let thread = std::thread::spawn(move || machine.run());
+    let deadline = std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let status = statuses
+            .recv_timeout(deadline)
+            .expect("the machine reports within 10 s");
+        let finished = matches!(status, Status::IterationFinished);
+        seen.push(status);
+        if finished {
+            break;
+        }
+    }
+    assert!(matches!(seen[0], Status::Loaded));
+    assert!(matches!(seen[1], Status::InitializationSucceeded));
+    assert!(matches!(seen[2], Status::IterationStarted));
+    // The caller goes: the machine's next wait for a command ends it.
+    drop(commands);
+    let (done, ended) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = thread.join();
+        let _ = done.send(());
+    });
+    ended
+        .recv_timeout(deadline)
+        .expect("the machine ends within 10 s once its caller is gone");
+}
