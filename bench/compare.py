@@ -193,21 +193,29 @@ def table(res: dict, runs: int) -> str:
 
     head = ("workload", "unit", "sandgen thread", "sandgen process", "native Rust", "crossbeam 2 threads",
             "SPDL 0.8.0", "thread / SPDL", "process / SPDL", "thread / native")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     lines = [
         f"median of {runs} runs | {platform.platform()} | {os.cpu_count()} CPUs | "
         f"python {platform.python_version()} | spdl {p['meta']['spdl']} ({p['meta']['default_mp_context']})",
-        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        *markdown_table(head, rows),
     ]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
     lines.append("Ratios are 'how many times better': higher throughput, or lower latency.")
     lines.append("")
     lines.append(language_table(res))
     lines.append("The `sandgen run` row compares a whole CLI process (start, load, run, exit) "
                  "with SPDL's call -> first item inside an already running interpreter.")
     return "\n".join(lines)
+
+
+def markdown_table(head: tuple, rows: list) -> list[str]:
+    """`rows` under `head` as the lines of a Markdown table, columns aligned."""
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    return lines
 
 
 def before_table(res: dict, label: str) -> str:
@@ -226,13 +234,7 @@ def before_table(res: dict, label: str) -> str:
         now, then = s[isolation]["first_item_ms"], b[isolation]["first_item_ms"]
         rows.append(("call -> first item", "ms", isolation, f"{then:,.3f}", f"{now:,.3f}",
                      f"{then / now:,.2f}x"))
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    lines = markdown_table(head, rows)
     lines.append("this / before: higher is better (for the latency row, before / this).")
     return "\n".join(lines)
 
@@ -269,13 +271,7 @@ def language_table(res: dict) -> str:
                      f"{lang['python_process'][key]:,.1f}", f"{js:,.1f}",
                      f"{lang['js_process'][key]:,.1f}", f"{spdl_ms:,.1f}",
                      f"{spdl_ms / py:,.2f}x", f"{spdl_ms / js:,.2f}x", "-", "-"))
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    lines = markdown_table(head, rows)
     for lang_name, fig in res.get("start", {}).items():
         lines.append(f"{lang_name}: {fig['size_mb']:.1f} MB component; load with an empty compile cache "
                      f"{fig['cold_load_ms']:,.0f} ms, from the cache {fig['warm_load_ms']:,.0f} ms")
