@@ -25,7 +25,7 @@ pub(crate) struct Clock {
 }
 
 struct Ticker {
-    shared: Arc<Shared>,
+    activity: Arc<Activity>,
     /// What each tick does.
     tick: Arc<dyn Fn() + Send + Sync + 'static>,
     /// Started by the first activation: a worker process confines itself
@@ -46,7 +46,7 @@ enum Ticking {
 }
 
 #[derive(Default)]
-struct Shared {
+struct Activity {
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -57,7 +57,7 @@ struct State {
     shutdown: bool,
 }
 
-impl Shared {
+impl Activity {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -69,7 +69,7 @@ impl Clock {
     pub(crate) fn start(tick: impl Fn() + Send + Sync + 'static) -> std::io::Result<Clock> {
         Ok(Clock {
             ticker: Arc::new(Ticker {
-                shared: Arc::new(Shared::default()),
+                activity: Arc::new(Activity::default()),
                 tick: Arc::new(tick),
                 thread: Mutex::new(Ticking::NotStarted),
             }),
@@ -94,7 +94,7 @@ impl Clock {
                     unreachable!("matched above")
                 };
                 std::mem::forget(handle);
-                self.ticker.shared.lock().active = 0;
+                self.ticker.activity.lock().active = 0;
             }
             Ticking::NotStarted => {}
         }
@@ -102,7 +102,7 @@ impl Clock {
         // tried again by the next guest.
         *thread = Ticking::NotStarted;
         let tick = self.ticker.tick.clone();
-        let clock = self.ticker.shared.clone();
+        let clock = self.ticker.activity.clone();
         let handle = std::thread::Builder::new()
             .name("sandgen-epoch".into())
             .spawn(move || {
@@ -125,8 +125,8 @@ impl Clock {
 
     pub(crate) fn activate(&self) -> std::io::Result<ClockGuard> {
         self.ensure_started()?;
-        self.ticker.shared.lock().active += 1;
-        self.ticker.shared.wake.notify_one();
+        self.ticker.activity.lock().active += 1;
+        self.ticker.activity.wake.notify_one();
         Ok(ClockGuard {
             clock: self.clone(),
         })
@@ -135,8 +135,8 @@ impl Clock {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.wake.notify_one();
+        self.activity.lock().shutdown = true;
+        self.activity.wake.notify_one();
         let thread = std::mem::replace(
             &mut *self.thread.lock().unwrap_or_else(|e| e.into_inner()),
             Ticking::Failed,
@@ -156,7 +156,7 @@ pub(crate) struct ClockGuard {
 
 impl Drop for ClockGuard {
     fn drop(&mut self) {
-        let mut state = self.clock.ticker.shared.lock();
+        let mut state = self.clock.ticker.activity.lock();
         state.active = state.active.saturating_sub(1);
     }
 }

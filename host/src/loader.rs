@@ -22,7 +22,8 @@ use crate::error::{Error, ErrorKind};
 use crate::guest::Linked;
 use crate::guest::state::HostState;
 use crate::program::WorkerProgram;
-use crate::worker::{Isolation, Placement, ProcessSpec};
+use crate::worker::task::Task;
+use crate::worker::{Isolation, Placement, ProcessSpec, process};
 
 /// A wasmtime engine with sandgen's settings, and its linker.
 struct Backend {
@@ -308,18 +309,22 @@ impl PluginCore {
         }
     }
 
-    /// Where a new worker of this plugin runs, and what it starts from:
-    /// the linked component for a worker thread; the compiled file and
-    /// the worker program for a worker process.
-    pub(crate) fn placement(&self, isolation: Isolation, fuel: bool) -> Result<Placement, Error> {
+    /// Where a new worker of this plugin running `task` runs, and what it
+    /// starts from: the linked component for a worker thread; the compiled
+    /// file and the worker program for a worker process, once `task` is
+    /// known to fit one (before anything is compiled for it).
+    pub(crate) fn placement(&self, isolation: Isolation, task: &Task) -> Result<Placement, Error> {
+        let fuel = task.limits.fuel.is_some();
         match isolation {
             Isolation::Thread => Ok(Placement::Thread(self.linked(fuel)?.clone())),
-            Isolation::Process => Ok(Placement::Process(ProcessSpec {
-                program: self.worker_program()?,
-                compiled: self.compiled(fuel)?.clone(),
-                require_confinement: self.require_confinement(),
-                plugin: self.name.clone(),
-            })),
+            Isolation::Process => {
+                process::check_start(task, self.require_confinement())?;
+                Ok(Placement::Process(ProcessSpec {
+                    program: self.worker_program()?,
+                    compiled: self.compiled(fuel)?.clone(),
+                    plugin: self.name.clone(),
+                }))
+            }
         }
     }
 

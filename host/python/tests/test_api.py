@@ -202,3 +202,17 @@ def test_one_version_for_the_crates_and_the_package() -> None:
     version = workspace["workspace"]["package"]["version"]
     assert sandgen.__version__ == version
     assert importlib.metadata.version("sandgen") == version
+
+
+def test_every_option_of_plugin_iterable_reaches_the_native_options() -> None:
+    # One list of options: the signature of `Plugin.iterable`. Each keyword
+    # option must become a field of the options object the extension reads
+    # (a keyword added to the signature alone would be silently ignored).
+    from sandgen import _ITERABLE_DEFAULTS, _IterableOptions  # type: ignore[attr-defined]
+
+    renamed = {"memory_limit_mib": {"memory_limit"}, "item_type": {"item_shape", "item_type_name"}}
+    expected = {"generator", "args"}
+    for name in _ITERABLE_DEFAULTS:
+        expected |= renamed.get(name, {name})
+    assert {field.name for field in dataclasses.fields(_IterableOptions)} == expected
+    assert "memory_limit_mib" in _ITERABLE_DEFAULTS and "num_workers" in _ITERABLE_DEFAULTS

@@ -351,7 +351,7 @@ impl IterableBuilder {
         self.validate()?;
         let workers = self.workers;
         let args = self.args_per_worker()?;
-        let (shard, shards) = self.shard.unwrap_or((0, 1));
+        let (shard, shards) = self.shard_numbers()?;
         let config = std::mem::replace(&mut self.config, Payload::None)
             .into_bytes("config", self.encoding)?;
         let output = self.output.clone().unwrap_or_else(stderr_handler);
@@ -360,7 +360,6 @@ impl IterableBuilder {
         // between threads before the first item). Several workers start
         // side by side on threads of their own.
         let park = self.isolation == Isolation::Thread && workers == 1;
-        let fuel = self.limits.fuel.is_some();
         let mut handles = Vec::with_capacity(workers);
         for (index, args) in args.into_iter().enumerate() {
             // This worker among all the workers of all the shards.
@@ -368,7 +367,7 @@ impl IterableBuilder {
             let task = self.task(global, shards * workers, args, config.clone());
             let handle = self
                 .plugin
-                .placement(self.isolation, fuel)
+                .placement(self.isolation, &task)
                 .and_then(|placement| WorkerHandle::spawn(&placement, task, output.clone(), park))
                 .map_err(|e| name_worker(e, index, workers))?;
             handles.push(handle);
@@ -415,11 +414,16 @@ impl IterableBuilder {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// This iterable's shard and the number of shards, checked.
+    fn shard_numbers(&self) -> Result<(usize, usize), Error> {
         let (shard, shards) = self.shard.unwrap_or((0, 1));
         if shards == 0
             || shard >= shards
             || shards
-                .checked_mul(workers)
+                .checked_mul(self.workers)
                 .is_none_or(|all| all > u32::MAX as usize)
         {
             return Err(Error::new(
@@ -427,7 +431,7 @@ impl IterableBuilder {
                 format!("invalid shard {shard} of {shards}: the index must be below the count"),
             ));
         }
-        Ok(())
+        Ok((shard, shards))
     }
 
     /// Each worker's encoded arguments: `args` for all, or `worker_args`

@@ -15,8 +15,6 @@ use crate::error::Error;
 pub use crate::iterable::batches::Batches;
 pub use crate::iterable::builder::{IterableBuilder, MAX_WORKERS};
 use crate::pass::{Pass, RawPass};
-#[cfg(doc)]
-use crate::{ErrorKind, Isolation};
 
 /// A generator's iterable, living in sandboxed workers: iterate it any
 /// number of times, one pass at a time.
@@ -26,11 +24,11 @@ use crate::{ErrorKind, Isolation};
 /// guest objects (one per worker), whose state persists across passes.
 ///
 /// - Only one pass may be live at a time; starting another while one lives
-///   gives an [`ErrorKind::Busy`] error.
+///   gives an [`ErrorKind::Busy`](crate::ErrorKind::Busy) error.
 /// - Dropping a pass early stops every worker's production at once; the
 ///   next pass is a full new one.
 /// - After an error (the plugin's, a trap, a timeout) the workers are gone
-///   and every later pass fails with [`ErrorKind::Closed`].
+///   and every later pass fails with [`ErrorKind::Closed`](crate::ErrorKind::Closed).
 /// - Dropping the iterable ends the workers within milliseconds, whether
 ///   they are idle or busy.
 pub struct Iterable {
@@ -67,14 +65,14 @@ impl Iterable {
         self.workers.len()
     }
 
-    /// The id of the (first) worker process, in [`Isolation::Process`];
+    /// The id of the (first) worker process, in [`Isolation::Process`](crate::Isolation::Process);
     /// `None` for worker threads. (Python: `Iterable.worker_pid`.)
     pub fn worker_pid(&self) -> Option<u32> {
         self.workers.pids().first().copied()
     }
 
     /// The ids of every worker process, by worker index, in
-    /// [`Isolation::Process`]; empty for worker threads. (Python:
+    /// [`Isolation::Process`](crate::Isolation::Process); empty for worker threads. (Python:
     /// `Iterable.worker_pids`.)
     pub fn worker_pids(&self) -> Vec<u32> {
         self.workers.pids()
@@ -95,7 +93,7 @@ impl Iterable {
     /// Starts a pass whose items are decoded as `T`.
     ///
     /// The workers start producing at once, ahead of the caller. A single
-    /// worker thread ([`Isolation::Thread`], one worker) makes its first
+    /// worker thread ([`Isolation::Thread`](crate::Isolation::Thread), one worker) makes its first
     /// batch during this call, on the calling thread (so the first item
     /// crosses no thread), and the rest on a thread of its own; the
     /// inactivity timeout of that first batch counts from this call, its
@@ -104,7 +102,7 @@ impl Iterable {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Busy`] while another pass lives; [`ErrorKind::Closed`]
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) while another pass lives; [`ErrorKind::Closed`](crate::ErrorKind::Closed)
     /// after the worker failed. Errors of the pass itself come from the
     /// iterator.
     pub fn iter<T: DeserializeOwned>(&self) -> Result<Pass<'_, T>, Error> {
@@ -153,7 +151,7 @@ impl Iterable {
 
     /// Ends the workers now, as dropping the iterable does, and waits for
     /// them (up to a second, then a worker process is killed). A pass that
-    /// is live ends with [`ErrorKind::Closed`], and so does every later
+    /// is live ends with [`ErrorKind::Closed`](crate::ErrorKind::Closed), and so does every later
     /// pass. Closing twice does nothing more.
     pub fn close(&self) {
         self.workers.close();

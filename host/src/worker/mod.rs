@@ -170,15 +170,19 @@ impl WorkerHandle {
     pub(crate) fn pass_started(&self, inline: bool, deadline: Option<Instant>) -> Parked {
         match &self.flavor {
             Flavor::Thread(thread) => thread.run_parked(inline, deadline),
-            _ => Parked::No,
+            Flavor::Process(_) => Parked::No,
+            #[cfg(test)]
+            Flavor::Fake => Parked::No,
         }
     }
 
     /// The worker process's id, in process isolation.
     pub(crate) fn process_id(&self) -> Option<u32> {
         match &self.flavor {
+            Flavor::Thread(_) => None,
             Flavor::Process(process) => Some(process.pid()),
-            _ => None,
+            #[cfg(test)]
+            Flavor::Fake => None,
         }
     }
 

@@ -24,12 +24,12 @@ use crate::guest::output::OutputHandler;
 use crate::guest::{Interrupt, Linked};
 use crate::protocol::Command;
 use crate::worker::machine::{Inline, Machine};
+use crate::worker::pool;
 use crate::worker::session::{GuestSession, GuestStart};
+use crate::worker::task::{Reports, Task, thread_name};
 
 /// A worker thread's machine: a guest's.
 type GuestMachine = Machine<GuestSession>;
-use crate::worker::pool;
-use crate::worker::task::{Reports, Task, thread_name};
 
 /// The caller's handle on a worker thread.
 pub(crate) struct ThreadWorker {

@@ -16,6 +16,7 @@ may touch. Items stream back in batches, with back-pressure.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import json
 import math
@@ -313,11 +314,24 @@ def _one_pass(iterable: Iterable) -> Iterator[Any]:
 
 # --- options: each check names the option and what it accepts ---------------
 
+
 # The keyword options of `Plugin.iterable` (those after `args`) with their
 # defaults, read off its signature: the one list of them, for
 # `Plugin.iterable` itself and for the callers that take them as keyword
 # arguments and check them up front (`sandgen.torch`, `sandgen.ray`).
-_ITERABLE_DEFAULTS: dict[str, Any] = dict(Plugin.iterable.__kwdefaults__ or {})
+def _keyword_defaults(function: Any) -> dict[str, Any]:
+    """The keyword-only parameters of ``function`` and their defaults; each
+    must have one (an option without a default would be left out)."""
+    defaults = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            if parameter.default is inspect.Parameter.empty:
+                raise TypeError(f"option {name} of {function.__qualname__} needs a default")
+            defaults[name] = parameter.default
+    return defaults
+
+
+_ITERABLE_DEFAULTS: dict[str, Any] = _keyword_defaults(Plugin.iterable)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,5 +21,5 @@ mod reader;
 mod shared;
 mod wire;
 
-pub(crate) use crate::worker::process::parent::{ProcessSpec, ProcessWorker};
+pub(crate) use crate::worker::process::parent::{ProcessSpec, ProcessWorker, check_start};
 pub(crate) use crate::worker::process::wire::WORKER_ARG;

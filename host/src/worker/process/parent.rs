@@ -38,14 +38,13 @@ const MAX_REGION: usize = 1 << 30;
 const SPARE_BUFFERS: usize = 4;
 const MAX_SPARE_BUFFER: usize = 2 << 20;
 
-/// What a worker process starts from: the program to run, the compiled
-/// component it loads (a worker process never compiles), and whether it
-/// must be fully confined.
+/// What a worker process starts from: the program to run and the compiled
+/// component it loads (a worker process never compiles). Its start was
+/// checked first ([`check_start`]).
 #[derive(Clone, Debug)]
 pub(crate) struct ProcessSpec {
     pub(crate) program: WorkerProgram,
     pub(crate) compiled: Entry,
-    pub(crate) require_confinement: bool,
     /// The plugin's name, for messages and output prefixes.
     pub(crate) plugin: Arc<str>,
 }
@@ -89,8 +88,6 @@ impl ProcessWorker {
         output: OutputHandler,
         queues: WorkerQueues,
     ) -> Result<ProcessWorker, Error> {
-        check_payload(&task)?;
-        crate::worker::process::confine::check(spec.require_confinement)?;
         let max_batch = MAX_BATCH_BYTES + task.limits.max_item_bytes as usize + 64;
         // What the worker may have in flight: its buffer, and one more batch
         // (it checks the caller's credit before each batch).
@@ -185,6 +182,14 @@ impl ProcessWorker {
             let _ = self.reaped.recv_timeout(grace);
         }
     }
+}
+
+/// What is checked before a worker process is placed (and its plugin
+/// compiled for it): args and config that fit the handshake, and the
+/// confinement the engine requires.
+pub(crate) fn check_start(task: &Task, require_confinement: bool) -> Result<(), Error> {
+    check_payload(task)?;
+    crate::worker::process::confine::check(require_confinement)
 }
 
 /// Refuses args and config too large for the handshake.
