@@ -121,6 +121,7 @@ pub use crate::guest::output::{GuestStream, OutputLine};
 pub use crate::iterable::{Batches, Iterable, IterableBuilder, MAX_WORKERS};
 pub use crate::options::{
     DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MEMORY_LIMIT,
+    Sharding,
 };
 pub use crate::pass::{Batch, BatchItems, Delivered, NextBatch, Pass, RawPass};
 pub use crate::plugin::{GeneratorInfo, Plugin};

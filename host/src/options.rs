@@ -3,7 +3,7 @@
 //! ([`Flow`]). Each travels only to where it is used: grants to the guest's
 //! WASI context, limits to its store and the batch validator, flow to the
 //! worker's production loop. The inactivity timeout is none of these: it
-//! stays with the caller (`iterable.rs`).
+//! stays with the caller (`caller/`).
 
 use std::path::PathBuf;
 
@@ -100,11 +100,15 @@ impl Default for Limits {
     }
 }
 
-/// How far a worker may run ahead of its caller: the back-pressure.
+/// How items flow back from a worker: how far it may run ahead of its
+/// caller (the back-pressure), and which of its stream's items it keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Flow {
     pub(crate) buffer_size: usize,
     pub(crate) buffer_bytes: usize,
+    /// With [`Sharding::Items`] and several workers: this worker's share of
+    /// each pass's stream; `None`: every item.
+    pub(crate) keep: Option<Stride>,
 }
 
 impl Default for Flow {
@@ -112,7 +116,87 @@ impl Default for Flow {
         Flow {
             buffer_size: DEFAULT_BUFFER_SIZE,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            keep: None,
         }
+    }
+}
+
+/// Items `offset`, `offset + step`, `offset + 2 * step`, ... of a pass's
+/// stream (counted from 0 at the start of each pass).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stride {
+    pub(crate) offset: u64,
+    pub(crate) step: u64,
+}
+
+impl Stride {
+    /// Whether the item at `index` of a pass is this worker's.
+    pub(crate) fn keeps(&self, index: u64) -> bool {
+        index % self.step == self.offset
+    }
+}
+
+/// Who splits a stream among an iterable's workers (and among its shards,
+/// [`IterableBuilder::shard`](crate::IterableBuilder::shard)).
+///
+/// Parses from and prints as `plugin` or `items`:
+///
+/// ```
+/// use sandgen::Sharding;
+///
+/// assert_eq!("items".parse::<Sharding>().unwrap(), Sharding::Items);
+/// assert_eq!(Sharding::default().to_string(), "plugin");
+/// assert!("rows".parse::<Sharding>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Sharding {
+    /// The plugin: each worker sees its index and the number of workers
+    /// (`SANDGEN_WORKER_ID`, `SANDGEN_NUM_WORKERS`) and yields its own
+    /// share; every item a worker yields is delivered.
+    #[default]
+    Plugin,
+    /// The host: every worker runs as the only one (`SANDGEN_WORKER_ID` 0,
+    /// `SANDGEN_NUM_WORKERS` 1) and produces the whole stream, and worker
+    /// `i` of `n` keeps items `i`, `i + n`, `i + 2n`, ... of each pass,
+    /// dropping the others before they leave it. Each item then comes
+    /// exactly once whether or not the plugin shards itself, at the cost of
+    /// every worker running the whole stream. The workers' random sources
+    /// are one stream (of the seed, or of a seed drawn for the iterable),
+    /// so that they all produce the same stream; a plugin whose stream
+    /// depends on anything else that differs between workers (clocks, say)
+    /// must not be sharded by items.
+    Items,
+}
+
+impl Sharding {
+    /// Every sharding mode, in the order the docs list them.
+    pub const ALL: [Sharding; 2] = [Sharding::Plugin, Sharding::Items];
+}
+
+impl std::fmt::Display for Sharding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sharding::Plugin => "plugin",
+            Sharding::Items => "items",
+        })
+    }
+}
+
+impl std::str::FromStr for Sharding {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Sharding::ALL
+            .into_iter()
+            .find(|mode| mode.to_string() == s)
+            .ok_or_else(|| {
+                let shown: String = s.chars().take(64).collect();
+                invalid(format!(
+                    "unknown sharding `{}`: use `plugin` or `items`",
+                    crate::text::escape_text(shown.as_bytes())
+                ))
+            })
     }
 }
 

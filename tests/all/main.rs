@@ -19,6 +19,7 @@ mod output;
 mod process;
 mod protocol;
 mod sandbox;
+mod sharding;
 mod spdl;
 mod transport;
 mod workers;

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use sandgen::{Encoding, ErrorKind, Isolation, IterableBuilder};
+use sandgen::{Encoding, ErrorKind, Isolation, IterableBuilder, Sharding};
 
 use crate::decode::{Decoder, Shape};
 use crate::errors;
@@ -61,6 +61,9 @@ pub(crate) struct IterableOptions<'py> {
     num_workers: usize,
     #[pyo3(attribute)]
     in_order: bool,
+    /// `"plugin"` or `"items"`.
+    #[pyo3(attribute)]
+    sharding: String,
     #[pyo3(attribute)]
     seed: Option<u64>,
     /// Each worker's arguments, as JSON text (instead of `args`).
@@ -92,6 +95,10 @@ impl IterableOptions<'_> {
             .isolation
             .parse()
             .map_err(|e: sandgen::Error| invalid(py, e.to_string()))?;
+        let sharding: Sharding = self
+            .sharding
+            .parse()
+            .map_err(|e: sandgen::Error| invalid(py, e.to_string()))?;
         let decoder = item_decoder(encoding, self.item_shape.as_ref())?;
         let mut builder = plugin
             .generator(&self.generator)
@@ -99,7 +106,8 @@ impl IterableOptions<'_> {
             .isolation(isolation)
             .memory_limit(self.memory_limit)
             .workers(self.num_workers)
-            .in_order(self.in_order);
+            .in_order(self.in_order)
+            .sharding(sharding);
         if let Some(seed) = self.seed {
             builder = builder.seed(seed);
         }

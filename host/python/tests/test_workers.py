@@ -137,6 +137,12 @@ def test_a_slow_consumer_is_not_a_timeout(spdl: sandgen.Plugin, isolation: str) 
         ({"num_workers": 1, "worker_args": [1], "args": 3}, "either args"),
         ({"num_workers": 2, "worker_args": [1, object()]}, "worker_args[1] is not JSON"),
         ({"env": {"SANDGEN_SEED": "1"}}, "SANDGEN_SEED is set by sandgen"),
+        ({"sharding": "rows"}, "unknown sharding 'rows': use 'plugin' or 'items'"),
+        ({"sharding": "items", "shard": (0, 2)}, "sharding by items over 2 shards needs a seed"),
+        (
+            {"sharding": "items", "num_workers": 2, "worker_args": [1, 2]},
+            "sharding by items runs every worker on the same stream",
+        ),
     ],
 )
 def test_bad_worker_options(spdl: sandgen.Plugin, options: dict, words: str) -> None:
@@ -149,3 +155,29 @@ def test_bad_worker_options(spdl: sandgen.Plugin, options: dict, words: str) -> 
 
 def test_unordered_with_one_worker_is_fine(spdl: sandgen.Plugin) -> None:
     assert list(spdl.iterable("range", 3, in_order=False)) == [0, 1, 2]
+
+
+def test_sharding_by_items_gives_each_item_once(load, isolation: str, cache_dir: str) -> None:
+    # The `count` and `range` generators ignore their worker index: by
+    # plugin, every worker yields the whole stream; by items, each item
+    # comes once, in order, every pass.
+    for plugin, generator in [("FIXTURE_SPDL", "range"), ("FIXTURE_PYTHON", "count")]:
+        with load(plugin).iterable(
+            generator, 100, num_workers=3, sharding="items", isolation=isolation, timeout=60
+        ) as it:
+            assert list(it) == list(range(100)), plugin
+            assert list(it) == list(range(100)), plugin
+        with load(plugin).iterable(
+            generator, 10, num_workers=3, isolation=isolation, timeout=60
+        ) as it:
+            assert sorted(it) == sorted(list(range(10)) * 3), plugin
+    items = sandgen.iterate(
+        load("FIXTURE_SPDL").path,
+        "range",
+        10,
+        cache_dir=cache_dir,
+        num_workers=2,
+        sharding="items",
+        in_order=False,
+    )
+    assert sorted(items) == list(range(10))

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guest::output::{OutputHandler, OutputLine, stderr_handler};
 use crate::iterable::Iterable;
 use crate::loader::PluginCore;
-use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom};
+use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom, Sharding, Stride};
 use crate::worker::task::Task;
 use crate::worker::{Isolation, WorkerHandle};
 
@@ -27,6 +27,7 @@ use crate::worker::{Isolation, WorkerHandle};
 /// | [`isolation`](Self::isolation) | [`Isolation::Thread`] |
 /// | [`workers`](Self::workers) | 1 |
 /// | [`in_order`](Self::in_order) | `true`: round-robin by worker |
+/// | [`sharding`](Self::sharding) | [`Sharding::Plugin`]: the plugin shards its stream by worker |
 /// | [`seed`](Self::seed) | none: random sources are real |
 /// | [`encoding`](Self::encoding) | [`Encoding::Bincode`] |
 /// | [`args`](Self::args), [`config`](Self::config) | none (the plugin sees empty bytes) |
@@ -77,6 +78,7 @@ pub struct IterableBuilder {
     seed: Option<u64>,
     worker_args: Option<Vec<Payload>>,
     shard: Option<(usize, usize)>,
+    sharding: Sharding,
 }
 
 /// Arguments or config: raw, or encoded with a given encoding.
@@ -135,6 +137,7 @@ impl IterableBuilder {
             seed: None,
             worker_args: None,
             shard: None,
+            sharding: Sharding::Plugin,
         }
     }
 
@@ -316,6 +319,40 @@ impl IterableBuilder {
         self
     }
 
+    /// Who splits the stream among the workers (and the shards): the plugin
+    /// ([`Sharding::Plugin`], the default: each worker sees its index and
+    /// yields its share) or sandgen ([`Sharding::Items`]: every worker runs
+    /// the whole stream as the only worker and keeps every `n`-th item, so
+    /// each item comes exactly once whether or not the plugin shards
+    /// itself, at the cost of every worker running the whole stream).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// // `range` does not shard itself: with items sharding, 3 workers give
+    /// // 0..10 once, in order.
+    /// let iterable = plugin
+    ///     .generator("range")
+    ///     .args(&10u64)
+    ///     .workers(3)
+    ///     .sharding(sandgen::Sharding::Items)
+    ///     .build()?;
+    /// let items: Vec<u64> = iterable.iter()?.collect::<Result<_, _>>()?;
+    /// assert_eq!(items, (0..10).collect::<Vec<_>>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// With items sharding the workers must produce the same stream: their
+    /// random sources are one stream, of the [`seed`](Self::seed) or of
+    /// one drawn for the iterable; [`worker_args`](Self::worker_args) are
+    /// refused; and several [`shard`](Self::shard)s need a seed (each shard
+    /// is built apart, so only a seed makes their streams the same).
+    pub fn sharding(mut self, sharding: Sharding) -> Self {
+        self.sharding = sharding;
+        self
+    }
+
     /// As [`worker_args`](Self::worker_args), each already encoded.
     pub fn worker_args_raw(mut self, args: impl IntoIterator<Item = Vec<u8>>) -> Self {
         self.worker_args = Some(args.into_iter().map(Payload::Raw).collect());
@@ -360,11 +397,12 @@ impl IterableBuilder {
         // between threads before the first item). Several workers start
         // side by side on threads of their own.
         let park = self.isolation == Isolation::Thread && workers == 1;
+        let drawn = drawn_seed();
         let mut handles = Vec::with_capacity(workers);
         for (index, args) in args.into_iter().enumerate() {
             // This worker among all the workers of all the shards.
             let global = shard * workers + index;
-            let task = self.task(global, shards * workers, args, config.clone());
+            let task = self.task(global, shards * workers, drawn, args, config.clone());
             let handle = self
                 .plugin
                 .placement(self.isolation, &task)
@@ -431,6 +469,15 @@ impl IterableBuilder {
                 format!("invalid shard {shard} of {shards}: the index must be below the count"),
             ));
         }
+        if self.sharding == Sharding::Items && shards > 1 && self.seed.is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "sharding by items over {shards} shards needs a seed: every shard must produce \
+                     the same stream; set `seed`, or shard by plugin"
+                ),
+            ));
+        }
         Ok((shard, shards))
     }
 
@@ -439,6 +486,13 @@ impl IterableBuilder {
     fn args_per_worker(&mut self) -> Result<Vec<Vec<u8>>, Error> {
         let workers = self.workers;
         let args = std::mem::replace(&mut self.args, Payload::None);
+        if self.sharding == Sharding::Items && self.worker_args.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "worker_args gives each worker its own arguments, but sharding by items runs \
+                 every worker on the same stream; give args, or shard by plugin",
+            ));
+        }
         let Some(per_worker) = self.worker_args.take() else {
             return Ok(vec![args.into_bytes("args", self.encoding)?; workers]);
         };
@@ -466,22 +520,35 @@ impl IterableBuilder {
 
     /// What worker `global` of `all` (counted over every shard) runs: the
     /// iterable's grants plus its worker information and seeded random
-    /// sources.
-    fn task(&self, global: usize, all: usize, args: Vec<u8>, config: Vec<u8>) -> Task {
+    /// sources, and with items sharding the share of the stream it keeps.
+    /// `drawn` is the iterable's own seed for items sharding without one.
+    fn task(&self, global: usize, all: usize, drawn: u64, args: Vec<u8>, config: Vec<u8>) -> Task {
         let mut grants = self.grants.clone();
+        let mut flow = self.flow;
+        // Items sharding: every worker is the only one, and all produce one
+        // stream (one random stream), of which each keeps its share.
+        let (id, count, random) = match self.sharding {
+            Sharding::Plugin => (global, all, self.seed.map(|seed| (seed, global as u32))),
+            Sharding::Items => {
+                if all > 1 {
+                    flow.keep = Some(Stride {
+                        offset: global as u64,
+                        step: all as u64,
+                    });
+                }
+                (0, 1, Some((self.seed.unwrap_or(drawn), 0)))
+            }
+        };
+        grants.env.push((WORKER_ENV[0].to_owned(), id.to_string()));
         grants
             .env
-            .push((WORKER_ENV[0].to_owned(), global.to_string()));
-        grants.env.push((WORKER_ENV[1].to_owned(), all.to_string()));
+            .push((WORKER_ENV[1].to_owned(), count.to_string()));
         if let Some(seed) = self.seed {
             grants
                 .env
                 .push((WORKER_ENV[2].to_owned(), seed.to_string()));
-            grants.random = Some(SeededRandom {
-                seed,
-                worker: global as u32,
-            });
         }
+        grants.random = random.map(|(seed, worker)| SeededRandom { seed, worker });
         Task {
             generator: self.generator.clone(),
             encoding: self.encoding,
@@ -489,9 +556,19 @@ impl IterableBuilder {
             config,
             grants,
             limits: self.limits.clone(),
-            flow: self.flow,
+            flow,
         }
     }
+}
+
+/// A seed drawn for one iterable (items sharding without a seed of the
+/// caller's): from the standard library's randomly keyed hasher, which the
+/// system's random source keys.
+fn drawn_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// The most workers one iterable may run.

@@ -14,10 +14,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
+use sandgen_wire::frame::Frames;
 
 use crate::error::{Error, ErrorKind};
 use crate::guest::{Interrupt, Stop};
-use crate::options::Flow;
+use crate::options::{Flow, Stride};
 use crate::protocol::{Command, Status, WorkerBatch};
 use crate::worker::task::Reports;
 
@@ -87,6 +88,8 @@ struct Credit {
     bytes_ahead: usize,
     /// How many items the next `next` call asks for (slow start).
     batch_items: usize,
+    /// Items of this pass's stream seen so far (kept or not).
+    seen: u64,
 }
 
 impl Credit {
@@ -97,6 +100,7 @@ impl Credit {
             items_ahead: 0,
             bytes_ahead: 0,
             batch_items: 1,
+            seen: 0,
         }
     }
 
@@ -123,6 +127,26 @@ impl Credit {
         self.batch_items = (self.batch_items * 2).min(batch_cap);
         let max_bytes = (flow.buffer_bytes - self.bytes_ahead).clamp(1, batch_bytes) as u32;
         (max_items, max_bytes)
+    }
+
+    /// This worker's share of `batch`, the next items of the pass's stream:
+    /// the items that `stride` keeps, framed again.
+    fn keep(&mut self, stride: Stride, batch: WorkerBatch) -> WorkerBatch {
+        let mut frames = Frames::new(batch.frames, batch.count);
+        let mut kept = Vec::new();
+        let mut count = 0;
+        while let Some(item) = frames.next_frame() {
+            if stride.keeps(self.seen) {
+                kept.extend_from_slice(&(item.len() as u32).to_le_bytes());
+                kept.extend_from_slice(item);
+                count += 1;
+            }
+            self.seen += 1;
+        }
+        WorkerBatch {
+            frames: kept,
+            count,
+        }
     }
 
     /// A batch went to the caller.
@@ -166,7 +190,8 @@ pub(crate) enum Inline {
 enum Turn {
     /// It reported a batch.
     Batch,
-    /// It took a command that leaves the pass going (credit came back).
+    /// It took a command that leaves the pass going (credit came back), or
+    /// kept none of a batch's items.
     Nothing,
     /// The caller has no room, and no command is queued (only when not
     /// blocking).
@@ -426,6 +451,14 @@ impl<S: Session> Machine<S> {
         let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {
             return Ok(Turn::Finished);
         };
+        let batch = match flow.keep {
+            Some(stride) => credit.keep(stride, batch),
+            None => batch,
+        };
+        if batch.count == 0 {
+            // None of these items is this worker's: on to the next batch.
+            return Ok(Turn::Nothing);
+        }
         credit.produced(&batch);
         if self.statuses.report(Status::Items(batch)) {
             Ok(Turn::Batch)

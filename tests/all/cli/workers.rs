@@ -1,5 +1,6 @@
 //! Several workers through the CLI: `--workers` in order and `--unordered`,
-//! `--seed`, `bench` with workers, and bad worker options (exit 2).
+//! `--seed`, `--sharding`, `bench` with workers, and bad worker options
+//! (exit 2).
 
 use super::{expect, sandgen, stderr};
 use crate::util::artifacts::FIXTURE_SPDL;
@@ -75,6 +76,36 @@ fn workers_unordered_and_seed_through_the_cli() {
         0,
     );
     assert!(out.contains("\"items\":2000"), "{out}");
+}
+
+both_isolations!(sharding_by_items_through_the_cli);
+fn sharding_by_items_through_the_cli() {
+    // `range` does not shard itself: by items, 3 workers give 0..10 once.
+    let (out, _) = expect(
+        &sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "range",
+            "--args",
+            "10",
+            "--workers",
+            "3",
+            "--sharding",
+            "items",
+        ]),
+        0,
+    );
+    assert_eq!(out, "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+    let (_, errors) = expect(
+        &sandgen(&["run", FIXTURE_SPDL, "range", "--sharding", "rows"]),
+        2,
+    );
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("--sharding")
+            && errors[0].contains("unknown sharding `rows`"),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -81,6 +81,7 @@ __version__: str = _native.__version__
 
 Isolation = Literal["thread", "process"]
 Encoding = Literal["json", "bincode"]
+Sharding = Literal["plugin", "items"]
 PathLike = str | os.PathLike[str]
 
 # A worker process is this interpreter running the native module's worker
@@ -195,6 +196,7 @@ class Plugin:
         seed: int | None = None,
         worker_args: list[Any] | None = None,
         shard: tuple[int, int] | None = None,
+        sharding: Sharding = "plugin",
     ) -> Iterable:
         """Starts the workers running ``generator`` and returns its iterable.
 
@@ -217,6 +219,13 @@ class Plugin:
         ``shard=(index, count)`` makes the iterable one of ``count`` run by a
         scheduler above sandgen (``sandgen.ray``): its workers are numbered
         after those of the shards before it.
+
+        ``sharding`` says who splits the stream among the workers (and
+        shards): ``"plugin"`` (each worker sees its index and yields its
+        share) or ``"items"`` (every worker runs the whole stream as the only
+        worker and keeps every n-th item, so each item comes exactly once
+        whether or not the plugin shards itself, at the cost of every worker
+        running the whole stream; several shards then need a ``seed``).
         """
         # The keyword options by name, as the signature spells them (see
         # `_ITERABLE_DEFAULTS`): locals() holds just the parameters here.
@@ -361,6 +370,7 @@ class _IterableOptions:
     seed: int | None
     worker_args: list[str] | None  # JSON text, one per worker
     shard: tuple[int, int] | None  # (index, count)
+    sharding: str
 
 
 def _iterable_options(
@@ -403,6 +413,9 @@ def _iterable_options(
     in_order = given["in_order"]
     if not isinstance(in_order, bool):
         raise _invalid(f"in_order must be a bool, not {in_order!r}")
+    sharding = given["sharding"]
+    if sharding not in ("plugin", "items"):
+        raise _invalid(f"unknown sharding {sharding!r}: use 'plugin' or 'items'")
     seed = _seed(given["seed"])
     worker_args = _worker_args(given["worker_args"], workers, args)
     shard = _shard(given["shard"], workers)
@@ -427,6 +440,7 @@ def _iterable_options(
         item_type_name="" if item_type is None else type_name(item_type),
         num_workers=workers,
         in_order=in_order,
+        sharding=sharding,
         seed=seed,
         worker_args=worker_args,
         shard=shard,

@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sandgen::{
     Encoding, Engine, ErrorKind, GuestStream, Isolation, Iterable, IterableBuilder, Plugin,
-    escape_text,
+    Sharding, escape_text,
 };
 
 #[derive(Parser)]
@@ -150,6 +150,11 @@ struct RunArgs {
     /// With several workers, give items in the order they are produced.
     #[arg(long)]
     unordered: bool,
+    /// Who splits the stream among the workers: plugin (each worker sees
+    /// its index and yields its share) or items (every worker runs the
+    /// whole stream and keeps every N-th item, so each comes once).
+    #[arg(long, default_value_t = Sharding::default(), value_name = "MODE")]
+    sharding: Sharding,
     /// Make the guest's random sources deterministic streams derived from
     /// this seed (0 to 2^64-1) and the worker's index.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -271,7 +276,10 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         .isolation(args.isolation)
         .on_output(print_guest_line);
     builder = with_payloads(builder, args, encoding)?;
-    builder = builder.workers(args.workers).in_order(!args.unordered);
+    builder = builder
+        .workers(args.workers)
+        .in_order(!args.unordered)
+        .sharding(args.sharding);
     if let Some(seed) = &args.seed {
         let seed = seed
             .parse::<u64>()

@@ -101,6 +101,7 @@ fn harness(items: u64, buffer_size: usize, change: impl FnOnce(&mut Script)) -> 
         flow: Flow {
             buffer_size,
             buffer_bytes: 1 << 20,
+            keep: None,
         },
         fail_initialize: false,
         fail_after: None,
@@ -345,4 +346,30 @@ fn a_machine_run_on_a_thread_waits_for_commands_and_ends_when_the_caller_goes() 
     ended
         .recv_timeout(deadline)
         .expect("the machine ends within 10 s once its caller is gone");
+}
+
+#[test]
+fn a_worker_sharding_by_items_keeps_every_nth_item_of_each_pass() {
+    let mut h = harness(10, 1024, |s| {
+        s.flow.keep = Some(crate::options::Stride { offset: 1, step: 3 });
+    })
+    .initialized();
+    for _ in 0..2 {
+        h.commands.send(Command::StartIteration).unwrap();
+        while matches!(h.machine.run_inline(), Inline::Producing) {}
+        // Batches of 1, 2, 4 and 3 items were asked for; the first kept
+        // none (and ended nothing), the others one each.
+        assert_eq!(
+            h.drain(),
+            [
+                "IterationStarted",
+                "items 1",
+                "items 4",
+                "items 7",
+                "IterationFinished"
+            ]
+        );
+        // Each pass counts from its own start.
+        assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    }
 }
