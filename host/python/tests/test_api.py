@@ -216,3 +216,12 @@ def test_every_option_of_plugin_iterable_reaches_the_native_options() -> None:
         expected |= renamed.get(name, {name})
     assert {field.name for field in dataclasses.fields(_IterableOptions)} == expected
     assert "memory_limit_mib" in _ITERABLE_DEFAULTS and "num_workers" in _ITERABLE_DEFAULTS
+
+
+def test_the_module_lists_its_public_names_only() -> None:
+    names = dir(sandgen)
+    assert set(sandgen.__all__) <= set(names)
+    assert "__version__" in names and "Sharding" in names
+    for private in ("os", "json", "Any", "itertools", "dataclasses", "_native"):
+        assert private not in names
+    assert all(hasattr(sandgen, name) for name in names)

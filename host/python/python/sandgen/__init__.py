@@ -79,6 +79,13 @@ __all__ = [
 
 __version__: str = _native.__version__
 
+
+def __dir__() -> list[str]:
+    # The public names only: not the modules and helpers this one imports
+    # (os, json, Any, ...), which `dir(sandgen)` would otherwise list.
+    return sorted({*__all__, "__version__", "Encoding", "Isolation", "PathLike", "Sharding"})
+
+
 Isolation = Literal["thread", "process"]
 Encoding = Literal["json", "bincode"]
 Sharding = Literal["plugin", "items"]
