@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SANDGEN = ROOT / "target/debug/sandgen"
+# This tree's `sandgen`; the scripts that compare with another revision
+# set SANDGEN_BENCH_NOW to this tree's HEAD built alike (build-revision.sh).
+SANDGEN = Path(os.environ.get("SANDGEN_BENCH_NOW", ROOT / "target/debug/sandgen"))
 STARTUP = ROOT / "target/debug/sandgen-bench-startup"
 PLUGINS = {
     "rust": (
@@ -100,10 +102,15 @@ def main() -> None:
             compile_ms[key] = bench(binary, cache, plugin, "thread")["load_ms"]
             bench(binary, cache, plugin, "process")  # every cache entry made
     rows: dict = {}
-    for _ in range(opts.runs):
+    for round_ in range(opts.runs):
+        # The binaries take turns going first: the second of two runs in a
+        # row meets a warmer machine.
+        order = list(binaries.items())
+        if round_ % 2:
+            order.reverse()
         for plugin in PLUGINS:
             for isolation in ("thread", "process"):
-                for name, (binary, cache) in binaries.items():
+                for name, (binary, cache) in order:
                     key = (name, plugin, isolation)
                     row = rows.setdefault(key, {"run": [], "first": [], "load": []})
                     row["run"].append(run_ms(binary, cache, plugin, isolation))

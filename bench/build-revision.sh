@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the `sandgen` binary of git revision REF and prints its path
-# (target/bench-before/sandgen), for the benchmarks that compare a revision
-# with this tree (bench/transport.sh, bench/startup.sh).
+# (target/bench-NAME/sandgen, NAME `before` unless given), for the
+# benchmarks that compare a revision with this tree (bench/run.sh,
+# bench/transport.sh, bench/startup.sh). They build this tree's HEAD the
+# same way (NAME `now`): the profile setting below changes the code's
+# layout, which alone moved `sandgen run` by 0.4-1 ms on this machine, so
+# both sides of a comparison are built alike.
 #
-#   bench/build-revision.sh REF
+#   bench/build-revision.sh REF [NAME]
 #
 # REF is built in a temporary git worktree with this tree's target
 # directory, so that wasmtime is not compiled again; a profile setting that
@@ -27,6 +31,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "sandgen" and m.get("executable"):
         print(m["executable"])')
-mkdir -p target/bench-before
-cp "$binary" target/bench-before/sandgen
-echo target/bench-before/sandgen
+name="${2:-before}"
+mkdir -p "target/bench-$name"
+cp "$binary" "target/bench-$name/sandgen"
+echo "target/bench-$name/sandgen"

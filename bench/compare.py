@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SANDGEN = ROOT / "target/debug/sandgen"
+# This tree's `sandgen`; the scripts that compare with another revision
+# set SANDGEN_BENCH_NOW to this tree's HEAD built alike (build-revision.sh).
+SANDGEN = Path(os.environ.get("SANDGEN_BENCH_NOW", ROOT / "target/debug/sandgen"))
 NATIVE = ROOT / "target/debug/sandgen-bench-native"
 PLUGIN = ROOT / "target/wasm32-wasip2/release/fixture_spdl.wasm"
 CACHE = ROOT / "target/bench-cache"

@@ -16,6 +16,13 @@ rustup toolchain install >/dev/null
 before=()
 if [ -n "${2:-}" ]; then
     before=(--before "$(bench/build-revision.sh "$2")" --before-label "$2")
+    # This tree's side, built alike (see bench/build-revision.sh): HEAD, so
+    # commit what is to be measured.
+    if ! git diff --quiet HEAD -- host guest-sdk Cargo.toml Cargo.lock; then
+        echo "note: uncommitted changes are not measured; HEAD is" >&2
+    fi
+    SANDGEN_BENCH_NOW="$PWD/$(bench/build-revision.sh HEAD now)"
+    export SANDGEN_BENCH_NOW
 fi
 # The dev profile optimizes every package (Cargo.toml): the same binaries the
 # tests use, no second build. target/debug/sandgen may be REF's by now: link

@@ -12,6 +12,13 @@ rustup toolchain install >/dev/null
 args=()
 if [ -n "${2:-}" ]; then
     args=(--before "$(bench/build-revision.sh "$2")" --before-label "$2")
+    # This tree's side, built alike (see bench/build-revision.sh): HEAD, so
+    # commit what is to be measured.
+    if ! git diff --quiet HEAD -- host guest-sdk Cargo.toml Cargo.lock; then
+        echo "note: uncommitted changes are not measured; HEAD is" >&2
+    fi
+    SANDGEN_BENCH_NOW="$PWD/$(bench/build-revision.sh HEAD now)"
+    export SANDGEN_BENCH_NOW
 fi
 # target/debug/sandgen may be REF's by now: link this tree's again.
 touch host/src/bin/sandgen/main.rs
