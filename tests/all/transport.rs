@@ -183,7 +183,7 @@ fn garbage_in_the_shared_region_is_refused() {
              while stdin.recv(65536):\n    pass\n",
             b"\x04\0\0\0abcd\xff\xff\xff\xffabcd",
             [
-                &b"sandgen\0\x03\0\0\0"[..],
+                &preamble()[..],
                 LOADED,
                 INITIALIZED,
                 ITERATION_STARTED_BYTES,
@@ -285,6 +285,18 @@ fn a_worker_that_ignores_back_pressure_is_killed() {
     assert_eq!(items, 0, "the oversized batch was delivered");
 }
 
+/// The worker protocol's version, as `host/src/worker/process/wire.rs`
+/// states it: a fake worker that opens with another one is refused (the
+/// fakes below must speak this one to get as far as they do).
+const PROTOCOL: u32 = 4;
+
+/// The 12 bytes a worker process opens with: the magic, then [`PROTOCOL`].
+fn preamble() -> Vec<u8> {
+    let mut opening = b"sandgen\0".to_vec();
+    opening.extend_from_slice(&PROTOCOL.to_le_bytes());
+    opening
+}
+
 /// A shell script that speaks the worker protocol as far as a started,
 /// initialized worker (the preamble, then `Loaded` and
 /// `InitializationSucceeded`: frames `[u64 length][tag][payload]`, bincode
@@ -292,11 +304,12 @@ fn a_worker_that_ignores_back_pressure_is_killed() {
 /// compromised worker process.
 fn fake_worker(name: &str, rest: &str) -> std::path::PathBuf {
     let fake = crate::util::temp_dir(name).join("fake-worker");
+    let preamble = printf(&preamble());
     std::fs::write(
         &fake,
         format!(
             "#!/bin/sh\n\
-             printf 'sandgen\\000\\003\\000\\000\\000'\n\
+             {preamble}\n\
              printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\007'\n\
              printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'\n\
              {rest}\n"
