@@ -12,7 +12,8 @@ venv="$root/target/python-venv"
 # Our Python (bench_spdl.py is SPDL's reference benchmark, kept unchanged).
 sources=("$root/host/python" "$root/examples/python-host" "$root/examples/ray"
     "$root/bench/bench_python.py" "$root/bench/bench_workers.py" "$root/bench/bench_ray.py"
-    "$root/bench/bench_transport.py" "$root/bench/bench_startup.py" "$root/bench/compare.py")
+    "$root/bench/bench_transport.py" "$root/bench/bench_startup.py" "$root/bench/compare.py"
+    "$root/bench/bench_dataloader.py")
 "$venv/bin/ruff" check --quiet "${sources[@]}"
 "$venv/bin/ruff" format --quiet --check "${sources[@]}"
 

@@ -9,7 +9,7 @@
 //
 //     sandgen run target/example_js.wasm windows --args '{"text": "the quick brown fox jumps over the lazy dog", "window": 4}'
 
-import { plugin } from "../../guest-sdk/js/sandgen.js";
+import { plugin, workerInfo } from "../../guest-sdk/js/sandgen.js";
 
 /** A small seeded generator (mulberry32), so each epoch's order is reproducible. */
 function random(seed) {
@@ -39,7 +39,8 @@ class Epochs {
       const j = Math.floor(next() * (i + 1));
       [order[i], order[j]] = [order[j], order[i]];
     }
-    yield* order;
+    // Every worker draws the same order and yields its share of it.
+    yield* workerInfo().shard(order);
   }
 }
 
@@ -49,7 +50,10 @@ export const generator = plugin({
     args: { text: "string", window: "int", stride: "int" },
     *iter({ text, window = 4, stride = window }) {
       const words = text.split(/\s+/).filter((w) => w.length > 0);
-      for (let start = 0; start < words.length; start += stride) {
+      const starts = [];
+      for (let start = 0; start < words.length; start += stride) starts.push(start);
+      // Several workers share the windows: each yields every n-th.
+      for (const start of workerInfo().shard(starts)) {
         yield words.slice(start, start + window);
       }
     },

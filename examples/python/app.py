@@ -19,7 +19,8 @@ def windows(text: str, window: int = 4, stride: int = 0):
     """Yields the windows of `window` words of `text`, `stride` apart (default: no overlap)."""
     words = text.split()
     stride = stride or window
-    for start in range(0, len(words), stride):
+    # Several workers share the windows: each yields every n-th.
+    for start in sandgen_guest.worker_info().shard(range(0, len(words), stride)):
         yield words[start : start + window]
 
 
@@ -36,7 +37,8 @@ class Epochs:
         order = list(range(self.n))
         random.Random(f"{self.seed}/{self.epoch}").shuffle(order)
         self.epoch += 1
-        return iter(order)
+        # Every worker draws the same order and yields its share of it.
+        return sandgen_guest.worker_info().shard(order)
 
 
 def count(n: int):

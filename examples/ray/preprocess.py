@@ -1,15 +1,18 @@
 """Preprocess JSON Lines data into a Ray dataset with the jsonl example
-plugin, sandboxed, one read task per file.
+plugin, sandboxed, in several read tasks that share one file.
 
     cargo build --release --target wasm32-wasip2 -p example-jsonl
     pip install "./host/python[ray]"
     python examples/ray/preprocess.py target/wasm32-wasip2/release/example_jsonl.wasm
 
 It makes a larger input first (copies of examples/data/reviews.jsonl in a
-temporary folder, one file per shard) and runs on a local Ray; on a real
-cluster, call `ray.init(address="auto")` instead and put the files where
-every node sees them at the same path (or give each shard a URL its plugin
-can read).
+temporary folder) and runs on a local Ray. Each read task's sandgen worker
+sees its index among the shards (`SANDGEN_WORKER_ID`, `SANDGEN_NUM_WORKERS`),
+and the plugin reads every n-th row from its own: each row once. (For one
+file per task, give `shard_args=[...]` to a plugin that does not shard by
+worker: a plugin that does would take its share of each task's file.) On a
+real cluster, call `ray.init(address="auto")` instead and put the file where
+every node sees it at the same path.
 """
 
 from __future__ import annotations
@@ -35,16 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as folder:
         lines = DATA.read_text()
-        for shard in range(options.shards):
-            Path(folder, f"part-{shard}.jsonl").write_text(lines * options.copies)
+        Path(folder, "reviews.jsonl").write_text(lines * options.copies * options.shards)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ds = sandgen.ray.read_generator(
             options.plugin,
             "rows",
-            shard_args=[
-                {"path": f"/data/part-{shard}.jsonl", "fields": ["id", "stars", "lang"]}
-                for shard in range(options.shards)
-            ],
+            args={"path": "/data/reviews.jsonl", "fields": ["id", "stars", "lang"]},
+            num_shards=options.shards,
             dirs={folder: "/data"},
             timeout=30.0,
         )

@@ -145,6 +145,12 @@ impl Error {
         self
     }
 
+    /// Ends the message with a hint of how to fix what failed.
+    pub(crate) fn hint(mut self, hint: impl fmt::Display) -> Self {
+        self.message = format!("{} ({hint})", self.message);
+        self
+    }
+
     /// Prefixes the message with more context.
     pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);

@@ -10,7 +10,8 @@
 //! process.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 
@@ -195,6 +196,7 @@ impl EngineCore {
             source,
             plain: OnceLock::new(),
             fueled: OnceLock::new(),
+            compiling: Mutex::new(Duration::ZERO),
         };
         // Compile now, so that load errors come from loading.
         loaded.prepared(false)?;
@@ -259,12 +261,21 @@ pub(crate) struct PluginCore {
     source: Source,
     plain: OnceLock<Result<Prepared, Error>>,
     fueled: OnceLock<Result<Prepared, Error>>,
+    /// The time spent compiling it in this process, so far (a compile-cache
+    /// hit costs none).
+    compiling: Mutex<Duration>,
 }
 
 impl PluginCore {
     /// The plugin's name, for messages and output prefixes.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The time spent compiling the plugin in this process; zero when every
+    /// compiled form it needed came from the compile cache.
+    pub(crate) fn compile_time(&self) -> Duration {
+        *self.compiling.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The component linked for the engine with or without fuel metering.
@@ -332,13 +343,18 @@ impl PluginCore {
         let slot = if fuel { &self.fueled } else { &self.plain };
         slot.get_or_init(|| {
             let backend = self.engine.backends.get(fuel)?;
-            let compile = |bytes: &[u8]| match self.engine.compiler() {
-                Some(program) => {
-                    compile::in_child(&program, fuel, &self.origin, bytes, self.engine.load)
-                        .map(Artifact::Serialized)
-                }
-                None => compile::in_process(&backend.engine, &self.origin, bytes)
-                    .map(Artifact::Component),
+            let compile = |bytes: &[u8]| {
+                let started = Instant::now();
+                let artifact = match self.engine.compiler() {
+                    Some(program) => {
+                        compile::in_child(&program, fuel, &self.origin, bytes, self.engine.load)
+                            .map(Artifact::Serialized)
+                    }
+                    None => compile::in_process(&backend.engine, &self.origin, bytes)
+                        .map(Artifact::Component),
+                };
+                *self.compiling.lock().unwrap_or_else(|e| e.into_inner()) += started.elapsed();
+                artifact
             };
             let (component, entry) = match &self.engine.cache {
                 Some(cache) => {

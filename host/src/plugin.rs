@@ -60,6 +60,24 @@ impl Plugin {
         self.core.name()
     }
 
+    /// The time this process spent compiling the plugin: for its load, on
+    /// a compile-cache miss, and for fuel metering, when an iterable with a
+    /// fuel budget first needed it. Zero when everything came compiled from
+    /// the cache (as it does after a machine's first load).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// if !plugin.compile_time().is_zero() {
+    ///     eprintln!("compiled {} in {:?}", plugin.name(), plugin.compile_time());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compile_time(&self) -> Duration {
+        self.core.compile_time()
+    }
+
     /// Lists the generators the plugin exports (in a fresh, sandboxed
     /// instance, for at most 10 seconds).
     ///

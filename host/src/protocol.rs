@@ -20,6 +20,11 @@ pub(crate) enum Command {
     /// bytes) of the current pass off the queue, so the worker may produce
     /// that much more.
     Consumed { items: u32, bytes: u64 },
+    /// Run a new pass to its end (from Stand By) without sending its items:
+    /// the worker answers `IterationStarted`, an empty `Items` batch for
+    /// each batch it drops (so the caller hears from it), and
+    /// `IterationFinished`.
+    SkipIteration,
 }
 
 /// Worker → caller.

@@ -20,7 +20,8 @@ fn the_compile_cache_is_private_and_written_once() {
     let _watch = crate::util::watchdog("cache::the_compile_cache_is_private_and_written_once");
     let dir = temp_dir("private-cache").join("cache");
     let engine = sandgen::Engine::builder().cache_dir(&dir).build().unwrap();
-    engine.load(artifacts::FIXTURE_KINDS).unwrap();
+    let loaded = engine.load(artifacts::FIXTURE_KINDS).unwrap();
+    assert!(!loaded.compile_time().is_zero(), "the first load compiles");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "cache directory mode {mode:o}");
     let entries = |dir: &Path| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
@@ -45,7 +46,12 @@ fn the_compile_cache_is_private_and_written_once() {
     kinds.sort();
     assert_eq!(kinds, ["check", "cwasm", "source"], "{first:?}");
     let again = sandgen::Engine::builder().cache_dir(&dir).build().unwrap();
-    again.load(artifacts::FIXTURE_KINDS).unwrap();
+    let reloaded = again.load(artifacts::FIXTURE_KINDS).unwrap();
+    assert!(
+        reloaded.compile_time().is_zero(),
+        "a load from the cache compiles nothing: {:?}",
+        reloaded.compile_time()
+    );
     assert_eq!(
         entries(&dir),
         first,

@@ -49,6 +49,45 @@ fn jsonl_without_granted_dir_fails_clearly() {
         ErrorKind::IterationFailed,
         "cannot open /data/reviews.jsonl",
     );
+    // The host says why: nothing is granted.
+    assert_error(
+        &error,
+        ErrorKind::IterationFailed,
+        "(no directory is granted to the plugin, so it cannot see /data/reviews.jsonl: grant \
+         its directory with `dirs=` in Python or `--dir` in the CLI)",
+    );
+}
+
+both_isolations!(the_examples_share_their_items_among_workers);
+fn the_examples_share_their_items_among_workers() {
+    // Each worker yields its share, so several give every item once, in
+    // the order of one (the workers' items come round-robin).
+    let rows = |workers: usize| -> Vec<Value> {
+        let iterable = plugin(artifacts::EXAMPLE_JSONL)
+            .generator("rows")
+            .encoding(sandgen::Encoding::Json)
+            .args(&json!({ "path": "/data/reviews.jsonl", "fields": ["id"] }))
+            .dir(data_dir(), "/data")
+            .workers(workers)
+            .build()
+            .unwrap();
+        iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(rows(1).len(), 5);
+    assert_eq!(rows(2), rows(1));
+    assert_eq!(rows(3), rows(1));
+    let windows = |workers: usize| -> Vec<Vec<u32>> {
+        let iterable = plugin(artifacts::EXAMPLE_TOKENIZE)
+            .generator("windows")
+            .args(&json!({ "path": "/data/reviews.jsonl", "window": 3, "shuffle_seed": 4 }))
+            .dir(data_dir(), "/data")
+            .workers(workers)
+            .build()
+            .unwrap();
+        iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert!(windows(1).len() > 10);
+    assert_eq!(windows(2), windows(1));
 }
 
 both_isolations!(jsonl_missing_field_names_the_line);

@@ -439,19 +439,45 @@ fn js_thrown_value_is_described() {
 
 every_language!(example_windows);
 fn example_windows(lang: Lang) {
-    let iterable = example(lang)
-        .generator("windows")
-        .encoding(Encoding::Json)
-        .args(&json!({"text": "the quick brown fox jumps over the lazy dog", "window": 4}))
-        .build()
-        .unwrap();
+    // Several workers share the windows: the same windows, once each.
+    for workers in [1, 2] {
+        let iterable = example(lang)
+            .generator("windows")
+            .encoding(Encoding::Json)
+            .args(&json!({"text": "the quick brown fox jumps over the lazy dog", "window": 4}))
+            .workers(workers)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pass(&iterable),
+            [
+                json!(["the", "quick", "brown", "fox"]),
+                json!(["jumps", "over", "the", "lazy"]),
+                json!(["dog"])
+            ],
+            "{workers} worker(s)"
+        );
+    }
+}
+
+every_language!(example_epochs_are_shared_by_the_workers);
+fn example_epochs_are_shared_by_the_workers(lang: Lang) {
+    let epoch = |workers: usize| -> Vec<serde_json::Value> {
+        let iterable = example(lang)
+            .generator("epochs")
+            .encoding(Encoding::Json)
+            .args(&json!({"n": 40, "seed": 3}))
+            .workers(workers)
+            .build()
+            .unwrap();
+        pass(&iterable)
+    };
+    let one = epoch(1);
+    assert_eq!(one.len(), 40);
     assert_eq!(
-        pass(&iterable),
-        [
-            json!(["the", "quick", "brown", "fox"]),
-            json!(["jumps", "over", "the", "lazy"]),
-            json!(["dog"])
-        ]
+        epoch(2),
+        one,
+        "two workers give the one order, each item once"
     );
 }
 

@@ -11,6 +11,7 @@ mod cache;
 mod cli;
 mod confinement;
 mod conformance;
+mod epochs;
 mod examples;
 mod faults;
 mod languages;

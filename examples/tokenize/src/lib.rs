@@ -1,6 +1,7 @@
 //! Example plugin: tokenizes text into fixed-length windows of token ids for
 //! language-model training (hashed word-level vocabulary, padding id 0, one
 //! end-of-document id), with an optional per-epoch shuffle of the windows.
+//! Several workers share the windows: each yields every n-th of the order.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p example-tokenize`
 //! Run:   `sandgen run target/wasm32-wasip2/release/example_tokenize.wasm windows --args '{"text": "the quick brown fox jumps over the lazy dog", "window": 4}'`
@@ -91,11 +92,8 @@ impl Generator for Windows {
     fn create(args: Args) -> Result<Self, Error> {
         let text = match (args.text, &args.path) {
             (Some(text), None) => text,
-            (None, Some(path)) => fs::read_to_string(path).map_err(|e| {
-                Error::msg(format!(
-                    "cannot read {path}: {e} (was its directory granted with --dir?)"
-                ))
-            })?,
+            (None, Some(path)) => fs::read_to_string(path)
+                .map_err(|e| Error::msg(format!("cannot read {path}: {e}")))?,
             _ => return Err(Error::msg("give exactly one of `text` and `path`")),
         };
         let stride = args.stride.unwrap_or(args.window);
@@ -123,7 +121,9 @@ impl Generator for Windows {
             shuffle(&mut order, *seed);
             *seed = seed.wrapping_add(1);
         }
-        let windows = order.into_iter().map(|i| {
+        // Each worker of the iterable takes its share of the (same) order:
+        // every window once across the workers, in the order's order.
+        let windows = sandgen_guest::worker().shard(order).map(|i| {
             let start = starts[i];
             let end = (start + self.window).min(self.tokens.len());
             let mut window = self.tokens[start..end].to_vec();

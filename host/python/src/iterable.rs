@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use sandgen::{Encoding, Isolation};
+use sandgen::{Encoding, Isolation, NextBatch};
 
 use crate::decode::Decoder;
 use crate::errors;
+use crate::output::Output;
 use crate::pass::Pass;
+use crate::wait::WAIT;
 
 /// A generator's iterable: its worker, alive across passes.
 #[pyclass(frozen, module = "sandgen._native")]
@@ -17,6 +19,7 @@ pub(crate) struct Iterable {
     decoder: Arc<Decoder>,
     item_type_name: String,
     isolation: Isolation,
+    output: Arc<Output>,
 }
 
 impl Iterable {
@@ -27,12 +30,14 @@ impl Iterable {
         decoder: Decoder,
         item_type_name: String,
         isolation: Isolation,
+        output: Arc<Output>,
     ) -> Iterable {
         Iterable {
             inner: Arc::new(iterable),
             decoder: Arc::new(decoder),
             item_type_name,
             isolation,
+            output,
         }
     }
 }
@@ -49,13 +54,36 @@ impl Iterable {
             batches,
             self.decoder.clone(),
             self.item_type_name.clone(),
+            self.output.clone(),
         ))
+    }
+
+    /// Runs the next pass in the workers without sending its items,
+    /// waiting without the GIL in slices of [`WAIT`] (Ctrl-C stops it).
+    fn skip_pass(&self, py: Python<'_>) -> PyResult<()> {
+        let mut batches = self
+            .inner
+            .skip_pass_batches()
+            .map_err(|error| errors::from_sandgen(py, &error))?;
+        loop {
+            let next = py.detach(|| batches.next_batch_within(WAIT));
+            self.output.deliver(py);
+            match next {
+                Ok(NextBatch::End) => return Ok(()),
+                // No batch comes from a skipped pass: waiting, or (from a
+                // later library) an outcome that means the same.
+                Ok(_) => py.check_signals()?,
+                Err(error) => return Err(errors::from_sandgen(py, &error)),
+            }
+        }
     }
 
     /// Ends the worker (waiting for it, without the GIL).
     fn close(&self, py: Python<'_>) {
         let inner = &self.inner;
         py.detach(|| inner.close());
+        // The guests' last lines.
+        self.output.deliver(py);
     }
 
     #[getter]
@@ -103,7 +131,11 @@ impl Drop for Iterable {
     fn drop(&mut self) {
         if Arc::strong_count(&self.inner) == 1 {
             let inner = &self.inner;
-            Python::attach(|py| py.detach(|| inner.close()));
+            let output = &self.output;
+            Python::attach(|py| {
+                py.detach(|| inner.close());
+                output.deliver(py);
+            });
         }
     }
 }

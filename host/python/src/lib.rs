@@ -10,13 +10,15 @@
 //! `pass` (`Pass`); `engine` holds the engines and the module's
 //! functions (`load`, `load_bytes`, `_run_worker`), `options` the options
 //! of `Plugin.iterable`, `decode` the decoding of items, `errors` the
-//! exceptions and `wait` the interruptible waits.
+//! exceptions, `output` the guests' output lines (for `on_output`) and
+//! `wait` the interruptible waits.
 
 mod decode;
 mod engine;
 mod errors;
 mod iterable;
 mod options;
+mod output;
 mod pass;
 mod plugin;
 mod wait;

@@ -7,6 +7,7 @@
 //! `sandgen._iterable_options`), a field here and its line in
 //! [`IterableOptions::apply`], and a keyword of `Plugin.iterable`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -14,6 +15,7 @@ use sandgen::{Encoding, ErrorKind, Isolation, IterableBuilder, Sharding};
 
 use crate::decode::{Decoder, Shape};
 use crate::errors;
+use crate::output::Output;
 
 /// `sandgen._IterableOptions`: the options of one iterable, checked, in the
 /// units the library takes.
@@ -72,6 +74,10 @@ pub(crate) struct IterableOptions<'py> {
     /// `(index, count)`.
     #[pyo3(attribute)]
     shard: Option<(usize, usize)>,
+    /// `on_output(worker, stream, line)`, called for each line a guest
+    /// prints (the Python side gives the logging default).
+    #[pyo3(attribute)]
+    on_output: Bound<'py, PyAny>,
 }
 
 /// An iterable ready to start: its builder with every option set, and what
@@ -81,6 +87,8 @@ pub(crate) struct Ready {
     pub(crate) decoder: Decoder,
     pub(crate) item_type_name: String,
     pub(crate) isolation: Isolation,
+    /// The guests' output lines, for `on_output`.
+    pub(crate) output: Arc<Output>,
 }
 
 impl IterableOptions<'_> {
@@ -100,6 +108,7 @@ impl IterableOptions<'_> {
             .parse()
             .map_err(|e: sandgen::Error| invalid(py, e.to_string()))?;
         let decoder = item_decoder(encoding, self.item_shape.as_ref())?;
+        let output = Output::new(self.on_output.unbind());
         let mut builder = plugin
             .generator(&self.generator)
             .encoding(encoding)
@@ -107,7 +116,8 @@ impl IterableOptions<'_> {
             .memory_limit(self.memory_limit)
             .workers(self.num_workers)
             .in_order(self.in_order)
-            .sharding(sharding);
+            .sharding(sharding)
+            .on_output(output.handler());
         if let Some(seed) = self.seed {
             builder = builder.seed(seed);
         }
@@ -150,6 +160,7 @@ impl IterableOptions<'_> {
             decoder,
             item_type_name: self.item_type_name,
             isolation,
+            output,
         })
     }
 }

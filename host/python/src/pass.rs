@@ -10,6 +10,7 @@ use sandgen::{Batch, Batches, ErrorKind, NextBatch};
 
 use crate::decode::{self, Decoder, Value};
 use crate::errors;
+use crate::output::Output;
 use crate::wait::WAIT;
 
 /// One pass: a Python iterator over the pass's batches, each a `list` of
@@ -27,6 +28,8 @@ pub(crate) struct Pass {
     /// An error met after some items of a batch: raised once those items
     /// are out.
     pending: Option<PyErr>,
+    /// The guests' output lines, handed on between waits.
+    output: Arc<Output>,
 }
 
 /// A batch made ready without the GIL.
@@ -90,6 +93,7 @@ impl Pass {
                     _ => None,
                 })
             });
+            self.output.deliver(py);
             match next {
                 Err(error) => {
                     self.batches = None;
@@ -126,13 +130,19 @@ impl Pass {
 impl Pass {
     /// A pass over `batches`, whose items `decoder` decodes
     /// (`item_type_name` names their type in messages).
-    pub(crate) fn new(batches: Batches, decoder: Arc<Decoder>, item_type_name: String) -> Pass {
+    pub(crate) fn new(
+        batches: Batches,
+        decoder: Arc<Decoder>,
+        item_type_name: String,
+        output: Arc<Output>,
+    ) -> Pass {
         Pass {
             batches: Some(batches),
             decoder,
             item_type_name,
             delivered: 0,
             pending: None,
+            output,
         }
     }
 

@@ -35,6 +35,13 @@ impl Plugin {
         self.plugin.name()
     }
 
+    /// The seconds this process spent compiling the plugin (0.0 when it
+    /// came compiled from the cache).
+    #[getter]
+    fn compile_time(&self) -> f64 {
+        self.plugin.compile_time().as_secs_f64()
+    }
+
     /// `[(name, description), ...]` in the plugin's order.
     fn generators(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
         let plugin = self.plugin.clone();
@@ -55,9 +62,20 @@ impl Plugin {
             decoder,
             item_type_name,
             isolation,
+            output,
         } = options.apply(py, &self.plugin)?;
-        match interruptible(py, "start a worker", move || builder.build())? {
-            Ok(iterable) => Ok(Iterable::new(iterable, decoder, item_type_name, isolation)),
+        let built = interruptible(py, "start a worker", move || builder.build());
+        // What the initializer and `create` printed, before what they made
+        // (or the error).
+        output.deliver(py);
+        match built? {
+            Ok(iterable) => Ok(Iterable::new(
+                iterable,
+                decoder,
+                item_type_name,
+                isolation,
+                output,
+            )),
             Err(error) => Err(errors::from_sandgen(py, &error)),
         }
     }

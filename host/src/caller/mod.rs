@@ -129,9 +129,15 @@ impl Workers {
         let _ = self.all[worker].handle.queues.commands.send(command);
     }
 
-    /// Sends `StartIteration` to worker `worker`: the pass's ordinal for it.
-    pub(crate) fn start_pass(&self, worker: usize) -> u64 {
-        self.send(worker, Command::StartIteration);
+    /// Sends `StartIteration` (or, with `skip`, `SkipIteration`) to worker
+    /// `worker`: the pass's ordinal for it.
+    pub(crate) fn start_pass(&self, worker: usize, skip: bool) -> u64 {
+        let command = if skip {
+            Command::SkipIteration
+        } else {
+            Command::StartIteration
+        };
+        self.send(worker, command);
         self.all[worker].starts_sent.fetch_add(1, Ordering::SeqCst) + 1
     }
 

@@ -35,6 +35,9 @@ pub struct OutputLine<'a> {
     pub plugin: &'a str,
     /// The generator's name.
     pub generator: &'a str,
+    /// The index of the worker whose guest printed it, among the
+    /// iterable's workers (0 for a single worker).
+    pub worker: usize,
     /// Which stream the line came from.
     pub stream: GuestStream,
     /// The line, without its line ending (invalid UTF-8 is replaced).
@@ -59,6 +62,16 @@ impl fmt::Display for OutputLine<'_> {
 }
 
 pub(crate) type OutputHandler = Arc<dyn Fn(&OutputLine<'_>) + Send + Sync>;
+
+/// `handler` for the lines of worker `worker` (each guest numbers its own
+/// lines 0).
+pub(crate) fn for_worker(handler: &OutputHandler, worker: usize) -> OutputHandler {
+    if worker == 0 {
+        return Arc::clone(handler);
+    }
+    let handler = Arc::clone(handler);
+    Arc::new(move |line| handler(&OutputLine { worker, ..*line }))
+}
 
 /// The default handler: each line to the host's stderr, prefixed.
 pub(crate) fn stderr_handler() -> OutputHandler {
@@ -123,6 +136,7 @@ impl State {
         (self.handler)(&OutputLine {
             plugin: &self.plugin,
             generator: &self.generator,
+            worker: 0,
             stream,
             text: &text,
             bytes: line,

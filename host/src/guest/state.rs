@@ -14,6 +14,8 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     /// The fuel budget per pass, if any (for messages).
     pub(crate) fuel: Option<u64>,
+    /// The guest paths of the granted directories (for messages).
+    pub(crate) granted: Vec<String>,
 }
 
 impl WasiView for HostState {
@@ -36,6 +38,7 @@ impl HostState {
             )?,
             limiter: MemoryLimiter::new(limits.memory),
             fuel: limits.fuel,
+            granted: grants.dirs.iter().map(|dir| dir.guest.clone()).collect(),
         })
     }
 }

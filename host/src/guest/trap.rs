@@ -58,7 +58,62 @@ pub(crate) fn reported_error(
             ),
             message,
         ),
-        None => Error::plugin(kind, context, message),
+        None => {
+            let hint = not_granted(&store.data().granted, &message);
+            let error = Error::plugin(kind, context, message);
+            match hint {
+                Some(hint) => error.hint(hint),
+                None => error,
+            }
+        }
+    }
+}
+
+/// The hint for a plugin's "no such file" (or "permission denied") on
+/// absolute paths that no granted directory covers: the sandbox shows the
+/// guest nothing else, so the file may well exist on the host. `None` when
+/// the message is not such a failure, or a grant covers each path it names.
+pub(crate) fn not_granted(granted: &[String], message: &str) -> Option<String> {
+    // How Rust, Python (WASI's errno numbers: ENOENT 44, EACCES 2,
+    // ENOTCAPABLE 76) and JavaScript plugins word these failures.
+    const SIGNS: [&str; 8] = [
+        "no such file",
+        "not found",
+        "enoent",
+        "errno 44",
+        "os error 44",
+        "permission denied",
+        "errno 76",
+        "capabilities insufficient",
+    ];
+    let lower = message.to_lowercase();
+    if !SIGNS.iter().any(|sign| lower.contains(sign)) {
+        return None;
+    }
+    let covered = |path: &str| {
+        granted.iter().any(|dir| {
+            let dir = dir.trim_end_matches('/');
+            path == dir
+                || path
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    let uncovered: Vec<&str> = message
+        .split(|c: char| c.is_whitespace() || "'\"`,;()[]{}".contains(c))
+        .map(|word| word.trim_end_matches([':', '.']))
+        .filter(|word| word.starts_with('/') && word.len() > 1 && !covered(word))
+        .collect();
+    let grant = "grant its directory with `dirs=` in Python or `--dir` in the CLI";
+    match uncovered.first() {
+        Some(path) if granted.is_empty() => Some(format!(
+            "no directory is granted to the plugin, so it cannot see {path}: {grant}"
+        )),
+        Some(path) => Some(format!(
+            "no granted directory covers {path} (granted: {}): {grant}",
+            granted.join(", ")
+        )),
+        None => None,
     }
 }
 
@@ -201,6 +256,39 @@ fn format_backtrace(backtrace: &WasmBacktrace) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_file_outside_the_grants_gets_a_hint() {
+        let granted = vec!["/data".to_owned(), "/models/".to_owned()];
+        // As Python, Rust and JavaScript plugins word it.
+        for message in [
+            "[Errno 44] No such file or directory: '/corpus/train.jsonl'",
+            "cannot open /corpus/train.jsonl: No such file or directory (os error 44)",
+            "ENOENT: no such file or directory, open '/corpus/train.jsonl'",
+        ] {
+            let hint = not_granted(&granted, message).expect(message);
+            assert_eq!(
+                hint,
+                "no granted directory covers /corpus/train.jsonl (granted: /data, /models/): \
+                 grant its directory with `dirs=` in Python or `--dir` in the CLI",
+                "{message}"
+            );
+        }
+        let none = not_granted(&[], "cannot open /x: No such file or directory").unwrap();
+        assert!(none.starts_with("no directory is granted to the plugin, so it cannot see /x"));
+        // Inside a grant the file is really missing; other failures and
+        // relative paths get no hint.
+        for message in [
+            "cannot open /data/train.jsonl: No such file or directory (os error 44)",
+            "cannot open /models/a/b: Permission denied",
+            "cannot open /database: invalid header",
+            "cannot open train.jsonl: No such file or directory",
+            "generator /x not in: the plugin has range",
+        ] {
+            assert_eq!(not_granted(&granted, message), None, "{message}");
+        }
+        assert!(not_granted(&granted, "no such file: /datasets/x").is_some());
+    }
 
     #[test]
     fn store_counts_are_read_from_wasmtime_refusals() {

@@ -46,7 +46,15 @@ impl std::fmt::Debug for Batches {
 impl Batches {
     pub(crate) fn start(iterable: Arc<Iterable>) -> Result<Self, Error> {
         Ok(Batches {
-            core: PassCore::start(Owned(iterable), false)?,
+            core: PassCore::start(Owned(iterable), false, false)?,
+        })
+    }
+
+    /// A pass that the workers run without sending its items: it yields no
+    /// batch, and [`NextBatch::End`] once every worker ran it to its end.
+    pub(crate) fn skip(iterable: Arc<Iterable>) -> Result<Self, Error> {
+        Ok(Batches {
+            core: PassCore::start(Owned(iterable), false, true)?,
         })
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::caller::{Setup, Workers, name_worker};
 use crate::codec;
 use crate::error::{Error, ErrorKind};
-use crate::guest::output::{OutputHandler, OutputLine, stderr_handler};
+use crate::guest::output::{OutputHandler, OutputLine, for_worker, stderr_handler};
 use crate::iterable::Iterable;
 use crate::loader::PluginCore;
 use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom, Sharding, Stride};
@@ -406,7 +406,9 @@ impl IterableBuilder {
             let handle = self
                 .plugin
                 .placement(self.isolation, &task)
-                .and_then(|placement| WorkerHandle::spawn(&placement, task, output.clone(), park))
+                .and_then(|placement| {
+                    WorkerHandle::spawn(&placement, task, for_worker(&output, index), park)
+                })
                 .map_err(|e| name_worker(e, index, workers))?;
             handles.push(handle);
         }
@@ -531,8 +533,15 @@ impl IterableBuilder {
             Sharding::Plugin => (global, all, self.seed.map(|seed| (seed, global as u32))),
             Sharding::Items => {
                 if all > 1 {
+                    // Worker `index` of shard `shard` keeps the items
+                    // `index * shards + shard` (mod all): the shards take
+                    // turns item by item, so a scheduler that takes one item
+                    // from each shard in turn (DataLoader's workers) yields
+                    // the stream in its order.
+                    let (shard, index) = (global / self.workers, global % self.workers);
+                    let shards = all / self.workers;
                     flow.keep = Some(Stride {
-                        offset: global as u64,
+                        offset: (index * shards + shard) as u64,
                         step: all as u64,
                     });
                 }

@@ -14,7 +14,7 @@ use crate::caller::Workers;
 use crate::error::Error;
 pub use crate::iterable::batches::Batches;
 pub use crate::iterable::builder::{IterableBuilder, MAX_WORKERS};
-use crate::pass::{Pass, RawPass};
+use crate::pass::{NextBatch, Pass, PassCore, RawPass};
 
 /// A generator's iterable, living in sandboxed workers: iterate it any
 /// number of times, one pass at a time.
@@ -147,6 +147,56 @@ impl Iterable {
     /// As for [`Iterable::iter`].
     pub fn batches(self: &Arc<Self>) -> Result<Batches, Error> {
         Batches::start(Arc::clone(self))
+    }
+
+    /// Runs the next pass to its end in the workers without sending its
+    /// items to the caller. What the plugin carries from pass to pass (a
+    /// shuffle drawn anew each pass, a pass counter) moves on as if the
+    /// pass had been read; the workers still produce the pass, but nothing
+    /// is moved or decoded. This is how a training loop starts at epoch `k`
+    /// with the items it would have had after reading epochs `0..k`: skip
+    /// `k` passes, then iterate.
+    ///
+    /// The inactivity timeout applies as in a pass: the workers report
+    /// each batch they drop, so only a worker that produces nothing for
+    /// that long times out.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = plugin.generator("shuffled").seed(7).build()?;
+    /// iterable.skip_pass()?; // epoch 0, run but not read
+    /// let epoch_1: Vec<u64> = iterable.iter()?.collect::<Result<_, _>>()?;
+    /// # let _ = epoch_1;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Iterable::iter`], and whatever error ends the pass (a trap,
+    /// the plugin's error, the timeout), as a pass that is read reports it.
+    pub fn skip_pass(&self) -> Result<(), Error> {
+        let mut core = PassCore::start(&self.workers, true, true)?;
+        loop {
+            // No batch comes (the workers send none), and with no bound of
+            // its own the wait ends only at the end of the pass or in error.
+            if let NextBatch::End = core.next_batch(None)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// As [`skip_pass`](Iterable::skip_pass), as [`Batches`] that a
+    /// language binding waits on in bounded slices
+    /// ([`Batches::next_batch_within`]): it yields no batch, and
+    /// [`NextBatch::End`] once the pass was run.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Iterable::iter`].
+    pub fn skip_pass_batches(self: &Arc<Self>) -> Result<Batches, Error> {
+        Batches::skip(Arc::clone(self))
     }
 
     /// Ends the workers now, as dropping the iterable does, and waits for

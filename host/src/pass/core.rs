@@ -73,12 +73,13 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
     /// Starts a pass. With `inline`, a parked worker (`worker/thread.rs`)
     /// runs on this thread up to its pass's first batch, as the caller
     /// will wait for it without a bound of its own; otherwise it starts on
-    /// a thread, producing while the caller goes on.
-    pub(crate) fn start(workers: W, inline: bool) -> Result<Self, Error> {
+    /// a thread, producing while the caller goes on. With `skip`, the
+    /// workers run the pass without sending its items: it yields none.
+    pub(crate) fn start(workers: W, inline: bool, skip: bool) -> Result<Self, Error> {
         workers.begin_pass()?;
         let passes = (0..workers.len())
             .map(|worker| WorkerPass {
-                ordinal: workers.start_pass(worker),
+                ordinal: workers.start_pass(worker, skip),
                 last_heard: Some(Instant::now()),
                 ..WorkerPass::default()
             })

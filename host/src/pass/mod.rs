@@ -38,7 +38,7 @@ pub struct Pass<'a, T> {
 impl<'a, T> Pass<'a, T> {
     pub(crate) fn start(workers: &'a Workers) -> Result<Self, Error> {
         Ok(Pass {
-            core: PassCore::start(workers, true)?,
+            core: PassCore::start(workers, true, false)?,
             item: PhantomData,
         })
     }
@@ -89,7 +89,7 @@ pub struct RawPass<'a> {
 impl<'a> RawPass<'a> {
     pub(crate) fn start(workers: &'a Workers) -> Result<Self, Error> {
         Ok(RawPass {
-            core: PassCore::start(workers, true)?,
+            core: PassCore::start(workers, true, false)?,
         })
     }
 

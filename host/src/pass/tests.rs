@@ -66,7 +66,7 @@ const LONG: Duration = Duration::from_secs(10);
 #[test]
 fn in_order_items_come_round_robin_by_worker() {
     let (workers, ends) = workers(3, true, LONG);
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     // Batches arrive in any order and size; the merge is by worker index.
     pass_of(&ends[2], &[&[20], &[21, 22, 23]]);
     pass_of(&ends[0], &[&[0, 1], &[2]]);
@@ -79,7 +79,7 @@ fn in_order_items_come_round_robin_by_worker() {
 #[test]
 fn a_finished_worker_is_passed_over_in_order() {
     let (workers, ends) = workers(2, true, LONG);
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     pass_of(&ends[0], &[&[0]]);
     pass_of(&ends[1], &[&[10, 11, 12]]);
     assert_eq!(collect(&mut core).0, [0, 10, 11, 12]);
@@ -88,7 +88,7 @@ fn a_finished_worker_is_passed_over_in_order() {
 #[test]
 fn unordered_items_come_a_whole_batch_at_a_time_as_they_arrive() {
     let (workers, ends) = workers(2, false, LONG);
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     pass_of(&ends[1], &[&[10, 11]]);
     let first: Vec<u64> = (0..2)
         .map(|_| {
@@ -104,7 +104,7 @@ fn unordered_items_come_a_whole_batch_at_a_time_as_they_arrive() {
 #[test]
 fn every_batch_taken_returns_its_credit() {
     let (workers, ends) = workers(1, true, LONG);
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     assert_eq!(commands(&ends[0]), [Command::StartIteration]);
     pass_of(&ends[0], &[&[0, 1], &[2]]);
     assert_eq!(collect(&mut core).0, [0, 1, 2]);
@@ -126,7 +126,7 @@ fn every_batch_taken_returns_its_credit() {
 #[test]
 fn in_order_the_first_failure_in_delivery_order_ends_the_pass_and_stops_the_others() {
     let (workers, ends) = workers(2, true, LONG);
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     let _ = (commands(&ends[0]), commands(&ends[1]));
     ends[0].statuses.send(Status::IterationStarted).unwrap();
     ends[0].statuses.send(batch(&[0, 1])).unwrap();
@@ -149,20 +149,22 @@ fn in_order_the_first_failure_in_delivery_order_ends_the_pass_and_stops_the_othe
     assert!(commands(&ends[0]).contains(&Command::StopIteration));
     // The iterable is done for: the next pass is refused.
     drop(core);
-    let next = PassCore::start(&workers, true).err().expect("refused");
+    let next = PassCore::start(&workers, true, false)
+        .err()
+        .expect("refused");
     assert_eq!(next.kind(), ErrorKind::Closed);
 }
 
 #[test]
 fn leftovers_of_a_pass_left_early_never_reach_the_next() {
     let (workers, ends) = workers(1, true, LONG);
-    let core = PassCore::start(&workers, true).unwrap();
+    let core = PassCore::start(&workers, true, false).unwrap();
     drop(core);
     assert_eq!(
         commands(&ends[0]),
         [Command::StartIteration, Command::StopIteration]
     );
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     // The first pass's statuses arrive late, then the second pass's.
     pass_of(&ends[0], &[&[99, 98]]);
     pass_of(&ends[0], &[&[0, 1]]);
@@ -172,15 +174,17 @@ fn leftovers_of_a_pass_left_early_never_reach_the_next() {
 #[test]
 fn a_second_live_pass_is_busy() {
     let (workers, _ends) = workers(1, true, LONG);
-    let _core = PassCore::start(&workers, true).unwrap();
-    let error = PassCore::start(&workers, true).err().expect("refused");
+    let _core = PassCore::start(&workers, true, false).unwrap();
+    let error = PassCore::start(&workers, true, false)
+        .err()
+        .expect("refused");
     assert_eq!(error.kind(), ErrorKind::Busy);
 }
 
 #[test]
 fn a_silent_worker_times_out_and_is_named() {
     let (workers, ends) = workers(2, false, Duration::from_millis(50));
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     pass_of(&ends[1], &[&[10]]);
     let (items, error) = collect(&mut core);
     assert_eq!(items, [10]);
@@ -192,7 +196,7 @@ fn a_silent_worker_times_out_and_is_named() {
 #[test]
 fn a_worker_gone_without_a_word_died() {
     let (workers, mut ends) = workers(1, true, LONG);
-    let mut core = PassCore::start(&workers, true).unwrap();
+    let mut core = PassCore::start(&workers, true, false).unwrap();
     let gone = ends.pop().unwrap();
     let _commands: Receiver<Command> = gone.commands;
     drop(gone.statuses);

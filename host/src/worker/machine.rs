@@ -90,17 +90,20 @@ struct Credit {
     batch_items: usize,
     /// Items of this pass's stream seen so far (kept or not).
     seen: u64,
+    /// The pass is run without sending its items (`SkipIteration`).
+    skip: bool,
 }
 
 impl Credit {
     /// Slow start: the first call of a pass asks for one item, and each call
     /// twice as many as the last, so the first items come at once.
-    fn new() -> Credit {
+    fn new(skip: bool) -> Credit {
         Credit {
             items_ahead: 0,
             bytes_ahead: 0,
             batch_items: 1,
             seen: 0,
+            skip,
         }
     }
 
@@ -121,6 +124,10 @@ impl Credit {
     /// of the buffer, so that two are in flight: the worker produces while
     /// the caller consumes.
     fn next_bounds(&mut self, flow: Flow) -> (u32, u32) {
+        if self.skip {
+            // Nothing reaches the caller: the largest batches the guest gives.
+            return (MAX_BATCH_ITEMS as u32, MAX_BATCH_BYTES as u32);
+        }
         let batch_cap = (flow.buffer_size / 2).clamp(1, MAX_BATCH_ITEMS);
         let batch_bytes = (flow.buffer_bytes / 2).clamp(1, MAX_BATCH_BYTES);
         let max_items = (flow.buffer_size - self.items_ahead).min(self.batch_items) as u32;
@@ -349,13 +356,14 @@ impl<S: Session> Machine<S> {
             Err(TryRecvError::Disconnected) => return Step::Ended,
         };
         match command {
-            Command::StartIteration => {
+            Command::StartIteration | Command::SkipIteration => {
                 if !self.statuses.report(Status::IterationStarted) {
                     return Step::Ended;
                 }
+                let skip = command == Command::SkipIteration;
                 match session.begin_pass(&self.interrupt) {
                     Ok(()) => {
-                        self.stage = Stage::Passing(session, Credit::new());
+                        self.stage = Stage::Passing(session, Credit::new(skip));
                         Step::Moved
                     }
                     Err(stop) => self.fail(stop),
@@ -441,7 +449,7 @@ impl<S: Session> Machine<S> {
             }
             Some(Command::StopIteration) => return Ok(Turn::Finished),
             Some(Command::Abort) => return Ok(Turn::Exit),
-            Some(command @ Command::StartIteration) => {
+            Some(command @ (Command::StartIteration | Command::SkipIteration)) => {
                 self.statuses.report(Status::UnexpectedCommand(command));
                 return Ok(Turn::Exit);
             }
@@ -451,6 +459,20 @@ impl<S: Session> Machine<S> {
         let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {
             return Ok(Turn::Finished);
         };
+        if credit.skip {
+            // Dropped whole; an empty batch tells the caller the worker is
+            // busy (its inactivity timeout counts silence, not work).
+            credit.seen += u64::from(batch.count);
+            let progress = WorkerBatch {
+                frames: Vec::new(),
+                count: 0,
+            };
+            return Ok(if self.statuses.report(Status::Items(progress)) {
+                Turn::Batch
+            } else {
+                Turn::Exit
+            });
+        }
         let batch = match flow.keep {
             Some(stride) => credit.keep(stride, batch),
             None => batch,

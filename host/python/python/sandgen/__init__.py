@@ -19,10 +19,11 @@ import dataclasses
 import inspect
 import itertools
 import json
+import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Self
 
 from . import _native
@@ -83,13 +84,21 @@ __version__: str = _native.__version__
 def __dir__() -> list[str]:
     # The public names only: not the modules and helpers this one imports
     # (os, json, Any, ...), which `dir(sandgen)` would otherwise list.
-    return sorted({*__all__, "__version__", "Encoding", "Isolation", "PathLike", "Sharding"})
+    return sorted(
+        {*__all__, "__version__", "Encoding", "Isolation", "OnOutput", "PathLike", "Sharding"}
+    )
 
 
 Isolation = Literal["thread", "process"]
 Encoding = Literal["json", "bincode"]
 Sharding = Literal["plugin", "items"]
 PathLike = str | os.PathLike[str]
+OnOutput = Callable[[int, str, str], object]
+
+# sandgen's own messages (a first load's compilation), and the plugins'
+# output lines (by default, see `_LogOutput`).
+_log = logging.getLogger("sandgen")
+_plugin_log = logging.getLogger("sandgen.plugin")
 
 # A worker process is this interpreter running the native module's worker
 # entry point, in isolated mode (no site, no PYTHON* variables, no user
@@ -125,7 +134,9 @@ def load(
     ``IncompatibleError`` for a component that is not a sandgen plugin.
     """
     path = _path("path", path)
-    return Plugin(_native.load(path, *_load_options(cache_dir, load_timeout, load_memory_mib)))
+    native = _native.load(path, *_load_options(cache_dir, load_timeout, load_memory_mib))
+    _log_compile(native)
+    return Plugin(native)
 
 
 def load_bytes(
@@ -144,7 +155,21 @@ def load_bytes(
     if not isinstance(name, str) or not name:
         raise _invalid(f"name must be a non-empty str, not {name!r}")
     options = _load_options(cache_dir, load_timeout, load_memory_mib)
-    return Plugin(_native.load_bytes(name, bytes(data), *options))
+    native = _native.load_bytes(name, bytes(data), *options)
+    _log_compile(native)
+    return Plugin(native)
+
+
+def _log_compile(plugin: _native.Plugin) -> None:
+    # A first load on a machine compiles (seconds, for a Python plugin);
+    # later loads come from the compile cache and say nothing.
+    seconds = plugin.compile_time
+    if seconds > 0:
+        _log.info(
+            "compiled plugin %s in %.2f s (kept in the compile cache: later loads are fast)",
+            plugin.path,
+            seconds,
+        )
 
 
 def _load_options(
@@ -176,6 +201,12 @@ class Plugin:
         """The plugin's name (its file name without extension)."""
         return self._native.name
 
+    @property
+    def compile_time(self) -> float:
+        """The seconds this process spent compiling the plugin (0.0 when it
+        came compiled from the cache, as after a machine's first load)."""
+        return self._native.compile_time
+
     def __repr__(self) -> str:
         return f"<sandgen.Plugin {self.path!r}>"
 
@@ -204,6 +235,7 @@ class Plugin:
         worker_args: list[Any] | None = None,
         shard: tuple[int, int] | None = None,
         sharding: Sharding = "plugin",
+        on_output: OnOutput | None = None,
     ) -> Iterable:
         """Starts the workers running ``generator`` and returns its iterable.
 
@@ -233,6 +265,13 @@ class Plugin:
         worker and keeps every n-th item, so each item comes exactly once
         whether or not the plugin shards itself, at the cost of every worker
         running the whole stream; several shards then need a ``seed``).
+
+        ``on_output(worker, stream, line)`` is called for each line a guest
+        prints (``stream`` is ``"stdout"`` or ``"stderr"``), on the thread
+        that iterates, between batches. By default each line is a record
+        of the ``logging`` logger ``"sandgen.plugin"`` (``INFO`` for stdout,
+        ``WARNING`` for stderr) with ``worker``, ``stream`` and
+        ``generator`` as extra fields.
         """
         # The keyword options by name, as the signature spells them (see
         # `_ITERABLE_DEFAULTS`): locals() holds just the parameters here.
@@ -259,6 +298,18 @@ class Iterable:
         # The native pass yields whole batches (lists); chaining them in C
         # keeps the per-item cost of a `for` loop at that of a list's.
         return itertools.chain.from_iterable(self._native.start())
+
+    def skip_passes(self, count: int = 1) -> None:
+        """Runs the next ``count`` passes in the workers without sending their
+        items: what the plugin carries from pass to pass (a shuffle drawn
+        anew each pass) moves on as if they had been read, so the next
+        ``iter()`` gives pass ``count`` (epoch ``count`` of a training run
+        that starts there). The workers still produce those passes; nothing
+        crosses to Python. Errors as in a pass; ``BusyError`` while a pass
+        lives."""
+        count = _int("count", count, 0)
+        for _ in range(count):
+            self._native.skip_pass()
 
     def close(self) -> None:
         """Ends the worker; later passes raise ``ClosedError``."""
@@ -378,6 +429,7 @@ class _IterableOptions:
     worker_args: list[str] | None  # JSON text, one per worker
     shard: tuple[int, int] | None  # (index, count)
     sharding: str
+    on_output: OnOutput  # called with (worker, stream, line)
 
 
 def _iterable_options(
@@ -426,6 +478,13 @@ def _iterable_options(
     seed = _seed(given["seed"])
     worker_args = _worker_args(given["worker_args"], workers, args)
     shard = _shard(given["shard"], workers)
+    on_output = given["on_output"]
+    if on_output is None:
+        on_output = _LogOutput(generator)
+    elif not callable(on_output):
+        raise _invalid(
+            f"on_output must be a function (worker, stream, line) -> None, not {on_output!r}"
+        )
     item_type, item_shape = given["item_type"], None
     if item_type is not None:
         if encoding != "bincode":
@@ -451,7 +510,25 @@ def _iterable_options(
         seed=seed,
         worker_args=worker_args,
         shard=shard,
+        on_output=on_output,
     )
+
+
+class _LogOutput:
+    """The default ``on_output``: each line a record of the ``sandgen.plugin``
+    logger, ``INFO`` for stdout and ``WARNING`` for stderr, with ``worker``,
+    ``stream`` and ``generator`` as extra fields."""
+
+    __slots__ = ("generator",)
+
+    def __init__(self, generator: str) -> None:
+        self.generator = generator
+
+    def __call__(self, worker: int, stream: str, line: str) -> None:
+        level = logging.INFO if stream == "stdout" else logging.WARNING
+        if _plugin_log.isEnabledFor(level):
+            extra = {"worker": worker, "stream": stream, "generator": self.generator}
+            _plugin_log.log(level, "%s", line, extra=extra)
 
 
 def _with_defaults(

@@ -8,6 +8,7 @@ The native side makes them through ``_from_native``; ``kind`` is the Rust
 from __future__ import annotations
 
 import builtins
+import json
 
 __all__ = [
     "BusyError",
@@ -52,7 +53,16 @@ class Error(Exception):
         backtrace: str | None = None,
     ) -> None:
         super().__init__(message)
-        if kind is not None:
+        if kind is None and plugin_message is guest_stderr is backtrace is None:
+            # Made again from its text alone, as PyTorch's DataLoader
+            # re-raises a worker's error: the note `_state_note` added
+            # carries the attributes.
+            state = _state_in(message)
+            kind = state.get("kind")
+            plugin_message = state.get("plugin_message")
+            guest_stderr = state.get("guest_stderr")
+            backtrace = state.get("backtrace")
+        if isinstance(kind, str) and kind:
             self.kind = kind
         self.plugin_message = plugin_message
         self.guest_stderr = guest_stderr
@@ -190,6 +200,44 @@ _CLASSES: dict[str, type[Error]] = {
         ClosedError,
     )
 }
+
+
+# How a note of `_state_note` starts.
+_STATE = "sandgen error attributes: "
+
+
+def _state_note(error: Error) -> str:
+    """A note (``add_note``) that carries ``error``'s attributes, one line of
+    JSON, through a re-raise that keeps only the error's type and text
+    (PyTorch's DataLoader formats its worker's traceback, notes included,
+    and makes the error again from that text)."""
+    state = {
+        "kind": error.kind,
+        "plugin_message": error.plugin_message,
+        "guest_stderr": error.guest_stderr,
+        "backtrace": error.backtrace,
+    }
+    return _STATE + json.dumps(state)
+
+
+def _state_in(message: object) -> dict[str, str | None]:
+    """The attributes a note of `_state_note` in ``message`` carries (the last
+    one: the re-raised error's own); empty if there is none."""
+    if not isinstance(message, str) or _STATE not in message:
+        return {}
+    line = message[message.rindex(_STATE) + len(_STATE) :].split("\n", 1)[0]
+    try:
+        state = json.loads(line)
+    except ValueError:
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    return {
+        key: value
+        for key, value in state.items()
+        if key in ("kind", "plugin_message", "guest_stderr", "backtrace")
+        and (value is None or isinstance(value, str))
+    }
 
 
 def _from_native(

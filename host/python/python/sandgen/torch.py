@@ -1,15 +1,9 @@
 """sandgen generators as PyTorch datasets.
 
 ``dataset(...)`` returns a ``torch.utils.data.IterableDataset`` whose every
-iteration is one pass over a sandgen generator. ``torch`` is imported only
-when ``dataset`` is called, so ``import sandgen`` never needs it.
-
-The dataset holds only the plugin's path and the options, so ``DataLoader``
-can pickle it into its worker processes; each DataLoader worker then runs
-its own sandboxed sandgen worker. By default every DataLoader worker runs
-the generator with the same ``args`` (so ``num_workers=N`` repeats the
-stream N times, as for any IterableDataset); give ``shard(args, worker_id,
-num_workers)`` to return each worker's own args instead::
+iteration is one epoch: one pass over a sandgen generator. ``torch`` is
+imported only when ``dataset`` is called, so ``import sandgen`` never needs
+it::
 
     from torch.utils.data import DataLoader
     import sandgen.torch
@@ -17,23 +11,48 @@ num_workers)`` to return each worker's own args instead::
     data = sandgen.torch.dataset(
         "example_jsonl.wasm", "rows",
         args={"path": "/data/reviews.jsonl", "fields": ["id", "text"]},
-        dirs={"data": "/data"},
+        dirs={"/data": "/data"},
     )
-    for batch in DataLoader(data, batch_size=32):
-        ...
+    loader = DataLoader(data, batch_size=32, num_workers=2, persistent_workers=True)
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for batch in loader:
+            ...
 
-sandgen's own tests cannot install torch (it is too large for CI); they run
-this class against a minimal stand-in of the parts of torch's protocol that
-``DataLoader`` uses (``IterableDataset``, ``get_worker_info``), and say so.
+Every sample once per epoch: by default (``sharding="items"``) each
+DataLoader worker's sandgen workers run the whole stream as its only worker
+and keep their share of its items (items ``i``, ``i + n``, ... of ``n``
+workers in all), so a plugin that does not shard itself still gives each
+sample exactly once per epoch across DataLoader workers and sandgen
+workers. The cost: every worker runs the whole stream. A plugin that shards
+itself by ``SANDGEN_WORKER_ID`` and ``SANDGEN_NUM_WORKERS`` is cheaper with
+``sharding="plugin"``. The workers' random sources are one stream, of
+``seed`` (or of one drawn when the dataset is made), so that each runs the
+same stream.
+
+A new order every epoch: each DataLoader worker keeps its sandgen iterable
+(its sandboxed workers, and the plugin's state) across epochs when
+``persistent_workers=True``, so epoch ``k`` is pass ``k`` of the plugin, and
+a plugin that shuffles each pass anew gives each epoch its own order.
+``set_epoch(k)`` (as ``DistributedSampler``'s) makes the next epoch pass
+``k`` in fresh workers too: the workers run passes ``0..k`` without sending
+their items (``Iterable.skip_passes``), so epoch ``k`` has the same items
+with persistent workers and without. Call it before each epoch when the
+workers are not persistent (a fresh worker cannot know the epoch
+otherwise); persistent workers count their epochs themselves.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
+import os
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import PathLike, load
+from . import Iterable, PathLike, _iterable_options, load
+from ._errors import Error, InvalidInputError, _state_note
 
 __all__ = ["dataset"]
 
@@ -47,16 +66,36 @@ def dataset(
     *,
     shard: Shard | None = None,
     cache_dir: PathLike | None = None,
+    sharding: str = "items",
     **options: Any,
 ) -> Any:
-    """A ``torch.utils.data.IterableDataset`` over ``generator``; ``options``
-    are those of ``sandgen.Plugin.iterable``, checked now."""
-    if shard is not None and not callable(shard):
-        from ._errors import InvalidInputError
+    """A ``torch.utils.data.IterableDataset`` over ``generator``.
 
-        raise InvalidInputError(
+    ``options`` are those of ``sandgen.Plugin.iterable``, checked now,
+    before any DataLoader worker starts. ``sharding`` defaults to
+    ``"items"`` here (see the module's documentation); without a ``seed``
+    one is drawn now, shared by every DataLoader worker. ``shard(args,
+    worker_id, num_workers)`` gives each DataLoader worker its own args
+    instead, for a plugin that does not shard by worker itself (with
+    ``sharding="plugin"`` only: by items, every worker must run the same
+    stream). The dataset has ``set_epoch(k)`` and, in the process that
+    iterates it, ``worker_pids``.
+    """
+    if shard is not None and not callable(shard):
+        raise _invalid(
             f"shard must be a function (args, worker_id, num_workers) -> args, not {shard!r}"
         )
+    if sharding not in ("plugin", "items"):
+        raise _invalid(f"unknown sharding {sharding!r}: use 'items' or 'plugin'")
+    if shard is not None and sharding == "items":
+        raise _invalid(
+            "shard= gives each DataLoader worker its own args, but sharding='items' needs every "
+            "worker to run the same stream: use sharding='plugin' with shard="
+        )
+    options = dict(options, sharding=sharding)
+    if sharding == "items" and options.get("seed") is None:
+        # Every DataLoader worker must run the same stream: one seed for all.
+        options["seed"] = int.from_bytes(os.urandom(8), "little")
     data = importlib.import_module("torch.utils.data")
     cls = _dataset_class(data.IterableDataset)
     # Check the plugin, the generator and every option once, on the caller's
@@ -64,16 +103,44 @@ def dataset(
     plugin = load(plugin_path, cache_dir=cache_dir)
     names = [name for name, _ in plugin.generators()]
     if generator not in names:
-        from ._errors import InvalidInputError
-
-        raise InvalidInputError(
+        raise _invalid(
             f"plugin {plugin.path} has no generator {generator!r}: it has {', '.join(names)}"
         )
-    from . import _iterable_options
-
     _iterable_options(generator, args, options, exclude=("shard",))
-    return cls(plugin.path, generator, args, shard, cache_dir, options)
+    return cls(plugin.path, generator, args, shard, cache_dir, options, None)
 
+
+def _invalid(message: str) -> InvalidInputError:
+    return InvalidInputError(message, kind="invalid_input")
+
+
+class _Live:
+    """The sandgen iterable a process runs for the dataset, kept across
+    epochs, and where it is."""
+
+    __slots__ = ("failed", "iterable", "passes", "pid", "running")
+
+    def __init__(self, iterable: Iterable) -> None:
+        self.iterable = iterable
+        # Passes started on it (read, skipped or cut short).
+        self.passes = 0
+        # The process it belongs to (a forked child must not use it).
+        self.pid = os.getpid()
+        # The native pass of the current epoch, if one is live.
+        self.running: Any = None
+        # A pass failed: its workers ended.
+        self.failed = False
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.close()
+            self.running = None
+
+
+# Iterables that a forked child found in its copy of a dataset: they belong
+# to the parent, and are kept (never closed or dropped) so that nothing of
+# the parent's workers is touched from the child.
+_INHERITED: list[_Live] = []
 
 _CLASSES: dict[type, type] = {}
 
@@ -85,10 +152,11 @@ def _rebuild(
     shard: Shard | None,
     cache_dir: PathLike | None,
     options: dict[str, Any],
+    epoch: int | None = None,
 ) -> Any:
     data = importlib.import_module("torch.utils.data")
     cls = _dataset_class(data.IterableDataset)
-    return cls(plugin_path, generator, args, shard, cache_dir, options)
+    return cls(plugin_path, generator, args, shard, cache_dir, options, epoch)
 
 
 def _dataset_class(base: type) -> type:
@@ -97,7 +165,7 @@ def _dataset_class(base: type) -> type:
         return _CLASSES[base]
 
     class SandgenDataset(base):  # type: ignore[misc, valid-type]
-        """One pass over a sandgen generator per iteration."""
+        """One epoch, one pass over a sandgen generator, per iteration."""
 
         def __init__(
             self,
@@ -107,6 +175,7 @@ def _dataset_class(base: type) -> type:
             shard: Shard | None,
             cache_dir: PathLike | None,
             options: dict[str, Any],
+            epoch: int | None,
         ) -> None:
             super().__init__()
             self.plugin_path = plugin_path
@@ -115,8 +184,37 @@ def _dataset_class(base: type) -> type:
             self.shard = shard
             self.cache_dir = cache_dir
             self.options = options
+            # The epoch the next iteration gives, when set_epoch said so.
+            self._epoch = epoch
+            self._live: _Live | None = None
 
-        def __iter__(self) -> Iterator[Any]:
+        def set_epoch(self, epoch: int) -> None:
+            """Makes the next iteration epoch ``epoch`` (pass ``epoch`` of the
+            plugin), in this process and in DataLoader workers started after
+            this call; later iterations go on from there."""
+            if isinstance(epoch, bool) or not isinstance(epoch, int):
+                raise _invalid(f"set_epoch takes an int, not {type(epoch).__name__} {epoch!r}")
+            if epoch < 0:
+                raise _invalid(f"the epoch must be at least 0, not {epoch}")
+            self._epoch = epoch
+
+        @property
+        def worker_pids(self) -> list[int]:
+            """The worker processes of the iterable this process runs for the
+            dataset (empty for worker threads, before the first epoch, and in
+            a DataLoader's main process when its workers iterate)."""
+            live = self._current()
+            return [] if live is None else live.iterable.worker_pids
+
+        def _current(self) -> _Live | None:
+            live = self._live
+            if live is not None and live.pid != os.getpid():
+                # A forked copy: the iterable is the parent's.
+                _INHERITED.append(live)
+                self._live = live = None
+            return live
+
+        def _start(self) -> _Live:
             data = importlib.import_module("torch.utils.data")
             info = data.get_worker_info()
             args = self.args
@@ -125,31 +223,78 @@ def _dataset_class(base: type) -> type:
                 if self.shard is not None:
                     args = self.shard(args, info.id, info.num_workers)
                 # Each DataLoader worker is a shard: its sandgen workers are
-                # numbered after the others', and a seed gives each its own
-                # streams.
+                # numbered after the others' (and by items, keep their share).
                 options["shard"] = (info.id, info.num_workers)
             plugin = load(self.plugin_path, cache_dir=self.cache_dir)
-            iterable = plugin.iterable(self.generator, args, **options)
-            with iterable:
-                yield from iterable
+            return _Live(plugin.iterable(self.generator, args, **options))
+
+        def __iter__(self) -> Iterator[Any]:
+            live = self._current()
+            if live is not None:
+                live.stop()
+            epoch, self._epoch = self._epoch, None
+            if epoch is None:
+                # The epoch after the last one this process ran.
+                epoch = 0 if live is None else live.passes
+            if live is not None and (epoch < live.passes or live.failed):
+                # An earlier epoch than the iterable has run, or its workers
+                # ended with an error: a new iterable, moved on to the epoch.
+                live.iterable.close()
+                self._live = live = None
+            if live is None:
+                self._live = live = self._start()
+            if epoch > live.passes:
+                live.iterable.skip_passes(epoch - live.passes)
+                live.passes = epoch
+            return self._epoch_items(live)
+
+        def _epoch_items(self, live: _Live) -> Iterator[Any]:
+            live.passes += 1
+            running = live.iterable._native.start()
+            live.running = running
+            in_worker = importlib.import_module("torch.utils.data").get_worker_info() is not None
+            try:
+                yield from itertools.chain.from_iterable(running)
+            except Error as error:
+                live.failed = True
+                if in_worker:
+                    # DataLoader re-raises a worker's error in the main
+                    # process from its type and text: the note carries its
+                    # attributes there.
+                    error.add_note(_state_note(error))
+                raise
+            finally:
+                if live.running is running:
+                    live.running = None
+                running.close()
 
         def __repr__(self) -> str:
             return f"<sandgen.torch dataset {self.generator!r} of {self.plugin_path!r}>"
 
         def __reduce__(self) -> tuple[object, ...]:
-            # DataLoader pickles the dataset into its workers: rebuild it
-            # there from its path and options.
-            return (
-                _rebuild,
-                (
-                    self.plugin_path,
-                    self.generator,
-                    self.args,
-                    self.shard,
-                    self.cache_dir,
-                    self.options,
-                ),
+            # DataLoader pickles the dataset into its workers (start methods
+            # 'spawn' and 'forkserver'): rebuild it there from its path and
+            # options, and say which option cannot go.
+            state = (
+                self.plugin_path,
+                self.generator,
+                self.args,
+                self.shard,
+                self.cache_dir,
+                self.options,
+                self._epoch,
             )
+            named = {"args": self.args, "shard": self.shard, **self.options}
+            for name, value in named.items():
+                try:
+                    pickle.dumps(value)
+                except Exception as e:
+                    raise _invalid(
+                        f"{name}= cannot be pickled into the DataLoader's worker processes "
+                        f"({type(e).__name__}: {e}): with the 'spawn' and 'forkserver' start "
+                        "methods, give a function defined at a module's top level"
+                    ) from e
+            return (_rebuild, state)
 
     SandgenDataset.__module__ = __name__
     SandgenDataset.__qualname__ = "SandgenDataset"

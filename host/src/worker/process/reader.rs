@@ -164,6 +164,7 @@ impl Reader<'_> {
                     (self.output)(&OutputLine {
                         plugin: &self.origin.plugin,
                         generator: &self.origin.generator,
+                        worker: 0,
                         stream,
                         text: &String::from_utf8_lossy(&bytes),
                         bytes: &bytes,
@@ -178,9 +179,8 @@ impl Reader<'_> {
     /// Checks `status` and passes it on: `false` when the caller is gone.
     fn accept(&mut self, status: Status) -> Result<bool, Broken> {
         if let Status::Items(batch) = &status {
-            if validate_batch(&batch.frames, u32::MAX, u32::MAX, u32::MAX) != Ok(batch.count)
-                || batch.count == 0
-            {
+            // (An empty batch is a skipped pass's sign of progress.)
+            if validate_batch(&batch.frames, u32::MAX, u32::MAX, u32::MAX) != Ok(batch.count) {
                 // The worker validated this batch; a worker process that
                 // sends one it would not have is not trusted further.
                 return Err(invalid_data(
