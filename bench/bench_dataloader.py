@@ -46,7 +46,7 @@ MASK = (1 << 64) - 1
 SPLIT = re.compile(r"[^\w']|_")
 
 
-def corpus(path: Path, documents: int = 4000) -> None:
+def corpus(path: Path, documents: int = 12000) -> None:
     """A reproducible corpus: `documents` paragraphs of 60-260 words."""
     rng = random.Random(7)
     words = [f"w{i}" for i in range(20000)]
