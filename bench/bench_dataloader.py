@@ -8,6 +8,10 @@ whole stream, and keeps its share), against a plain Python
 file, tokenize it (the same word split, FNV-1a ids and windows), shuffle the
 windows with the same seeded permutation and yield this worker's share.
 
+Beside them, the DataLoader alone: the same windows made beforehand,
+yielded by the workers with no tokenizing (the ceiling, what moving a
+sample from a worker to the loop costs).
+
 Every run iterates two epochs of fresh DataLoader workers (their start
 included, as a training loop pays it) and takes every window, a list of 128
 ints, into the training loop; samples/s is windows over the wall time.
@@ -115,6 +119,23 @@ class PythonWindows(IterableDataset):
             yield window + [PAD] * (WINDOW - len(window))
 
 
+class Prebuilt(IterableDataset):
+    """The DataLoader alone: each worker's share of windows made before the
+    run (the ceiling: what moving the samples costs, with no tokenizing)."""
+
+    def __init__(self, epochs: list[list[list[int]]]) -> None:
+        self.epochs = epochs
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        info = get_worker_info()
+        windows = self.epochs[self.epoch]
+        yield from windows if info is None else windows[info.id :: info.num_workers]
+
+
 # --- the runs ------------------------------------------------------------------
 
 
@@ -157,6 +178,12 @@ def main() -> None:
             "sandgen, sharding=items": lambda: sandgen_dataset("items"),
             "Python IterableDataset": lambda: PythonWindows(str(text)),
         }
+        reference = PythonWindows(str(text))
+        prebuilt = []
+        for epoch in range(EPOCHS):
+            reference.set_epoch(epoch)
+            prebuilt.append(list(reference))
+        sides["DataLoader alone, windows made beforehand"] = lambda: Prebuilt(prebuilt)
         seconds: dict[str, list[float]] = {name: [] for name in sides}
         counts, firsts = {}, {}
         for _ in range(options.runs):
