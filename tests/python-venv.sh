@@ -20,6 +20,8 @@ if ! cmp -s "$requirements" "$venv/.sandgen-installed-requirements.txt"; then
 fi
 
 echo "building and installing the sandgen Python package (pip install ./host/python)" >&2
-# maturin's build backend runs the `maturin` of the venv.
-PATH="$venv/bin:$PATH" "${pip[@]}" install --no-build-isolation --no-deps --force-reinstall \
+# maturin's build backend runs the `maturin` of the venv; the package builds
+# in the workspace's one profile (a user's `pip install` builds in release),
+# so that it reuses the build of wasmtime that `cargo test` made.
+PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install --no-build-isolation --no-deps --force-reinstall \
     "$root/host/python"

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Self
 
-from . import _native
+from . import _cli, _native
 from ._errors import (
     BusyError,
     ClosedError,
@@ -100,9 +100,11 @@ OnOutput = Callable[[int, str, str], object]
 _log = logging.getLogger("sandgen")
 _plugin_log = logging.getLogger("sandgen.plugin")
 
-# A worker process is this interpreter running the native module's worker
-# entry point, in isolated mode (no site, no PYTHON* variables, no user
-# paths), with SIGINT back at its default so that it ends like any worker.
+# A worker process is the `sandgen` program the package ships (a native
+# program: it starts in milliseconds). Without it (a build that left it
+# out), this interpreter running the native module's worker entry point, in
+# isolated mode (no site, no PYTHON* variables, no user paths), with SIGINT
+# back at its default so that it ends like any worker.
 _WORKER_CODE = (
     "import signal,sys,importlib.util as u;"
     "signal.signal(signal.SIGINT,signal.SIG_DFL);"
@@ -113,6 +115,9 @@ _WORKER_CODE = (
 
 
 def _worker_command() -> list[str]:
+    program = _cli.program()
+    if program is not None:
+        return [program]
     return [sys.executable or "python3", "-I", "-S", "-c", _WORKER_CODE, _native.__file__]
 
 
