@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as folder:
         lines = DATA.read_text()
-        Path(folder, "reviews.jsonl").write_text(lines * options.copies * options.shards)
+        Path(folder, "reviews.jsonl").write_text(
+            lines * options.copies * options.shards
+        )
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ds = sandgen.ray.read_generator(
             options.plugin,

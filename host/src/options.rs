@@ -52,24 +52,24 @@ pub(crate) enum RandomStream {
 }
 
 impl SeededRandom {
-    /// The 64-bit seed of `stream`: SplitMix64 steps over the seed, the
-    /// worker's index and the stream, so that every worker and stream has
-    /// its own well-mixed starting point.
+    /// The 64-bit seed of `stream`: a hash of the tuple (seed, worker,
+    /// stream), each part mixed in after the parts before it were mixed
+    /// (SplitMix64's finalizer), so that no two tuples share a stream by
+    /// arithmetic (worker 1's `random` is not worker 0's `insecure`, and
+    /// seed 43 is not seed 42 one worker on).
     pub(crate) fn stream_seed(&self, stream: RandomStream) -> u64 {
-        let mut state = self.seed;
-        let mut next = |input: u64| {
-            state = state
-                .wrapping_add(input)
-                .wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        next(0);
-        next(u64::from(self.worker));
-        next(stream as u64)
+        let mut hash = mix(self.seed ^ 0x5a4e_4447_454e_0001);
+        hash = mix(hash.wrapping_add(u64::from(self.worker)) ^ 0x9e37_79b9_7f4a_7c15);
+        mix(hash.wrapping_add(stream as u64) ^ 0xd1b5_4a32_d192_ed03)
     }
+}
+
+/// SplitMix64's finalizer: a bijection of u64 that spreads every input bit
+/// over the output.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A host directory granted to the guest, read-only.
@@ -236,5 +236,34 @@ impl Flow {
             return Err(invalid("buffer bytes must be at least 1"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_worker_and_stream_has_a_stream_of_its_own() {
+        // Neighbouring seeds, workers and streams are where an arithmetic
+        // derivation collides (seed + worker + stream).
+        let mut seen = std::collections::HashMap::new();
+        for seed in (0..64).chain([u64::MAX - 1, u64::MAX]) {
+            for worker in 0..16 {
+                for stream in [
+                    RandomStream::Random,
+                    RandomStream::Insecure,
+                    RandomStream::InsecureSeed,
+                ] {
+                    let value = SeededRandom { seed, worker }.stream_seed(stream);
+                    if let Some(other) = seen.insert(value, (seed, worker, stream as u8)) {
+                        panic!(
+                            "{other:?} and {:?} share a stream",
+                            (seed, worker, stream as u8)
+                        );
+                    }
+                }
+            }
+        }
     }
 }

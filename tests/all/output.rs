@@ -72,6 +72,31 @@ fn long_lines_are_split_and_invalid_utf8_is_replaced() {
     );
 }
 
+both_isolations!(a_last_line_without_a_newline_reaches_the_handler);
+/// The last line a guest prints in a pass, without a line ending, reaches
+/// the handler with the end of the pass (a worker process is killed when
+/// its iterable is closed: it used to take that line with it).
+fn a_last_line_without_a_newline_reaches_the_handler() {
+    let captured = Captured::default();
+    // Stderr: a Rust guest's stdout keeps an unfinished line in its own
+    // buffer, stderr passes every write on at once.
+    let iterable = writer("stderr", b"done\nno newline", 1, 2)
+        .on_output(captured.handler())
+        .build()
+        .unwrap();
+    assert_eq!(iterable.iter::<u64>().unwrap().count(), 2);
+    // Closed, as a Python `with` block ends it: a worker process is killed
+    // at once.
+    iterable.close();
+    assert_eq!(
+        captured.lines(),
+        [
+            "[fixture_probe/write stderr] done",
+            "[fixture_probe/write stderr] no newline"
+        ]
+    );
+}
+
 both_isolations!(a_trap_carries_the_last_4_kib_of_stderr);
 /// A guest that prints 2,000 lines and panics: the error carries at most
 /// 4 KiB of stderr, ending with the panic message, starting at a whole line.

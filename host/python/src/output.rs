@@ -15,6 +15,14 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use sandgen::{GuestStream, OutputLine};
 
+/// `text` with what could drive a terminal escaped (control characters,
+/// bidi controls; `sandgen::escape_text`): how the default `on_output` logs
+/// a plugin's lines.
+#[pyfunction]
+pub(crate) fn escape_text(text: &str) -> String {
+    sandgen::escape_text(text.as_bytes()).into_owned()
+}
+
 /// Lines queued but not handed on beyond this many are dropped (a guest
 /// that prints while nobody reads its items), and counted.
 const MAX_QUEUED: usize = 10_000;

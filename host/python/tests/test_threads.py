@@ -184,12 +184,13 @@ FORKED = """
 import os, sys
 import sandgen
 plugin = sandgen.load(sys.argv[1], cache_dir=sys.argv[2])
+isolation = sys.argv[3]
 # The parent runs plugins first (its worker threads and epoch clock start),
 # then forks, as a PyTorch DataLoader forks its workers.
-assert list(plugin.iterable("range", args=3)) == [0, 1, 2]
-# An iterable made before the fork and not iterated yet: its worker is the
-# parent's.
-kept = plugin.iterable("range", args=4)
+assert list(plugin.iterable("range", args=3, isolation=isolation)) == [0, 1, 2]
+# An iterable made before the fork and not iterated yet, without a timeout:
+# its worker is the parent's.
+kept = plugin.iterable("range", args=4, isolation=isolation)
 pid = os.fork()
 if pid == 0:
     code = 0
@@ -201,11 +202,12 @@ if pid == 0:
         except sandgen.WorkerDiedError as e:
             assert "forked" in str(e), str(e)
         # and is let go without waiting for a thread the child does not
-        # have (nor touching the child's epoch clock).
+        # have, nor touching the child's epoch clock, nor stopping the
+        # parent's worker process.
         kept.close()
         del kept
-        # A new iterable in the child runs (on a thread of the child's own)
-        assert list(plugin.iterable("range", args=5)) == list(range(5))
+        # A new iterable in the child runs (on a worker of the child's own)
+        assert list(plugin.iterable("range", args=5, isolation=isolation)) == list(range(5))
         # and a spinning guest is still interrupted by its timeout (the
         # child's own epoch clock).
         try:
@@ -225,11 +227,18 @@ assert list(kept) == [0, 1, 2, 3]
 """
 
 
-def test_a_forked_child_runs_plugins_after_its_parent_did(cache_dir: str) -> None:
+def test_a_forked_child_runs_plugins_after_its_parent_did(cache_dir: str, isolation: str) -> None:
     # In a session of its own, so that a forked child left hanging by a
     # failure is killed with its parent.
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(FORKED), guest("FIXTURE_SPDL"), cache_dir],
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(FORKED),
+            guest("FIXTURE_SPDL"),
+            cache_dir,
+            isolation,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

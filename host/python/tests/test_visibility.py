@@ -70,6 +70,26 @@ def test_output_goes_to_logging_by_default(
     assert "hello" not in out + err
 
 
+def test_logged_lines_cannot_drive_a_terminal(
+    load, isolation: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Screen clear, a clipboard write (OSC 52), NUL, a bidi override.
+    raw = "\x1b[2J\x1b]52;c;cGF3bmVk\x07\x00\u202eevil"
+    caplog.set_level(logging.INFO, logger="sandgen.plugin")
+    lines: list[str] = []
+    probe = load("FIXTURE_PROBE")
+    with probe.iterable("write", write("stdout", raw + "\n"), isolation=isolation) as it:
+        list(it)
+    with probe.iterable(
+        "write", write("stdout", raw + "\n"), on_output=lambda *x: lines.append(x[2])
+    ) as it:
+        list(it)
+    [record] = [r for r in caplog.records if r.name == "sandgen.plugin"]
+    assert record.getMessage() == r"\x1b[2J\x1b]52;c;cGF3bmVk\x07\x00\u{202e}evil"
+    # A handler of the embedder's own gets the line as the plugin wrote it.
+    assert lines == [raw]
+
+
 def test_a_failing_on_output_does_not_stop_the_items(
     spdl: sandgen.Plugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:

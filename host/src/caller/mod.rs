@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sandgen_wire::Encoding;
 
 use crate::error::{Error, ErrorKind};
+use crate::fork;
 use crate::protocol::{Command, Status};
 use crate::worker::WorkerHandle;
 
@@ -40,6 +41,9 @@ pub(crate) struct Workers {
     failure: Mutex<Option<Error>>,
     /// Set by [`Workers::close`].
     closed: AtomicBool,
+    /// The process's fork generation when the workers started: in a forked
+    /// child they are the parent's, and left alone.
+    generation: u64,
 }
 
 /// One worker, as the caller sees it.
@@ -67,7 +71,26 @@ impl Workers {
             pass_active: AtomicBool::new(false),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
+            generation: fork::generation(),
         }
+    }
+
+    /// Whether this is a process forked from the one that started the
+    /// workers: they run there (a thread, or a process the parent reads and
+    /// reaps), so here they are neither waited for, nor stopped, nor killed.
+    fn forked(&self) -> bool {
+        fork::generation() != self.generation
+    }
+
+    fn forked_error(&self) -> Error {
+        Error::new(
+            ErrorKind::WorkerDied,
+            format!(
+                "the workers of generator {} belong to the process this one was forked from, \
+                 which runs them; create the iterable after the fork",
+                self.setup.generator
+            ),
+        )
     }
 
     /// How many workers there are.
@@ -155,7 +178,7 @@ impl Workers {
     /// Ends the workers now and waits for them (up to a second each, then a
     /// worker process is killed). Closing twice does nothing more.
     pub(crate) fn close(&self) {
-        if !self.closed.swap(true, Ordering::SeqCst) {
+        if !self.closed.swap(true, Ordering::SeqCst) && !self.forked() {
             for worker in &self.all {
                 worker.handle.interrupt();
             }
@@ -184,6 +207,9 @@ impl Workers {
     pub(crate) fn begin_pass(&self) -> Result<(), Error> {
         if self.is_closed() {
             return Err(self.closed_error());
+        }
+        if self.forked() {
+            return Err(self.forked_error());
         }
         if let Some(error) = self.failed() {
             return Err(Error::new(
@@ -224,8 +250,10 @@ impl Workers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| error.clone());
-        for worker in &self.all {
-            worker.handle.interrupt();
+        if !self.forked() {
+            for worker in &self.all {
+                worker.handle.interrupt();
+            }
         }
     }
 
@@ -268,6 +296,10 @@ pub(crate) fn name_worker(error: Error, index: usize, workers: usize) -> Error {
 
 impl Drop for Workers {
     fn drop(&mut self) {
+        if self.forked() {
+            // The parent's workers: nothing of them is ours to end.
+            return;
+        }
         // Interrupt every worker first, so that they end side by side.
         for worker in &self.all {
             let _ = worker.handle.queues.commands.send(Command::Abort);

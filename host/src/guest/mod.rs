@@ -86,6 +86,11 @@ pub(crate) struct Guest {
 }
 
 impl Guest {
+    /// Passes on what the guest printed without a line ending yet.
+    pub(crate) fn flush_output(&self) {
+        self.output.flush();
+    }
+
     /// Instantiates the plugin in a fresh store.
     pub(crate) fn new(
         linked: &Linked,

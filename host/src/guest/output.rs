@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::text::escape_text;
+
 /// Which of the guest's output streams a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,11 +75,27 @@ pub(crate) fn for_worker(handler: &OutputHandler, worker: usize) -> OutputHandle
     Arc::new(move |line| handler(&OutputLine { worker, ..*line }))
 }
 
-/// The default handler: each line to the host's stderr, prefixed.
+/// The default handler: each line to the host's stderr, prefixed and
+/// escaped (`escaped_line`), so that a plugin cannot drive the terminal.
 pub(crate) fn stderr_handler() -> OutputHandler {
     Arc::new(|line| {
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        let _ = writeln!(std::io::stderr().lock(), "{}", escaped_line(line));
     })
+}
+
+/// `[plugin/generator stream] text`, with control characters, bidi controls
+/// and invalid UTF-8 escaped ([`escape_text`]).
+fn escaped_line(line: &OutputLine<'_>) -> String {
+    let stream = match line.stream {
+        GuestStream::Stdout => "stdout",
+        GuestStream::Stderr => "stderr",
+    };
+    format!(
+        "[{}/{} {stream}] {}",
+        escape_text(line.plugin.as_bytes()),
+        escape_text(line.generator.as_bytes()),
+        escape_text(line.bytes)
+    )
 }
 
 /// A line longer than this is passed on in pieces.
@@ -319,6 +337,23 @@ mod tests {
             Arc::new(move |line: &OutputLine<'_>| sink.lock().unwrap().push(line.to_string())),
         );
         (output, lines)
+    }
+
+    #[test]
+    fn the_default_handler_escapes_what_would_drive_a_terminal() {
+        let raw = b"\x1b[2J\x1b]52;c;cGF3bmVk\x07\0\xe2\x80\xaeevil\xff";
+        let line = OutputLine {
+            plugin: "p\x1b",
+            generator: "g",
+            worker: 0,
+            stream: GuestStream::Stderr,
+            text: &String::from_utf8_lossy(raw),
+            bytes: raw,
+        };
+        assert_eq!(
+            escaped_line(&line),
+            r"[p\x1b/g stderr] \x1b[2J\x1b]52;c;cGF3bmVk\x07\x00\u{202e}evil\xff"
+        );
     }
 
     #[test]

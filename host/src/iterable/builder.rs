@@ -41,7 +41,7 @@ use crate::worker::{Isolation, WorkerHandle};
 /// | [`dir`](Self::dir) | no directories |
 /// | network | none, and there is no option to grant it |
 /// | stdin | empty |
-/// | guest stdout and stderr | lines to the host's stderr as `[plugin/generator stream] line` ([`on_output`](Self::on_output)) |
+/// | guest stdout and stderr | lines to the host's stderr as `[plugin/generator stream] line`, control characters escaped ([`escape_text`](crate::escape_text); [`on_output`](Self::on_output) gets them raw) |
 ///
 /// ```no_run
 /// # fn main() -> Result<(), sandgen::Error> {

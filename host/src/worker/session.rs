@@ -156,11 +156,18 @@ impl Session for GuestSession {
         );
         let frames = match next {
             Ok(Ok(frames)) => frames,
-            Ok(Err(message)) => return Err(Stop::Failed(self.iteration_error(message))),
+            Ok(Err(message)) => {
+                self.guest.flush_output();
+                return Err(Stop::Failed(self.iteration_error(message)));
+            }
             Err(fault) => return Err(self.guest.stop("while iterating", fault)),
         };
         if frames.is_empty() {
             self.check_pass_is_over(iterator, interrupt)?;
+            // What the pass printed last without a line ending goes out
+            // before its end is reported: a worker process may be killed
+            // once the caller has the end.
+            self.guest.flush_output();
             return Ok(None);
         }
         let count = validate_batch(&frames, max_items, max_bytes, self.limits.max_item_bytes)

@@ -276,7 +276,8 @@ class Plugin:
         that iterates, between batches. By default each line is a record
         of the ``logging`` logger ``"sandgen.plugin"`` (``INFO`` for stdout,
         ``WARNING`` for stderr) with ``worker``, ``stream`` and
-        ``generator`` as extra fields.
+        ``generator`` as extra fields, control characters escaped (a given
+        ``on_output`` gets the raw line).
         """
         # The keyword options by name, as the signature spells them (see
         # `_ITERABLE_DEFAULTS`): locals() holds just the parameters here.
@@ -522,7 +523,10 @@ def _iterable_options(
 class _LogOutput:
     """The default ``on_output``: each line a record of the ``sandgen.plugin``
     logger, ``INFO`` for stdout and ``WARNING`` for stderr, with ``worker``,
-    ``stream`` and ``generator`` as extra fields."""
+    ``stream`` and ``generator`` as extra fields. The line is escaped
+    (control characters, bidi controls: ``\\x1b``, ``\\u{202e}``), so that a
+    plugin cannot drive the terminal a log is shown on; a handler given as
+    ``on_output`` gets the raw line."""
 
     __slots__ = ("generator",)
 
@@ -533,7 +537,7 @@ class _LogOutput:
         level = logging.INFO if stream == "stdout" else logging.WARNING
         if _plugin_log.isEnabledFor(level):
             extra = {"worker": worker, "stream": stream, "generator": self.generator}
-            _plugin_log.log(level, "%s", line, extra=extra)
+            _plugin_log.log(level, "%s", _native.escape_text(line), extra=extra)
 
 
 def _with_defaults(
