@@ -3,7 +3,7 @@
 //! stderr, and whatever came from a plugin escaped; the examples and the
 //! README's first command.
 
-use super::{expect, sandgen, stderr};
+use super::{expect, run_command, sandgen, stderr};
 use crate::util::artifacts::{EXAMPLE_TOKENIZE, FIXTURE_RAW, FIXTURE_SPDL};
 
 both_isolations!(list_prints_name_tab_description);
@@ -15,7 +15,7 @@ fn list_prints_name_tab_description() {
         lines[0],
         "count\tyields the JSON numbers 0..n from the argument n"
     );
-    assert_eq!(lines.len(), 8);
+    assert_eq!(lines.len(), 9);
     // A tab in a description does not break the format.
     assert_eq!(
         lines[6],
@@ -106,6 +106,57 @@ fn run_with_config() {
         0,
     );
     assert_eq!(out, "[1,\"hi\"]\n");
+}
+
+both_isolations!(a_large_item_over_many_lines_is_not_held_as_a_tree);
+/// An item of 24 MB that a plugin spread over 8 million lines goes to
+/// stdout as one line in about one more copy of the item; it used to be
+/// parsed into a tree of values first, over ten times its size.
+fn a_large_item_over_many_lines_is_not_held_as_a_tree() {
+    let mut command = run_command(&[FIXTURE_RAW, "pretty_big", "--args", "8000000"]);
+    let (status, peak_kib) = peak_kib(&mut command);
+    assert_eq!(status, 0);
+    // The item (24 MB) in the caller's buffers and its compact copy
+    // (16 MB), with the runtime: far below the tree's 256 MB or more.
+    assert!(
+        peak_kib < 150 * 1024,
+        "sandgen run peaked at {peak_kib} KiB"
+    );
+}
+
+/// Runs `command` to its end (within the CLI's deadline), its output
+/// discarded: its exit status and its peak resident memory in KiB.
+fn peak_kib(command: &mut std::process::Command) -> (i32, u64) {
+    // Reaped by `wait4` below, which reports its peak memory as well.
+    #[allow(clippy::zombie_processes)]
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let deadline = std::time::Instant::now() + super::CLI_DEADLINE;
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 fills it for our own
+        // child, without blocking.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            return (code, usage.ru_maxrss as u64);
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kills our own child, not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("sandgen run did not end within {:?}", super::CLI_DEADLINE);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 both_isolations!(items_are_one_line_of_valid_json);
