@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind};
 use crate::loader::EngineCore;
 use crate::plugin::Plugin;
 use crate::program::WorkerProgram;
+use crate::text::{ECHO, cut_text};
 
 /// Compiles plugins and runs their workers; cheap to clone.
 ///
@@ -74,7 +75,10 @@ impl Engine {
         let failed = |e: std::io::Error| {
             Error::new(
                 ErrorKind::Load,
-                format!("failed to read plugin `{}`: {e}", path.display()),
+                format!(
+                    "failed to read plugin `{}`: {e}",
+                    cut_text(&path.display().to_string(), ECHO)
+                ),
             )
         };
         let mut file = std::fs::File::open(path).map_err(failed)?;
@@ -113,9 +117,12 @@ impl Engine {
             || path.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
-        let core = self
-            .core
-            .load(&name, &path.display().to_string(), &head, source)?;
+        let core = self.core.load(
+            &name,
+            &cut_text(&path.display().to_string(), ECHO),
+            &head,
+            source,
+        )?;
         Ok(Plugin::new(core))
     }
 

@@ -125,7 +125,7 @@ pub use crate::options::{
 };
 pub use crate::pass::{Batch, BatchItems, Delivered, NextBatch, Pass, RawPass};
 pub use crate::plugin::{GeneratorInfo, Plugin};
-pub use crate::text::escape_text;
+pub use crate::text::{cut_text, escape_text};
 pub use crate::worker::Isolation;
 pub use crate::worker::process::confine::Confinement;
 #[doc(no_inline)]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
+use crate::text::{ECHO, cut_text};
 
 /// The default cap on a guest's memory: 1 GiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1024 * 1024 * 1024;
@@ -210,7 +211,7 @@ impl Grants {
             if !dir.host.is_dir() {
                 return Err(invalid(format!(
                     "cannot grant directory `{}`: it is not a directory on the host",
-                    dir.host.display()
+                    cut_text(&dir.host.display().to_string(), ECHO)
                 )));
             }
         }

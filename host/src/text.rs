@@ -48,6 +48,30 @@ pub fn escape_text(bytes: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` cut to its first `max` bytes (at a character boundary) when it is
+/// longer, saying how long it was: for a value echoed in a message (a
+/// generator's name, a path), so that a huge one cannot make a huge message.
+///
+/// ```
+/// use sandgen::cut_text;
+///
+/// assert_eq!(cut_text("short", 10), "short");
+/// assert_eq!(cut_text(&"x".repeat(100_000), 4), "xxxx… (100000 bytes)");
+/// ```
+pub fn cut_text(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+/// How much of a value a message echoes ([`cut_text`]).
+pub(crate) const ECHO: usize = 256;
+
 fn needs_escape(c: char) -> bool {
     matches!(c,
         '\0'..='\x08' | '\x0a'..='\x1f' | '\x7f'

@@ -330,3 +330,34 @@ fn public_accessors_say_what_they_hold() {
     drop(iterable);
     assert_eq!(captured.lines(), ["[renamed/announce stderr] produced 0"]);
 }
+
+/// A huge value is echoed cut in the message that names it (its start and
+/// its length), so that it cannot make a huge error line.
+#[test]
+fn huge_values_are_cut_in_messages() {
+    let _watch = crate::util::watchdog("loading::huge_values_are_cut_in_messages");
+    let short = |error: &sandgen::Error, length: usize| {
+        let message = error.to_string();
+        assert!(message.len() < 1024, "a message of {} bytes", message.len());
+        assert!(
+            message.contains(&format!("… ({length} bytes)")),
+            "{message}"
+        );
+    };
+    let name = "g".repeat(100_000);
+    let error = spdl().generator(&name).build().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    short(&error, 100_000);
+    let dir = format!("/{}", "d".repeat(10_000));
+    let error = spdl()
+        .generator("range")
+        .dir(&dir, "/data")
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    short(&error, 10_001);
+    let path = format!("/{}.wasm", "p".repeat(10_000));
+    let error = engine().load(&path).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Load);
+    short(&error, 10_006);
+}

@@ -78,6 +78,9 @@ pub(crate) struct IterableOptions<'py> {
     /// prints (the Python side gives the logging default).
     #[pyo3(attribute)]
     on_output: Bound<'py, PyAny>,
+    /// The largest item, encoded, in bytes (`None`: the library's default).
+    #[pyo3(attribute)]
+    max_item_bytes: Option<u32>,
 }
 
 /// An iterable ready to start: its builder with every option set, and what
@@ -148,6 +151,9 @@ impl IterableOptions<'_> {
         }
         if let Some(units) = self.fuel {
             builder = builder.fuel(units);
+        }
+        if let Some(bytes) = self.max_item_bytes {
+            builder = builder.max_item_bytes(bytes);
         }
         for (host, guest) in self.dirs {
             builder = builder.dir(host, guest);

@@ -210,7 +210,11 @@ def test_every_option_of_plugin_iterable_reaches_the_native_options() -> None:
     # (a keyword added to the signature alone would be silently ignored).
     from sandgen import _ITERABLE_DEFAULTS, _IterableOptions  # type: ignore[attr-defined]
 
-    renamed = {"memory_limit_mib": {"memory_limit"}, "item_type": {"item_shape", "item_type_name"}}
+    renamed = {
+        "memory_limit_mib": {"memory_limit"},
+        "max_item_mib": {"max_item_bytes"},
+        "item_type": {"item_shape", "item_type_name"},
+    }
     expected = {"generator", "args"}
     for name in _ITERABLE_DEFAULTS:
         expected |= renamed.get(name, {name})

@@ -149,6 +149,24 @@ def test_a_broken_frame_is_a_protocol_error(load, isolation: str) -> None:
     assert error.kind == "protocol"
 
 
+def test_an_item_over_max_item_mib_is_a_protocol_error(
+    spdl: sandgen.Plugin, isolation: str
+) -> None:
+    def sizes(size: int) -> list[int]:
+        options = {"encoding": "bincode", "item_type": bytes, "max_item_mib": 1}
+        args = {"n": 2, "size": size}
+        with spdl.iterable("bytes", args, isolation=isolation, **options) as it:
+            return [len(item) for item in it]
+
+    # An item's encoding is its bytes and their length.
+    assert sizes(1 << 19) == [1 << 19] * 2
+    with pytest.raises(
+        sandgen.ProtocolError,
+        match=re.escape("more than the largest item allowed (1048576 bytes)"),
+    ):
+        sizes(1 << 20)
+
+
 def test_an_undecodable_item_names_its_index(spdl: sandgen.Plugin, isolation: str) -> None:
     # Item 0 (byte 0) reads as the empty string; item 1 claims one byte more.
     it = spdl.iterable("range", args=5, encoding="bincode", item_type=str, isolation=isolation)
@@ -219,6 +237,9 @@ BAD_OPTIONS = [
     ({"args": object()}, "args is not JSON-serialisable"),
     ({"args": float("inf")}, "args is not JSON-serialisable"),
     ({"config": {1j}}, "config is not JSON-serialisable"),
+    ({"max_item_mib": 0}, "max_item_mib must be at least 1"),
+    ({"max_item_mib": 4096}, "max_item_mib must be at most 4095"),
+    ({"max_item_mib": "1"}, "max_item_mib must be an int"),
 ]
 
 

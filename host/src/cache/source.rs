@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use crate::error::{Error, ErrorKind};
+use crate::text::{ECHO, cut_text};
 
 /// What a file looks like from outside: where it is, how large, and when
 /// it last changed. Writing a file's contents changes its change time.
@@ -81,7 +82,10 @@ impl Source {
                 let failed = |why: String| {
                     Error::new(
                         ErrorKind::Load,
-                        format!("failed to read plugin `{}`: {why}", path.display()),
+                        format!(
+                            "failed to read plugin `{}`: {why}",
+                            cut_text(&path.display().to_string(), ECHO)
+                        ),
                     )
                 };
                 let mut bytes = Vec::new();

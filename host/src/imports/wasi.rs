@@ -13,6 +13,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::options::{Grants, RandomStream};
+use crate::text::{ECHO, cut_text};
 
 /// One guest's WASI state.
 pub(crate) struct WasiState {
@@ -53,7 +54,10 @@ impl WasiState {
                 .map_err(|e| {
                     Error::new(
                         ErrorKind::InvalidInput,
-                        format!("cannot grant directory `{}`: {e:#}", dir.host.display()),
+                        format!(
+                            "cannot grant directory `{}`: {e:#}",
+                            cut_text(&dir.host.display().to_string(), ECHO)
+                        ),
                     )
                 })?;
         }

@@ -15,6 +15,7 @@ use crate::guest::output::{OutputHandler, OutputLine, for_worker, stderr_handler
 use crate::iterable::Iterable;
 use crate::loader::PluginCore;
 use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom, Sharding, Stride};
+use crate::text::{ECHO, cut_text};
 use crate::worker::task::Task;
 use crate::worker::{Isolation, WorkerHandle};
 
@@ -428,6 +429,12 @@ impl IterableBuilder {
 
     /// Checks every option before any worker starts.
     fn validate(&self) -> Result<(), Error> {
+        if self.generator.len() > MAX_GENERATOR_NAME {
+            let name = cut_text(&self.generator, ECHO);
+            let why = format!("a generator's name is at most {MAX_GENERATOR_NAME} bytes");
+            let message = format!("no generator is named `{name}`: {why}");
+            return Err(Error::new(ErrorKind::InvalidInput, message));
+        }
         self.flow.validate()?;
         self.limits.validate()?;
         self.grants.validate()?;
@@ -582,6 +589,9 @@ fn drawn_seed() -> u64 {
 
 /// The most workers one iterable may run.
 pub const MAX_WORKERS: usize = 256;
+
+/// The longest generator name asked for (a longer one is refused at once).
+const MAX_GENERATOR_NAME: usize = 1024;
 
 /// The environment variables sandgen sets for each worker: its index, the
 /// number of workers, and the seed when there is one.

@@ -158,6 +158,32 @@ fn protocol_violation_exits_1() {
     );
 }
 
+both_isolations!(an_item_over_max_item_mib_exits_1);
+/// `--max-item-mib` bounds one encoded item: a larger one ends the run.
+fn an_item_over_max_item_mib_exits_1() {
+    let run = |size: u32| {
+        let args = format!(r#"{{"n": 1, "size": {size}}}"#);
+        sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "bytes",
+            "--args",
+            &args,
+            "--max-item-mib",
+            "1",
+        ])
+    };
+    // JSON: a byte is at least two bytes ("0,"); 400,000 fit in 1 MiB.
+    let (out, _) = expect(&run(400_000), 0);
+    assert_eq!(out.lines().count(), 1);
+    let (out, errors) = expect(&run(600_000), 1);
+    assert_eq!(out, "");
+    assert!(
+        errors[0].ends_with("more than the largest item allowed (1048576 bytes)"),
+        "{errors:?}"
+    );
+}
+
 both_isolations!(listing_a_hanging_plugin_times_out);
 fn listing_a_hanging_plugin_times_out() {
     let (_, errors) = expect(

@@ -83,6 +83,14 @@ fn bad_options_exit_2_naming_the_option() {
             "error: invalid --memory-limit 0: give a positive number of MiB",
         ),
         (
+            &["--max-item-mib", "0"],
+            "error: invalid --max-item-mib 0: give 1 to 4095 (MiB)",
+        ),
+        (
+            &["--max-item-mib", "4096"],
+            "error: invalid --max-item-mib 4096: give 1 to 4095 (MiB)",
+        ),
+        (
             &["--dir", ""],
             "error: invalid --dir ``: expected HOST or HOST::GUEST",
         ),
@@ -100,7 +108,7 @@ fn bad_options_exit_2_naming_the_option() {
         ),
         (
             &["--args", &long_args],
-            "error: invalid --args: not JSON: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1... (201 bytes): EOF while parsing a value at line 1 column 201",
+            "error: invalid --args: not JSON: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1… (201 bytes): EOF while parsing a value at line 1 column 201",
         ),
     ];
     for (options, line) in cases {

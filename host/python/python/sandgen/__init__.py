@@ -241,6 +241,7 @@ class Plugin:
         shard: tuple[int, int] | None = None,
         sharding: Sharding = "plugin",
         on_output: OnOutput | None = None,
+        max_item_mib: int | None = None,
     ) -> Iterable:
         """Starts the workers running ``generator`` and returns its iterable.
 
@@ -270,6 +271,14 @@ class Plugin:
         worker and keeps every n-th item, so each item comes exactly once
         whether or not the plugin shards itself, at the cost of every worker
         running the whole stream; several shards then need a ``seed``).
+
+        ``max_item_mib`` bounds the size of one item as the plugin encodes
+        it (1 to 4095 MiB, default 1024): a larger item ends the pass with
+        ``ProtocolError``. The Python objects an item decodes to take more
+        memory than its encoding, often many times more (a JSON list of
+        small ints: about 1 to 4 bytes each encoded, 36 as a Python list
+        slot and int), so bound the encoded size well below the memory the
+        decoded items may take.
 
         ``on_output(worker, stream, line)`` is called for each line a guest
         prints (``stream`` is ``"stdout"`` or ``"stderr"``), on the thread
@@ -436,6 +445,7 @@ class _IterableOptions:
     shard: tuple[int, int] | None  # (index, count)
     sharding: str
     on_output: OnOutput  # called with (worker, stream, line)
+    max_item_bytes: int | None  # None: the library's default
 
 
 def _iterable_options(
@@ -484,6 +494,12 @@ def _iterable_options(
     seed = _seed(given["seed"])
     worker_args = _worker_args(given["worker_args"], workers, args)
     shard = _shard(given["shard"], workers)
+    max_item = given["max_item_mib"]
+    if max_item is not None:
+        max_item = _int("max_item_mib", max_item, 1)
+        if max_item > 4095:
+            raise _invalid(f"max_item_mib must be at most 4095 (4 GiB - 1 MiB), not {max_item}")
+        max_item <<= 20
     on_output = given["on_output"]
     if on_output is None:
         on_output = _LogOutput(generator)
@@ -517,6 +533,7 @@ def _iterable_options(
         worker_args=worker_args,
         shard=shard,
         on_output=on_output,
+        max_item_bytes=max_item,
     )
 
 

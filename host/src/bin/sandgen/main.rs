@@ -126,6 +126,10 @@ struct RunArgs {
     /// CPU budget per pass.
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
+    /// The largest item the plugin may yield, encoded, in MiB (1 to 4095)
+    /// [default: 1024].
+    #[arg(long, value_name = "MIB")]
+    max_item_mib: Option<u32>,
     /// Stop after N items (the pass is stopped, not drained).
     #[arg(long, value_name = "N")]
     take: Option<u64>,
@@ -314,6 +318,13 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
     if let Some(units) = args.fuel {
         builder = builder.fuel(units);
     }
+    if let Some(mib) = args.max_item_mib {
+        let bytes = Some(mib)
+            .filter(|mib| (1..4096).contains(mib))
+            .with_context(|| format!("invalid --max-item-mib {mib}: give 1 to 4095 (MiB)"))
+            .map_err(usage)?;
+        builder = builder.max_item_bytes(bytes << 20);
+    }
     for grant in &args.dir {
         let (host, guest) = grant.split_once("::").unwrap_or((grant, grant));
         if host.is_empty() || guest.is_empty() {
@@ -370,11 +381,7 @@ fn seconds(flag: &str, text: &str) -> Result<Duration, Failure> {
 /// A value the user gave, for an error line: whole when short, otherwise
 /// its start and its length.
 fn echo(text: &str) -> String {
-    const SHORT: usize = 64;
-    match text.char_indices().nth(SHORT) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
-    }
+    sandgen::cut_text(text, 64).into_owned()
 }
 
 /// `--args` and `--config`: JSON text as is for `run`; for `bench`, the JSON
