@@ -23,9 +23,11 @@ pub(crate) fn escape_text(text: &str) -> String {
     sandgen::escape_text(text.as_bytes()).into_owned()
 }
 
-/// Lines queued but not handed on beyond this many are dropped (a guest
-/// that prints while nobody reads its items), and counted.
+/// Lines queued but not handed on beyond this many, or this many bytes,
+/// are dropped (a guest that prints while nobody reads its items), and
+/// counted.
 const MAX_QUEUED: usize = 10_000;
+const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 /// One iterable's queue of lines, and the callable it goes to.
 pub(crate) struct Output {
@@ -36,6 +38,8 @@ pub(crate) struct Output {
 #[derive(Default)]
 struct Queue {
     lines: VecDeque<(usize, &'static str, String)>,
+    /// The bytes of the lines' text.
+    bytes: usize,
     dropped: u64,
 }
 
@@ -56,7 +60,8 @@ impl Output {
                 _ => "stderr",
             };
             let mut queue = output.lock();
-            if queue.lines.len() < MAX_QUEUED {
+            if queue.lines.len() < MAX_QUEUED && queue.bytes + line.text.len() <= MAX_QUEUED_BYTES {
+                queue.bytes += line.text.len();
                 queue
                     .lines
                     .push_back((line.worker, stream, line.text.to_owned()));
@@ -81,6 +86,7 @@ impl Output {
                 if queue.lines.is_empty() && queue.dropped == 0 {
                     return;
                 }
+                queue.bytes = 0;
                 (
                     std::mem::take(&mut queue.lines),
                     std::mem::take(&mut queue.dropped),
@@ -92,7 +98,8 @@ impl Output {
             if dropped > 0 {
                 let text = format!(
                     "sandgen: {dropped} more output line(s) of the plugin were dropped: more than \
-                     {MAX_QUEUED} were waiting while no items were read"
+                     {MAX_QUEUED} lines or {MAX_QUEUED_BYTES} bytes were waiting while no items \
+                     were read"
                 );
                 self.call(py, 0, "stderr", &text);
             }

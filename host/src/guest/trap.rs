@@ -7,6 +7,7 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::{GuestOutput, summarize_stderr};
 use crate::guest::state::{HostState, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
+use crate::text::{ECHO, cut_text};
 
 /// Why a guest call did not return.
 pub(crate) enum Fault {
@@ -107,11 +108,13 @@ pub(crate) fn not_granted(granted: &[String], message: &str) -> Option<String> {
     let grant = "grant its directory with `dirs=` in Python or `--dir` in the CLI";
     match uncovered.first() {
         Some(path) if granted.is_empty() => Some(format!(
-            "no directory is granted to the plugin, so it cannot see {path}: {grant}"
+            "no directory is granted to the plugin, so it cannot see {}: {grant}",
+            cut_text(path, ECHO)
         )),
         Some(path) => Some(format!(
-            "no granted directory covers {path} (granted: {}): {grant}",
-            granted.join(", ")
+            "no granted directory covers {} (granted: {}): {grant}",
+            cut_text(path, ECHO),
+            cut_text(&granted.join(", "), ECHO)
         )),
         None => None,
     }
@@ -288,6 +291,16 @@ mod tests {
             assert_eq!(not_granted(&granted, message), None, "{message}");
         }
         assert!(not_granted(&granted, "no such file: /datasets/x").is_some());
+        // A huge path in the plugin's words is echoed cut.
+        let huge = format!(
+            "cannot open /{}: No such file or directory",
+            "x".repeat(60_000)
+        );
+        let hint = not_granted(&granted, &huge).unwrap();
+        assert!(
+            hint.len() < 1024 && hint.contains("… (60001 bytes)"),
+            "{hint}"
+        );
     }
 
     #[test]

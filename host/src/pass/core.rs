@@ -210,6 +210,12 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             }
             // Leftovers of an earlier pass that was stopped early.
             Status::Items(_) | Status::IterationFinished if !state.started => Ok(false),
+            Status::Items(batch) if batch.count == 0 => {
+                // A skipped pass's sign of progress: its one item of credit
+                // goes back at once.
+                workers.send(worker, Command::Consumed { items: 1, bytes: 0 });
+                Ok(false)
+            }
             Status::Items(batch) => {
                 state.batch_items = batch.count;
                 let read =

@@ -461,8 +461,11 @@ impl<S: Session> Machine<S> {
         };
         if credit.skip {
             // Dropped whole; an empty batch tells the caller the worker is
-            // busy (its inactivity timeout counts silence, not work).
+            // busy (its inactivity timeout counts silence, not work). Each
+            // costs one item of the caller's credit, which the caller gives
+            // back as it takes it: the reports never pile up unread.
             credit.seen += u64::from(batch.count);
+            credit.items_ahead += 1;
             let progress = WorkerBatch {
                 frames: Vec::new(),
                 count: 0,

@@ -186,6 +186,48 @@ fn a_pass_reports_its_items_in_growing_batches_and_ends() {
 }
 
 #[test]
+fn a_skipped_pass_reports_progress_within_the_callers_buffer() {
+    let mut h = harness(10_000, 2, |_| {}).initialized();
+    h.commands.send(Command::SkipIteration).unwrap();
+    let mut turns = 0;
+    while matches!(h.machine.run_inline(), Inline::Producing) {
+        turns += 1;
+        assert!(turns < 10, "the worker reported past its buffer");
+    }
+    // No items; one empty report per batch dropped, each an item of credit:
+    // two, then it waits for the caller.
+    assert_eq!(h.drain(), ["IterationStarted", "items ", "items "]);
+    assert!(matches!(h.machine.run_inline(), Inline::Waiting));
+    h.commands
+        .send(Command::Consumed { items: 1, bytes: 0 })
+        .unwrap();
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    assert_eq!(h.drain(), ["items "]);
+    // Given back as they come, the pass runs to its end.
+    let mut reports = 0;
+    let mut unreturned = 2;
+    loop {
+        for _ in 0..std::mem::take(&mut unreturned) {
+            h.commands
+                .send(Command::Consumed { items: 1, bytes: 0 })
+                .unwrap();
+        }
+        while matches!(h.machine.run_inline(), Inline::Producing) {}
+        let reported = h.drain();
+        if reported.last().map(String::as_str) == Some("IterationFinished") {
+            break;
+        }
+        assert!(
+            !reported.is_empty(),
+            "the worker waits with credit given back"
+        );
+        unreturned = reported.len();
+        reports += unreturned;
+        assert!(reports < 10_000, "no end of the pass");
+    }
+}
+
+#[test]
 fn the_worker_runs_no_further_ahead_than_the_callers_buffer() {
     let mut h = harness(100, 4, |_| {}).initialized();
     h.commands.send(Command::StartIteration).unwrap();

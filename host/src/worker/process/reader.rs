@@ -187,10 +187,9 @@ impl Reader<'_> {
                     "an item batch whose frames do not match its count",
                 ));
             }
-            if !self
-                .credit
-                .taken(u64::from(batch.count), batch.frames.len() as u64)
-            {
+            // A skipped pass's progress report costs one item.
+            let items = u64::from(batch.count.max(1));
+            if !self.credit.taken(items, batch.frames.len() as u64) {
                 // A worker honours the caller's back-pressure; one that
                 // streams on regardless would fill the caller's memory.
                 return Err(invalid_data("more items than its caller had room for"));
