@@ -82,36 +82,55 @@ impl Engine {
             )
         };
         let mut file = std::fs::File::open(path).map_err(failed)?;
-        // With a compile cache, a regular file seen before is found by its
-        // identity and not read at all (only its first bytes, to check what
-        // it is); it is kept open, so that a compilation needed later (for
-        // fuel metering) reads this very file.
-        let identity = file
-            .metadata()
-            .ok()
-            .filter(|meta| meta.is_file())
-            .and_then(|meta| crate::cache::Identity::of(&meta));
-        let (head, source) = match identity {
-            Some(identity) if self.core.has_cache() => {
-                let mut head = Vec::with_capacity(8);
-                std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 8), &mut head)
-                    .map_err(failed)?;
-                let source = crate::cache::Source::File {
-                    file: Arc::new(file),
-                    path: path.to_owned(),
-                    identity,
-                };
-                (head, source)
+        let meta = file.metadata().map_err(failed)?;
+        // Never more than the load memory: a component larger than that
+        // cannot be compiled within it, and the caller reads no more.
+        let memory = self.core.load_memory();
+        let too_large = |len: u64| {
+            Error::new(
+                ErrorKind::LoadLimit,
+                format!(
+                    "plugin `{}` is {} MiB, more than its load memory of {} MiB can compile; \
+                     raise it with `--load-memory MIB` (`EngineBuilder::load_memory`)",
+                    cut_text(&path.display().to_string(), ECHO),
+                    len.div_ceil(1 << 20),
+                    memory >> 20
+                ),
+            )
+        };
+        if meta.is_file() && meta.len() > memory {
+            return Err(too_large(meta.len()));
+        }
+        // With a compile cache, a regular file is read in chunks for its
+        // fingerprint, never held whole, and found by it; it is kept open,
+        // so that a compilation needed later (for fuel metering) reads this
+        // very file, and must find the same contents.
+        let (head, source) = if meta.is_file() && self.core.has_cache() {
+            let mut head = Vec::with_capacity(8);
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 8), &mut head)
+                .map_err(failed)?;
+            let fingerprint = crate::cache::Fingerprint::of(&file).map_err(failed)?;
+            if fingerprint.len > memory {
+                return Err(too_large(fingerprint.len));
             }
-            _ => {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut file, &mut bytes).map_err(failed)?;
-                let bytes: Arc<[u8]> = bytes.into();
-                (
-                    bytes[..bytes.len().min(8)].to_vec(),
-                    crate::cache::Source::Bytes(bytes),
-                )
+            let source = crate::cache::Source::File {
+                file: Arc::new(file),
+                path: path.to_owned(),
+                fingerprint,
+            };
+            (head, source)
+        } else {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, memory + 1), &mut bytes)
+                .map_err(failed)?;
+            if bytes.len() as u64 > memory {
+                return Err(too_large(bytes.len() as u64));
             }
+            let bytes: Arc<[u8]> = bytes.into();
+            (
+                bytes[..bytes.len().min(8)].to_vec(),
+                crate::cache::Source::Bytes(bytes),
+            )
         };
         let name = path.file_stem().map_or_else(
             || path.display().to_string(),

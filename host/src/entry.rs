@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::guest::Linked;
 use crate::loader::EngineCore;
 use crate::program;
-use crate::worker::process::{WORKER_ARG, child};
+use crate::worker::process::{WORKER_ARG, child, confine};
 
 /// Runs this process as a sandgen worker process when it was started as one
 /// (its first argument is sandgen's worker marker), and then exits; returns
@@ -51,8 +51,9 @@ pub fn run_worker_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) 
     match args.next() {
         Some(arg) if arg == WORKER_ARG => Some(child::serve(&load_compiled)),
         Some(arg) if arg == COMPILE_ARG => {
+            confine::close_inherited();
             let rest: Vec<_> = args.collect();
-            Some(compile::child_main(&rest))
+            Some(compile::child_main(&rest, &confine::confine_compiler))
         }
         _ => None,
     }

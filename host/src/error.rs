@@ -40,7 +40,10 @@ pub enum ErrorKind {
     /// The guest hit its memory limit: it trapped, or reported an error
     /// (Python's `MemoryError`, JavaScript's "out of memory", a failed
     /// `try_reserve`), after the limit refused it memory in the same call.
-    /// [`Error::plugin_message`] then holds the plugin's own words.
+    /// [`Error::plugin_message`] then holds the plugin's own words. Also
+    /// the guest's other bounded holdings: more core instances, memories or
+    /// tables than a store holds, or more than 256 WASI handles (open files,
+    /// streams) at once.
     MemoryLimit,
     /// The guest used up its fuel budget.
     FuelExhausted,

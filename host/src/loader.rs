@@ -173,6 +173,12 @@ impl EngineCore {
         })
     }
 
+    /// The most memory compiling a plugin may take, which also bounds the
+    /// size of a plugin file.
+    pub(crate) fn load_memory(&self) -> u64 {
+        self.load.memory
+    }
+
     /// Whether plugin files are found through the compile cache (and read
     /// only when they must be compiled).
     pub(crate) fn has_cache(&self) -> bool {
@@ -343,14 +349,17 @@ impl PluginCore {
         let slot = if fuel { &self.fueled } else { &self.plain };
         slot.get_or_init(|| {
             let backend = self.engine.backends.get(fuel)?;
-            let compile = |bytes: &[u8]| {
+            let compile = |source: &Source| {
                 let started = Instant::now();
                 let artifact = match self.engine.compiler() {
                     Some(program) => {
-                        compile::in_child(&program, fuel, &self.origin, bytes, self.engine.load)
+                        let feed = |sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| {
+                            source.stream(sink)
+                        };
+                        compile::in_child(&program, fuel, &self.origin, &feed, self.engine.load)
                             .map(Artifact::Serialized)
                     }
-                    None => compile::in_process(&backend.engine, &self.origin, bytes)
+                    None => compile::in_process(&backend.engine, &self.origin, &source.bytes()?)
                         .map(Artifact::Component),
                 };
                 *self.compiling.lock().unwrap_or_else(|e| e.into_inner()) += started.elapsed();
@@ -362,9 +371,7 @@ impl PluginCore {
                     (compiled.component, compiled.entry)
                 }
                 None => (
-                    compile(&self.source.bytes()?)?
-                        .into_component(&backend.engine)?
-                        .0,
+                    compile(&self.source)?.into_component(&backend.engine)?.0,
                     None,
                 ),
             };

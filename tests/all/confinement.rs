@@ -43,6 +43,19 @@ fn a_worker_process_in_a_pass_is_confined() {
     let python = plugin(crate::util::artifacts::FIXTURE_PYTHON)
         .generator("spin")
         .encoding(sandgen::Encoding::Json);
+    // A file of this test's left open across `exec`, as a careless caller
+    // leaves a secret: no worker holds it.
+    let secret_path = crate::util::temp_dir("confined-secret").join("secret.txt");
+    std::fs::write(&secret_path, "secret").unwrap();
+    let secret = std::fs::File::open(&secret_path).unwrap();
+    // SAFETY: fcntl on a descriptor this test owns.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&secret), libc::F_SETFD, 0) };
+    let secret_path = secret_path.canonicalize().unwrap();
+    // Whether this test may empty a bounding set (CAP_SETPCAP, as root).
+    let privileged = u64::from_str_radix(&proc_line(std::process::id(), "status", "CapEff:"), 16)
+        .unwrap()
+        & (1 << 8)
+        != 0;
     for (builder, first_item) in [(rust, true), (python, false)] {
         let iterable = builder
             .isolation(Isolation::Process)
@@ -59,6 +72,20 @@ fn a_worker_process_in_a_pass_is_confined() {
         assert_eq!(proc_line(pid, "status", "Seccomp:"), "2");
         assert_eq!(proc_line(pid, "limits", "Max core file size"), "0 0 bytes");
         assert_eq!(proc_line(pid, "limits", "Max open files"), "256 256 files");
+        for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+            assert_eq!(proc_line(pid, "status", set), "0000000000000000", "{set}");
+        }
+        if privileged {
+            assert_eq!(proc_line(pid, "status", "CapBnd:"), "0000000000000000");
+        }
+        let held: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .collect();
+        assert!(
+            !held.contains(&secret_path),
+            "the worker holds its caller's file: {held:?}"
+        );
         drop(pass);
     }
 }
@@ -102,6 +129,23 @@ fn an_escaped_guest_reads_only_granted_directories() {
         assert!(
             stderr.contains(&format!("probe open:{path}: {words}")),
             "{path}: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n1\n");
+    }
+}
+
+/// An escaped guest cannot reach past its own process with the calls it is
+/// allowed: `prlimit64` on another process and `prctl` with an option beyond
+/// thread names (making itself dumpable again) fail with EPERM.
+#[test]
+fn an_escaped_guest_cannot_change_other_processes_or_its_own_confinement() {
+    for what in ["prlimit-other", "prctl-dumpable"] {
+        let output = probe(what, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("probe {what}: refused: Operation not permitted")),
+            "{what}: {stderr}"
         );
         assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n1\n");
     }

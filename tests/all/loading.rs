@@ -238,27 +238,32 @@ fn a_generator_name_with_a_nul_is_an_unknown_generator() {
     assert_error(&error, ErrorKind::CreateFailed, "has no generator named");
 }
 
+/// An engine with its compile cache in `dir/cache`.
+fn engine_caching_in(dir: &std::path::Path) -> sandgen::Engine {
+    sandgen::Engine::builder()
+        .cache_dir(dir.join("cache"))
+        .build()
+        .unwrap()
+}
+
+/// The description of the SPDL fixture's `blocks` generator, which the
+/// rewrite tests change by one byte.
+fn description(plugin: &sandgen::Plugin) -> String {
+    let generators = plugin.generators().unwrap();
+    let blocks = generators.iter().find(|g| g.name == "blocks").unwrap();
+    blocks.description.clone()
+}
+
 /// A plugin file rewritten in place with other contents of the same size,
 /// its modification time set back, is read and compiled afresh, never
-/// served the old compilation (the cache finds plugin files by identity,
-/// and writing moved the file's change time; `cache.rs` tests that a known
-/// file is not read).
+/// served the old compilation (the cache finds plugin files by a hash of
+/// their contents, taken at every load).
 #[test]
 fn a_plugin_rewritten_in_place_is_loaded_afresh() {
     let _watch = crate::util::watchdog("loading::a_plugin_rewritten_in_place_is_loaded_afresh");
     let dir = crate::util::temp_dir("rewritten-plugin");
     let path = dir.join("plugin.wasm");
-    let engine = || {
-        sandgen::Engine::builder()
-            .cache_dir(dir.join("cache"))
-            .build()
-            .unwrap()
-    };
-    let description = |plugin: &sandgen::Plugin| {
-        let generators = plugin.generators().unwrap();
-        let blocks = generators.iter().find(|g| g.name == "blocks").unwrap();
-        blocks.description.clone()
-    };
+    let engine = || engine_caching_in(&dir);
     let original = std::fs::read(artifacts::FIXTURE_SPDL).unwrap();
     std::fs::write(&path, &original).unwrap();
     let first = engine().load(&path).unwrap();
@@ -289,6 +294,74 @@ fn a_plugin_rewritten_in_place_is_loaded_afresh() {
     );
     // The first plugin still runs what it loaded.
     assert!(description(&first).contains("each byte 7,"));
+}
+
+/// A plugin file rewritten through a shared writable mapping whose pages
+/// were already dirty changes no timestamp (no new page fault stamps it):
+/// nothing about the file but its contents tells the rewrite. The next load
+/// runs the new contents all the same, never the old compilation.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_plugin_rewritten_through_a_shared_mapping_is_loaded_afresh() {
+    let _watch = crate::util::watchdog(
+        "loading::a_plugin_rewritten_through_a_shared_mapping_is_loaded_afresh",
+    );
+    let dir = crate::util::temp_dir("mapped-plugin");
+    let path = dir.join("plugin.wasm");
+    let engine = || engine_caching_in(&dir);
+    let original = std::fs::read(artifacts::FIXTURE_SPDL).unwrap();
+    std::fs::write(&path, &original).unwrap();
+    let at = original
+        .windows(11)
+        .position(|w| w == b"each byte 7")
+        .expect("the description is in the component")
+        + 10;
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: a shared mapping of a file this test alone uses, of its
+    // length, unmapped below; written only within it.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            original.len(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let byte = map.cast::<u8>().wrapping_add(at);
+    // Dirty the page that will change: its write fault stamps the times now.
+    // SAFETY: within the mapping.
+    unsafe { byte.write_volatile(byte.read_volatile()) };
+    // Past the time after which the cache once trusted a file's identity.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let stat = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.ino(), meta.len(), meta.mtime_nsec(), meta.ctime_nsec())
+    };
+    let first = engine().load(&path).unwrap();
+    assert!(description(&first).contains("each byte 7,"));
+    let before = stat(&path);
+    // SAFETY: within the mapping.
+    unsafe { byte.write_volatile(b'8') };
+    eprintln!(
+        "the file's (inode, size, mtime ns, ctime ns) {before:?} before the write, {:?} after",
+        stat(&path)
+    );
+    let second = engine().load(&path).unwrap();
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { libc::munmap(map, original.len()) };
+    assert!(
+        description(&second).contains("each byte 8,"),
+        "the old compilation was served: {}",
+        description(&second)
+    );
 }
 
 /// `Engine::new` works with its defaults (the cache from the environment).

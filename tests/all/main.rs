@@ -9,6 +9,7 @@ mod architecture;
 mod batches;
 mod cache;
 mod cli;
+mod compiling;
 mod confinement;
 mod conformance;
 mod epochs;

@@ -397,6 +397,29 @@ fn granted_directories_cannot_be_escaped_or_changed() {
     assert!(granted.join("dirlink").is_symlink());
 }
 
+/// A guest in thread isolation holds at most 256 WASI handles at once, so
+/// that a plugin given one directory cannot take its caller's file
+/// descriptors (it once opened 19,993 of 20,000): past them it fails with
+/// `MemoryLimit`, saying so, and its files are closed with it.
+#[test]
+fn a_guest_cannot_take_the_callers_file_descriptors() {
+    let _watch = crate::util::watchdog("sandbox::a_guest_cannot_take_the_callers_file_descriptors");
+    let root = grants_tree("handles");
+    let hold = |n: usize| {
+        probing("fs")
+            .isolation(sandgen::Isolation::Thread)
+            .dir(root.join("granted"), "/data")
+            .args(&[format!("hold {n} /data/inside.txt")])
+    };
+    assert_eq!(outcomes(hold(200)), ["hold 200 /data/inside.txt: ok 200"]);
+    let error = pass_error::<String>(&hold(20_000).build().unwrap());
+    assert_error(
+        &error,
+        sandgen::ErrorKind::MemoryLimit,
+        "needs more than 256 WASI handles at once",
+    );
+}
+
 both_isolations!(udp_is_refused);
 /// No UDP either: binding a socket fails, and nothing reaches a listener.
 fn udp_is_refused() {

@@ -5,14 +5,16 @@ the worker processes of `isolation="process"`."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import sandgen
-from conftest import ROOT, guest
+from conftest import ROOT, guest, process_state
 
 # The command pip put beside this interpreter, and the workspace's binary.
 COMMAND = Path(sys.executable).parent / "sandgen"
@@ -68,3 +70,57 @@ def test_without_the_program_workers_are_this_interpreter(
         assert list(it) == [0, 1, 2]
         exe = Path(os.readlink(f"/proc/{it.worker_pid}/exe"))
         assert exe == Path(sys.executable).resolve()
+
+
+def test_a_compiling_process_dies_with_the_interpreter(tmp_path: Path) -> None:
+    """An interpreter killed (`kill -9`) while a plugin compiles takes its
+    compiling process with it at once, though the load timeout is far away
+    (the compilation would go on for seconds more)."""
+    code = "import sys, sandgen; sandgen.load(sys.argv[1], cache_dir=sys.argv[2], load_timeout=100)"
+    python = subprocess.Popen(
+        [sys.executable, "-c", code, guest("FIXTURE_PYTHON"), str(tmp_path / "cache")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        child = _child_running(python.pid, "__sandgen-compile", deadline=60)
+        # Confined once it has read the component: compiling from then on.
+        until = time.monotonic() + 60
+        while _status(child, "Seccomp:") != "2":
+            assert time.monotonic() < until, "the compiling process never started compiling"
+            time.sleep(0.02)
+        python.kill()
+        python.wait(timeout=30)
+        until = time.monotonic() + 2
+        while process_state(child) not in (None, "Z"):
+            if time.monotonic() > until:
+                os.kill(child, signal.SIGKILL)
+                pytest.fail(f"the compiling process {child} outlived the interpreter")
+            time.sleep(0.02)
+    finally:
+        python.kill()
+        python.wait(timeout=30)
+
+
+def _status(pid: int, name: str) -> str | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return next((x.split()[1] for x in status.splitlines() if x.startswith(name)), None)
+
+
+def _child_running(parent: int, word: str, deadline: float) -> int:
+    """The child of `parent` whose command line holds `word`."""
+    until = time.monotonic() + deadline
+    while True:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or _status(int(entry.name), "PPid:") != str(parent):
+                continue
+            try:
+                if word in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    return int(entry.name)
+            except FileNotFoundError:
+                continue
+        assert time.monotonic() < until, f"no child of {parent} running {word}"
+        time.sleep(0.02)

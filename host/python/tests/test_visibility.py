@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,46 @@ def test_skipped_passes_move_the_plugin_on(spdl: sandgen.Plugin, isolation: str)
         for bad in (-1, 1.5, True):
             with pytest.raises(sandgen.InvalidInputError, match="count"):
                 it.skip_passes(bad)  # type: ignore[arg-type]
+
+
+def test_lines_waiting_for_the_caller_are_bounded_by_bytes_and_counted() -> None:
+    """A guest that prints 8 MiB while its caller reads no items: at most
+    4 MiB of its lines wait for the caller (the rest are dropped and
+    counted in one message), and every line is either handed on or counted."""
+    probe = sandgen.load(guest("FIXTURE_PROBE"))
+    lines: list[str] = []
+    line = "y" * 1023
+    times = 8192
+    args = {"stream": "stdout", "bytes": list((line + "\n").encode()), "times": times, "items": 1}
+    with probe.iterable(
+        "write", args, isolation="process", on_output=lambda *x: lines.append(x[2])
+    ) as it:
+        before = _read()
+        pass_ = iter(it)
+        started = len(lines)
+        # The caller's thread stays out of sandgen until the worker's lines
+        # have all been read from its pipe by the caller's reader thread
+        # (this process's read count, from /proc), so none is handed on
+        # meanwhile.
+        deadline = time.monotonic() + 60
+        while _read() - before < times * len(line):
+            assert time.monotonic() < deadline, "the worker did not write its lines"
+            time.sleep(0.01)
+        assert list(pass_) == [0]
+    note = [i for i, text in enumerate(lines) if text.startswith("sandgen: ")]
+    assert len(note) == 1, lines[-3:]
+    dropped = int(lines[note[0]].split()[1])
+    assert lines[note[0]] == (
+        f"sandgen: {dropped} more output line(s) of the plugin were dropped: more than "
+        "10000 lines or 4194304 bytes were waiting while no items were read"
+    )
+    waited = lines[started : note[0]]
+    assert 0 < sum(len(text) for text in waited) <= 4 << 20
+    assert all(text == line for i, text in enumerate(lines) if i != note[0])
+    assert len(lines) - 1 + dropped == times
+
+
+def _read() -> int:
+    """The bytes this process has read so far (`rchar` of /proc/self/io)."""
+    io = Path("/proc/self/io").read_text()
+    return int(next(x for x in io.splitlines() if x.startswith("rchar:")).split()[1])

@@ -1,5 +1,5 @@
 //! The on-disk cache of compiled components: the cache itself (this
-//! file), the plugin files it finds by identity (`source.rs`), the format
+//! file), the plugin files it finds by their contents (`source.rs`), the format
 //! of its records (`record.rs`) and the trust it places in its directory
 //! (`trust.rs`).
 //!
@@ -20,12 +20,16 @@
 //!   loaded. A file that looks unchanged is not read at all: it is mapped,
 //!   and paged in as the code runs, so even a large entry loads at once
 //!   (BENCHMARKS.md "Start-up");
-//! - a plugin file is found without hashing it: a source record
-//!   (`<id>.source`) maps the file's identity (device, inode, size,
-//!   modification and change time, with the engine's settings) to its key.
-//!   Changing a file's contents always changes its change time, which no
-//!   user can set back, so a plugin rewritten in place, even with the same
-//!   size and modification time, is hashed (and compiled) afresh;
+//! - a plugin file is found by its contents: every load reads all of it (in
+//!   chunks) for its [`Fingerprint`], an XXH3-128 of its bytes, and a
+//!   source record (`<id>.source`, named by that fingerprint and the
+//!   engine's settings) maps it to its key, with the fingerprint sealed in
+//!   the record, so that a record copied over another's is refused. No
+//!   timestamp is trusted for a plugin file: bytes written through a shared
+//!   writable mapping change none. XXH3 is not a cryptographic hash, and
+//!   need not be: someone who makes a file collide with another plugin's
+//!   fingerprint gets that other plugin's compiled code run, which they
+//!   could as well have by copying its bytes (SECURITY.md);
 //! - the directory and every file must be the user's own and writable by
 //!   nobody else, and none may be a symbolic link; otherwise sandgen warns
 //!   once and compiles in memory. The directory is created private to the
@@ -56,27 +60,27 @@ use wasmtime::component::Component;
 use crate::cache::record::{
     CHECK_MAGIC, SOURCE_MAGIC, check_record, read_record, read_source_record, source_record,
 };
-pub(crate) use crate::cache::source::{Identity, SETTLED, Source};
-use crate::cache::source::{read_from_start, settled};
+use crate::cache::source::read_from_start;
+pub(crate) use crate::cache::source::{Fingerprint, Identity, Source};
 use crate::cache::trust::{create_private_dir, open_entry_file, trusted, warn_once};
 use crate::compile::Artifact;
 use crate::error::{Error, ErrorKind};
 
 /// Part of every key: a new layout of the cache changes every key.
-const MAGIC: &[u8; 16] = b"sandgen-cwasm-3\n";
+const MAGIC: &[u8; 16] = b"sandgen-cwasm-4\n";
 
 /// Where compiled components are kept.
 #[derive(Clone, Debug)]
 pub(crate) struct Cache {
     dir: PathBuf,
-    /// How long after its last change a plugin file is found by its
-    /// identity ([`SETTLED`]; shorter in tests).
-    settled_after: std::time::Duration,
 }
 
 /// What a compiled component is bound to: the SHA-256 of the component's
-/// bytes, sandgen's version and the engine's settings.
+/// bytes (its [`Digest`]), sandgen's version and the engine's settings.
 pub(crate) type Key = [u8; 32];
+
+/// The SHA-256 of a component's bytes.
+pub(crate) type ContentDigest = [u8; 32];
 
 /// An entry of the cache: its compiled file and the key it must carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,10 +119,7 @@ pub(crate) struct Compiled {
 
 impl Cache {
     pub(crate) fn new(dir: PathBuf) -> Cache {
-        Cache {
-            dir,
-            settled_after: SETTLED,
-        }
+        Cache { dir }
     }
 
     /// The compiled component of `source`, from the cache when a valid
@@ -130,23 +131,25 @@ impl Cache {
         &self,
         engine: &wasmtime::Engine,
         source: &Source,
-        compile: impl FnOnce(&[u8]) -> Result<Artifact, Error>,
+        compile: impl FnOnce(&Source) -> Result<Artifact, Error>,
     ) -> Result<Compiled, Error> {
         if let Err(why) = self.usable() {
             warn_once(&self.dir, &why);
             return Ok(Compiled {
-                component: compile(&source.bytes()?)?.into_component(engine)?.0,
+                component: compile(source)?.into_component(engine)?.0,
                 entry: None,
             });
         }
-        // A file whose identity was seen before needs no reading at all.
+        // A file whose contents were seen before needs no hashing.
         let record = match source {
-            Source::File { identity, .. } => Some(self.source_record(engine, identity)),
+            Source::File { fingerprint, .. } => {
+                Some((self.source_record(engine, fingerprint), *fingerprint))
+            }
             Source::Bytes(_) => None,
         };
         let known = record
             .as_ref()
-            .and_then(|record| read_source_record(record));
+            .and_then(|(path, fingerprint)| read_source_record(path, fingerprint));
         if let Some(key) = known
             && let Ok(component) = load(engine, &self.entry(key))
         {
@@ -155,15 +158,12 @@ impl Cache {
                 entry: Some(self.entry(key)),
             });
         }
-        // Read (and hashed) when its key is not known or its entry unusable.
-        let bytes = source.bytes()?;
-        let key = key(engine, &bytes);
+        // Hashed when its key is not known or its entry unusable.
+        let key = key(engine, &digest(source)?);
         let entry = self.entry(key);
         let remember = |cache: &Cache| {
-            if let (Some(record), Source::File { identity, .. }) = (&record, source)
-                && settled(identity, cache.settled_after)
-            {
-                let _ = cache.write_private(record, &source_record(&key), None);
+            if let Some((path, fingerprint)) = &record {
+                let _ = cache.write_private(path, &source_record(fingerprint, &key), None);
             }
         };
         if let Ok(component) = load(engine, &entry) {
@@ -173,7 +173,7 @@ impl Cache {
                 entry: Some(entry),
             });
         }
-        let (component, serialized) = compile(&bytes)?.into_component(engine)?;
+        let (component, serialized) = compile(source)?.into_component(engine)?;
         let stored = serialized
             .or_else(|| component.serialize().ok())
             .and_then(|payload| self.store(engine, &entry, &payload).ok());
@@ -200,15 +200,15 @@ impl Cache {
         }
     }
 
-    /// Where the key of a plugin file with `identity` is recorded, for this
-    /// engine's settings.
-    fn source_record(&self, engine: &wasmtime::Engine, identity: &Identity) -> PathBuf {
+    /// Where the key of a plugin file with `fingerprint` is recorded, for
+    /// this engine's settings.
+    fn source_record(&self, engine: &wasmtime::Engine, fingerprint: &Fingerprint) -> PathBuf {
         let mut hasher = Sha256::new();
         hasher.update(SOURCE_MAGIC);
         hasher.update(MAGIC);
         hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
         hasher.update(settings(engine));
-        hasher.update(identity.to_bytes());
+        hasher.update(fingerprint.to_bytes());
         let id: [u8; 32] = hasher.finalize().into();
         self.dir.join(format!("{}.source", hex(&id)))
     }
@@ -416,13 +416,23 @@ fn settings(engine: &wasmtime::Engine) -> [u8; 8] {
 }
 
 /// The cache key: what the compiled code depends on.
-fn key(engine: &wasmtime::Engine, bytes: &[u8]) -> Key {
+fn key(engine: &wasmtime::Engine, digest: &ContentDigest) -> Key {
     let mut hasher = Sha256::new();
     hasher.update(MAGIC);
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
     hasher.update(settings(engine));
-    hasher.update(bytes);
+    hasher.update(digest);
     hasher.finalize().into()
+}
+
+/// The SHA-256 of a component's bytes, read in chunks.
+pub(crate) fn digest(source: &Source) -> Result<ContentDigest, Error> {
+    let mut hasher = Sha256::new();
+    source.stream(&mut |chunk| {
+        hasher.update(chunk);
+        Ok(())
+    })?;
+    Ok(hasher.finalize().into())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -8,12 +8,12 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::cache::trust::{open_entry_file, trusted};
-use crate::cache::{Identity, Key};
+use crate::cache::{Fingerprint, Identity, Key};
 
 /// Opens a check file.
 pub(super) const CHECK_MAGIC: &[u8; 16] = b"sandgen-check-1\n";
 /// Opens a source record.
-pub(super) const SOURCE_MAGIC: &[u8; 16] = b"sandgen-source1\n";
+pub(super) const SOURCE_MAGIC: &[u8; 16] = b"sandgen-source2\n";
 
 /// A check file: the magic, the entry's key, the SHA-256 of its compiled
 /// file, what that file looked like when it was verified, and a SHA-256 of
@@ -28,9 +28,13 @@ pub(super) fn check_record(key: &Key, digest: &[u8; 32], identity: Option<Identi
     record
 }
 
-/// A source record: the magic, the key, and a SHA-256 of both.
-pub(super) fn source_record(key: &Key) -> Vec<u8> {
+/// A source record: the magic, the fingerprint of the plugin file's
+/// contents, the key of the component they are, and a SHA-256 of these.
+/// The fingerprint sealed in it binds it to those contents: a record copied
+/// over another file's record is refused.
+pub(super) fn source_record(fingerprint: &Fingerprint, key: &Key) -> Vec<u8> {
     let mut record = SOURCE_MAGIC.to_vec();
+    record.extend_from_slice(&fingerprint.to_bytes());
     record.extend_from_slice(key);
     let seal: [u8; 32] = Sha256::digest(&record).into();
     record.extend_from_slice(&seal);
@@ -55,9 +59,10 @@ pub(super) fn read_record(path: &Path, magic: &[u8; 16], len: usize) -> Option<V
     (fields.starts_with(magic) && seal == sealed).then(|| fields[16..].to_vec())
 }
 
-/// The key a source record holds, if it is intact.
-pub(super) fn read_source_record(path: &Path) -> Option<Key> {
-    read_record(path, SOURCE_MAGIC, 16 + 32 + 32)?
-        .try_into()
-        .ok()
+/// The key a source record holds, if it is intact and made for contents
+/// with `fingerprint`.
+pub(super) fn read_source_record(path: &Path, fingerprint: &Fingerprint) -> Option<Key> {
+    let fields = read_record(path, SOURCE_MAGIC, 16 + 24 + 32 + 32)?;
+    let (recorded, key) = fields.split_at(24);
+    (recorded == fingerprint.to_bytes()).then(|| key.try_into().ok())?
 }

@@ -1,5 +1,8 @@
-//! Plugin files as the cache finds them: by their identity (what a file
-//! looks like from outside), read only when they must be compiled.
+//! Plugin files as the cache finds them: by their contents, read in chunks
+//! (never held whole by the caller) at every load to take their
+//! [`Fingerprint`], and again when they must be hashed or compiled; and the
+//! [`Identity`] of the cache's own files (what a file looks like from
+//! outside), by which an entry already verified is known.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -8,7 +11,9 @@ use crate::error::{Error, ErrorKind};
 use crate::text::{ECHO, cut_text};
 
 /// What a file looks like from outside: where it is, how large, and when
-/// it last changed. Writing a file's contents changes its change time.
+/// it last changed. Used for the cache's own files, which only the cache
+/// writes (never in place) and only their owner can write: never for plugin
+/// files, whose contents can change with no change to their metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Identity([u64; 7]);
 
@@ -52,8 +57,155 @@ impl Identity {
     }
 }
 
-/// A plugin's component: its bytes, or a file read only when it must be
-/// compiled.
+/// What a plugin file held when it was loaded: its length and a hash of
+/// its bytes, taken by reading all of it at every load. Nothing about a
+/// file's metadata can stand for its contents: bytes written through a
+/// shared writable mapping whose pages were already dirty change no
+/// timestamp at all.
+///
+/// The hash is an XXH3-128 of the XXH3-128s of the file's blocks of
+/// [`BLOCK`] bytes (1 MiB), so that the blocks can be read and hashed on several
+/// threads at once; it does not depend on how many there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub(crate) len: u64,
+    pub(crate) hash: u128,
+}
+
+/// The blocks a [`Fingerprint`] hashes one by one.
+pub(crate) const BLOCK: u64 = 1 << 20;
+
+impl Fingerprint {
+    /// Reads all of `file` (in chunks of 256 KiB per thread: the caller
+    /// never holds it whole), its blocks shared among up to 4 threads.
+    pub(crate) fn of(file: &File) -> std::io::Result<Fingerprint> {
+        let len = file.metadata()?.len();
+        let blocks = len.div_ceil(BLOCK).max(1);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() as u64)
+            .clamp(1, 4)
+            .min(blocks);
+        let hashes: Vec<std::io::Result<Vec<(u128, u64)>>> = if threads == 1 {
+            vec![hash_blocks(file, 0..blocks)]
+        } else {
+            let per = blocks.div_ceil(threads);
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let range = t * per..((t + 1) * per).min(blocks);
+                        scope.spawn(move || hash_blocks(file, range))
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|run| {
+                        run.join().unwrap_or_else(|_| {
+                            Err(std::io::Error::other("a hashing thread failed"))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut all = xxhash_rust::xxh3::Xxh3::new();
+        let mut read = 0;
+        for hashes in hashes {
+            for (hash, block_len) in hashes? {
+                all.update(&hash.to_le_bytes());
+                read += block_len;
+            }
+        }
+        // A file that grew or shrank meanwhile was not read as one.
+        if file.metadata()?.len() != read {
+            return Err(std::io::Error::other(
+                "it changed while it was read; load it again",
+            ));
+        }
+        Ok(Fingerprint {
+            len: read,
+            hash: all.digest128(),
+        })
+    }
+
+    pub(crate) fn to_bytes(self) -> [u8; 24] {
+        let mut bytes = [0; 24];
+        bytes[..8].copy_from_slice(&self.len.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.hash.to_le_bytes());
+        bytes
+    }
+}
+
+/// A [`Fingerprint`] taken of bytes fed in order, in chunks of any size.
+pub(crate) struct FingerprintHasher {
+    all: xxhash_rust::xxh3::Xxh3,
+    block: xxhash_rust::xxh3::Xxh3,
+    in_block: u64,
+    len: u64,
+}
+
+impl FingerprintHasher {
+    pub(crate) fn new() -> FingerprintHasher {
+        FingerprintHasher {
+            all: xxhash_rust::xxh3::Xxh3::new(),
+            block: xxhash_rust::xxh3::Xxh3::new(),
+            in_block: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (BLOCK - self.in_block).min(bytes.len() as u64) as usize;
+            self.block.update(&bytes[..take]);
+            self.in_block += take as u64;
+            self.len += take as u64;
+            bytes = &bytes[take..];
+            if self.in_block == BLOCK {
+                self.all.update(&self.block.digest128().to_le_bytes());
+                self.block.reset();
+                self.in_block = 0;
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Fingerprint {
+        // The last, partial block (and the one block of an empty file).
+        if self.in_block > 0 || self.len == 0 {
+            self.all.update(&self.block.digest128().to_le_bytes());
+        }
+        Fingerprint {
+            len: self.len,
+            hash: self.all.digest128(),
+        }
+    }
+}
+
+/// The XXH3-128 and length of each block of `file` in `blocks`.
+fn hash_blocks(file: &File, blocks: std::ops::Range<u64>) -> std::io::Result<Vec<(u128, u64)>> {
+    // Small enough to stay in the core's cache between the read and the hash.
+    let mut buf = vec![0; 256 << 10];
+    let mut hashes = Vec::with_capacity(blocks.clone().count());
+    for block in blocks {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let start = block * BLOCK;
+        let mut at = start;
+        loop {
+            let want = (start + BLOCK - at).min(buf.len() as u64) as usize;
+            if want == 0 {
+                break;
+            }
+            let n = read_at(file, &mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        hashes.push((hasher.digest128(), at - start));
+    }
+    Ok(hashes)
+}
+
+/// A plugin's component: its bytes, or a file read again (in chunks) each
+/// time it must be hashed or compiled.
 pub(crate) enum Source {
     Bytes(std::sync::Arc<[u8]>),
     File {
@@ -62,22 +214,39 @@ pub(crate) enum Source {
         /// since is not taken for it.
         file: std::sync::Arc<File>,
         path: PathBuf,
-        /// What the file looked like when it was loaded.
-        identity: Identity,
+        /// What the file held when it was loaded.
+        fingerprint: Fingerprint,
     },
 }
 
 impl Source {
-    /// The component's bytes: a file is read, and must still look as it did
-    /// when it was loaded (else it was written since, and what was loaded
-    /// is gone).
-    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+    /// The component's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
         match self {
-            Source::Bytes(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            Source::Bytes(bytes) => bytes.len() as u64,
+            Source::File { fingerprint, .. } => fingerprint.len,
+        }
+    }
+
+    /// Feeds the component's bytes to `sink`, in chunks. A file must still
+    /// hold what it held when it was loaded, else what was loaded is gone:
+    /// the error comes after the last chunk, so a sink must not act on what
+    /// it was fed before this returns `Ok`.
+    pub(crate) fn stream(
+        &self,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), Error> {
+        match self {
+            Source::Bytes(bytes) => sink(bytes).map_err(|e| {
+                Error::new(
+                    ErrorKind::Load,
+                    format!("failed to pass on the plugin's bytes: {e}"),
+                )
+            }),
             Source::File {
                 file,
                 path,
-                identity,
+                fingerprint,
             } => {
                 let failed = |why: String| {
                     Error::new(
@@ -88,17 +257,86 @@ impl Source {
                         ),
                     )
                 };
-                let mut bytes = Vec::new();
-                read_from_start(file, &mut bytes).map_err(|e| failed(e.to_string()))?;
-                let now = file.metadata().map_err(|e| failed(e.to_string()))?;
-                if Identity::of(&now) != Some(*identity) {
+                let mut hasher = FingerprintHasher::new();
+                read_chunks(file, &mut |chunk| {
+                    hasher.update(chunk);
+                    sink(chunk)
+                })
+                .map_err(|e| failed(e.to_string()))?;
+                if hasher.finish() != *fingerprint {
                     return Err(failed(
                         "it was written after it was loaded; load it again".into(),
                     ));
                 }
+                Ok(())
+            }
+        }
+    }
+
+    /// The component's bytes, in memory (to compile in this process).
+    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+        match self {
+            Source::Bytes(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            Source::File { .. } => {
+                let mut bytes = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+                self.stream(&mut |chunk| {
+                    bytes.extend_from_slice(chunk);
+                    Ok(())
+                })?;
                 Ok(std::borrow::Cow::Owned(bytes))
             }
         }
+    }
+}
+
+/// Feeds all of a file, from its start, to `sink` in chunks of at most 1 MiB;
+/// returns how many bytes it read.
+pub(crate) fn read_chunks(
+    file: &File,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = vec![0; 1 << 20];
+        let mut at = 0u64;
+        loop {
+            let n = match file.read_at(&mut buf, at) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(at);
+            }
+            sink(&buf[..n])?;
+            at += n as u64;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let mut bytes = Vec::new();
+        read_from_start(file, &mut bytes)?;
+        sink(&bytes)?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// Reads at `at` into `buf`, again when interrupted.
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    loop {
+        match std::os::unix::fs::FileExt::read_at(file, buf, at) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read as _, Seek as _};
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(at))?;
+        file.read(buf)
     }
 }
 
@@ -127,26 +365,4 @@ pub(super) fn read_from_start(file: &File, bytes: &mut Vec<u8>) -> std::io::Resu
         file.seek(std::io::SeekFrom::Start(0))?;
         file.read_to_end(bytes).map(drop)
     }
-}
-
-/// How long after its last change a plugin file's identity is trusted to
-/// stand for its contents. A file's change time comes from a clock that may
-/// advance only every few milliseconds (or whole seconds on some file
-/// systems), so a file written again within the same tick would keep its
-/// identity; one last changed longer ago than this cannot be written again
-/// unseen (the "racy git" rule). A file younger than this is hashed on
-/// every load.
-pub(crate) const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Whether a file with `identity` last changed at least `after` ago.
-pub(crate) fn settled(identity: &Identity, after: std::time::Duration) -> bool {
-    let [.., mtime, mtime_ns, ctime, ctime_ns] = identity.0;
-    let last = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            mtime.max(ctime),
-            if ctime >= mtime { ctime_ns } else { mtime_ns } as u32,
-        );
-    std::time::SystemTime::now()
-        .duration_since(last)
-        .is_ok_and(|age| age >= after)
 }

@@ -4,8 +4,10 @@ use super::*;
 const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
 /// Compiles the empty component in this process.
-fn compile(engine: &wasmtime::Engine) -> impl FnOnce(&[u8]) -> Result<Artifact, Error> {
-    move |bytes| crate::compile::in_process(engine, "empty", bytes).map(Artifact::Component)
+fn compile(engine: &wasmtime::Engine) -> impl FnOnce(&Source) -> Result<Artifact, Error> {
+    move |source| {
+        crate::compile::in_process(engine, "empty", &source.bytes()?).map(Artifact::Component)
+    }
 }
 
 /// Replaces a cache file by renaming a new one over it (as the cache
@@ -111,51 +113,53 @@ fn an_entry_is_verified_again_only_when_it_looks_changed() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A plugin file seen before (and settled: last changed long enough
-/// ago) is found by its identity without being read (here what would be
-/// read is an empty file); a file rewritten in place with the same size
-/// and modification time has another identity (its change time moved),
-/// so its new contents are compiled.
+/// The source of the plugin file at `path`, as `Engine::load` makes it.
+fn source_of(path: &Path) -> Source {
+    let file = File::open(path).unwrap();
+    let fingerprint = Fingerprint::of(&file).unwrap();
+    Source::File {
+        file: std::sync::Arc::new(file),
+        path: path.to_owned(),
+        fingerprint,
+    }
+}
+
+/// Two components of the same size: a custom section named `a` or `b`.
+fn with_section(name: u8) -> Vec<u8> {
+    [EMPTY_COMPONENT, &[0, 2, 1, name]].concat()
+}
+
+/// A plugin file seen before is found by its fingerprint, without being
+/// hashed or compiled again (here what would be read is an empty file); a
+/// file rewritten in place with the same size and modification time has
+/// another fingerprint, so its new contents are compiled.
 #[test]
-fn plugin_files_are_found_by_identity_and_rewrites_are_seen() {
+fn plugin_files_are_found_by_contents_and_rewrites_are_seen() {
     let engine = wasmtime::Engine::default();
     let dir = temp_dir("sources");
-    let mut cache = Cache::new(dir.clone());
-    cache.settled_after = std::time::Duration::ZERO;
+    let cache = Cache::new(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();
-    // Two components of the same size: a custom section named `a` or `b`.
     let plugin = dir.join("plugin.wasm");
-    let with_section = |name: u8| [EMPTY_COMPONENT, &[0, 2, 1, name]].concat();
     std::fs::write(&plugin, with_section(b'a')).unwrap();
-    let source_of = |path: &Path| {
-        let file = File::open(path).unwrap();
-        let identity = Identity::of(&file.metadata().unwrap()).unwrap();
-        Source::File {
-            file: std::sync::Arc::new(file),
-            path: path.to_owned(),
-            identity,
-        }
-    };
     let first = source_of(&plugin);
     let a = cache
         .load_or_compile(&engine, &first, compile(&engine))
         .unwrap()
         .entry
         .unwrap();
-    let Source::File { identity, .. } = first else {
+    let Source::File { fingerprint, .. } = first else {
         unreachable!()
     };
     std::fs::write(dir.join("empty"), b"").unwrap();
     let unread = Source::File {
         file: std::sync::Arc::new(File::open(dir.join("empty")).unwrap()),
         path: dir.join("no-such-file.wasm"),
-        identity,
+        fingerprint,
     };
     let compiled = cache.load_or_compile(&engine, &unread, |_| panic!("compiled"));
     assert_eq!(compiled.unwrap().entry, Some(a.clone()));
 
     let modified = std::fs::metadata(&plugin).unwrap().modified().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
     let mut file = File::options().write(true).open(&plugin).unwrap();
     file.write_all(&with_section(b'b')).unwrap();
     file.set_modified(modified).unwrap();
@@ -168,44 +172,50 @@ fn plugin_files_are_found_by_identity_and_rewrites_are_seen() {
         .entry
         .unwrap();
     assert_ne!(a, b, "the rewritten file was taken for the old one");
-    assert_eq!(b.key, key(&engine, &with_section(b'b')));
+    assert_eq!(
+        b.key,
+        key(&engine, &Sha256::digest(with_section(b'b')).into())
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A plugin file changed just now is not found by its identity: it
-/// could be written again within the same tick of the clock that stamps
-/// its change time. It is read (and hashed) on every load until it has
-/// settled.
+/// A source record is sealed to the contents it was made for: one plugin's
+/// record copied over another's is refused, and the other plugin gets its
+/// own compiled code.
 #[test]
-fn a_fresh_plugin_file_is_not_recorded() {
+fn a_source_record_copied_over_another_is_refused() {
     let engine = wasmtime::Engine::default();
-    let dir = temp_dir("fresh");
+    let dir = temp_dir("copied-record");
     let cache = Cache::new(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();
-    let plugin = dir.join("plugin.wasm");
-    std::fs::write(&plugin, EMPTY_COMPONENT).unwrap();
-    let file = File::open(&plugin).unwrap();
-    let identity = Identity::of(&file.metadata().unwrap()).unwrap();
-    let source = Source::File {
-        file: std::sync::Arc::new(file),
-        path: plugin,
-        identity,
+    let records = || -> std::collections::BTreeSet<PathBuf> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "source"))
+            .collect()
     };
-    assert!(!settled(&identity, SETTLED));
-    cache
-        .load_or_compile(&engine, &source, compile(&engine))
+    let mut entries = Vec::new();
+    let mut made = Vec::new();
+    for name in [b'a', b'b'] {
+        let plugin = dir.join(format!("{}.wasm", name as char));
+        std::fs::write(&plugin, with_section(name)).unwrap();
+        let before = records();
+        let compiled = cache
+            .load_or_compile(&engine, &source_of(&plugin), compile(&engine))
+            .unwrap();
+        entries.push(compiled.entry.unwrap());
+        let new: Vec<PathBuf> = records().difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "one record for {}", name as char);
+        made.push((plugin, new[0].clone()));
+    }
+    // A's record copied over B's.
+    std::fs::copy(&made[0].1, &made[1].1).unwrap();
+    let b = cache
+        .load_or_compile(&engine, &source_of(&made[1].0), compile(&engine))
         .unwrap();
-    let records = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "source")
-        })
-        .count();
-    assert_eq!(records, 0);
+    assert_eq!(b.entry.as_ref(), Some(&entries[1]), "B ran A's code");
+    assert_ne!(entries[0], entries[1]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -246,9 +256,11 @@ fn keys_depend_on_engine_settings_and_bytes() {
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true);
     let fueled = wasmtime::Engine::new(&config).unwrap();
-    assert_ne!(key(&plain, EMPTY_COMPONENT), key(&fueled, EMPTY_COMPONENT));
-    assert_ne!(key(&plain, EMPTY_COMPONENT), key(&plain, b"other"));
-    assert_eq!(key(&plain, EMPTY_COMPONENT), key(&plain, EMPTY_COMPONENT));
+    let digest = |bytes: &[u8]| -> ContentDigest { Sha256::digest(bytes).into() };
+    let empty = digest(EMPTY_COMPONENT);
+    assert_ne!(key(&plain, &empty), key(&fueled, &empty));
+    assert_ne!(key(&plain, &empty), key(&plain, &digest(b"other")));
+    assert_eq!(key(&plain, &empty), key(&plain, &empty));
 }
 
 #[test]
@@ -259,4 +271,36 @@ fn unwritable_cache_still_compiles() {
         .load_or_compile(&engine, &empty(), compile(&engine))
         .unwrap();
     assert!(compiled.entry.is_none());
+}
+
+/// A file's fingerprint is the same whether its blocks are hashed on
+/// several threads (`Fingerprint::of`) or its bytes fed in order (as a
+/// compilation reads them), at every size around the block's, and changes
+/// with any byte.
+#[test]
+fn a_fingerprint_is_the_same_however_the_file_is_read() {
+    let dir = temp_dir("fingerprints");
+    std::fs::create_dir_all(&dir).unwrap();
+    let block = super::source::BLOCK as usize;
+    for len in [0, 1, 4095, block - 1, block, block + 1, 3 * block + 5] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let path = dir.join(format!("{len}.bin"));
+        std::fs::write(&path, &bytes).unwrap();
+        let of = Fingerprint::of(&File::open(&path).unwrap()).unwrap();
+        for chunk in [1 << 20, 4093] {
+            let mut fed = super::source::FingerprintHasher::new();
+            for piece in bytes.chunks(chunk) {
+                fed.update(piece);
+            }
+            assert_eq!(fed.finish(), of, "{len} bytes in chunks of {chunk}");
+        }
+        assert_eq!(of.len, len as u64);
+        if len > 0 {
+            let mut changed = bytes.clone();
+            changed[len / 2] ^= 1;
+            std::fs::write(&path, &changed).unwrap();
+            assert_ne!(Fingerprint::of(&File::open(&path).unwrap()).unwrap(), of);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,6 +7,7 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use crate::error::{Error, ErrorKind};
 use crate::guest::output::{GuestOutput, summarize_stderr};
 use crate::guest::state::{HostState, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
+use crate::imports::wasi::MAX_HANDLES;
 use crate::text::{ECHO, cut_text};
 
 /// Why a guest call did not return.
@@ -183,6 +184,18 @@ fn trap_error(
             None => {
                 let cause = error.root_cause().to_string();
                 let cause = cause.lines().next().unwrap_or_default();
+                if out_of_handles(error) {
+                    return Error::new(
+                        ErrorKind::MemoryLimit,
+                        format!(
+                            "generator {generator} needs more than {MAX_HANDLES} WASI handles at once {phase} \
+                             (open files, directory streams, streams): a guest holds at most {MAX_HANDLES}, \
+                             so that it cannot use up its host's file descriptors; close files it no longer \
+                             needs{said}"
+                        ),
+                    )
+                    .with_guest_stderr(stderr);
+                }
                 match StoreCount::parse(cause) {
                     Some(count) => (
                         ErrorKind::MemoryLimit,
@@ -205,6 +218,17 @@ fn trap_error(
     Error::new(kind, message)
         .with_guest_stderr(stderr)
         .with_backtrace(backtrace)
+}
+
+/// Whether a guest call failed because the guest's table of WASI handles
+/// is full ([`MAX_HANDLES`]).
+fn out_of_handles(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    })
 }
 
 /// Wasmtime's refusal of one more instance, memory or table in a store

@@ -15,6 +15,14 @@ use rand::{Rng as _, SeedableRng as _};
 use crate::options::{Grants, RandomStream};
 use crate::text::{ECHO, cut_text};
 
+/// The most WASI handles (open files, directory streams, streams,
+/// pollables) one guest holds at once: each open file holds a descriptor of
+/// its host process, which in thread isolation is the caller's, so a guest
+/// cannot take the caller's descriptors (a worker process also has at most
+/// 256 open files of its own). One more traps the guest
+/// ([`ErrorKind::MemoryLimit`](crate::ErrorKind::MemoryLimit)).
+pub(crate) const MAX_HANDLES: usize = 256;
+
 /// One guest's WASI state.
 pub(crate) struct WasiState {
     ctx: WasiCtx,
@@ -61,9 +69,11 @@ impl WasiState {
                     )
                 })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
         Ok(WasiState {
             ctx: wasi.build(),
-            table: ResourceTable::new(),
+            table,
         })
     }
 

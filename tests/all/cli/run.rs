@@ -174,6 +174,42 @@ fn items_are_one_line_of_valid_json() {
     );
 }
 
+both_isolations!(items_on_stdout_cannot_drive_a_terminal);
+/// Items on stdout are data, one JSON value per line: the C0 controls are
+/// escaped as JSON requires (by the plugin's encoder; raw ones are invalid
+/// JSON), and sandgen writes DEL, the C1 controls and the bidi controls as
+/// `\u` escapes too, so the same strings reach a JSON reader and nothing
+/// reaches a terminal that could drive it; other characters pass through as
+/// UTF-8.
+fn items_on_stdout_cannot_drive_a_terminal() {
+    use crate::util::artifacts::FIXTURE_PROBE;
+    let text = "\u{1b}]0;title\u{7} \u{7f} \u{9b}2J \u{85} \u{202e}txt \u{2066} é — 日本";
+    let args = serde_json::json!([text]).to_string();
+    let output = sandgen(&["run", FIXTURE_PROBE, "fs", "--args", &args]);
+    let raw = &output.stdout;
+    let (out, _) = expect(&output, 0);
+    for control in [
+        &b"\x1b"[..],
+        b"\x07",
+        b"\x7f",
+        b"\xc2\x9b",
+        b"\xc2\x85",
+        b"\xe2\x80\xae",
+        b"\xe2\x81\xa6",
+    ] {
+        assert!(
+            !raw.windows(control.len()).any(|w| w == control),
+            "{control:?} reached stdout raw: {out}"
+        );
+    }
+    assert_eq!(
+        out,
+        "\"\\u001b]0;title\\u0007 \\u007f \\u009b2J \\u0085 \\u202etxt \\u2066 é — 日本: unknown operation\"\n"
+    );
+    let item: String = serde_json::from_str(out.trim_end()).unwrap();
+    assert_eq!(item, format!("{text}: unknown operation"));
+}
+
 both_isolations!(stdout_carries_items_only_while_the_guest_floods_its_stdout);
 /// The guest writes 1,000 lines to its own stdout: sandgen's stdout still
 /// holds the items and nothing else; the guest's lines go to stderr, each

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod json;
 mod progress;
+
+use json::json_line;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -441,47 +444,6 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-/// An item as one line of JSON: checked, and rewritten compactly if the
-/// plugin spread it over several lines (in one copy: never as a tree of
-/// values, which takes many times the item's size).
-fn json_line<'a>(generator: &str, item: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, Failure> {
-    let invalid = |e: serde_json::Error| Failure {
-        status: 1,
-        error: anyhow::anyhow!(
-            "generator {generator} broke the plugin contract: an item is not valid JSON ({e}): {}",
-            String::from_utf8_lossy(&item[..item.len().min(200)])
-        ),
-    };
-    serde_json::from_slice::<serde::de::IgnoredAny>(item).map_err(invalid)?;
-    if item.iter().any(|&b| b == b'\n' || b == b'\r') {
-        return Ok(compact(item).into());
-    }
-    Ok(item.into())
-}
-
-/// `json`, valid JSON, without the whitespace between its tokens (the only
-/// place valid JSON has line breaks: within strings they are escaped).
-fn compact(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in json {
-        if in_string {
-            out.push(byte);
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = byte == b'"';
-            out.push(byte);
-        }
-    }
-    out
-}
-
 /// A closed stdout (`| head`) ends the run quietly; other write errors fail.
 fn stdout_error(error: io::Error) -> Result<(), Failure> {
     if error.kind() == io::ErrorKind::BrokenPipe {
@@ -557,13 +519,4 @@ fn bench(args: RunArgs) -> Result<(), Failure> {
     // A closed stdout has nobody left to tell.
     let _ = writeln!(io::stdout().lock(), "{report}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn compact_drops_whitespace_between_tokens_only() {
-        let pretty = b"{\n \"a b\" : \"x\\\" \\n y\",\n\t\"c\": [1,\r\n 2]\n}";
-        assert_eq!(super::compact(pretty), br#"{"a b":"x\" \n y","c":[1,2]}"#);
-    }
 }

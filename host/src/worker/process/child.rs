@@ -74,6 +74,7 @@ fn die_on_segv_from_outside() {
 
 /// The worker process, its component loaded by `load`: the exit code.
 pub(crate) fn serve(load: LoadCompiled<'_>) -> i32 {
+    confine::close_inherited();
     #[cfg(unix)]
     die_on_segv_from_outside();
     let Ok(stdout) = raw_stdout() else {
@@ -317,6 +318,27 @@ fn probe_confinement() {
             // SAFETY: closing the descriptor just made.
             unsafe { libc::close(fd) };
             "made a socket".to_owned()
+        } else {
+            format!("refused: {}", std::io::Error::last_os_error())
+        }
+    } else if probe == "prlimit-other" {
+        // Read (or it could raise) another process's limits: init's.
+        let mut old: libc::rlimit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 reads no new limit (null) and writes `old`.
+        let done = unsafe { libc::prlimit(1, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+        if done == 0 {
+            "read init's limits".to_owned()
+        } else {
+            format!("refused: {}", std::io::Error::last_os_error())
+        }
+    } else if probe == "prctl-dumpable" {
+        // SAFETY: a prctl with values only.
+        let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        if done == 0 {
+            "made itself dumpable".to_owned()
         } else {
             format!("refused: {}", std::io::Error::last_os_error())
         }

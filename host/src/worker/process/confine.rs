@@ -2,15 +2,26 @@
 //! itself after it has loaded its component and set up its runtime, and
 //! before any guest code runs. In order:
 //!
-//! 1. no-new-privs, core dumps off (`RLIMIT_CORE` 0, not dumpable), and an
-//!    `RLIMIT_NOFILE` that fits its needs;
+//! 0. first of all, before it reads anything: every descriptor it inherited
+//!    beyond stdin, stdout and stderr is closed ([`close_inherited`]), so a
+//!    caller's file left open across `exec` (no close-on-exec flag) is not
+//!    the worker's;
+//! 1. no-new-privs, core dumps off (`RLIMIT_CORE` 0, not dumpable), an
+//!    `RLIMIT_NOFILE` that fits its needs, and no capabilities (a worker
+//!    started by root keeps none: bounding, ambient, effective, permitted
+//!    and inheritable sets emptied);
 //! 2. Landlock, best effort by ABI: reads only beneath the directories the
 //!    iterable granted, nothing else on the filesystem; no TCP bind or
 //!    connect (ABI ≥ 4); no abstract Unix sockets or signals outside its
 //!    domain (ABI ≥ 6);
 //! 3. a seccomp-BPF allow-list of the system calls a worker makes; anything
 //!    else (`execve`, `socket`, `ptrace`, a new process...) kills the
-//!    process with SIGSYS.
+//!    process with SIGSYS. Of those it allows, `prlimit64` works only on the
+//!    worker itself and `prctl` only with the few options a runtime uses
+//!    (thread names): anything else fails with `EPERM`.
+//!
+//! A compiling child ([`crate::compile`]) is confined the same way before
+//! it compiles, with no directory to read ([`confine_compiler`]).
 //!
 //! What this kernel supports is [`Confinement::of_this_kernel`]; `sandgen
 //! confinement` prints it, and a caller warns once (or, when asked to,
@@ -247,6 +258,39 @@ pub(crate) fn confine(grants: &Grants) -> Result<(), Error> {
     }
 }
 
+/// Closes every descriptor of this process beyond stdin, stdout and stderr:
+/// the first act of a worker process and of a compiling child, so that a
+/// descriptor its caller left open across `exec` is not theirs. Best
+/// effort: on a system without `close_range`, the descriptors listed in
+/// `/proc/self/fd` are closed one by one.
+pub(crate) fn close_inherited() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range takes plain numbers; nothing in this process
+        // holds these descriptors yet (this runs before anything opens
+        // one), so no owner sees its descriptor closed under it.
+        let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0;
+        if !closed && let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect();
+            for fd in fds {
+                // SAFETY: as above; the directory's own descriptor, closed
+                // with it, only fails with EBADF.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+/// Confines a compiling child before it compiles untrusted input: as a
+/// worker process, with no directory to read (it reads the component on
+/// stdin and writes on stdout).
+pub(crate) fn confine_compiler() -> Result<(), Error> {
+    confine(&Grants::default())
+}
+
 /// Before a worker process starts: on a kernel that cannot confine it
 /// fully, an error when confinement is `required`, else one warning per
 /// process on stderr.
@@ -329,176 +373,4 @@ mod tests {
 }
 
 #[cfg(target_os = "linux")]
-mod linux {
-    use super::*;
-
-    use landlock::{
-        ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-        Scope, path_beneath_rules,
-    };
-    use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-        SeccompRule, TargetArch,
-    };
-
-    /// The newest Landlock ABI this code asks for.
-    const ABI_WANTED: ABI = ABI::V6;
-
-    pub(super) fn probe() -> Confinement {
-        // SAFETY: the version query of landlock_create_ruleset takes no
-        // pointer (NULL, size 0) and only returns a number.
-        let version = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_create_ruleset,
-                std::ptr::null::<libc::c_void>(),
-                0usize,
-                1u32, // LANDLOCK_CREATE_RULESET_VERSION
-            )
-        };
-        // SAFETY: PR_GET_SECCOMP takes no pointer.
-        let seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP) } >= 0;
-        Confinement {
-            landlock_abi: u32::try_from(version).ok().filter(|&v| v > 0),
-            seccomp,
-        }
-    }
-
-    fn failed(layer: &str, error: impl std::fmt::Display) -> Error {
-        Error::new(
-            ErrorKind::WorkerDied,
-            format!("the worker process could not confine itself ({layer}): {error}"),
-        )
-    }
-
-    pub(super) fn confine(grants: &Grants) -> Result<(), Error> {
-        let kernel = probe();
-        // 1. No new privileges, no core dumps, few files.
-        // SAFETY: plain prctl and setrlimit calls with values, no pointers
-        // kept.
-        unsafe {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(failed("no-new-privs", std::io::Error::last_os_error()));
-            }
-            if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
-                return Err(failed("not dumpable", std::io::Error::last_os_error()));
-            }
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
-                return Err(failed("RLIMIT_CORE", std::io::Error::last_os_error()));
-            }
-            let files = libc::rlimit {
-                rlim_cur: MAX_OPEN_FILES,
-                rlim_max: MAX_OPEN_FILES,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &files) != 0 {
-                return Err(failed("RLIMIT_NOFILE", std::io::Error::last_os_error()));
-            }
-        }
-        // 2. Landlock, best effort by ABI.
-        if kernel.landlock_abi.is_some() {
-            let abi = ABI_WANTED;
-            let mut ruleset = Ruleset::default()
-                .handle_access(AccessFs::from_all(abi))
-                .map_err(|e| failed("landlock", e))?;
-            if kernel.landlock_abi >= Some(LANDLOCK_NET_ABI) {
-                ruleset = ruleset
-                    .handle_access(AccessNet::from_all(abi))
-                    .map_err(|e| failed("landlock network", e))?;
-            }
-            if kernel.landlock_abi >= Some(LANDLOCK_SCOPE_ABI) {
-                ruleset = ruleset
-                    .scope(Scope::from_all(abi))
-                    .map_err(|e| failed("landlock scopes", e))?;
-            }
-            let status = ruleset
-                .create()
-                .and_then(|created| {
-                    created.add_rules(path_beneath_rules(
-                        grants.dirs.iter().map(|dir| &dir.host),
-                        AccessFs::from_read(abi),
-                    ))
-                })
-                .and_then(|created| created.restrict_self())
-                .map_err(|e| failed("landlock", e))?;
-            if status.ruleset == RulesetStatus::NotEnforced {
-                return Err(failed("landlock", "the kernel did not enforce the ruleset"));
-            }
-        }
-        // 3. The seccomp allow-list, on every thread of the process.
-        if kernel.seccomp {
-            seccomp().map_err(|e| failed("seccomp", e))?;
-        }
-        Ok(())
-    }
-
-    /// Installs the allow-list (every thread), and makes `clone3` fail with
-    /// ENOSYS (its flags are behind a pointer the filter cannot read; libc
-    /// falls back to `clone`, whose flags must ask for a thread).
-    fn seccomp() -> Result<(), Box<dyn std::error::Error>> {
-        let arch: TargetArch = std::env::consts::ARCH.try_into()?;
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-            ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
-        // clone: only a thread (CLONE_THREAD set), never a new process.
-        rules.insert(
-            libc::SYS_clone,
-            vec![SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
-                libc::CLONE_THREAD as u64,
-            )?])?],
-        );
-        // tgkill: only to a thread of this process (whatever Landlock's
-        // signal scoping on this kernel).
-        rules.insert(
-            libc::SYS_tgkill,
-            vec![SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                u64::from(std::process::id()),
-            )?])?],
-        );
-        // ioctl: only the requests of non-blocking and close-on-exec
-        // descriptors and of reading what is pending; never a terminal's
-        // (`TIOCSTI` would type into the user's shell through an inherited
-        // stderr).
-        rules.insert(
-            libc::SYS_ioctl,
-            [libc::FIONBIO, libc::FIONREAD, libc::FIOCLEX, libc::FIONCLEX]
-                .into_iter()
-                .map(|request| {
-                    // The request's C type differs between architectures.
-                    #[allow(clippy::unnecessary_cast)]
-                    let request = request as u64;
-                    SeccompRule::new(vec![SeccompCondition::new(
-                        1,
-                        SeccompCmpArgLen::Dword,
-                        SeccompCmpOp::Eq,
-                        request,
-                    )?])
-                })
-                .collect::<Result<_, _>>()?,
-        );
-        let allow: BpfProgram = SeccompFilter::new(
-            rules,
-            SeccompAction::KillProcess,
-            SeccompAction::Allow,
-            arch,
-        )?
-        .try_into()?;
-        let no_clone3: BpfProgram = SeccompFilter::new(
-            BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
-        )?
-        .try_into()?;
-        seccompiler::apply_filter_all_threads(&no_clone3)?;
-        seccompiler::apply_filter_all_threads(&allow)?;
-        Ok(())
-    }
-}
+mod linux;
