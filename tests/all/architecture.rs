@@ -362,6 +362,7 @@ fn top(module: &str) -> &str {
 
 #[test]
 fn the_host_imports_only_down_its_layers() {
+    let _watch = crate::util::watchdog("architecture::the_host_imports_only_down_its_layers");
     let layers = layers();
     let layer_of: BTreeMap<&str, usize> = layers
         .iter()
@@ -438,6 +439,7 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
 
 #[test]
 fn the_host_has_no_import_cycle() {
+    let _watch = crate::util::watchdog("architecture::the_host_has_no_import_cycle");
     let (files, _) = import_graph();
     // Between files, and between top-level modules (two modules may import
     // each other through different files).
@@ -458,6 +460,7 @@ fn the_host_has_no_import_cycle() {
 
 #[test]
 fn no_source_file_or_function_is_too_long() {
+    let _watch = crate::util::watchdog("architecture::no_source_file_or_function_is_too_long");
     let root = repo();
     let mut problems = Vec::new();
     for dir in ["host/src", "host/python/src"] {
@@ -528,6 +531,7 @@ fn long_functions(code: &str) -> Vec<(usize, String, usize)> {
 
 #[test]
 fn the_checks_see_what_they_check() {
+    let _watch = crate::util::watchdog("architecture::the_checks_see_what_they_check");
     // A cycle and an upward import are found where they are.
     let code = code_only(
         "use crate::a::B; // crate::c::D\nlet s = \"crate::e\"; use crate::{f, g::{self, h::I}};",
@@ -557,4 +561,71 @@ fn the_checks_see_what_they_check() {
     let modules: BTreeSet<String> = ["a", "a::b"].map(String::from).into();
     assert_eq!(resolve("a::b::C", &modules).as_deref(), Some("a::b"));
     assert_eq!(resolve("a::C", &modules).as_deref(), Some("a"));
+}
+
+/// The `#[test]` functions in `source` whose body does not start by arming
+/// a watchdog (`let _watch = …watchdog(…)`), by name. Tests run through
+/// `both_isolations!` and `every_language!` get theirs from
+/// `util::with_isolation`, and are not `#[test]` functions in their files.
+fn unwatched_tests(source: &str) -> Vec<String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut unwatched = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        if line.trim() != "#[test]" {
+            continue;
+        }
+        let Some((fn_at, signature)) = lines[at + 1..]
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.trim_start().starts_with("fn "))
+        else {
+            continue;
+        };
+        let name = signature
+            .trim_start()
+            .trim_start_matches("fn ")
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let body_start = at + 1 + fn_at + 1;
+        let head = lines[body_start..]
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let armed = head.trim_start().starts_with("let _watch") && head.contains("watchdog(");
+        if !armed {
+            unwatched.push(name);
+        }
+    }
+    unwatched
+}
+
+/// Every test of `tests/all` runs under a watchdog, so that a hang inside
+/// the library fails the run with the name of the test instead of hanging
+/// it (tests/README.md).
+#[test]
+fn every_test_runs_under_a_watchdog() {
+    let _watch = crate::util::watchdog("architecture::every_test_runs_under_a_watchdog");
+    let mut unwatched = Vec::new();
+    for file in sources(&repo().join("tests/all")) {
+        // util.rs holds the macros' tests, armed by `util::with_isolation`.
+        if file.ends_with("tests/all/util.rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&file).unwrap();
+        for name in unwatched_tests(&source) {
+            unwatched.push(format!("{}: {name}", file.display()));
+        }
+    }
+    assert!(
+        unwatched.is_empty(),
+        "tests without a watchdog (start them with `let _watch = crate::util::watchdog(\"module::name\");`):\n{}",
+        unwatched.join("\n")
+    );
+    // The check sees a test without one, and one with one.
+    let example = "#[test]\nfn bare() {\n    run();\n}\n\n#[test]\n#[ignore]\nfn guarded() {\n    let _watch = crate::util::watchdog(\"x\");\n}\n";
+    assert_eq!(unwatched_tests(example), ["bare"]);
 }

@@ -147,6 +147,7 @@ fn close_ends_the_worker_and_its_live_pass() {
 
 #[test]
 fn a_worker_command_passes_its_arguments_first() {
+    let _watch = crate::util::watchdog("batches::a_worker_command_passes_its_arguments_first");
     // `sh -c 'exec "$0" "$@"' SANDGEN ...`: the shell runs the sandgen
     // binary with sandgen's own arguments after the command's.
     let engine = sandgen::Engine::builder()
@@ -170,6 +171,7 @@ fn a_worker_command_passes_its_arguments_first() {
 
 #[test]
 fn worker_arguments_are_recognised_and_nothing_else() {
+    let _watch = crate::util::watchdog("batches::worker_arguments_are_recognised_and_nothing_else");
     assert_eq!(
         sandgen::run_worker_from_args(Vec::<std::ffi::OsString>::new()),
         None

@@ -24,6 +24,12 @@ fn the_compile_cache_is_private_and_written_once() {
     assert!(!loaded.compile_time().is_zero(), "the first load compiles");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "cache directory mode {mode:o}");
+    // Every file in it is the user's alone, whatever the umask says.
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let file = file.unwrap().path();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: mode {mode:o}", file.display());
+    }
     let entries = |dir: &Path| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
         let mut found: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -236,7 +242,9 @@ fn an_untrusted_cache_is_not_used() {
     assert!(err.contains("it is a symbolic link"), "{err}");
     assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0);
 
-    // An entry that belongs to someone else (as root, give it away).
+    // An entry that belongs to someone else (as root, give it away; for
+    // anyone, `cache::trust::tests::only_the_users_own_private_files_are_trusted`
+    // checks the owner test itself).
     if running_as_root() {
         assert_eq!(list(&private), "");
         let entry = cache_files(&private, "cwasm").pop().unwrap();

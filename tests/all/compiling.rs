@@ -224,6 +224,7 @@ fn a_large_plugin_file_is_bounded_and_never_held_whole() {
 #[test]
 #[ignore = "the child process of a_large_plugin_file_is_bounded_and_never_held_whole"]
 fn large_plugin_probe() {
+    let _watch = crate::util::watchdog("compiling::large_plugin_probe");
     std::env::var(LARGE_PROBE).expect("run by a_large_plugin_file_is_bounded_and_never_held_whole");
     let dir = temp_dir("large-plugin-probe");
     let large = dir.join("large.wasm");

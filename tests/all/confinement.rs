@@ -22,6 +22,7 @@ fn proc_line(pid: u32, file: &str, name: &str) -> String {
 
 #[test]
 fn this_kernel_confines_workers_fully() {
+    let _watch = crate::util::watchdog("confinement::this_kernel_confines_workers_fully");
     // The machines this project runs on have Landlock ABI 7 and seccomp: a
     // missing layer here is a regression to see, not to skip.
     let confinement = Confinement::of_this_kernel();
@@ -111,6 +112,8 @@ fn probe(what: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn an_escaped_guest_reads_only_granted_directories() {
+    let _watch =
+        crate::util::watchdog("confinement::an_escaped_guest_reads_only_granted_directories");
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data");
     let data = data.canonicalize().unwrap();
     let grant = format!("{}::/data", data.display());
@@ -139,6 +142,9 @@ fn an_escaped_guest_reads_only_granted_directories() {
 /// thread names (making itself dumpable again) fail with EPERM.
 #[test]
 fn an_escaped_guest_cannot_change_other_processes_or_its_own_confinement() {
+    let _watch = crate::util::watchdog(
+        "confinement::an_escaped_guest_cannot_change_other_processes_or_its_own_confinement",
+    );
     for what in ["prlimit-other", "prctl-dumpable"] {
         let output = probe(what, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -153,6 +159,9 @@ fn an_escaped_guest_cannot_change_other_processes_or_its_own_confinement() {
 
 #[test]
 fn an_escaped_guest_that_makes_a_socket_or_runs_a_program_is_killed() {
+    let _watch = crate::util::watchdog(
+        "confinement::an_escaped_guest_that_makes_a_socket_or_runs_a_program_is_killed",
+    );
     for what in ["socket", "exec"] {
         let output = probe(what, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -171,6 +180,7 @@ fn an_escaped_guest_that_makes_a_socket_or_runs_a_program_is_killed() {
 
 #[test]
 fn sandgen_confinement_reports_the_layers() {
+    let _watch = crate::util::watchdog("confinement::sandgen_confinement_reports_the_layers");
     let command = {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sandgen"));
         command.arg("confinement");
@@ -191,6 +201,8 @@ fn sandgen_confinement_reports_the_layers() {
 
 #[test]
 fn a_stopped_and_continued_worker_process_goes_on() {
+    let _watch =
+        crate::util::watchdog("confinement::a_stopped_and_continued_worker_process_goes_on");
     // Its sleeping threads resume through `restart_syscall`, which the
     // filter must allow (Ctrl-Z and `fg` in a shell).
     let _watch =

@@ -301,6 +301,7 @@ fn a_thousand_iterables_leave_memory_stable() {
 #[test]
 #[ignore = "the child process of a_thousand_iterables_leave_memory_stable"]
 fn memory_probe() {
+    let _watch = crate::util::watchdog("faults::memory_probe");
     let mode = std::env::var(MEMORY_PROBE)
         .expect("run by faults::a_thousand_iterables_leave_memory_stable");
     crate::util::set_isolation(mode.parse().unwrap());

@@ -162,6 +162,7 @@ fn a_flood_of_guest_output_leaves_the_callers_memory_alone() {
 #[test]
 #[ignore = "the child process of a_flood_of_guest_output_leaves_the_callers_memory_alone"]
 fn flood_probe() {
+    let _watch = crate::util::watchdog("output::flood_probe");
     let mode = std::env::var(FLOOD_PROBE)
         .expect("run by output::a_flood_of_guest_output_leaves_the_callers_memory_alone");
     crate::util::set_isolation(mode.parse().unwrap());

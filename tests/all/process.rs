@@ -330,3 +330,36 @@ fn an_embedding_program_is_its_own_worker_process() {
     assert_eq!(outputs[0], outputs[1]);
     assert!(outputs[0].contains("epoch 1: "), "{}", outputs[0]);
 }
+
+/// The inactivity timeout counts from the moment a worker has its plugin
+/// loaded: a worker process that takes a second to start (its program
+/// sleeps first) is not timed out by a 300 ms timeout, and its pass runs.
+#[test]
+fn the_timeout_counts_from_a_loaded_worker() {
+    let _watch = crate::util::watchdog("process::the_timeout_counts_from_a_loaded_worker");
+    let engine = sandgen::Engine::builder()
+        .cache_dir(crate::util::cache_dir())
+        .worker_command(
+            "/bin/sh",
+            [
+                "-c",
+                r#"sleep 1; exec "$0" "$@""#,
+                env!("CARGO_BIN_EXE_sandgen"),
+            ],
+        )
+        .build()
+        .unwrap();
+    let plugin = engine.load(sandgen_tests::artifacts::FIXTURE_SPDL).unwrap();
+    let started = std::time::Instant::now();
+    let iterable = plugin
+        .generator("range")
+        .args(&3u64)
+        .isolation(sandgen::Isolation::Process)
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let items: Vec<u64> = iterable.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, [0, 1, 2]);
+    // The worker's start did take longer than the timeout.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}

@@ -354,3 +354,62 @@ fn shared_batch(offset: u64, len: u64, count: u32) -> Vec<u8> {
 
 /// `IterationStarted` (bincode `[0, 2]` under tag 0), in `printf` form.
 const ITERATION_STARTED: &str = "printf '\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002'";
+
+/// A script, made executable, that writes `bytes` and then reads its stdin
+/// until the caller closes it: a worker program that says only that.
+fn saying(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let fake = crate::util::temp_dir(name).join("fake-worker");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\n{}\ncat >/dev/null\n", printf(bytes)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fake
+}
+
+/// Why an iterable of `range` whose worker program is `fake` cannot be
+/// built.
+fn build_error(fake: &Path) -> sandgen::Error {
+    with_worker_program(fake)
+        .generator("range")
+        .isolation(Isolation::Process)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_err()
+}
+
+/// A worker program of another sandgen, speaking protocol version 2, is
+/// refused at its first words, saying which versions differ.
+#[test]
+fn a_worker_of_another_protocol_version_is_refused() {
+    let _watch =
+        crate::util::watchdog("transport::a_worker_of_another_protocol_version_is_refused");
+    let mut opening = b"sandgen\0".to_vec();
+    opening.extend_from_slice(&2u32.to_le_bytes());
+    let fake = saying("sandgen-version-2-worker", &opening);
+    let error = build_error(&fake);
+    assert_error(
+        &error,
+        ErrorKind::WorkerDied,
+        &format!("speaks worker protocol version 2, this sandgen speaks version {PROTOCOL}"),
+    );
+}
+
+/// `Loaded` is accepted only as a worker's first status: a worker process
+/// that says it again, where its initialization's outcome belongs, is a
+/// protocol error.
+#[test]
+fn loaded_is_accepted_only_first() {
+    let _watch = crate::util::watchdog("transport::loaded_is_accepted_only_first");
+    let fake = saying(
+        "sandgen-loaded-twice-worker",
+        &[&preamble()[..], LOADED, LOADED].concat(),
+    );
+    let error = build_error(&fake);
+    assert_error(
+        &error,
+        ErrorKind::Protocol,
+        "sent an unexpected status during initialization: Loaded",
+    );
+}

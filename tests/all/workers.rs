@@ -189,8 +189,14 @@ fn a_failing_worker_fails_the_build_by_name() {
     assert!(error.to_string().starts_with("worker 0 of 2: "), "{error}");
 }
 
-both_isolations!(leaving_a_pass_early_stops_every_worker);
-fn leaving_a_pass_early_stops_every_worker() {
+both_isolations!(leaving_a_pass_early_lets_the_next_pass_start_afresh);
+/// A pass left after 7 items, three times: each next pass starts afresh
+/// from the first item of every worker (none is busy with the pass left,
+/// none goes on from where it was), and a full pass after them gives every
+/// item.
+fn leaving_a_pass_early_lets_the_next_pass_start_afresh() {
+    let _watch =
+        crate::util::watchdog("workers::leaving_a_pass_early_lets_the_next_pass_start_afresh");
     let iterable = spdl()
         .generator("range")
         .args(&1_000_000u64)
@@ -257,6 +263,11 @@ fn a_dying_worker_process_is_named() {
     assert!(error.to_string().contains("SIGKILL"), "{error}");
 }
 
+/// The CPU ticks each of `pids` has used so far.
+fn cpu_ticks_now(pids: &[u32], ticks: impl Fn(u32) -> u64) -> Vec<u64> {
+    pids.iter().map(|&pid| ticks(pid)).collect()
+}
+
 #[test]
 fn dropping_the_iterable_ends_every_worker_process() {
     let _watch = crate::util::watchdog("workers::dropping_the_iterable_ends_every_worker_process");
@@ -270,9 +281,27 @@ fn dropping_the_iterable_ends_every_worker_process() {
     let pids = iterable.worker_pids();
     assert_eq!(pids.len(), 3);
     let pass = iterable.iter::<u64>().unwrap();
-    // The workers spin inside their pass.
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(pass.size_hint().0 == 0);
+    // Every worker spins inside its pass: it has used CPU time of its own.
+    let cpu_ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let started = cpu_ticks_now(&pids, cpu_ticks);
+    let until = Instant::now() + Duration::from_secs(60);
+    while pids
+        .iter()
+        .zip(&started)
+        .any(|(&pid, &ticks)| cpu_ticks(pid) <= ticks)
+    {
+        assert!(Instant::now() < until, "the workers never spun");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(pass);
     let started = Instant::now();
     drop(iterable);
@@ -360,6 +389,8 @@ fn seeded_entropy(fixture: &str) {
 
 #[test]
 fn bad_worker_options_are_refused_before_any_worker_starts() {
+    let _watch =
+        crate::util::watchdog("workers::bad_worker_options_are_refused_before_any_worker_starts");
     let cases: Vec<(sandgen::IterableBuilder, &str)> = vec![
         (
             spdl().generator("range").args(&1u64).workers(0),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 
@@ -191,7 +190,6 @@ def test_jsonable_args_round_trip(spdl: sandgen.Plugin) -> None:
     with pytest.raises(sandgen.CreateFailedError) as failed:
         spdl.iterable("create_fails", args=message)
     assert failed.value.plugin_message == message
-    assert json.dumps(message)  # the same text the plugin got
 
 
 def test_one_version_for_the_crates_and_the_package() -> None:

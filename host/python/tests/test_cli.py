@@ -70,6 +70,11 @@ def test_without_the_program_workers_are_this_interpreter(
         assert list(it) == [0, 1, 2]
         exe = Path(os.readlink(f"/proc/{it.worker_pid}/exe"))
         assert exe == Path(sys.executable).resolve()
+        # Isolated mode, without `site`: nothing of the user's environment
+        # (PYTHON* variables, user site-packages, the current directory)
+        # runs in a worker.
+        argv = Path(f"/proc/{it.worker_pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[1:3] == [b"-I", b"-S"], argv
 
 
 def test_a_compiling_process_dies_with_the_interpreter(tmp_path: Path) -> None:

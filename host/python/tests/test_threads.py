@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -112,6 +113,21 @@ except KeyboardInterrupt:
 """
 
 
+def _cpu_ticks(pid: int) -> int:
+    """The CPU time (clock ticks) process `pid` and its children have used."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
 @pytest.mark.parametrize("mode", ["iterate", "build"])
 def test_ctrl_c_interrupts_a_wait(isolation: str, mode: str, cache_dir: str) -> None:
     # The child resets SIGINT to raise KeyboardInterrupt itself: an ignored
@@ -134,7 +150,14 @@ def test_ctrl_c_interrupts_a_wait(isolation: str, mode: str, cache_dir: str) -> 
         assert child.stdout is not None
         ready = child.stdout.readline().split()
         assert ready[:1] == ["ready"], child.stderr.read() if child.stderr else ""
-        time.sleep(0.5)
+        # Interrupted only once the guest spins (100 ms of CPU time in the
+        # child or its worker process since it was ready): the caller is then
+        # waiting inside sandgen for it.
+        start = _cpu_ticks(child.pid)
+        deadline = time.monotonic() + 30
+        while _cpu_ticks(child.pid) < start + 10:
+            assert time.monotonic() < deadline, "the guest never spun"
+            time.sleep(0.01)
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
     finally:
@@ -177,7 +200,9 @@ def test_no_panic_crosses_into_python(spdl: sandgen.Plugin) -> None:
     for name in ["", "\0", "x" * 100_000, "range\n"]:
         with pytest.raises(sandgen.Error):
             spdl.iterable(name, args=1)
-    assert os.getpid()  # still alive
+    # Nothing broke: the same plugin still runs.
+    with spdl.iterable("range", args=3) as it:
+        assert list(it) == [0, 1, 2]
 
 
 FORKED = """

@@ -110,6 +110,7 @@ fn sharding_by_items_through_the_cli() {
 
 #[test]
 fn bad_worker_options_exit_2() {
+    let _watch = crate::util::watchdog("cli::workers::bad_worker_options_exit_2");
     for (args, words) in [
         (&["--workers", "0"][..], "between 1 and 256, not 0"),
         (
