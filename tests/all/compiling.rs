@@ -181,6 +181,15 @@ fn a_compiling_child_keeps_its_own_deadline() {
     );
 }
 
+/// A file of `len` bytes at `path` that opens as a component and is zeros
+/// after that, sparse (it takes no disk space): a plugin that is only large.
+fn sparse_component(path: &Path, len: u64) -> std::path::PathBuf {
+    let file = std::fs::File::create(path).unwrap();
+    std::io::Write::write_all(&mut &file, b"\0asm\x0d\0\x01\0").unwrap();
+    file.set_len(len).unwrap();
+    path.to_owned()
+}
+
 const LARGE_PROBE: &str = "SANDGEN_TEST_LARGE_PLUGIN_PROBE";
 
 /// A plugin file larger than the load memory is refused before it is read;
@@ -192,10 +201,7 @@ const LARGE_PROBE: &str = "SANDGEN_TEST_LARGE_PLUGIN_PROBE";
 fn a_large_plugin_file_is_bounded_and_never_held_whole() {
     let _watch = crate::util::watchdog("compiling::a_large_plugin_file_is_bounded");
     let dir = temp_dir("large-plugin");
-    let huge = dir.join("huge.wasm");
-    let file = std::fs::File::create(&huge).unwrap();
-    std::io::Write::write_all(&mut &file, b"\0asm\x0d\0\x01\0").unwrap();
-    file.set_len(3 << 30).unwrap();
+    let huge = sparse_component(&dir.join("huge.wasm"), 3 << 30);
     let engine = sandgen::Engine::builder()
         .cache_dir(dir.join("cache"))
         .worker_program(env!("CARGO_BIN_EXE_sandgen"))
@@ -227,10 +233,7 @@ fn large_plugin_probe() {
     let _watch = crate::util::watchdog("compiling::large_plugin_probe");
     std::env::var(LARGE_PROBE).expect("run by a_large_plugin_file_is_bounded_and_never_held_whole");
     let dir = temp_dir("large-plugin-probe");
-    let large = dir.join("large.wasm");
-    let file = std::fs::File::create(&large).unwrap();
-    std::io::Write::write_all(&mut &file, b"\0asm\x0d\0\x01\0").unwrap();
-    file.set_len(400 << 20).unwrap();
+    let large = sparse_component(&dir.join("large.wasm"), 400 << 20);
     let engine = sandgen::Engine::builder()
         .cache_dir(dir.join("cache"))
         .worker_program(env!("CARGO_BIN_EXE_sandgen"))

@@ -263,11 +263,6 @@ fn a_dying_worker_process_is_named() {
     assert!(error.to_string().contains("SIGKILL"), "{error}");
 }
 
-/// The CPU ticks each of `pids` has used so far.
-fn cpu_ticks_now(pids: &[u32], ticks: impl Fn(u32) -> u64) -> Vec<u64> {
-    pids.iter().map(|&pid| ticks(pid)).collect()
-}
-
 #[test]
 fn dropping_the_iterable_ends_every_worker_process() {
     let _watch = crate::util::watchdog("workers::dropping_the_iterable_ends_every_worker_process");
@@ -292,7 +287,7 @@ fn dropping_the_iterable_ends_every_worker_process() {
             .collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
-    let started = cpu_ticks_now(&pids, cpu_ticks);
+    let started: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
     let until = Instant::now() + Duration::from_secs(60);
     while pids
         .iter()

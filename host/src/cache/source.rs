@@ -295,30 +295,15 @@ pub(crate) fn read_chunks(
     file: &File,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt as _;
-        let mut buf = vec![0; 1 << 20];
-        let mut at = 0u64;
-        loop {
-            let n = match file.read_at(&mut buf, at) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                return Ok(at);
-            }
-            sink(&buf[..n])?;
-            at += n as u64;
+    let mut buf = vec![0; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = read_at(file, &mut buf, at)?;
+        if n == 0 {
+            return Ok(at);
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let mut bytes = Vec::new();
-        read_from_start(file, &mut bytes)?;
-        sink(&bytes)?;
-        Ok(bytes.len() as u64)
+        sink(&buf[..n])?;
+        at += n as u64;
     }
 }
 
@@ -342,27 +327,9 @@ fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
 
 /// All of a file, from its start, whatever its position.
 pub(super) fn read_from_start(file: &File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt as _;
-        let mut buf = vec![0; 1 << 20];
-        loop {
-            let n = match file.read_at(&mut buf, bytes.len() as u64) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            bytes.extend_from_slice(&buf[..n]);
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::Seek as _;
-        let mut file = file;
-        file.seek(std::io::SeekFrom::Start(0))?;
-        file.read_to_end(bytes).map(drop)
-    }
+    read_chunks(file, &mut |chunk| {
+        bytes.extend_from_slice(chunk);
+        Ok(())
+    })
+    .map(drop)
 }

@@ -304,3 +304,29 @@ fn a_fingerprint_is_the_same_however_the_file_is_read() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A plugin file written after it was loaded is not compiled: reading it
+/// for a compilation (here, to compile it in this process) finds other
+/// contents than its fingerprint, and says so.
+#[test]
+fn a_plugin_written_after_it_was_loaded_is_not_compiled() {
+    let engine = wasmtime::Engine::default();
+    let dir = temp_dir("written-after");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join("plugin.wasm");
+    std::fs::write(&plugin, with_section(b'a')).unwrap();
+    let source = source_of(&plugin);
+    std::fs::write(&plugin, with_section(b'b')).unwrap();
+    let error = Cache::new(dir.join("cache"))
+        .load_or_compile(&engine, &source, compile(&engine))
+        .err()
+        .expect("refused");
+    assert_eq!(error.kind(), ErrorKind::Load);
+    assert!(
+        error
+            .to_string()
+            .ends_with("it was written after it was loaded; load it again"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -18,14 +18,20 @@ pub(crate) fn json_line<'a>(
         ),
     };
     serde_json::from_slice::<serde::de::IgnoredAny>(item).map_err(invalid)?;
-    let line: std::borrow::Cow<'a, [u8]> = if item.iter().any(|&b| b == b'\n' || b == b'\r') {
+    // One look at every byte: line breaks (between tokens), and the bytes
+    // that DEL, C1 and bidi controls start with (as the UTF-8 of those
+    // characters, which valid JSON has only within strings).
+    let (mut breaks, mut controls) = (false, false);
+    for &b in item {
+        breaks |= b == b'\n' || b == b'\r';
+        controls |= matches!(b, 0x7f | 0xc2 | 0xe2);
+    }
+    let line: std::borrow::Cow<'a, [u8]> = if breaks {
         compact(item).into()
     } else {
         item.into()
     };
-    // DEL, C1 and bidi controls occur only as the UTF-8 of those
-    // characters, and in valid JSON only within strings.
-    if line.iter().any(|&b| matches!(b, 0x7f | 0xc2 | 0xe2)) {
+    if controls {
         return Ok(escape_controls(&line).map_or(line, Into::into));
     }
     Ok(line)
