@@ -23,6 +23,7 @@ sandgen binary (an earlier revision), interleaved in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -57,10 +58,21 @@ def run_ms(binary: Path, cache: Path, plugin: str, isolation: str) -> float:
     return (time.perf_counter() - started) * 1e3
 
 
+@functools.cache
+def decode_flags(binary: Path, kind: str) -> tuple[str, ...]:
+    """`--decode KIND` where `binary` has it (a revision before it had no
+    such option and never read its items: `none` is the like of that)."""
+    usage = subprocess.run(
+        [binary, "bench", "--help"], check=False, capture_output=True, text=True
+    ).stdout
+    return ("--decode", kind) if "--decode" in usage else ()
+
+
 def bench(binary: Path, cache: Path, plugin: str, isolation: str) -> dict:
     path, generator, args = PLUGINS[plugin]
     env = {**os.environ, "SANDGEN_CACHE_DIR": str(cache)}
     argv = [binary, "bench", path, generator, "--args", args, "--isolation", isolation]
+    argv += decode_flags(binary, "none")
     out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout)
 

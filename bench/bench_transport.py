@@ -17,6 +17,7 @@ u64 items: the per-batch cost of the transport).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -41,11 +42,32 @@ WORKLOADS = [
 ]
 
 
+@functools.cache
+def decode_flags(binary: Path, kind: str) -> tuple[str, ...]:
+    """`--decode KIND` where `binary` has it (a revision before it had no
+    such option and never read its items: `none` is the like of that)."""
+    usage = subprocess.run(
+        [binary, "bench", "--help"], check=False, capture_output=True, text=True
+    ).stdout
+    return ("--decode", kind) if "--decode" in usage else ()
+
+
 def bench(binary: Path, generator: str, n: int, size: int, isolation: str) -> float:
     """MB/s (items/s for `range`) of one `sandgen bench` run."""
     args = str(n) if generator == "range" else json.dumps({"n": n, "size": size})
     out = subprocess.run(
-        [binary, "bench", PLUGIN, generator, "--args", args, "--isolation", isolation],
+        [
+            binary,
+            "bench",
+            PLUGIN,
+            generator,
+            "--args",
+            args,
+            "--isolation",
+            isolation,
+            # The transport alone, on both sides of a comparison.
+            *decode_flags(binary, "none"),
+        ],
         check=True,
         capture_output=True,
         text=True,

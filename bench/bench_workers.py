@@ -49,6 +49,8 @@ def sandgen_bench(
         str(workers),
         "--isolation",
         isolation,
+        "--decode",
+        "u64",
     ]
     if unordered:
         command.append("--unordered")

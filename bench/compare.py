@@ -1,11 +1,24 @@
 #!/usr/bin/env python3
-"""Runs every benchmark of bench/run.sh and prints one table with ratios.
+"""Runs every benchmark of bench/run.sh and prints its tables, with ratios
+only between like and like.
 
-sandgen figures come from `sandgen bench` (bincode items, nothing printed);
-native and crossbeam from `sandgen-bench-native`; SPDL from bench_spdl.py (the
-reference benchmark, unchanged). Each figure is the median of --runs runs.
-Throughput excludes start-up on every side ("iter" in bench_spdl.py; from the
-first `iter()` to the last item in sandgen); "call -> first item" includes it.
+sandgen figures come from `sandgen bench --decode u64|bytes` (every item
+bincode-decoded, nothing printed); native and crossbeam from
+`sandgen-bench-native` (every item bincode-encoded and decoded); SPDL from
+bench_spdl.py (the reference benchmark, unchanged: every item unpickled and
+summed). Each figure is the median of --runs runs. Throughput excludes
+start-up on every side ("iter" in bench_spdl.py; from the first `iter()` to
+the last item in sandgen); "call → first item" includes it. MB/s counts the
+items' payload (N x size), not their encodings, on every side.
+
+A ratio is printed only where both sides run a producer in the same language
+and consume every item the same way: the Rust plugin against the same items
+handed between two threads by crossbeam (sandgen's thread isolation is two
+threads of one process too), and the Python example plugin in a worker
+process against SPDL running the same Python generator in a forked process.
+
+`--write` also puts the tables and the figures quoted in prose into
+BENCHMARKS.md and README.md, between their `bench/run.sh` markers.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -67,6 +81,10 @@ def env() -> dict:
 BEFORE: Path | None = None
 
 
+# What each workload's consumer decodes every item as.
+DECODE = {"ints": "u64", "bytes64k": "bytes", "bytes1m": "bytes"}
+
+
 def sandgen_bench(
     generator: str,
     args: str,
@@ -74,9 +92,14 @@ def sandgen_bench(
     plugin: Path = PLUGIN,
     cache: Path = CACHE,
     binary: Path = SANDGEN,
+    decode: str = "u64",
 ) -> dict:
+    command = [binary, "bench", plugin, generator, "--args", args]
+    command += ["--isolation", isolation]
+    if binary == SANDGEN:  # another revision's may not know --decode
+        command += ["--decode", decode]
     out = subprocess.run(
-        [binary, "bench", plugin, generator, "--args", args, "--isolation", isolation],
+        command,
         check=True,
         capture_output=True,
         text=True,
@@ -105,7 +128,9 @@ def language_run() -> dict:
         for isolation in ("thread", "process"):
             figures = {}
             for name, (generator, args) in LANGUAGE_WORKLOADS.items():
-                figures[name] = sandgen_bench(generator, args, isolation, plugin)
+                figures[name] = sandgen_bench(
+                    generator, args, isolation, plugin, decode=DECODE[name]
+                )
             figures["first_item_ms"] = statistics.median(
                 sandgen_bench("count", "1", isolation, plugin)["first_item_ms"]
                 for _ in range(5)
@@ -155,7 +180,9 @@ def spdl_bench() -> dict:
 def sandgen_figures(isolation: str, binary: Path) -> dict:
     figures = {}
     for name, (generator, args, _) in WORKLOADS.items():
-        figures[name] = sandgen_bench(generator, args, isolation, binary=binary)
+        figures[name] = sandgen_bench(
+            generator, args, isolation, binary=binary, decode=DECODE[name]
+        )
     lat = [
         sandgen_bench("range", "1", isolation, binary=binary)["first_item_ms"]
         for _ in range(10)
@@ -191,111 +218,211 @@ def median(runs: list):
     return first
 
 
+# (key, label, unit): the throughput workloads.
+THROUGHPUT = (
+    ("ints", "200k small ints", "items/s"),
+    ("bytes64k", "2,000 × 64 KiB", "MB/s"),
+    ("bytes1m", "200 × 1 MiB", "MB/s"),
+)
+PAYLOAD = {"bytes64k": N_64K * SZ_64K, "bytes1m": N_1M * SZ_1M}
+
+
+def rate(figures: dict, key: str) -> float:
+    """items/s for small items, payload MB/s for byte strings."""
+    if key == "ints":
+        return figures["items_per_second"]
+    return PAYLOAD[key] / figures["seconds"] / 1e6
+
+
+def spdl_rate(p: dict, key: str) -> float:
+    return {
+        "ints": N_INTS / p["ints_buf3"]["iter_s"],
+        "bytes64k": PAYLOAD["bytes64k"] / p["bytes64k_buf3"]["iter_s"] / 1e6,
+        "bytes1m": PAYLOAD["bytes1m"] / p["bytes1m_buf3"]["iter_s"] / 1e6,
+    }[key]
+
+
+def fmt(unit: str, v: float) -> str:
+    return f"{v:,.0f}" if unit == "items/s" else f"{v:,.1f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:,.2f}×" if b else "-"
+
+
+def figures(res: dict) -> dict:
+    """The figures the documents quote, by name."""
+    s, n, p, lang = res["sandgen"], res["native"], res["spdl"], res["languages"]
+    out = {}
+    for key, _, _ in THROUGHPUT:
+        out[f"rust_thread_{key}"] = rate(s["thread"][key], key)
+        out[f"rust_process_{key}"] = rate(s["process"][key], key)
+        out[f"crossbeam_{key}"] = rate(n[key]["crossbeam"], key)
+        out[f"native_{key}"] = rate(n[key]["native"], key)
+        out[f"python_thread_{key}"] = rate(lang["python_thread"][key], key)
+        out[f"python_process_{key}"] = rate(lang["python_process"][key], key)
+        out[f"js_thread_{key}"] = rate(lang["js_thread"][key], key)
+        out[f"js_process_{key}"] = rate(lang["js_process"][key], key)
+        out[f"spdl_{key}"] = spdl_rate(p, key)
+    for side in ("thread", "process"):
+        out[f"rust_{side}_first_item_ms"] = s[side]["first_item_ms"]
+        out[f"rust_{side}_run_ms"] = s[side]["run_ms"]
+        for language in ("python", "js"):
+            out[f"{language}_{side}_first_item_ms"] = lang[f"{language}_{side}"][
+                "first_item_ms"
+            ]
+            out[f"{language}_{side}_run_ms"] = lang[f"{language}_{side}"]["run_ms"]
+    out["spdl_first_item_ms"] = p["latency"]["first_item_s"] * 1e3
+    return out
+
+
 def table(res: dict, runs: int) -> str:
-    s, n, p = res["sandgen"], res["native"], res["spdl"]
-    rows = []
-
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:,.1f}x" if b else "-"
-
-    def add(label, unit, thread, process, native, cross, spdl, higher_is_better=True):
-        fmt = (
-            (lambda v: f"{v:,.0f}") if unit in ("items/s",) else (lambda v: f"{v:,.1f}")
-        )
-        if higher_is_better:
-            r_spdl_t, r_spdl_p = ratio(thread, spdl), ratio(process, spdl)
-            r_nat = ratio(thread, native) if native else "-"
-        else:
-            r_spdl_t, r_spdl_p = ratio(spdl, thread), ratio(spdl, process)
-            r_nat = ratio(native, thread) if native else "-"
-        rows.append(
-            (
-                label,
-                unit,
-                fmt(thread),
-                fmt(process),
-                fmt(native) if native else "-",
-                fmt(cross) if cross else "-",
-                fmt(spdl),
-                r_spdl_t,
-                r_spdl_p,
-                r_nat,
-            )
-        )
-
-    spdl_ints = N_INTS / p["ints_buf3"]["iter_s"]
-    add(
-        "200k small ints",
-        "items/s",
-        s["thread"]["ints"]["items_per_second"],
-        s["process"]["ints"]["items_per_second"],
-        n["ints"]["native"]["items_per_second"],
-        n["ints"]["crossbeam"]["items_per_second"],
-        spdl_ints,
-    )
-    for key, spdl_key, label, count, size in (
-        ("bytes64k", "bytes64k_buf3", "2,000 x 64 KiB", N_64K, SZ_64K),
-        ("bytes1m", "bytes1m_buf3", "200 x 1 MiB", N_1M, SZ_1M),
-    ):
-        add(
-            label,
-            "MB/s",
-            s["thread"][key]["megabytes_per_second"],
-            s["process"][key]["megabytes_per_second"],
-            n[key]["native"]["megabytes_per_second"],
-            n[key]["crossbeam"]["megabytes_per_second"],
-            count * size / p[spdl_key]["iter_s"] / 1e6,
-        )
-    add(
-        "call -> first item",
-        "ms",
-        s["thread"]["first_item_ms"],
-        s["process"]["first_item_ms"],
-        None,
-        None,
-        p["latency"]["first_item_s"] * 1e3,
-        higher_is_better=False,
-    )
-    add(
-        "`sandgen run` end to end",
-        "ms",
-        s["thread"]["run_ms"],
-        s["process"]["run_ms"],
-        None,
-        None,
-        p["latency"]["first_item_s"] * 1e3,
-        higher_is_better=False,
-    )
-
-    head = (
-        "workload",
-        "unit",
-        "sandgen thread",
-        "sandgen process",
-        "native Rust",
-        "crossbeam 2 threads",
-        "SPDL 0.8.0",
-        "thread / SPDL",
-        "process / SPDL",
-        "thread / native",
-    )
+    f = figures(res)
+    p = res["spdl"]
     lines = [
         (
             f"median of {runs} runs | {platform.platform()} | {os.cpu_count()} CPUs | "
             f"python {platform.python_version()} | spdl {p['meta']['spdl']} "
             f"({p['meta']['default_mp_context']})"
         ),
-        *markdown_table(head, rows),
+        "",
+        (
+            "Rust producer: the fixture-spdl plugin against the same items from a Rust "
+            "iterator; every consumer bincode-decodes every item."
+        ),
+        "",
     ]
-    lines.append(
-        "Ratios are 'how many times better': higher throughput, or lower latency."
+    rows = []
+    for key, label, unit in THROUGHPUT:
+        rows.append(
+            (
+                label,
+                unit,
+                fmt(unit, f[f"rust_thread_{key}"]),
+                fmt(unit, f[f"rust_process_{key}"]),
+                fmt(unit, f[f"crossbeam_{key}"]),
+                fmt(unit, f[f"native_{key}"]),
+                ratio(f[f"rust_thread_{key}"], f[f"crossbeam_{key}"]),
+            )
+        )
+    lines += markdown_table(
+        (
+            "workload",
+            "unit",
+            "sandgen thread",
+            "sandgen process",
+            "crossbeam, 2 threads",
+            "native, 1 thread",
+            "sandgen thread / crossbeam",
+        ),
+        rows,
     )
-    lines.append("")
-    lines.append(language_table(res))
-    lines.append(
-        "The `sandgen run` row compares a whole CLI process (start, load, run, exit) "
-        "with SPDL's call -> first item inside an already running interpreter."
+    lines += [
+        "",
+        (
+            "Python producer: the Python example plugin (componentize-py) against SPDL "
+            "0.8.0 running the same Python generator in a forked process; every "
+            "consumer decodes every item (sandgen bench: bincode, in Rust; "
+            "bench_spdl.py: pickle, in Python)."
+        ),
+        "",
+    ]
+    rows = []
+    for key, label, unit in THROUGHPUT:
+        rows.append(
+            (
+                label,
+                unit,
+                fmt(unit, f[f"python_thread_{key}"]),
+                fmt(unit, f[f"python_process_{key}"]),
+                fmt(unit, f[f"spdl_{key}"]),
+                ratio(f[f"python_process_{key}"], f[f"spdl_{key}"]),
+            )
+        )
+    rows.append(
+        (
+            "call → first item",
+            "ms",
+            f"{f['python_thread_first_item_ms']:,.2f}",
+            f"{f['python_process_first_item_ms']:,.2f}",
+            f"{f['spdl_first_item_ms']:,.2f}",
+            ratio(f["spdl_first_item_ms"], f["python_process_first_item_ms"])
+            + (
+                " (sooner)"
+                if f["spdl_first_item_ms"] > f["python_process_first_item_ms"]
+                else " (later)"
+            ),
+        )
     )
+    lines += markdown_table(
+        (
+            "workload",
+            "unit",
+            "sandgen thread",
+            "sandgen process",
+            "SPDL 0.8.0",
+            "sandgen process / SPDL",
+        ),
+        rows,
+    )
+    lines += [
+        "",
+        (
+            "Figures without a like peer (no ratio): the JavaScript example plugin "
+            "(componentize-js), call → first item of the Rust plugin, and `sandgen "
+            "run` end to end (a whole CLI process: start, load from the compile "
+            "cache, 10 items, exit)."
+        ),
+        "",
+    ]
+    rows = []
+    for key, label, unit in THROUGHPUT:
+        rows.append(
+            (
+                label,
+                unit,
+                fmt(unit, f[f"js_thread_{key}"]),
+                fmt(unit, f[f"js_process_{key}"]),
+                "-",
+                "-",
+                "-",
+                "-",
+            )
+        )
+    for what, label in (
+        ("first_item_ms", "call → first item"),
+        ("run_ms", "`sandgen run` end to end"),
+    ):
+        rows.append(
+            (
+                label,
+                "ms",
+                f"{f[f'js_thread_{what}']:,.2f}",
+                f"{f[f'js_process_{what}']:,.2f}",
+                f"{f[f'rust_thread_{what}']:,.2f}",
+                f"{f[f'rust_process_{what}']:,.2f}",
+                f"{f[f'python_thread_{what}']:,.2f}" if what == "run_ms" else "-",
+                f"{f[f'python_process_{what}']:,.2f}" if what == "run_ms" else "-",
+            )
+        )
+    lines += markdown_table(
+        (
+            "workload",
+            "unit",
+            "JS thread",
+            "JS process",
+            "Rust thread",
+            "Rust process",
+            "Python thread",
+            "Python process",
+        ),
+        rows,
+    )
+    for lang_name, fig in res.get("start", {}).items():
+        lines.append(
+            f"{lang_name}: {fig['size_mb']:.1f} MB component; load with an empty compile cache "
+            f"{fig['cold_load_ms']:,.0f} ms, from the cache {fig['warm_load_ms']:,.0f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -321,8 +448,8 @@ def before_table(res: dict, label: str) -> str:
     for isolation in ("thread", "process"):
         for key, text, unit, field in (
             ("ints", "200k small ints", "items/s", "items_per_second"),
-            ("bytes64k", "2,000 x 64 KiB", "MB/s", "megabytes_per_second"),
-            ("bytes1m", "200 x 1 MiB", "MB/s", "megabytes_per_second"),
+            ("bytes64k", "2,000 × 64 KiB", "MB/s", "megabytes_per_second"),
+            ("bytes1m", "200 × 1 MiB", "MB/s", "megabytes_per_second"),
         ):
             now, then = s[isolation][key][field], b[isolation][key][field]
             rows.append(
@@ -338,7 +465,7 @@ def before_table(res: dict, label: str) -> str:
         now, then = s[isolation]["first_item_ms"], b[isolation]["first_item_ms"]
         rows.append(
             (
-                "call -> first item",
+                "call → first item",
                 "ms",
                 isolation,
                 f"{then:,.3f}",
@@ -353,83 +480,128 @@ def before_table(res: dict, label: str) -> str:
     return "\n".join(lines)
 
 
-def language_table(res: dict) -> str:
-    """The Python and JS example plugins against SPDL (Python generators in a
-    subprocess) and native Rust, same workloads, same run."""
-    s, n, p, lang = res["sandgen"], res["native"], res["spdl"], res["languages"]
-    spdl = {
-        "ints": N_INTS / p["ints_buf3"]["iter_s"],
-        "bytes64k": N_64K * SZ_64K / p["bytes64k_buf3"]["iter_s"] / 1e6,
-        "bytes1m": N_1M * SZ_1M / p["bytes1m_buf3"]["iter_s"] / 1e6,
-    }
-    head = (
-        "workload",
-        "unit",
-        "Rust plugin",
-        "Python thread",
-        "Python process",
-        "JS thread",
-        "JS process",
-        "SPDL 0.8.0",
-        "Python / SPDL",
-        "JS / SPDL",
-        "Python / native",
-        "JS / native",
+# (figure, target, unit, higher is better, what): the project's performance
+# targets for the Rust plugin (the design's section 7).
+TARGETS = (
+    ("rust_thread_ints", 5e6, "items/s", True, "small items, thread"),
+    ("rust_process_ints", 2e6, "items/s", True, "small items, process"),
+    ("rust_thread_bytes64k", 4000, "MB/s", True, "64 KiB, thread"),
+    ("rust_process_bytes64k", 1500, "MB/s", True, "64 KiB, process"),
+    ("rust_thread_bytes1m", 3000, "MB/s", True, "1 MiB, thread"),
+    ("rust_process_bytes1m", 1000, "MB/s", True, "1 MiB, process"),
+    ("rust_thread_first_item_ms", 2, "ms", False, "call → first item, thread"),
+    ("rust_process_first_item_ms", 20, "ms", False, "call → first item, process"),
+    ("rust_thread_run_ms", 50, "ms", False, "`sandgen run`, thread"),
+    ("rust_process_run_ms", 50, "ms", False, "`sandgen run`, process"),
+)
+
+
+def quantity(unit: str, v: float) -> str:
+    if unit == "items/s":
+        return f"{v / 1e6:,.1f} M items/s"
+    if unit == "MB/s":
+        return f"{v / 1e3:,.1f} GB/s"
+    return f"{v:,.2f} ms"
+
+
+def targets(f: dict) -> str:
+    parts, missed = [], []
+    for key, target, unit, higher, what in TARGETS:
+        met = f[key] >= target if higher else f[key] <= target
+        sign = "≥" if higher else "≤"
+        parts.append(
+            f"{what} {quantity(unit, f[key])} (target {sign} {quantity(unit, target)}"
+            f"{'' if met else ': not met'})"
+        )
+        if not met:
+            missed.append(what)
+    verdict = "All met." if not missed else f"Not met: {', '.join(missed)}."
+    return (
+        "Against the project's targets (the Rust plugin): "
+        + "; ".join(parts)
+        + ". "
+        + verdict
     )
-    rows = []
-    for key, label, unit, field in (
-        ("ints", "200k small ints", "items/s", "items_per_second"),
-        ("bytes64k", "2,000 x 64 KiB", "MB/s", "megabytes_per_second"),
-        ("bytes1m", "200 x 1 MiB", "MB/s", "megabytes_per_second"),
-    ):
-        fmt = (lambda v: f"{v:,.0f}") if unit == "items/s" else (lambda v: f"{v:,.1f}")
-        native = n[key]["native"][field]
-        py, js = lang["python_thread"][key][field], lang["js_thread"][key][field]
-        rows.append(
-            (
-                label,
-                unit,
-                fmt(s["thread"][key][field]),
-                fmt(py),
-                fmt(lang["python_process"][key][field]),
-                fmt(js),
-                fmt(lang["js_process"][key][field]),
-                fmt(spdl[key]),
-                f"{py / spdl[key]:,.2f}x",
-                f"{js / spdl[key]:,.2f}x",
-                f"{py / native:,.3f}x",
-                f"{js / native:,.3f}x",
-            )
-        )
-    for key, label in (
-        ("first_item_ms", "call -> first item"),
-        ("run_ms", "`sandgen run` end to end"),
-    ):
-        spdl_ms = p["latency"]["first_item_s"] * 1e3
-        py, js = lang["python_thread"][key], lang["js_thread"][key]
-        rows.append(
-            (
-                label,
-                "ms",
-                f"{s['thread'][key]:,.1f}",
-                f"{py:,.1f}",
-                f"{lang['python_process'][key]:,.1f}",
-                f"{js:,.1f}",
-                f"{lang['js_process'][key]:,.1f}",
-                f"{spdl_ms:,.1f}",
-                f"{spdl_ms / py:,.2f}x",
-                f"{spdl_ms / js:,.2f}x",
-                "-",
-                "-",
-            )
-        )
-    lines = markdown_table(head, rows)
-    for lang_name, fig in res.get("start", {}).items():
-        lines.append(
-            f"{lang_name}: {fig['size_mb']:.1f} MB component; load with an empty compile cache "
-            f"{fig['cold_load_ms']:,.0f} ms, from the cache {fig['warm_load_ms']:,.0f} ms"
-        )
-    return "\n".join(lines)
+
+
+def readme_summary(f: dict, stamp: str) -> str:
+    return (
+        f"In one side-by-side run ({stamp}; `bench/run.sh`, BENCHMARKS.md), every "
+        "consumer decoding every item: the Rust plugin gives "
+        f"{f['rust_thread_ints'] / 1e6:,.1f} M small items/s and "
+        f"{f['rust_thread_bytes64k'] / 1e3:,.1f} GB/s of 64 KiB items in thread isolation "
+        f"({f['rust_thread_ints'] / f['crossbeam_ints']:,.2f}× and "
+        f"{f['rust_thread_bytes64k'] / f['crossbeam_bytes64k']:,.2f}× the same Rust items "
+        "handed between two threads by crossbeam), "
+        f"{f['rust_process_ints'] / 1e6:,.1f} M items/s and "
+        f"{f['rust_process_bytes64k'] / 1e3:,.1f} GB/s in process isolation. The Python "
+        "example plugin, in a worker process, gives "
+        f"{f['python_process_ints'] / 1e6:,.2f} M small items/s, "
+        f"{f['python_process_ints'] / f['spdl_ints']:,.1f}× SPDL 0.8.0's "
+        "`iterate_in_subprocess` running the same Python generator in a forked process "
+        f"({f['python_process_bytes64k'] / f['spdl_bytes64k']:,.1f}× for 64 KiB items), "
+        f"and its first item in {f['python_process_first_item_ms']:,.1f} ms against SPDL's "
+        f"{f['spdl_first_item_ms']:,.1f} ms. From call to first item, a Rust plugin takes "
+        f"{f['rust_thread_first_item_ms']:,.2f} ms in thread isolation and "
+        f"{f['rust_process_first_item_ms']:,.2f} ms in process isolation; the JavaScript "
+        f"example yields {f['js_thread_ints'] / 1e6:,.2f} M small items/s."
+    )
+
+
+def replace_between(path: Path, text: str) -> None:
+    """Puts `text` between the file's `bench/run.sh` markers."""
+    begin, end = "<!-- bench/run.sh: begin -->", "<!-- bench/run.sh: end -->"
+    old = path.read_text()
+    if old.count(begin) != 1 or old.count(end) != 1:
+        sys.exit(f"{path}: expected one pair of `bench/run.sh` markers")
+    head, rest = old.split(begin)
+    _, tail = rest.split(end)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def stamp_now(runs: int) -> str:
+    """When, at which revision and where a run was made."""
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [
+            "git",
+            "diff",
+            "--quiet",
+            "HEAD",
+            "--",
+            "host",
+            "guest-sdk",
+            "examples",
+            "bench",
+        ],
+        cwd=ROOT,
+        check=False,
+    ).returncode
+    if dirty:
+        rev += " with uncommitted changes"
+    return (
+        f"{time.strftime('%Y-%m-%d')}, {rev}, {os.cpu_count()} CPUs, median of {runs}"
+    )
+
+
+def write_docs(res: dict, runs: int, stamp: str | None) -> None:
+    f = figures(res)
+    stamp = stamp or stamp_now(runs)
+    replace_between(
+        ROOT / "BENCHMARKS.md",
+        f"Written by `bench/run.sh --write {runs}` ({stamp}).\n\n"
+        + table(res, runs)
+        + "\n\n"
+        + textwrap.fill(targets(f), width=76, break_on_hyphens=False),
+    )
+    summary = textwrap.fill(readme_summary(f, stamp), width=76, break_on_hyphens=False)
+    replace_between(ROOT / "README.md", summary)
 
 
 def main() -> None:
@@ -437,7 +609,21 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--before", type=Path, help="another revision's sandgen binary")
     ap.add_argument("--before-label", default="before")
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="put the tables and figures into BENCHMARKS.md and README.md",
+    )
+    ap.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="run nothing: write the documents from bench/results.json",
+    )
     args = ap.parse_args()
+    if args.rewrite:
+        saved = json.loads((ROOT / "bench/results.json").read_text())
+        write_docs(saved["median"], len(saved["runs"]), saved.get("stamp"))
+        return
     global BEFORE
     BEFORE = args.before
     if BEFORE is not None:
@@ -451,10 +637,13 @@ def main() -> None:
     runs = [one_run() for _ in range(args.runs)]
     res = median(runs)
     res["start"] = language_start()
+    stamp = stamp_now(args.runs)
     (ROOT / "bench/results.json").write_text(
-        json.dumps({"median": res, "runs": runs}, indent=1)
+        json.dumps({"median": res, "runs": runs, "stamp": stamp}, indent=1)
     )
     print(table(res, args.runs))
+    if args.write:
+        write_docs(res, args.runs, stamp)
     if BEFORE is not None:
         print()
         print(before_table(res, args.before_label))

@@ -5,13 +5,22 @@
 # PyPI into bench/.venv), and the Python and JavaScript example plugins, on
 # the workloads of bench/bench_spdl.py.
 #
-#   bench/run.sh [RUNS] [REF]   # default 3; prints the table, writes bench/results.json
+#   bench/run.sh [--write] [RUNS] [REF]   # default 3; prints the tables, writes bench/results.json
+#
+# With --write, the tables and the figures quoted in prose also go into
+# BENCHMARKS.md and README.md, between their `bench/run.sh` markers: the
+# documents' figures are this script's output, never retyped.
 #
 # With REF (a git revision, built by bench/build-revision.sh), the sandgen
 # workloads also run with REF's `sandgen`, interleaved, and a second table
 # compares the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+write=()
+if [ "${1:-}" = --write ]; then
+    write=(--write)
+    shift
+fi
 rustup toolchain install >/dev/null
 before=()
 if [ -n "${2:-}" ]; then
@@ -37,4 +46,4 @@ if [ ! -x bench/.venv/bin/python ]; then
     python3 -m venv bench/.venv
 fi
 bench/.venv/bin/pip install -q "spdl==0.8.0"
-exec bench/.venv/bin/python bench/compare.py --runs "${1:-3}" "${before[@]}"
+exec bench/.venv/bin/python bench/compare.py --runs "${1:-3}" "${before[@]}" "${write[@]}"

@@ -71,11 +71,10 @@ export const generator = plugin({
     },
   },
   blobs: {
-    description: "yields n byte arrays of `size` bytes (large items, for benchmarks)",
+    description: "yields n fresh byte arrays of `size` bytes (large items, for benchmarks)",
     args: { n: "int", size: "int" },
     *iter({ n, size }) {
-      const blob = new Uint8Array(size);
-      for (let i = 0; i < n; i++) yield blob;
+      for (let i = 0; i < n; i++) yield new Uint8Array(size);
     },
   },
 });

@@ -47,10 +47,9 @@ def count(n: int):
 
 
 def blobs(n: int, size: int):
-    """Yields n byte strings of `size` bytes (large items, for benchmarks)."""
-    blob = bytes(size)
+    """Yields n fresh byte strings of `size` bytes (large items, for benchmarks)."""
     for _ in range(n):
-        yield blob
+        yield bytes(size)
 
 
 Generator = sandgen_guest.plugin(windows, Epochs, count, blobs)

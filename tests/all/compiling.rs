@@ -26,6 +26,7 @@ fn status_field(pid: u32, name: &str) -> Option<String> {
 /// The process whose parent is `parent` and whose command line holds
 /// `word`, waited for up to `deadline`.
 fn child_with(parent: u32, word: &str, deadline: Duration) -> u32 {
+    let deadline = crate::util::limit(deadline);
     let until = Instant::now() + deadline;
     loop {
         let found = std::fs::read_dir("/proc")
@@ -50,6 +51,7 @@ fn child_with(parent: u32, word: &str, deadline: Duration) -> u32 {
 /// Waits until process `pid` is gone (or a zombie), up to `deadline`.
 #[track_caller]
 fn gone_within(pid: u32, deadline: Duration, what: &str) {
+    let deadline = crate::util::limit(deadline);
     let until = Instant::now() + deadline;
     while status_field(pid, "State:").is_some_and(|state| !state.starts_with('Z')) {
         if Instant::now() > until {
@@ -92,7 +94,7 @@ fn a_compiling_child_dies_with_its_caller_and_is_confined() {
         let mut cli = Running::spawn(&command, Stdout::Collect);
         let child = child_with(cli.pid(), "__sandgen-compile", Duration::from_secs(60));
         // Confined once it has read the component.
-        let until = Instant::now() + Duration::from_secs(60);
+        let until = Instant::now() + crate::util::limit(Duration::from_secs(60));
         while status_field(child, "Seccomp:").as_deref() != Some("2") {
             assert!(
                 Instant::now() < until,

@@ -94,8 +94,14 @@ fn a_worker_process_in_a_pass_is_confined() {
 /// `sandgen run --isolation process` of `range` with the worker's probe
 /// set (debug builds only).
 fn probe(what: &str, extra: &[&str]) -> std::process::Output {
+    probe_with(what, extra, &[])
+}
+
+/// [`probe`] with more environment variables for the worker.
+fn probe_with(what: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sandgen"));
     command
+        .envs(env.iter().copied())
         .env("SANDGEN_CACHE_DIR", crate::util::cache_dir())
         .env("SANDGEN_CONFINEMENT_PROBE", what)
         .args([
@@ -157,6 +163,70 @@ fn an_escaped_guest_cannot_change_other_processes_or_its_own_confinement() {
     }
 }
 
+/// A process this test starts and kills when dropped.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With the seccomp filter left off (a debug build's switch), Landlock by
+/// itself refuses each thing an escaped guest would try that it rules:
+/// reading outside the granted directories, TCP connect and bind, an
+/// abstract Unix socket and a signal to a process outside the worker's
+/// domain. The same things done by this test itself succeed, so each
+/// refusal is the worker's confinement.
+#[test]
+fn landlock_alone_holds_each_rule() {
+    let _watch = crate::util::watchdog("confinement::landlock_alone_holds_each_rule");
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("sandgen-landlock-test-{}", std::process::id());
+    let address = SocketAddr::from_abstract_name(&name).unwrap();
+    let _unix = UnixListener::bind_addr(&address).unwrap();
+    let sleeper = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("120")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = sleeper.0.id();
+    // Each target is reachable from outside the worker.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    drop(std::net::TcpListener::bind(("127.0.0.1", free_port)).unwrap());
+    assert!(UnixStream::connect_addr(&address).is_ok());
+    // SAFETY: kill with values only, to this test's own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    for what in [
+        "open:/etc/passwd".to_owned(),
+        format!("connect:{port}"),
+        format!("bind:{free_port}"),
+        format!("abstract:{name}"),
+        format!("signal:{pid}"),
+    ] {
+        let output = probe_with(&what, &[], &[("SANDGEN_CONFINEMENT_WITHOUT", "seccomp")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{what}: {stderr}");
+        assert!(stderr.contains("seccomp left off"), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("probe {what}: refused: ")),
+            "{what}: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n1\n");
+    }
+    drop(sleeper);
+}
+
 #[test]
 fn an_escaped_guest_that_makes_a_socket_or_runs_a_program_is_killed() {
     let _watch = crate::util::watchdog(
@@ -205,8 +275,6 @@ fn a_stopped_and_continued_worker_process_goes_on() {
         crate::util::watchdog("confinement::a_stopped_and_continued_worker_process_goes_on");
     // Its sleeping threads resume through `restart_syscall`, which the
     // filter must allow (Ctrl-Z and `fg` in a shell).
-    let _watch =
-        crate::util::watchdog("confinement::a_stopped_and_continued_worker_process_goes_on");
     let iterable = plugin(crate::util::artifacts::FIXTURE_SPDL)
         .generator("sleep")
         .args(&serde_json::json!({ "ms": 30, "n": 20 }))

@@ -69,7 +69,7 @@ fn a03_iterable_drops_after_use() {
     drop(iterable);
     let teardown = started.elapsed();
     assert!(
-        teardown < Duration::from_millis(500),
+        teardown < crate::util::limit(Duration::from_millis(500)),
         "drop took {teardown:?}"
     );
     if let Some(pid) = worker {
@@ -84,7 +84,7 @@ fn a03_iterable_drops_after_use() {
 /// Waits for the next `produced i` line of the `announce` generator.
 fn produced(lines: &Receiver<String>) -> u64 {
     let line = lines
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(crate::util::limit(Duration::from_secs(5)))
         .expect("a `produced` line within 5 s");
     line.strip_prefix("produced ").unwrap().parse().unwrap()
 }
@@ -186,7 +186,7 @@ both_isolations!(a09_abort_right_after_initialization);
 fn a09_abort_right_after_initialization() {
     let started = Instant::now();
     drop(range(3));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < crate::util::limit(Duration::from_secs(5)));
 }
 
 both_isolations!(a10_a15_generator_fails_at_first_step);
@@ -306,10 +306,10 @@ fn a18_timeout() {
     let started = Instant::now();
     let error = crate::util::pass_error::<u64>(&iterable);
     assert_error(&error, ErrorKind::Timeout, "timed out");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < crate::util::limit(Duration::from_secs(5)));
     drop(iterable);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < crate::util::limit(Duration::from_secs(5)),
         "teardown waited for the sleep"
     );
 }
@@ -491,11 +491,11 @@ fn c_teardown_of_busy_and_idle_workers_is_prompt() {
     // Below the 1 s after which teardown gives up on a worker (and a
     // process is killed): a guest that was not stopped fails this.
     assert!(
-        busy_teardown < Duration::from_millis(800),
+        busy_teardown < crate::util::limit(Duration::from_millis(800)),
         "busy teardown took {busy_teardown:?}"
     );
     assert!(
-        idle_teardown < Duration::from_millis(800),
+        idle_teardown < crate::util::limit(Duration::from_millis(800)),
         "idle teardown took {idle_teardown:?}"
     );
 }

@@ -82,6 +82,30 @@ pub fn with_isolation(isolation: Isolation, name: &str, test: fn()) {
     test();
 }
 
+/// The factor that stretches every upper bound on time in these tests (the
+/// deadlines of waits and the limits of "promptly"): `SANDGEN_TEST_TIME_FACTOR`,
+/// a number of at least 1 (default 1), for a slow or loaded machine. Lower
+/// bounds ("at least the timeout") are not stretched. A factor past 2 blurs
+/// the tests that tell a prompt stop from a one-second fallback.
+pub fn time_factor() -> f64 {
+    static FACTOR: OnceLock<f64> = OnceLock::new();
+    *FACTOR.get_or_init(|| match std::env::var("SANDGEN_TEST_TIME_FACTOR") {
+        Err(_) => 1.0,
+        Ok(text) => match text.parse::<f64>() {
+            Ok(factor) if factor >= 1.0 && factor.is_finite() => factor,
+            _ => panic!(
+                "invalid SANDGEN_TEST_TIME_FACTOR `{text}`: give a number of at least 1 (such as 2.5)"
+            ),
+        },
+    })
+}
+
+/// `duration` stretched by [`time_factor`]: an upper bound on how long
+/// something may take.
+pub fn limit(duration: Duration) -> Duration {
+    duration.mul_f64(time_factor())
+}
+
 /// How long one test may run before its [`watchdog`] ends the test binary:
 /// a guard against hangs inside the library (a pass that ends only if fuel,
 /// the timeout or kill detection work), never a measure of speed.
@@ -96,10 +120,10 @@ pub fn watchdog(what: &str) -> Watchdog {
     let (disarm, armed) = crossbeam_channel::bounded::<()>(0);
     let what = what.to_owned();
     std::thread::spawn(move || {
-        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = armed.recv_timeout(TEST_DEADLINE)
-        {
+        let deadline = limit(TEST_DEADLINE);
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = armed.recv_timeout(deadline) {
             eprintln!(
-                "test watchdog: `{what}` did not finish within {TEST_DEADLINE:?}; ending the test binary"
+                "test watchdog: `{what}` did not finish within {deadline:?}; ending the test binary"
             );
             std::process::exit(101);
         }
@@ -371,6 +395,7 @@ impl Running {
     /// Waits until the child writes a stderr line containing `words`.
     #[track_caller]
     pub fn stderr_line(&self, words: &str, deadline: Duration) -> String {
+        let deadline = limit(deadline);
         let until = std::time::Instant::now() + deadline;
         loop {
             match self.stderr_lines.recv_deadline(until) {
@@ -388,6 +413,7 @@ impl Running {
     /// group and fails the test, saying what it waited for.
     #[track_caller]
     pub fn wait(&mut self, deadline: Duration, what: &str) -> std::process::Output {
+        let deadline = limit(deadline);
         let status = match self.exited {
             Some(status) => status,
             None => match self.status.recv_timeout(deadline) {

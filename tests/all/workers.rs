@@ -235,7 +235,7 @@ fn a_silent_worker_times_out_by_name() {
             .find_map(Result::err)
             .expect("a timeout");
         assert_error(&error, ErrorKind::Timeout, "worker 1 of 2");
-        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(started.elapsed() < crate::util::limit(Duration::from_secs(20)));
     }
 }
 
@@ -288,7 +288,7 @@ fn dropping_the_iterable_ends_every_worker_process() {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
     let started: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
-    let until = Instant::now() + Duration::from_secs(60);
+    let until = Instant::now() + crate::util::limit(Duration::from_secs(60));
     while pids
         .iter()
         .zip(&started)
@@ -301,7 +301,7 @@ fn dropping_the_iterable_ends_every_worker_process() {
     let started = Instant::now();
     drop(iterable);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < crate::util::limit(Duration::from_secs(5)),
         "{:?}",
         started.elapsed()
     );
@@ -489,7 +489,7 @@ fn announcing(n: u64, workers: usize) -> (sandgen::Iterable, Seen) {
 /// Waits until `seen` holds `count` lines (the worker's own thread prints
 /// on its own time).
 fn lines(seen: &Seen, count: usize) -> Vec<(String, bool)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::util::limit(Duration::from_secs(10));
     loop {
         let lines = seen.lock().unwrap().clone();
         if lines.len() >= count {
@@ -597,7 +597,7 @@ fn close_from_another_thread_stops_a_guest_running_on_the_callers_thread() {
     assert_error(&error, ErrorKind::Closed, "was closed");
     let closing = closer.join().unwrap();
     assert!(
-        closing < Duration::from_millis(800),
+        closing < crate::util::limit(Duration::from_millis(800)),
         "close took {closing:?}"
     );
 }

@@ -7,18 +7,30 @@
 # Each `NAME.patch` opens with what it breaks (`Breaks:`) and the tests that
 # must then fail (`Caught-by:`, as cargo test filters: `mod::test` for the
 # end-to-end tests of `tests/all`, `mod::tests::test` for the library's unit
-# tests; or a pytest node id under `host/python/`, run by tests/python.sh),
+# tests, `PACKAGE:mod::tests::test` for the unit tests of another package of
+# the workspace; or a pytest node id under `host/python/`, run as
+# tests/python.sh runs it),
 # followed by the change itself (`git diff` output). For each one
 # the script applies the change, runs those tests, expects every one of them
 # to fail, and takes the change back (also when interrupted). It prints one
 # line per mutation, `caught` or `MISSED`, and exits 1 if any was missed.
+# Run without names, it also records its result in SECURITY.md (between the
+# `tests/mutations/run.sh` markers): the date, the revision and what was
+# caught, so that the document states the last run, not a memory of one.
 # Run from the repository's root on a clean tree; each mutation rebuilds the
-# host (about a minute on 2 cores).
+# host (about a minute on 2 cores; all of them take about 40 minutes, too
+# long for CI's 90 with the rest, so they run on demand).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/mutations
+record=""
 if [ $# -eq 0 ]; then
+    record=1
     set -- $(cd "$here" && ls ./*.patch | sed 's|^\./||; s|\.patch$||')
+fi
+if [ -n "$record" ] && ! git diff --quiet HEAD; then
+    echo "run.sh records its result in SECURITY.md: commit or stash your changes first" >&2
+    exit 2
 fi
 applied=""
 undo() {
@@ -36,6 +48,8 @@ pytest_one() {
         bash -c 'cd host/python && ../../target/python-venv/bin/python -m pytest -q -p no:cacheprovider "$1"' _ "$1"
 }
 missed=0
+caught=()
+missed_names=()
 for name in "$@"; do
     patch="$here/$name.patch"
     [ -f "$patch" ] || { echo "no mutation $name ($patch)" >&2; exit 2; }
@@ -44,11 +58,15 @@ for name in "$@"; do
     applied="$patch"
     verdict=caught
     while read -r test; do
-        case "$test" in
-            *.py::*) run=(pytest_one "${test#host/python/}") ;;
-            *::tests::*) run=(cargo test --locked -q -p sandgen --lib -- "$test") ;;
-            *) run=(cargo test --locked -q -p sandgen --test all -- "$test") ;;
-        esac
+        if [[ "$test" =~ ^([A-Za-z0-9_-]+):([^:].*)$ ]]; then
+            run=(cargo test --locked -q -p "${BASH_REMATCH[1]}" --lib -- "${BASH_REMATCH[2]}")
+        else
+            case "$test" in
+                *.py::*) run=(pytest_one "${test#host/python/}") ;;
+                *::tests::*) run=(cargo test --locked -q -p sandgen --lib -- "$test") ;;
+                *) run=(cargo test --locked -q -p sandgen --test all -- "$test") ;;
+            esac
+        fi
         log="$(mktemp)"
         if "${run[@]}" >"$log" 2>&1; then
             # Passed: missed, unless no test ran at all (a stale name).
@@ -66,7 +84,25 @@ for name in "$@"; do
         rm -f "$log"
     done < <(sed -n 's/^Caught-by: //p' "$patch")
     undo
-    [ "$verdict" = caught ] || missed=1
+    if [ "$verdict" = caught ]; then
+        caught+=("$name")
+    else
+        missed=1
+        missed_names+=("$name")
+    fi
     echo "$verdict: $name ($what)"
 done
+if [ -n "$record" ]; then
+    total=$(( ${#caught[@]} + ${#missed_names[@]} ))
+    line="The last run of \`tests/mutations/run.sh\` ($(date -u +%Y-%m-%d), at $(git rev-parse --short HEAD)) caught ${#caught[@]} of $total."
+    if [ ${#missed_names[@]} -gt 0 ]; then
+        line="$line Missed: ${missed_names[*]}."
+    fi
+    results="$(mktemp)"
+    for name in "${caught[@]}"; do echo "$name caught"; done >"$results"
+    for name in "${missed_names[@]}"; do echo "$name MISSED"; done >>"$results"
+    python3 "$here/record.py" "$results" "$line"
+    rm -f "$results"
+    echo "recorded in SECURITY.md: $line"
+fi
 exit "$missed"

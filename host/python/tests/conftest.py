@@ -18,8 +18,33 @@ import sandgen
 
 ROOT = Path(__file__).resolve().parents[3]
 
+
+def _time_factor() -> float:
+    text = os.environ.get("SANDGEN_TEST_TIME_FACTOR", "1")
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor >= 1 or factor == float("inf"):
+        raise pytest.UsageError(
+            f"invalid SANDGEN_TEST_TIME_FACTOR {text!r}: give a number of at least 1 (such as 2.5)"
+        )
+    return factor
+
+
+# Stretches every upper bound on time in these tests (deadlines of waits,
+# limits of "promptly"), for a slow or loaded machine; lower bounds are not
+# stretched. The same variable as the Rust tests'.
+TIME_FACTOR = _time_factor()
+
+
+def limit(seconds: float) -> float:
+    """`seconds` stretched by SANDGEN_TEST_TIME_FACTOR: an upper bound on time."""
+    return seconds * TIME_FACTOR
+
+
 # Longer than any test needs; past it the run ends with every thread's stack.
-WATCHDOG_SECONDS = 300
+WATCHDOG_SECONDS = limit(300)
 
 
 def _guests() -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import sandgen
-from conftest import ROOT, guest, process_state
+from conftest import ROOT, guest, limit, process_state
 
 # The command pip put beside this interpreter, and the workspace's binary.
 COMMAND = Path(sys.executable).parent / "sandgen"
@@ -90,13 +90,13 @@ def test_a_compiling_process_dies_with_the_interpreter(tmp_path: Path) -> None:
     try:
         child = _child_running(python.pid, "__sandgen-compile", deadline=60)
         # Confined once it has read the component: compiling from then on.
-        until = time.monotonic() + 60
+        until = time.monotonic() + limit(60)
         while _status(child, "Seccomp:") != "2":
             assert time.monotonic() < until, "the compiling process never started compiling"
             time.sleep(0.02)
         python.kill()
         python.wait(timeout=30)
-        until = time.monotonic() + 2
+        until = time.monotonic() + limit(2)
         while process_state(child) not in (None, "Z"):
             if time.monotonic() > until:
                 os.kill(child, signal.SIGKILL)
@@ -117,7 +117,7 @@ def _status(pid: int, name: str) -> str | None:
 
 def _child_running(parent: int, word: str, deadline: float) -> int:
     """The child of `parent` whose command line holds `word`."""
-    until = time.monotonic() + deadline
+    until = time.monotonic() + limit(deadline)
     while True:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or _status(int(entry.name), "PPid:") != str(parent):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,29 @@ def test_limits_in_a_shard_say_so() -> None:
         ds.take_all()
 
 
+def _lines_in_worker_logs(marker: str) -> int:
+    """How many lines of the Ray workers' logs (this session's) hold `marker`."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    return sum(
+        line.count(marker)
+        for path in logs.glob("worker-*")
+        for line in path.read_text(errors="replace").splitlines()
+    )
+
+
 def test_plugin_errors_are_not_retried() -> None:
-    assert sandgen.ray._remote_args() == {"max_retries": 2, "retry_exceptions": False}
+    # Each attempt of the read task runs the plugin's initializer, which
+    # prints the marker on the guest's stderr, into the Ray worker's log: a
+    # plugin error must end the task after one attempt, not after Ray's
+    # retries (which are for lost workers and nodes).
+    marker = f"attempt-of-{uuid.uuid4().hex}"
+    bad = {"n": 3, "fail_at": 0, "message": "a deterministic plugin error"}
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"), "fail_at", shard_args=[bad], config={"announce": marker}
+    )
+    with pytest.raises(Exception, match="a deterministic plugin error"):
+        ds.take_all()
+    assert _lines_in_worker_logs(marker) == 1
 
 
 def test_the_plugin_travels_with_the_tasks(tmp_path: Path) -> None:

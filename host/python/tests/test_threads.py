@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import sandgen
-from conftest import guest, process_state
+from conftest import guest, limit, process_state
 
 
 def test_waiting_for_items_releases_the_gil(spdl: sandgen.Plugin, isolation: str) -> None:
@@ -154,7 +154,7 @@ def test_ctrl_c_interrupts_a_wait(isolation: str, mode: str, cache_dir: str) -> 
         # child or its worker process since it was ready): the caller is then
         # waiting inside sandgen for it.
         start = _cpu_ticks(child.pid)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + limit(30)
         while _cpu_ticks(child.pid) < start + 10:
             assert time.monotonic() < deadline, "the guest never spun"
             time.sleep(0.01)
@@ -167,7 +167,7 @@ def test_ctrl_c_interrupts_a_wait(isolation: str, mode: str, cache_dir: str) -> 
     assert child.returncode == 3, err
     assert "interrupted" in out
     if ready[1] != "None":
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + limit(10)
         while process_state(int(ready[1])) not in (None, "Z") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert process_state(int(ready[1])) in (None, "Z")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import sandgen
-from conftest import guest
+from conftest import guest, limit
 
 
 def write(stream: str, text: str, items: int = 3) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def test_lines_waiting_for_the_caller_are_bounded_by_bytes_and_counted() -> None
         # have all been read from its pipe by the caller's reader thread
         # (this process's read count, from /proc), so none is handed on
         # meanwhile.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + limit(60)
         while _read() - before < times * len(line):
             assert time.monotonic() < deadline, "the worker did not write its lines"
             time.sleep(0.01)

@@ -76,7 +76,7 @@ fn a_progress_line_shows_on_a_terminal_and_never_otherwise() {
     let (out, _) = expect(&output, 0);
     assert_eq!(out.lines().count(), 50);
     let shown = text
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(crate::util::limit(Duration::from_secs(30)))
         .expect("the terminal closes when sandgen exits");
     assert!(shown.contains(" items, "), "{shown:?}");
     assert!(shown.contains(" items/s, "), "{shown:?}");

@@ -135,7 +135,7 @@ fn peak_kib(command: &mut std::process::Command) -> (i32, u64) {
         .spawn()
         .unwrap();
     let pid = child.id() as libc::pid_t;
-    let deadline = std::time::Instant::now() + super::CLI_DEADLINE;
+    let deadline = std::time::Instant::now() + crate::util::limit(super::CLI_DEADLINE);
     loop {
         let mut status = 0;
         // SAFETY: an all-zero rusage is valid; wait4 fills it for our own
@@ -292,11 +292,15 @@ fn python_and_js_examples_run_and_bench() {
         // bench sends --args as bincode, which the helpers read by the
         // generator's parameter types (Python) or args schema (JS).
         let (out, _) = expect(
-            &sandgen(&["bench", example, "count", "--args", "2500", "--passes", "2"]),
+            &sandgen(&[
+                "bench", example, "count", "--args", "2500", "--passes", "2", "--decode", "u64",
+            ]),
             0,
         );
         let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(report["items"], 5000, "{example}");
+        // Each pass counts 0..2500, decoded.
+        assert_eq!(report["checksum"], 2 * 2499 * 2500 / 2, "{example}");
         let (out, _) = expect(
             &sandgen(&[
                 "bench",
@@ -304,11 +308,14 @@ fn python_and_js_examples_run_and_bench() {
                 "blobs",
                 "--args",
                 r#"{"n": 10, "size": 1000}"#,
+                "--decode",
+                "bytes",
             ]),
             0,
         );
         let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(report["items"], 10, "{example}");
+        assert_eq!(report["checksum"], 10 * 1000, "{example}");
         assert_eq!(report["bytes"], 10 * 1003, "{example}");
     }
 }

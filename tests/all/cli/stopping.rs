@@ -135,7 +135,7 @@ fn a_sigkilled_caller_leaves_no_worker_process_behind() {
         crate::util::watchdog("cli::stopping::a_sigkilled_caller_leaves_no_worker_process_behind");
     crate::util::set_isolation(sandgen::Isolation::Process);
     let mut child = spinning_run(&["--workers", "3"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::util::limit(Duration::from_secs(30));
     let workers = loop {
         let workers = crate::process::children(child.pid());
         if workers.len() == 3 || Instant::now() > deadline {

@@ -7,8 +7,9 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod bench;
 mod json;
 mod progress;
 
@@ -51,9 +52,18 @@ enum Command {
     },
     /// Runs a generator and prints each item as one line of JSON.
     Run(RunArgs),
-    /// Iterates a generator (bincode encoding) without printing items and
-    /// prints one JSON object of throughput figures.
-    Bench(RunArgs),
+    /// Iterates a generator, decoding every item as --decode says (as a
+    /// consumer would) without printing it, and prints one JSON object of
+    /// throughput figures.
+    Bench {
+        #[command(flatten)]
+        run: RunArgs,
+        /// What to do with each item: json (parse it; any generator), u64
+        /// or bytes (bincode, decoded as that type), none (count it
+        /// unread: the transport alone).
+        #[arg(long, value_enum, default_value = "json", value_name = "KIND")]
+        decode: bench::Decode,
+    },
     /// Says how this kernel confines worker processes (Landlock, seccomp,
     /// no-new-privs, core dumps); exits 1 when a layer is missing.
     Confinement,
@@ -227,7 +237,7 @@ fn main() -> ExitCode {
             load,
         } => list(plugin, timeout, &load),
         Command::Run(args) => run(args),
-        Command::Bench(args) => bench(args),
+        Command::Bench { run, decode } => bench::bench(run, decode),
         Command::Confinement => confinement(),
     };
     match result {
@@ -470,53 +480,4 @@ fn confinement() -> Result<(), Failure> {
             ),
         })
     }
-}
-
-fn bench(args: RunArgs) -> Result<(), Failure> {
-    let loading = Instant::now();
-    let plugin = load(&args)?;
-    let load_ms = loading.elapsed().as_secs_f64() * 1e3;
-    // "Call to first item": from building the iterable (worker start,
-    // instantiation, initializer, create) to the first item, like SPDL's
-    // iterate_in_subprocess call; loading the plugin is `load_ms`.
-    let started = Instant::now();
-    let iterable = build(&plugin, &args, Encoding::Bincode)?;
-    let mut first_item = None;
-    let (mut items, mut bytes) = (0u64, 0u64);
-    let mut left = args.take.unwrap_or(u64::MAX);
-    let mut progress = progress::Progress::new();
-    let iterating = Instant::now();
-    'passes: for _ in 0..args.passes {
-        if left == 0 {
-            break;
-        }
-        let mut pass = iterable.iter_raw()?;
-        while let Some(item) = pass.next_item() {
-            let item = item?;
-            first_item.get_or_insert_with(|| started.elapsed());
-            items += 1;
-            bytes += item.len() as u64;
-            left -= 1;
-            progress.item(pass.delivered());
-            if left == 0 {
-                break 'passes;
-            }
-        }
-        progress.pass_done(pass.delivered());
-    }
-    let seconds = iterating.elapsed().as_secs_f64();
-    progress.finish();
-    drop(iterable);
-    let report = serde_json::json!({
-        "items": items,
-        "bytes": bytes,
-        "seconds": seconds,
-        "items_per_second": if seconds > 0.0 { items as f64 / seconds } else { 0.0 },
-        "megabytes_per_second": if seconds > 0.0 { bytes as f64 / seconds / 1e6 } else { 0.0 },
-        "first_item_ms": first_item.map(|d| d.as_secs_f64() * 1e3),
-        "load_ms": load_ms,
-    });
-    // A closed stdout has nobody left to tell.
-    let _ = writeln!(io::stdout().lock(), "{report}");
-    Ok(())
 }

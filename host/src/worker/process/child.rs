@@ -299,8 +299,11 @@ fn raw_stdout() -> std::io::Result<Box<dyn Write + Send>> {
 /// Debug builds only (never in a release build): after confinement, tries
 /// what `SANDGEN_CONFINEMENT_PROBE` names, as an escaped guest would, and
 /// says on stderr what happened: `open:PATH` (Landlock refuses it),
-/// `socket` or `exec` (the seccomp filter kills the process). The tests of
-/// the confinement use it (`tests/all/process.rs`).
+/// `socket` or `exec` (the seccomp filter kills the process),
+/// `prlimit-other` and `prctl-dumpable` (the filter refuses them), and, for
+/// Landlock alone (`SANDGEN_CONFINEMENT_WITHOUT=seccomp`), `connect:PORT`,
+/// `bind:PORT`, `abstract:NAME` and `signal:PID`. The tests of the
+/// confinement use it (`tests/all/confinement.rs`).
 #[cfg(debug_assertions)]
 fn probe_confinement() {
     let Ok(probe) = std::env::var("SANDGEN_CONFINEMENT_PROBE") else {
@@ -342,6 +345,37 @@ fn probe_confinement() {
         } else {
             format!("refused: {}", std::io::Error::last_os_error())
         }
+    } else if let Some(port) = probe.strip_prefix("connect:") {
+        // A TCP connection to this machine (Landlock's network rule).
+        match std::net::TcpStream::connect(("127.0.0.1", port.parse().unwrap_or(0))) {
+            Ok(_) => "connected".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        }
+    } else if let Some(port) = probe.strip_prefix("bind:") {
+        match std::net::TcpListener::bind(("127.0.0.1", port.parse().unwrap_or(0))) {
+            Ok(_) => "bound".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        }
+    } else if let Some(name) = probe.strip_prefix("abstract:") {
+        // An abstract Unix socket outside the worker's domain (Landlock's
+        // scope).
+        use std::os::linux::net::SocketAddrExt as _;
+        match std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| std::os::unix::net::UnixStream::connect_addr(&addr))
+        {
+            Ok(_) => "connected".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        }
+    } else if let Some(pid) = probe.strip_prefix("signal:") {
+        // SIGCONT (harmless) to a process outside the worker's domain
+        // (Landlock's scope).
+        // SAFETY: kill with values only.
+        let done = unsafe { libc::kill(pid.parse().unwrap_or(0), libc::SIGCONT) };
+        if done == 0 {
+            "signalled".to_owned()
+        } else {
+            format!("refused: {}", std::io::Error::last_os_error())
+        }
     } else if probe == "exec" {
         match std::process::Command::new("/bin/true").status() {
             Ok(status) => format!("ran /bin/true: {status}"),
@@ -351,4 +385,63 @@ fn probe_confinement() {
         format!("unknown probe `{probe}`")
     };
     eprintln!("sandgen worker probe {probe}: {outcome}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::output::GuestStream;
+
+    /// Every write, with the thread that made it.
+    type Writes = Arc<Mutex<Vec<(std::thread::ThreadId, Vec<u8>)>>>;
+
+    struct Recorder(Writes);
+
+    impl Write for Recorder {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut writes = self.0.lock().unwrap();
+            writes.push((std::thread::current().id(), bytes.to_vec()));
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A worker process writes each output line to its caller itself, on
+    /// the guest's thread, before the guest goes on: a line can then never
+    /// reach the caller after an item the guest yields later (end to end:
+    /// `sandbox::output_lines_and_items_keep_their_order`, which sees an
+    /// overtaking only when the scheduler makes one).
+    #[test]
+    fn output_lines_are_written_on_the_guests_thread_before_it_goes_on() {
+        let writes = Writes::default();
+        let out: Out = Arc::new(Mutex::new(BufWriter::new(Box::new(Recorder(
+            writes.clone(),
+        )))));
+        let handler = output_handler(&out);
+        let me = std::thread::current().id();
+        for i in 0..100 {
+            let text = format!("produced {i}");
+            handler(&OutputLine {
+                plugin: "p",
+                generator: "g",
+                worker: 0,
+                stream: GuestStream::Stdout,
+                text: &text,
+                bytes: text.as_bytes(),
+            });
+            let writes = writes.lock().unwrap();
+            let written: Vec<u8> = writes.iter().flat_map(|(_, b)| b.clone()).collect();
+            assert!(
+                written.windows(text.len()).any(|w| w == text.as_bytes()),
+                "line {i} was not written when the handler returned"
+            );
+            assert!(
+                writes.iter().all(|(thread, _)| *thread == me),
+                "a line was written from another thread"
+            );
+        }
+    }
 }
