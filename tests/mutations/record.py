@@ -1,23 +1,30 @@
 #!/usr/bin/env python3
 """Writes the table of mutations into SECURITY.md, between its
 `tests/mutations/run.sh` markers: each patch's name, what it breaks, the
-tests that must catch it, and the verdict of the last run of
-`tests/mutations/run.sh` (from RESULTS, lines of `NAME VERDICT`).
+tests that must catch it, and the verdict of its last run by
+`tests/mutations/run.sh`, with the date and the revision of that run.
 
-    tests/mutations/record.py RESULTS "HEADLINE"
+    tests/mutations/record.py RESULTS
 
-Called by run.sh when it ran every mutation; never edit the table by hand.
+RESULTS holds lines of `NAME VERDICT` from the run just made; the other
+rows keep the verdicts of their own last runs (read back from the table).
+Called by run.sh; never edit the table by hand.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECURITY = HERE.parent.parent / "SECURITY.md"
+ROOT = HERE.parent.parent
+SECURITY = ROOT / "SECURITY.md"
 BEGIN = "<!-- tests/mutations/run.sh: begin -->"
 END = "<!-- tests/mutations/run.sh: end -->"
+ROW = re.compile(r"^\| `([^`]+)` \|.*\| ([^|]+) \|$")
 
 
 def patches() -> list[tuple[str, str, list[str]]]:
@@ -38,24 +45,45 @@ def patches() -> list[tuple[str, str, list[str]]]:
 
 
 def main() -> None:
-    results_path, headline = sys.argv[1], sys.argv[2]
-    verdicts = dict(
-        line.split() for line in Path(results_path).read_text().splitlines() if line
-    )
-    rows = [
-        "| mutation | what it breaks | caught by | last run |",
-        "|---|---|---|---|",
-    ]
-    for name, breaks, caught in patches():
-        tests = ", ".join(f"`{test}`" for test in caught)
-        rows.append(
-            f"| `{name}` | {breaks} | {tests} | {verdicts.get(name, 'not run')} |"
-        )
     text = SECURITY.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1:
         sys.exit(f"{SECURITY}: expected one pair of `tests/mutations/run.sh` markers")
     head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
+    old, tail = rest.split(END)
+    last = {m[1]: m[2].strip() for line in old.splitlines() if (m := ROW.match(line))}
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    stamp = f"{time.strftime('%Y-%m-%d', time.gmtime())}, {rev}"
+    for line in Path(sys.argv[1]).read_text().splitlines():
+        if line.strip():
+            name, verdict = line.split()
+            last[name] = f"{verdict} ({stamp})"
+    rows = [
+        "| mutation | what it breaks | caught by | last run |",
+        "|---|---|---|---|",
+    ]
+    caught, missed, unrun = 0, [], 0
+    for name, breaks, tests in patches():
+        verdict = last.get(name, "not run")
+        if verdict.startswith("caught"):
+            caught += 1
+        elif verdict.startswith("MISSED"):
+            missed.append(name)
+        else:
+            unrun += 1
+        listed = ", ".join(f"`{test}`" for test in tests)
+        rows.append(f"| `{name}` | {breaks} | {listed} | {verdict} |")
+    total = caught + len(missed) + unrun
+    headline = f"In its last run by `tests/mutations/run.sh`, each mutation below was caught: {caught} of {total}."
+    if missed:
+        headline += f" Missed: {', '.join(missed)}."
+    if unrun:
+        headline += f" Not run yet: {unrun}."
     SECURITY.write_text(
         f"{head}{BEGIN}\n{headline}\n\n" + "\n".join(rows) + f"\n{END}{tail}"
     )

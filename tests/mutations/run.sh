@@ -14,22 +14,22 @@
 # the script applies the change, runs those tests, expects every one of them
 # to fail, and takes the change back (also when interrupted). It prints one
 # line per mutation, `caught` or `MISSED`, and exits 1 if any was missed.
-# Run without names, it also records its result in SECURITY.md (between the
-# `tests/mutations/run.sh` markers): the date, the revision and what was
-# caught, so that the document states the last run, not a memory of one.
+# It records each verdict in SECURITY.md's table of mutations (between the
+# `tests/mutations/run.sh` markers, by tests/mutations/record.py), with the
+# date and the revision, so that the document states the last run of each,
+# not a memory of one.
 # Run from the repository's root on a clean tree; each mutation rebuilds the
 # host (about a minute on 2 cores; all of them take about 40 minutes, too
 # long for CI's 90 with the rest, so they run on demand).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/mutations
-record=""
 if [ $# -eq 0 ]; then
-    record=1
     set -- $(cd "$here" && ls ./*.patch | sed 's|^\./||; s|\.patch$||')
 fi
-if [ -n "$record" ] && ! git diff --quiet HEAD; then
-    echo "run.sh records its result in SECURITY.md: commit or stash your changes first" >&2
+# The verdicts are of the committed revision that SECURITY.md names.
+if ! git diff --quiet HEAD -- . ':!SECURITY.md'; then
+    echo "run.sh records its verdicts against HEAD: commit or stash your changes first" >&2
     exit 2
 fi
 applied=""
@@ -92,17 +92,10 @@ for name in "$@"; do
     fi
     echo "$verdict: $name ($what)"
 done
-if [ -n "$record" ]; then
-    total=$(( ${#caught[@]} + ${#missed_names[@]} ))
-    line="The last run of \`tests/mutations/run.sh\` ($(date -u +%Y-%m-%d), at $(git rev-parse --short HEAD)) caught ${#caught[@]} of $total."
-    if [ ${#missed_names[@]} -gt 0 ]; then
-        line="$line Missed: ${missed_names[*]}."
-    fi
-    results="$(mktemp)"
-    for name in "${caught[@]}"; do echo "$name caught"; done >"$results"
-    for name in "${missed_names[@]}"; do echo "$name MISSED"; done >>"$results"
-    python3 "$here/record.py" "$results" "$line"
-    rm -f "$results"
-    echo "recorded in SECURITY.md: $line"
-fi
+results="$(mktemp)"
+for name in "${caught[@]}"; do echo "$name caught"; done >"$results"
+for name in "${missed_names[@]}"; do echo "$name MISSED"; done >>"$results"
+python3 "$here/record.py" "$results"
+rm -f "$results"
+echo "recorded in SECURITY.md: ${#caught[@]} caught, ${#missed_names[@]} missed"
 exit "$missed"
