@@ -79,7 +79,10 @@ def main() -> None:
         listed = ", ".join(f"`{test}`" for test in tests)
         rows.append(f"| `{name}` | {breaks} | {listed} | {verdict} |")
     total = caught + len(missed) + unrun
-    headline = f"In its last run by `tests/mutations/run.sh`, each mutation below was caught: {caught} of {total}."
+    headline = (
+        f"Caught in their last runs by `tests/mutations/run.sh` (the last column): "
+        f"{caught} of {total}."
+    )
     if missed:
         headline += f" Missed: {', '.join(missed)}."
     if unrun:
