@@ -48,14 +48,18 @@ pub fn run_worker_if_requested() {
 /// ```
 pub fn run_worker_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<i32> {
     let mut args = args.into_iter();
-    match args.next() {
-        Some(arg) if arg == WORKER_ARG => Some(child::serve(&load_compiled)),
-        Some(arg) if arg == COMPILE_ARG => {
-            confine::close_inherited();
-            let rest: Vec<_> = args.collect();
-            Some(compile::child_main(&rest, &confine::confine_compiler))
-        }
-        _ => None,
+    let role = args.next()?;
+    if role != WORKER_ARG && role != COMPILE_ARG {
+        return None;
+    }
+    // Either role: before anything is read, the descriptors inherited from
+    // the caller (all but the pipes) are closed.
+    confine::close_inherited();
+    if role == WORKER_ARG {
+        Some(child::serve(&load_compiled))
+    } else {
+        let rest: Vec<_> = args.collect();
+        Some(compile::child_main(&rest, &confine::confine_compiler))
     }
 }
 

@@ -26,26 +26,23 @@ fn status_field(pid: u32, name: &str) -> Option<String> {
 /// The process whose parent is `parent` and whose command line holds
 /// `word`, waited for up to `deadline`.
 fn child_with(parent: u32, word: &str, deadline: Duration) -> u32 {
-    let deadline = crate::util::limit(deadline);
-    let until = Instant::now() + deadline;
-    loop {
-        let found = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .find(|&pid| {
-                status_field(pid, "PPid:").is_some_and(|ppid| ppid == parent.to_string())
-                    && std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|line| String::from_utf8_lossy(&line).contains(word))
-            });
-        if let Some(pid) = found {
-            return pid;
-        }
-        assert!(
-            Instant::now() < until,
-            "no child of {parent} running `{word}` within {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut found = None;
+    crate::util::wait_until(
+        deadline,
+        &format!("a child of {parent} running `{word}`"),
+        || {
+            found = std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .find(|&pid| {
+                    status_field(pid, "PPid:").is_some_and(|ppid| ppid == parent.to_string())
+                        && std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|line| String::from_utf8_lossy(&line).contains(word))
+                });
+            found.is_some()
+        },
+    );
+    found.expect("found when the wait ended")
 }
 
 /// Waits until process `pid` is gone (or a zombie), up to `deadline`.

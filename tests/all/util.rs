@@ -478,15 +478,29 @@ fn join_within<T: Send + 'static>(
     deadline: Duration,
     what: &str,
 ) -> T {
+    wait_until(
+        deadline,
+        &format!("{what}: the process's pipes to close after it exited"),
+        || thread.is_finished(),
+    );
+    thread.join().expect("a reader thread does not panic")
+}
+
+/// Polls `done` until it holds, up to `deadline` (stretched by
+/// [`time_factor`]); past it, fails the test with `what` and the time
+/// waited. The one way the tests wait for something that has no event to
+/// wait on (a process's state, a count of lines, CPU time spent).
+#[track_caller]
+pub fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = limit(deadline);
     let until = std::time::Instant::now() + deadline;
-    while !thread.is_finished() {
+    while !done() {
         assert!(
             std::time::Instant::now() < until,
-            "{what}: the process's pipes stayed open {deadline:?} after it exited"
+            "{what}: not within {deadline:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    thread.join().expect("a reader thread does not panic")
 }
 
 /// Runs `command` to its end within `deadline` (see [`Running`]).

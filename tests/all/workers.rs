@@ -288,15 +288,11 @@ fn dropping_the_iterable_ends_every_worker_process() {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
     let started: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
-    let until = Instant::now() + crate::util::limit(Duration::from_secs(60));
-    while pids
-        .iter()
-        .zip(&started)
-        .any(|(&pid, &ticks)| cpu_ticks(pid) <= ticks)
-    {
-        assert!(Instant::now() < until, "the workers never spun");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::util::wait_until(Duration::from_secs(60), "every worker spinning", || {
+        pids.iter()
+            .zip(&started)
+            .all(|(&pid, &ticks)| cpu_ticks(pid) > ticks)
+    });
     drop(pass);
     let started = Instant::now();
     drop(iterable);
@@ -489,18 +485,12 @@ fn announcing(n: u64, workers: usize) -> (sandgen::Iterable, Seen) {
 /// Waits until `seen` holds `count` lines (the worker's own thread prints
 /// on its own time).
 fn lines(seen: &Seen, count: usize) -> Vec<(String, bool)> {
-    let deadline = Instant::now() + crate::util::limit(Duration::from_secs(10));
-    loop {
-        let lines = seen.lock().unwrap().clone();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only these lines came: {lines:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    crate::util::wait_until(
+        Duration::from_secs(10),
+        &format!("{count} lines of the workers"),
+        || seen.lock().unwrap().len() >= count,
+    );
+    seen.lock().unwrap().clone()
 }
 
 /// One worker thread runs its first steps on the caller's thread: the

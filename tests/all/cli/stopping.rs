@@ -135,14 +135,10 @@ fn a_sigkilled_caller_leaves_no_worker_process_behind() {
         crate::util::watchdog("cli::stopping::a_sigkilled_caller_leaves_no_worker_process_behind");
     crate::util::set_isolation(sandgen::Isolation::Process);
     let mut child = spinning_run(&["--workers", "3"]);
-    let deadline = Instant::now() + crate::util::limit(Duration::from_secs(30));
-    let workers = loop {
-        let workers = crate::process::children(child.pid());
-        if workers.len() == 3 || Instant::now() > deadline {
-            break workers;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    crate::util::wait_until(Duration::from_secs(30), "3 worker processes", || {
+        crate::process::children(child.pid()).len() == 3
+    });
+    let workers = crate::process::children(child.pid());
     assert_eq!(workers.len(), 3, "worker processes: {workers:?}");
     child.signal("KILL");
     let output = child.wait(Duration::from_secs(10), "sandgen run after SIGKILL");

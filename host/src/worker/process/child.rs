@@ -72,9 +72,9 @@ fn die_on_segv_from_outside() {
     }
 }
 
-/// The worker process, its component loaded by `load`: the exit code.
+/// The worker process, its component loaded by `load`: the exit code. Its
+/// caller (`run_worker_from_args`) has closed the descriptors it inherited.
 pub(crate) fn serve(load: LoadCompiled<'_>) -> i32 {
-    confine::close_inherited();
     #[cfg(unix)]
     die_on_segv_from_outside();
     let Ok(stdout) = raw_stdout() else {
