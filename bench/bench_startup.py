@@ -23,7 +23,6 @@ sandgen binary (an earlier revision), interleaved in the same run.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_transport import decode_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 # This tree's `sandgen`; the scripts that compare with another revision
@@ -56,16 +57,6 @@ def run_ms(binary: Path, cache: Path, plugin: str, isolation: str) -> float:
     started = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, env=env)
     return (time.perf_counter() - started) * 1e3
-
-
-@functools.cache
-def decode_flags(binary: Path, kind: str) -> tuple[str, ...]:
-    """`--decode KIND` where `binary` has it (a revision before it had no
-    such option and never read its items: `none` is the like of that)."""
-    usage = subprocess.run(
-        [binary, "bench", "--help"], check=False, capture_output=True, text=True
-    ).stdout
-    return ("--decode", kind) if "--decode" in usage else ()
 
 
 def bench(binary: Path, cache: Path, plugin: str, isolation: str) -> dict:
