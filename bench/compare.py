@@ -34,6 +34,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from bench_transport import decode_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 # This tree's `sandgen`; the scripts that compare with another revision
 # set SANDGEN_BENCH_NOW to this tree's HEAD built alike (build-revision.sh).
@@ -96,8 +98,7 @@ def sandgen_bench(
 ) -> dict:
     command = [binary, "bench", plugin, generator, "--args", args]
     command += ["--isolation", isolation]
-    if binary == SANDGEN:  # another revision's may not know --decode
-        command += ["--decode", decode]
+    command += decode_flags(binary, decode)
     out = subprocess.run(
         command,
         check=True,
@@ -177,11 +178,14 @@ def spdl_bench() -> dict:
     return bench_spdl.run_all(argparse.Namespace(latency_contexts=[]))
 
 
-def sandgen_figures(isolation: str, binary: Path) -> dict:
+def sandgen_figures(isolation: str, binary: Path, unread: bool = False) -> dict:
+    """`unread`: every item counted, not decoded (`--decode none`), as a
+    revision from before `--decode` did, so that the two compare alike."""
     figures = {}
     for name, (generator, args, _) in WORKLOADS.items():
+        decode = "none" if unread else DECODE[name]
         figures[name] = sandgen_bench(
-            generator, args, isolation, binary=binary, decode=DECODE[name]
+            generator, args, isolation, binary=binary, decode=decode
         )
     lat = [
         sandgen_bench("range", "1", isolation, binary=binary)["first_item_ms"]
@@ -194,10 +198,16 @@ def sandgen_figures(isolation: str, binary: Path) -> dict:
 def one_run() -> dict:
     res: dict = {"sandgen": {}, "native": {}, "spdl": spdl_bench()}
     if BEFORE is not None:
-        res["before"] = {}
+        res["before"], res["now_like_before"] = {}, {}
     for isolation in ("thread", "process"):
         if BEFORE is not None:
-            res["before"][isolation] = sandgen_figures(isolation, BEFORE)
+            # The same work on both sides: decoded where both can, counted
+            # unread where the revision before has no --decode.
+            unread = not decode_flags(BEFORE, "u64")
+            res["before"][isolation] = sandgen_figures(isolation, BEFORE, unread)
+            res["now_like_before"][isolation] = sandgen_figures(
+                isolation, SANDGEN, unread
+            )
         figures = sandgen_figures(isolation, SANDGEN)
         figures["run_ms"] = statistics.median(
             sandgen_run_seconds(isolation) * 1e3 for _ in range(10)
@@ -276,19 +286,66 @@ def figures(res: dict) -> dict:
     return out
 
 
-def table(res: dict, runs: int) -> str:
+# (name, numerator, denominator): the like-for-like ratios, each taken
+# within one run and then the median over the runs (never a ratio of two
+# medians from different runs).
+RATIOS = [
+    *(
+        (f"thread_vs_crossbeam_{k}", f"rust_thread_{k}", f"crossbeam_{k}")
+        for k in PAYLOAD
+    ),
+    ("thread_vs_crossbeam_ints", "rust_thread_ints", "crossbeam_ints"),
+    *(
+        (f"python_process_vs_spdl_{k}", f"python_process_{k}", f"spdl_{k}")
+        for k in ("ints", *PAYLOAD)
+    ),
+    ("spdl_vs_python_first_item", "spdl_first_item_ms", "python_process_first_item_ms"),
+]
+
+
+def with_ratios(res: dict, runs: list) -> dict:
+    """The figures of `res` (medians), and each ratio of RATIOS as the
+    median of its per-run values, with their range."""
     f = figures(res)
+    per_run = [figures(run) for run in runs]
+    for name, a, b in RATIOS:
+        values = sorted(run[a] / run[b] for run in per_run)
+        f[name] = statistics.median(values)
+        f[f"{name}_range"] = f"{values[0]:,.2f}–{values[-1]:,.2f}"
+    return f
+
+
+def machine() -> dict:
+    """Where a run is made, kept with its results."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def table(res: dict, runs: list) -> str:
+    f = with_ratios(res, runs)
     p = res["spdl"]
+    where = res.get("machine") or machine()
     lines = [
         (
-            f"median of {runs} runs | {platform.platform()} | {os.cpu_count()} CPUs | "
-            f"python {platform.python_version()} | spdl {p['meta']['spdl']} "
+            f"median of {len(runs)} runs | {where['platform']} | {where['cpus']} CPUs | "
+            f"python {where['python']} | spdl {p['meta']['spdl']} "
             f"({p['meta']['default_mp_context']})"
         ),
         "",
         (
+            "Ratios are the median of each run's own ratio (the range over the runs in "
+            "brackets)."
+        ),
+        "",
+        (
             "Rust producer: the fixture-spdl plugin against the same items from a Rust "
-            "iterator; every consumer bincode-decodes every item."
+            "iterator; every consumer bincode-decodes every item. crossbeam hands each "
+            "item over as its own message (sandgen hands over batches) and its time "
+            "includes starting its thread; the ratio is the sandbox and transport "
+            "against a plain channel, not a sandbox against a sandbox."
         ),
         "",
     ]
@@ -302,7 +359,10 @@ def table(res: dict, runs: int) -> str:
                 fmt(unit, f[f"rust_process_{key}"]),
                 fmt(unit, f[f"crossbeam_{key}"]),
                 fmt(unit, f[f"native_{key}"]),
-                ratio(f[f"rust_thread_{key}"], f[f"crossbeam_{key}"]),
+                (
+                    f"{f[f'thread_vs_crossbeam_{key}']:,.2f}× "
+                    f"({f[f'thread_vs_crossbeam_{key}_range']})"
+                ),
             )
         )
     lines += markdown_table(
@@ -336,7 +396,10 @@ def table(res: dict, runs: int) -> str:
                 fmt(unit, f[f"python_thread_{key}"]),
                 fmt(unit, f[f"python_process_{key}"]),
                 fmt(unit, f[f"spdl_{key}"]),
-                ratio(f[f"python_process_{key}"], f[f"spdl_{key}"]),
+                (
+                    f"{f[f'python_process_vs_spdl_{key}']:,.2f}× "
+                    f"({f[f'python_process_vs_spdl_{key}_range']})"
+                ),
             )
         )
     rows.append(
@@ -346,11 +409,9 @@ def table(res: dict, runs: int) -> str:
             f"{f['python_thread_first_item_ms']:,.2f}",
             f"{f['python_process_first_item_ms']:,.2f}",
             f"{f['spdl_first_item_ms']:,.2f}",
-            ratio(f["spdl_first_item_ms"], f["python_process_first_item_ms"])
-            + (
-                " (sooner)"
-                if f["spdl_first_item_ms"] > f["python_process_first_item_ms"]
-                else " (later)"
+            (
+                f"{f['spdl_vs_python_first_item']:,.2f}× "
+                f"({f['spdl_vs_python_first_item_range']}; above 1: sooner)"
             ),
         )
     )
@@ -361,7 +422,7 @@ def table(res: dict, runs: int) -> str:
             "sandgen thread",
             "sandgen process",
             "SPDL 0.8.0",
-            "sandgen process / SPDL",
+            "sandgen process / SPDL (consumers: Rust / Python)",
         ),
         rows,
     )
@@ -441,8 +502,9 @@ def markdown_table(head: tuple, rows: list) -> list[str]:
 
 
 def before_table(res: dict, label: str) -> str:
-    """This tree's sandgen against another revision's, same run, interleaved."""
-    s, b = res["sandgen"], res["before"]
+    """This tree's sandgen against another revision's, same run, interleaved,
+    each side doing the same work with every item."""
+    s, b = res["now_like_before"], res["before"]
     head = ("workload", "unit", "isolation", label, "this tree", "this / before")
     rows = []
     for isolation in ("thread", "process"):
@@ -527,19 +589,20 @@ def targets(f: dict) -> str:
 def readme_summary(f: dict, stamp: str) -> str:
     return (
         f"In one side-by-side run ({stamp}; `bench/run.sh`, BENCHMARKS.md), every "
-        "consumer decoding every item: the Rust plugin gives "
+        "consumer decoding every item (sandgen's in Rust, SPDL's in Python; ratios "
+        "are medians of each run's own): the Rust plugin gives "
         f"{f['rust_thread_ints'] / 1e6:,.1f} M small items/s and "
         f"{f['rust_thread_bytes64k'] / 1e3:,.1f} GB/s of 64 KiB items in thread isolation "
-        f"({f['rust_thread_ints'] / f['crossbeam_ints']:,.2f}× and "
-        f"{f['rust_thread_bytes64k'] / f['crossbeam_bytes64k']:,.2f}× the same Rust items "
+        f"({f['thread_vs_crossbeam_ints']:,.2f}× and "
+        f"{f['thread_vs_crossbeam_bytes64k']:,.2f}× the same Rust items "
         "handed between two threads by crossbeam), "
         f"{f['rust_process_ints'] / 1e6:,.1f} M items/s and "
         f"{f['rust_process_bytes64k'] / 1e3:,.1f} GB/s in process isolation. The Python "
         "example plugin, in a worker process, gives "
         f"{f['python_process_ints'] / 1e6:,.2f} M small items/s, "
-        f"{f['python_process_ints'] / f['spdl_ints']:,.1f}× SPDL 0.8.0's "
+        f"{f['python_process_vs_spdl_ints']:,.1f}× SPDL 0.8.0's "
         "`iterate_in_subprocess` running the same Python generator in a forked process "
-        f"({f['python_process_bytes64k'] / f['spdl_bytes64k']:,.1f}× for 64 KiB items), "
+        f"({f['python_process_vs_spdl_bytes64k']:,.1f}× for 64 KiB items), "
         f"and its first item in {f['python_process_first_item_ms']:,.1f} ms against SPDL's "
         f"{f['spdl_first_item_ms']:,.1f} ms. From call to first item, a Rust plugin takes "
         f"{f['rust_thread_first_item_ms']:,.2f} ms in thread isolation and "
@@ -590,12 +653,12 @@ def stamp_now(runs: int) -> str:
     )
 
 
-def write_docs(res: dict, runs: int, stamp: str | None) -> None:
-    f = figures(res)
+def write_docs(res: dict, runs: list, stamp: str | None) -> None:
+    f = with_ratios(res, runs)
     stamp = stamp or stamp_now(runs)
     replace_between(
         ROOT / "BENCHMARKS.md",
-        f"Written by `bench/run.sh --write {runs}` ({stamp}).\n\n"
+        f"Written by `bench/run.sh --write {len(runs)}` ({stamp}).\n\n"
         + table(res, runs)
         + "\n\n"
         + textwrap.fill(targets(f), width=76, break_on_hyphens=False),
@@ -622,7 +685,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.rewrite:
         saved = json.loads((ROOT / "bench/results.json").read_text())
-        write_docs(saved["median"], len(saved["runs"]), saved.get("stamp"))
+        write_docs(saved["median"], saved["runs"], saved.get("stamp"))
         return
     global BEFORE
     BEFORE = args.before
@@ -637,13 +700,14 @@ def main() -> None:
     runs = [one_run() for _ in range(args.runs)]
     res = median(runs)
     res["start"] = language_start()
+    res["machine"] = machine()
     stamp = stamp_now(args.runs)
     (ROOT / "bench/results.json").write_text(
         json.dumps({"median": res, "runs": runs, "stamp": stamp}, indent=1)
     )
-    print(table(res, args.runs))
+    print(table(res, runs))
     if args.write:
-        write_docs(res, args.runs, stamp)
+        write_docs(res, runs, stamp)
     if BEFORE is not None:
         print()
         print(before_table(res, args.before_label))

@@ -52,9 +52,10 @@ fn exited(pid: u32) -> bool {
     matches!(state, None | Some("Z" | "X"))
 }
 
-/// Waits up to `limit` for `pid` to be gone (`reaped`) or to have exited;
-/// the time it took.
+/// Waits up to `limit` (stretched by the tests' time factor) for `pid` to be
+/// gone (`reaped`) or to have exited; the time it took.
 pub fn gone_within(pid: u32, limit: Duration, reaped: bool) -> Option<Duration> {
+    let limit = crate::util::limit(limit);
     let started = Instant::now();
     while started.elapsed() < limit {
         if if reaped { !exists(pid) } else { exited(pid) } {

@@ -122,7 +122,12 @@ pub fn watchdog(what: &str) -> Watchdog {
     std::thread::spawn(move || {
         let deadline = limit(TEST_DEADLINE);
         if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = armed.recv_timeout(deadline) {
-            eprintln!(
+            // Straight to the process's stderr: `eprintln!` in a thread a
+            // test started is captured with the test's output, which the
+            // exit below would throw away.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "test watchdog: `{what}` did not finish within {deadline:?}; ending the test binary"
             );
             std::process::exit(101);
@@ -478,7 +483,8 @@ fn join_within<T: Send + 'static>(
     deadline: Duration,
     what: &str,
 ) -> T {
-    wait_until(
+    // `deadline` is stretched already (by `Running::wait`).
+    poll_until(
         deadline,
         &format!("{what}: the process's pipes to close after it exited"),
         || thread.is_finished(),
@@ -491,8 +497,13 @@ fn join_within<T: Send + 'static>(
 /// waited. The one way the tests wait for something that has no event to
 /// wait on (a process's state, a count of lines, CPU time spent).
 #[track_caller]
-pub fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = limit(deadline);
+pub fn wait_until(deadline: Duration, what: &str, done: impl FnMut() -> bool) {
+    poll_until(limit(deadline), what, done);
+}
+
+/// [`wait_until`] with `deadline` as it is (already stretched).
+#[track_caller]
+fn poll_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + deadline;
     while !done() {
         assert!(

@@ -199,7 +199,9 @@ fn leaving_a_pass_early_lets_the_next_pass_start_afresh() {
         crate::util::watchdog("workers::leaving_a_pass_early_lets_the_next_pass_start_afresh");
     let iterable = spdl()
         .generator("range")
-        .args(&1_000_000u64)
+        // Far more than a worker may run ahead (8 items): each is busy
+        // with the pass when it is left.
+        .args(&10_000u64)
         .workers(3)
         .buffer_size(8)
         .build()
@@ -214,7 +216,7 @@ fn leaving_a_pass_early_lets_the_next_pass_start_afresh() {
         assert_eq!(first, [0, 0, 0, 1, 1, 1, 2], "round {round}");
     }
     // A full pass after the early stops.
-    assert_eq!(iterable.iter::<u64>().unwrap().count(), 3_000_000);
+    assert_eq!(iterable.iter::<u64>().unwrap().count(), 30_000);
 }
 
 both_isolations!(a_silent_worker_times_out_by_name);
@@ -277,16 +279,7 @@ fn dropping_the_iterable_ends_every_worker_process() {
     assert_eq!(pids.len(), 3);
     let pass = iterable.iter::<u64>().unwrap();
     // Every worker spins inside its pass: it has used CPU time of its own.
-    let cpu_ticks = |pid: u32| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    };
+    let cpu_ticks = |pid: u32| cpu_ticks(&format!("/proc/{pid}/stat"));
     let started: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
     crate::util::wait_until(Duration::from_secs(60), "every worker spinning", || {
         pids.iter()
@@ -573,10 +566,20 @@ fn close_from_another_thread_stops_a_guest_running_on_the_callers_thread() {
             .build()
             .unwrap(),
     );
+    // SAFETY: gettid takes nothing and cannot fail.
+    let caller = unsafe { libc::gettid() };
     let closer = {
         let iterable = iterable.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
+            // Closed only once the guest spins on the caller's thread: that
+            // thread has used CPU time since.
+            let stat = format!("/proc/self/task/{caller}/stat");
+            let before = cpu_ticks(&stat);
+            crate::util::wait_until(
+                Duration::from_secs(60),
+                "the guest spinning on the caller's thread",
+                || cpu_ticks(&stat) >= before + 2,
+            );
             let closing = Instant::now();
             iterable.close();
             closing.elapsed()
@@ -609,4 +612,17 @@ fn a_caller_inside_an_async_runtime_gets_its_items() {
     // The initializer too ran on the worker's thread.
     let produced = lines(&seen, 4);
     assert!(produced.iter().all(|(_, here)| !here), "{produced:?}");
+}
+
+/// The CPU time (user and system, in clock ticks) of the process or thread
+/// whose `stat` file is at `path`.
+fn cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

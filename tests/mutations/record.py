@@ -7,7 +7,9 @@ tests that must catch it, and the verdict of its last run by
     tests/mutations/record.py RESULTS
 
 RESULTS holds lines of `NAME VERDICT` from the run just made; the other
-rows keep the verdicts of their own last runs (read back from the table).
+rows keep the verdicts of their own last runs (read back from the table),
+as long as their patches are the ones those runs applied (each verdict
+names its patch's git hash).
 Called by run.sh; never edit the table by hand.
 """
 
@@ -44,6 +46,16 @@ def patches() -> list[tuple[str, str, list[str]]]:
     return found
 
 
+def patch_hash(name: str) -> str:
+    """The short git hash of the patch's contents as they are now."""
+    path = HERE / f"{name}.patch"
+    if not path.exists():
+        return "gone"
+    return subprocess.run(
+        ["git", "hash-object", str(path)], check=True, capture_output=True, text=True
+    ).stdout[:7]
+
+
 def main() -> None:
     text = SECURITY.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1:
@@ -62,7 +74,13 @@ def main() -> None:
     for line in Path(sys.argv[1]).read_text().splitlines():
         if line.strip():
             name, verdict = line.split()
-            last[name] = f"{verdict} ({stamp})"
+            last[name] = f"{verdict} ({stamp}, patch {patch_hash(name)})"
+    # A verdict holds for the patch it was made with: one changed since
+    # has not been run.
+    for name, verdict in list(last.items()):
+        made_with = re.search(r"patch ([0-9a-f]+)\)$", verdict)
+        if made_with is None or made_with[1] != patch_hash(name):
+            last[name] = "not run since the patch changed"
     rows = [
         "| mutation | what it breaks | caught by | last run |",
         "|---|---|---|---|",

@@ -28,10 +28,13 @@ if [ $# -eq 0 ]; then
     set -- $(cd "$here" && ls ./*.patch | sed 's|^\./||; s|\.patch$||')
 fi
 # The verdicts are of the committed revision that SECURITY.md names.
-if ! git diff --quiet HEAD -- . ':!SECURITY.md'; then
-    echo "run.sh records its verdicts against HEAD: commit or stash your changes first" >&2
+if [ -n "$(git status --porcelain -- . ':!SECURITY.md')" ]; then
+    echo "run.sh records its verdicts against HEAD: commit or stash your changes (untracked files too) first" >&2
     exit 2
 fi
+# The tests' time limits as written: a stretched limit would let a slowed
+# break pass (timeout-waits-100x).
+export SANDGEN_TEST_TIME_FACTOR=1
 applied=""
 undo() {
     if [ -n "$applied" ]; then
@@ -39,7 +42,8 @@ undo() {
         applied=""
     fi
 }
-trap undo EXIT INT TERM
+trap undo EXIT
+trap 'undo; exit 130' INT TERM
 # One pytest node of the Python package, with the package rebuilt from this
 # tree (as tests/python.sh does).
 pytest_one() {
@@ -47,36 +51,57 @@ pytest_one() {
     SANDGEN_TEST_GUESTS="$(cargo run --quiet --locked -p sandgen-tests --bin sandgen-guests)" \
         bash -c 'cd host/python && ../../target/python-venv/bin/python -m pytest -q -p no:cacheprovider "$1"' _ "$1"
 }
-missed=0
-caught=()
-missed_names=()
+# The command that runs one Caught-by test, in `run`.
+command_for() {
+    if [[ "$1" =~ ^([A-Za-z0-9_-]+):([^:].*)$ ]]; then
+        run=(cargo test --locked -q -p "${BASH_REMATCH[1]}" --lib -- "${BASH_REMATCH[2]}")
+    else
+        case "$1" in
+            *.py::*) run=(pytest_one "${1#host/python/}") ;;
+            *::tests::*) run=(cargo test --locked -q -p sandgen --lib -- "$1") ;;
+            *) run=(cargo test --locked -q -p sandgen --test all -- "$1") ;;
+        esac
+    fi
+}
+# Whether the log of a passing run shows that no test ran (a stale name).
+ran_nothing() {
+    grep -qE "running 0 tests|no tests ran" "$1" && ! grep -q "running [1-9]" "$1"
+}
+# First, on the tree as it is: every Caught-by test must pass, or its
+# failing under a mutation would prove nothing.
 for name in "$@"; do
     patch="$here/$name.patch"
     [ -f "$patch" ] || { echo "no mutation $name ($patch)" >&2; exit 2; }
+    while read -r test; do
+        command_for "$test"
+        log="$(mktemp)"
+        if ! "${run[@]}" >"$log" 2>&1; then
+            echo "$name: \`$test\` fails without the mutation; fix it first:" >&2
+            tail -20 "$log" >&2
+            exit 2
+        fi
+        if ran_nothing "$log"; then
+            echo "$name: no test matches \`$test\`" >&2
+            exit 2
+        fi
+        rm -f "$log"
+    done < <(sed -n 's/^Caught-by: //p' "$patch")
+done
+echo "every test named passes without its mutation"
+missed=0
+for name in "$@"; do
+    patch="$here/$name.patch"
     what=$(sed -n 's/^Breaks: //p' "$patch")
     git apply "$patch"
     applied="$patch"
     verdict=caught
     while read -r test; do
-        if [[ "$test" =~ ^([A-Za-z0-9_-]+):([^:].*)$ ]]; then
-            run=(cargo test --locked -q -p "${BASH_REMATCH[1]}" --lib -- "${BASH_REMATCH[2]}")
-        else
-            case "$test" in
-                *.py::*) run=(pytest_one "${test#host/python/}") ;;
-                *::tests::*) run=(cargo test --locked -q -p sandgen --lib -- "$test") ;;
-                *) run=(cargo test --locked -q -p sandgen --test all -- "$test") ;;
-            esac
-        fi
+        command_for "$test"
         log="$(mktemp)"
         if "${run[@]}" >"$log" 2>&1; then
-            # Passed: missed, unless no test ran at all (a stale name).
-            if grep -qE "running 0 tests|no tests ran" "$log" && ! grep -q "running [1-9]" "$log"; then
-                echo "$name: no test matches \`$test\`" >&2
-                exit 2
-            fi
             verdict=MISSED
             echo "  $test passed" >&2
-        elif ! grep -qE "test result: FAILED|[0-9]+ failed" "$log"; then
+        elif ! grep -qE "test result: FAILED|[0-9]+ failed|test watchdog: " "$log"; then
             echo "$name: \`$test\` did not build or run:" >&2
             tail -20 "$log" >&2
             exit 2
@@ -84,18 +109,12 @@ for name in "$@"; do
         rm -f "$log"
     done < <(sed -n 's/^Caught-by: //p' "$patch")
     undo
-    if [ "$verdict" = caught ]; then
-        caught+=("$name")
-    else
-        missed=1
-        missed_names+=("$name")
-    fi
+    [ "$verdict" = caught ] || missed=1
     echo "$verdict: $name ($what)"
+    # Recorded at once: an interrupted run keeps the verdicts it made.
+    results="$(mktemp)"
+    echo "$name $verdict" >"$results"
+    python3 "$here/record.py" "$results"
+    rm -f "$results"
 done
-results="$(mktemp)"
-for name in "${caught[@]}"; do echo "$name caught"; done >"$results"
-for name in "${missed_names[@]}"; do echo "$name MISSED"; done >>"$results"
-python3 "$here/record.py" "$results"
-rm -f "$results"
-echo "recorded in SECURITY.md: ${#caught[@]} caught, ${#missed_names[@]} missed"
 exit "$missed"

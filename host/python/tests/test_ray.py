@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import ray.data
 
 import sandgen
 import sandgen.ray
-from conftest import ROOT, guest
+from conftest import ROOT, guest, limit
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -160,6 +161,12 @@ def test_plugin_errors_are_not_retried() -> None:
     )
     with pytest.raises(Exception, match="a deterministic plugin error"):
         ds.take_all()
+    # Every attempt ran before the error reached the driver; their lines
+    # reach the log files on the workers' own time.
+    deadline = time.monotonic() + limit(30)
+    while _lines_in_worker_logs(marker) == 0:
+        assert time.monotonic() < deadline, "no attempt's line reached the workers' logs"
+        time.sleep(0.05)
     assert _lines_in_worker_logs(marker) == 1
 
 

@@ -347,14 +347,20 @@ fn probe_confinement() {
         }
     } else if let Some(port) = probe.strip_prefix("connect:") {
         // A TCP connection to this machine (Landlock's network rule).
-        match std::net::TcpStream::connect(("127.0.0.1", port.parse().unwrap_or(0))) {
-            Ok(_) => "connected".to_owned(),
-            Err(e) => format!("refused: {e}"),
+        match port.parse::<u16>() {
+            Ok(port) => match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => "connected".to_owned(),
+                Err(e) => format!("refused: {e}"),
+            },
+            Err(_) => format!("bad port `{port}`"),
         }
     } else if let Some(port) = probe.strip_prefix("bind:") {
-        match std::net::TcpListener::bind(("127.0.0.1", port.parse().unwrap_or(0))) {
-            Ok(_) => "bound".to_owned(),
-            Err(e) => format!("refused: {e}"),
+        match port.parse::<u16>() {
+            Ok(port) => match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(_) => "bound".to_owned(),
+                Err(e) => format!("refused: {e}"),
+            },
+            Err(_) => format!("bad port `{port}`"),
         }
     } else if let Some(name) = probe.strip_prefix("abstract:") {
         // An abstract Unix socket outside the worker's domain (Landlock's
@@ -369,8 +375,11 @@ fn probe_confinement() {
     } else if let Some(pid) = probe.strip_prefix("signal:") {
         // SIGCONT (harmless) to a process outside the worker's domain
         // (Landlock's scope).
-        // SAFETY: kill with values only.
-        let done = unsafe { libc::kill(pid.parse().unwrap_or(0), libc::SIGCONT) };
+        let done = match pid.parse::<i32>() {
+            // SAFETY: kill with values only.
+            Ok(pid) if pid > 0 => unsafe { libc::kill(pid, libc::SIGCONT) },
+            _ => return eprintln!("sandgen worker probe {probe}: bad pid `{pid}`"),
+        };
         if done == 0 {
             "signalled".to_owned()
         } else {

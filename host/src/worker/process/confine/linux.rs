@@ -37,7 +37,11 @@ pub(super) fn probe() -> Confinement {
 fn failed(layer: &str, error: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::WorkerDied,
-        format!("the worker process could not confine itself ({layer}): {error}"),
+        format!(
+            "the worker process could not confine itself ({layer}): {error}; \
+             `sandgen confinement` shows what this kernel offers, and thread \
+             isolation needs no confinement of its own"
+        ),
     )
 }
 
