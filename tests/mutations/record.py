@@ -46,11 +46,21 @@ def patches() -> list[tuple[str, str, list[str]]]:
     return found
 
 
-def patch_hash(name: str) -> str:
-    """The short git hash of the patch's contents as they are now."""
+def patch_hash(name: str, revision: str | None = None) -> str | None:
+    """The short git hash of the patch's contents, as they are now or at
+    `revision` (None where it has no such patch)."""
     path = HERE / f"{name}.patch"
+    if revision is not None:
+        found = subprocess.run(
+            ["git", "rev-parse", f"{revision}:tests/mutations/{name}.patch"],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        return found.stdout[:7] if found.returncode == 0 else None
     if not path.exists():
-        return "gone"
+        return None
     return subprocess.run(
         ["git", "hash-object", str(path)], check=True, capture_output=True, text=True
     ).stdout[:7]
@@ -76,9 +86,16 @@ def main() -> None:
             name, verdict = line.split()
             last[name] = f"{verdict} ({stamp}, patch {patch_hash(name)})"
     # A verdict holds for the patch it was made with: one changed since
-    # has not been run.
+    # has not been run. (A verdict that names only its revision names the
+    # patch as it was there.)
     for name, verdict in list(last.items()):
         made_with = re.search(r"patch ([0-9a-f]+)\)$", verdict)
+        if made_with is None:
+            at = re.search(r"^(caught|MISSED) \(([0-9-]+), ([0-9a-f]+)\)$", verdict)
+            then = at and patch_hash(name, at[3])
+            if then and then == patch_hash(name):
+                last[name] = f"{at[1]} ({at[2]}, {at[3]}, patch {then})"
+                continue
         if made_with is None or made_with[1] != patch_hash(name):
             last[name] = "not run since the patch changed"
     rows = [
