@@ -9,6 +9,8 @@ import faulthandler
 import json
 import os
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,10 +81,30 @@ def guest(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def watchdog() -> Iterator[None]:
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
+def watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Ends the run, naming the test and showing every thread's stack, if a
+    test runs past WATCHDOG_SECONDS. What it writes goes to the run's own
+    stderr, past pytest's capture (which the exit would throw away); C's
+    faulthandler is the backstop for a test that never lets Python run."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def expire() -> None:
+        with capture.global_and_fixture_disabled():
+            sys.stderr.write(
+                f"test watchdog: {request.node.nodeid} did not finish within "
+                f"{WATCHDOG_SECONDS:.0f} s; ending the run\n"
+            )
+            faulthandler.dump_traceback(all_threads=True)
+            sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(WATCHDOG_SECONDS, expire)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS + 60, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+    timer.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -74,13 +74,21 @@ def test_a_failure_names_its_worker(spdl: sandgen.Plugin, isolation: str) -> Non
     assert failed.value.plugin_message == "boom"
 
 
-def test_leaving_early_stops_every_worker(spdl: sandgen.Plugin, isolation: str) -> None:
-    with spdl.iterable("range", 1_000_000, num_workers=2, buffer_size=8, isolation=isolation) as it:
+def test_leaving_a_pass_early_lets_the_next_start_afresh(
+    spdl: sandgen.Plugin, isolation: str
+) -> None:
+    # Far more items than a worker may run ahead (8): each worker is busy
+    # with the pass when it is left, and the next pass starts from every
+    # worker's first item.
+    with spdl.iterable("range", 10_000, num_workers=2, buffer_size=8, isolation=isolation) as it:
         for _ in range(3):
-            for i, _item in enumerate(it):
+            first = []
+            for i, item in enumerate(it):
+                first.append(item)
                 if i == 4:
                     break
-        assert sum(1 for _ in it) == 2_000_000
+            assert first == [0, 0, 1, 1, 2]
+        assert sum(1 for _ in it) == 20_000
 
 
 def test_a_silent_worker_times_out(spdl: sandgen.Plugin, isolation: str) -> None:
