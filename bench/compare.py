@@ -256,8 +256,9 @@ def fmt(unit: str, v: float) -> str:
     return f"{v:,.0f}" if unit == "items/s" else f"{v:,.1f}"
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:,.2f}×" if b else "-"
+def ranged(f: dict, name: str, note: str = "") -> str:
+    """Ratio `name` of `f` (see RATIOS) with its range over the runs."""
+    return f"{f[name]:,.2f}× ({f[f'{name}_range']}{note})"
 
 
 def figures(res: dict) -> dict:
@@ -359,10 +360,7 @@ def table(res: dict, runs: list) -> str:
                 fmt(unit, f[f"rust_process_{key}"]),
                 fmt(unit, f[f"crossbeam_{key}"]),
                 fmt(unit, f[f"native_{key}"]),
-                (
-                    f"{f[f'thread_vs_crossbeam_{key}']:,.2f}× "
-                    f"({f[f'thread_vs_crossbeam_{key}_range']})"
-                ),
+                ranged(f, f"thread_vs_crossbeam_{key}"),
             )
         )
     lines += markdown_table(
@@ -396,10 +394,7 @@ def table(res: dict, runs: list) -> str:
                 fmt(unit, f[f"python_thread_{key}"]),
                 fmt(unit, f[f"python_process_{key}"]),
                 fmt(unit, f[f"spdl_{key}"]),
-                (
-                    f"{f[f'python_process_vs_spdl_{key}']:,.2f}× "
-                    f"({f[f'python_process_vs_spdl_{key}_range']})"
-                ),
+                ranged(f, f"python_process_vs_spdl_{key}"),
             )
         )
     rows.append(
@@ -409,10 +404,7 @@ def table(res: dict, runs: list) -> str:
             f"{f['python_thread_first_item_ms']:,.2f}",
             f"{f['python_process_first_item_ms']:,.2f}",
             f"{f['spdl_first_item_ms']:,.2f}",
-            (
-                f"{f['spdl_vs_python_first_item']:,.2f}× "
-                f"({f['spdl_vs_python_first_item_range']}; above 1: sooner)"
-            ),
+            ranged(f, "spdl_vs_python_first_item", "; above 1: sooner"),
         )
     )
     lines += markdown_table(
