@@ -38,6 +38,9 @@
 // unsigned (or, when negative, zigzag) integer, any other number as an f64, a
 // string, boolean, array (length first), object or Map (a map), null or
 // undefined (nothing), and a Uint8Array as a byte sequence (`serde_bytes`).
+// An `array(data, shape, dtype)` is written as the array record (design
+// section 13) in either encoding, and `tuple(a, b)` as Rust writes a tuple:
+// its values one after another in bincode, an array in JSON.
 // bincode carries no type tags, so bincode arguments are read by the entry's
 // `args` schema: "int" (unsigned), "float", "string", "bool", `[schema]` for
 // an array, and `{ key: schema }` for an object with those keys.
@@ -395,6 +398,93 @@ class Reader {
   }
 }
 
+// --- Arrays -----------------------------------------------------------------
+
+// Every dtype of the array record, with its element size in bytes.
+const DTYPES = {
+  bool: 1, uint8: 1, int8: 1, uint16: 2, int16: 2, uint32: 4, int32: 4,
+  uint64: 8, int64: 8, float16: 2, float32: 4, float64: 8,
+};
+
+// The dtype of each typed array.
+const TYPED = [
+  [Float32Array, "float32"], [Float64Array, "float64"], [Uint8Array, "uint8"],
+  [Uint8ClampedArray, "uint8"], [Int8Array, "int8"], [Uint16Array, "uint16"],
+  [Int16Array, "int16"], [Uint32Array, "uint32"], [Int32Array, "int32"],
+  [BigUint64Array, "uint64"], [BigInt64Array, "int64"],
+];
+
+class SandgenArray {
+  constructor(bytes, dtype, shape) {
+    this.bytes = bytes;
+    this.dtype = dtype;
+    this.shape = shape;
+  }
+
+  toJSON() {
+    return { dtype: this.dtype, shape: this.shape, data: this.bytes };
+  }
+}
+
+class SandgenTuple {
+  constructor(values) {
+    this.values = values;
+  }
+
+  toJSON() {
+    return this.values;
+  }
+}
+
+/**
+ * An n-dimensional array item over `data`, a typed array (its dtype taken
+ * from its type unless `dtype` is given), an ArrayBuffer or a DataView
+ * (give `dtype`), holding the elements in C (row-major) order; wasm is
+ * little-endian, as the record is. `shape` is the dimensions. dtypes: bool,
+ * uint8, int8, uint16, int16, uint32, int32, uint64, int64, float16,
+ * float32, float64. The data is viewed, not copied, until the item is
+ * written. A host reads it as a numpy array (`item_type=numpy.ndarray`).
+ *
+ *     yield tuple(array(new Float32Array([1, 2, 3, 4]), [2, 2]), label);
+ */
+export function array(data, shape, dtype) {
+  let bytes;
+  if (ArrayBuffer.isView(data)) {
+    if (dtype === undefined) {
+      const found = TYPED.find(([type]) => data instanceof type);
+      if (found === undefined) throw new TypeError("give the dtype of a DataView's elements");
+      dtype = found[1];
+    }
+    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  } else if (data instanceof ArrayBuffer) {
+    if (dtype === undefined) throw new TypeError("give the dtype of an ArrayBuffer's elements");
+    bytes = new Uint8Array(data);
+  } else {
+    throw new TypeError(`an array's data must be a typed array or an ArrayBuffer, not ${typeof data}`);
+  }
+  if (!Object.hasOwn(DTYPES, dtype)) {
+    throw new RangeError(`unknown dtype ${dtype}: use one of ${Object.keys(DTYPES).join(", ")}`);
+  }
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new TypeError(`shape must be an array of non-negative integers, not ${String(shape)}`);
+  }
+  const size = shape.reduce((n, d) => n * d, 1) * DTYPES[dtype];
+  if (size !== bytes.length) {
+    throw new RangeError(
+      `an array of dtype ${dtype} and shape [${shape.join(", ")}] holds ${size} bytes, not ${bytes.length}`,
+    );
+  }
+  if (dtype === "bool" && bytes.some((b) => b > 1)) {
+    throw new RangeError("a bool array's bytes must be 0 or 1");
+  }
+  return new SandgenArray(bytes, dtype, shape.slice());
+}
+
+/** A tuple item: its values written one after another, as Rust writes a tuple. */
+export function tuple(...values) {
+  return new SandgenTuple(values);
+}
+
 // --- Items ------------------------------------------------------------------
 
 /** A growable byte buffer of frames. */
@@ -543,6 +633,18 @@ function writeBincode(value, out) {
       return;
     case "object":
       if (value === null) return;
+      if (value instanceof SandgenArray) {
+        writeBincode(value.dtype, out);
+        out.varint(value.shape.length);
+        for (const d of value.shape) out.varint(d);
+        out.varint(value.bytes.length);
+        out.bytes(value.bytes);
+        return;
+      }
+      if (value instanceof SandgenTuple) {
+        for (const v of value.values) writeBincode(v, out);
+        return;
+      }
       if (value instanceof Uint8Array) {
         out.varint(value.length);
         out.bytes(value);

@@ -42,7 +42,9 @@ Encodings
     them into ``u64``, ``i64``, ``f64``, ``String``, ``bool``, ``Vec<T>``,
     ``HashMap<String, T>``; a ``tuple`` is written without a length, as Rust
     writes a tuple or a struct's fields in order, and ``bytes`` as a byte
-    sequence (``serde_bytes``). bincode carries no type tags, so bincode
+    sequence (``serde_bytes``). An :func:`array` is written as the array
+    record (``{"dtype", "shape", "data"}``: design section 13) in either
+    encoding. bincode carries no type tags, so bincode
     arguments are read by the generator's parameter annotations: ``int``
     (unsigned), ``float``, ``str``, ``bool``, ``list[T]``, ``tuple[...]``,
     ``dict[str, T]`` and ``Optional[T]`` (read as ``T``).
@@ -70,7 +72,16 @@ from wit_world import exports
 from wit_world.exports import generator as _wit
 from componentize_py_types import Err
 
-__all__ = ["Generator", "WorkerInfo", "generator", "plugin", "worker_info"]
+__all__ = [
+    "Array",
+    "Generator",
+    "WorkerInfo",
+    "array",
+    "generator",
+    "plugin",
+    "worker_info",
+]
+
 
 class WorkerInfo(typing.NamedTuple):
     """This instance's place among the workers of its iterable: ``id`` (from
@@ -114,6 +125,91 @@ def worker_info():
         count=count if count else 1,
         seed=read("SANDGEN_SEED"),
     )
+
+
+# --- arrays -----------------------------------------------------------------
+
+# Every dtype of the array record, with its element size in bytes.
+_DTYPES = {
+    "bool": 1,
+    "uint8": 1,
+    "int8": 1,
+    "uint16": 2,
+    "int16": 2,
+    "uint32": 4,
+    "int32": 4,
+    "uint64": 8,
+    "int64": 8,
+    "float16": 2,
+    "float32": 4,
+    "float64": 8,
+}
+
+
+class Array:
+    """An array item, made by :func:`array`: a dtype, a shape and the
+    elements' bytes (a view of the buffer it was made from, not a copy)."""
+
+    __slots__ = ("data", "dtype", "shape")
+
+    def __init__(self, data, dtype, shape):
+        self.data = data
+        self.dtype = dtype
+        self.shape = shape
+
+    def __repr__(self):
+        return f"Array(dtype={self.dtype!r}, shape={self.shape!r})"
+
+
+def array(buffer, dtype, shape):
+    """An n-dimensional array item over ``buffer``: ``bytes``, ``bytearray``,
+    ``array.array``, ``memoryview`` or any C-contiguous buffer, holding the
+    elements little-endian in C (row-major) order. ``dtype`` is one of
+    ``bool``, ``uint8``, ``int8``, ``uint16``, ``int16``, ``uint32``,
+    ``int32``, ``uint64``, ``int64``, ``float16``, ``float32``, ``float64``;
+    ``shape`` the dimensions. Its byte length must be the product of the
+    shape times the element size (``bool``: one byte, 0 or 1). A host reads
+    it as a numpy array (``item_type=numpy.ndarray``); it may sit inside a
+    tuple, list or dict item::
+
+        import array as arr
+
+        def images(n: int):
+            for i in range(n):
+                pixels = arr.array("B", [i % 256]) * (2 * 2 * 3)
+                yield sandgen_guest.array(pixels, "uint8", (2, 2, 3)), i
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(
+            f"an array's data must be a buffer (bytes, bytearray, array.array, memoryview), "
+            f"not {type(buffer).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise ValueError("an array's buffer must be C-contiguous")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints, not {shape!r}") from None
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < 1 << 64:
+            raise ValueError(f"shape must hold ints from 0 to 2**64 - 1, not {shape!r}")
+    elements = 1
+    for d in shape:
+        elements *= d
+    if elements * _DTYPES[dtype] != view.nbytes:
+        raise ValueError(
+            f"an array of dtype {dtype} and shape {list(shape)} holds "
+            f"{elements * _DTYPES[dtype]} bytes, not {view.nbytes}"
+        )
+    if dtype == "bool" and view.tobytes().translate(None, b"\x00\x01"):
+        raise ValueError("a bool array's bytes must be 0 or 1")
+    return Array(view, dtype, shape)
 
 
 # How long a batch may take before it is returned, in nanoseconds.
@@ -163,7 +259,9 @@ class _Plugin(exports.Generator):
     _encoding = None
 
     def generators(self):
-        return [_wit.GeneratorInfo(e.name, e.description) for e in self._entries.values()]
+        return [
+            _wit.GeneratorInfo(e.name, e.description) for e in self._entries.values()
+        ]
 
     def initialize(self, encoding, config):
         if _Plugin._encoding is not None:
@@ -192,7 +290,9 @@ class _Plugin(exports.Generator):
             raise Err(f"this plugin has no generator named `{name}`; it has: {known}")
         json_items = encoding == _wit.Encoding.JSON
         try:
-            a, kw = entry.decode(encoding, bytes(args), f"arguments for generator {name}")
+            a, kw = entry.decode(
+                encoding, bytes(args), f"arguments for generator {name}"
+            )
             entry.bind(a, kw, f"arguments for generator {name}")
             if entry.is_class:
                 obj = entry.target(*a, **kw)
@@ -231,7 +331,10 @@ class _Iterator:
 
     def next(self, max_items, max_bytes):
         if self._error is not None:
-            error, self._error = self._error, "the pass already failed; its iterator is dead"
+            error, self._error = (
+                self._error,
+                "the pass already failed; its iterator is dead",
+            )
             raise Err(error)
         if self._over:
             return b""
@@ -265,7 +368,10 @@ class _Iterator:
         if self._error is not None:
             self._over = True
             if count == 0:
-                error, self._error = self._error, "the pass already failed; its iterator is dead"
+                error, self._error = (
+                    self._error,
+                    "the pass already failed; its iterator is dead",
+                )
                 raise Err(error)
         return bytes(buf)
 
@@ -362,12 +468,20 @@ class _Callable:
 
 class _Entry(_Callable):
     def __init__(self, target):
-        name = getattr(target, "__sandgen_name__", None) or getattr(target, "__name__", None)
+        name = getattr(target, "__sandgen_name__", None) or getattr(
+            target, "__name__", None
+        )
         if not name:
-            raise TypeError(f"cannot tell the name of generator {target!r}; use generator(name=...)")
+            raise TypeError(
+                f"cannot tell the name of generator {target!r}; use generator(name=...)"
+            )
         super().__init__(target, f"generator {name}")
         self.name = name
-        doc = getattr(target, "__sandgen_description__", None) or inspect.getdoc(target) or ""
+        doc = (
+            getattr(target, "__sandgen_description__", None)
+            or inspect.getdoc(target)
+            or ""
+        )
         self.description = " ".join(doc.strip().split("\n\n")[0].split())
 
 
@@ -375,6 +489,13 @@ class _Entry(_Callable):
 
 
 def _json_default(value):
+    if isinstance(value, Array):
+        # The record's fields in the order Rust's serde_json writes them.
+        return {
+            "dtype": value.dtype,
+            "shape": list(value.shape),
+            "data": list(value.data),
+        }
     if isinstance(value, (bytes, bytearray, memoryview)):
         return list(bytes(value))
     if isinstance(value, tuple):
@@ -382,7 +503,9 @@ def _json_default(value):
     raise TypeError(f"an item of type {type(value).__name__} cannot be written as JSON")
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False).encode
+_dumps = json.JSONEncoder(
+    separators=(",", ":"), default=_json_default, allow_nan=False
+).encode
 
 
 def _encode_json(item):
@@ -424,8 +547,17 @@ def _write(value, out):
         _varint(len(data), out)
         out += data
     elif isinstance(value, (bytes, bytearray, memoryview)):
+        if isinstance(value, memoryview) and (value.format != "B" or value.ndim != 1):
+            value = value.cast("B")  # its length in bytes, not elements
         _varint(len(value), out)
         out += value
+    elif isinstance(value, Array):
+        _write(value.dtype, out)
+        _varint(len(value.shape), out)
+        for d in value.shape:
+            _varint(d, out)
+        _varint(len(value.data), out)
+        out += value.data
     elif isinstance(value, float):
         out += _F64.pack(value)
     elif isinstance(value, list):
@@ -445,7 +577,9 @@ def _write(value, out):
     elif value is None:
         pass
     else:
-        raise TypeError(f"an item of type {type(value).__name__} cannot be written as bincode")
+        raise TypeError(
+            f"an item of type {type(value).__name__} cannot be written as bincode"
+        )
 
 
 def _encode_bincode(item):

@@ -69,6 +69,46 @@
 //! Use [`ByteBuf`] (or `#[serde(with = "serde_bytes")]`) for byte payloads:
 //! they are then written with one copy instead of one call per byte.
 //!
+//! # Arrays
+//!
+//! An [`Array`] item is an n-dimensional array of numbers (a dtype, a shape
+//! and the elements), alone or inside a tuple or struct: what a training
+//! loop eats. A Python host receives it as a writable numpy array
+//! (`item_type=numpy.ndarray`, or `tuple[numpy.ndarray, int]` for an image
+//! and its label), stacked into batches on request; a Rust host borrows it
+//! from the item's bytes. [`Array::from_slice`] borrows the elements (no
+//! copy on a wasm guest), [`Array::from_vec`] owns them:
+//!
+//! ```
+//! use sandgen_guest::{Array, Error, Generator};
+//!
+//! /// `n` images of 2×2 RGB pixels, each with its index as the label.
+//! struct Images {
+//!     n: u64,
+//! }
+//!
+//! impl Generator for Images {
+//!     const NAME: &'static str = "images";
+//!     const DESCRIPTION: &'static str = "yields n tiny images with labels";
+//!     type Args = u64;
+//!     type Item = (Array<'static>, u64);
+//!     type Iter = Box<dyn Iterator<Item = Result<Self::Item, Error>>>;
+//!
+//!     fn create(n: u64) -> Result<Self, Error> {
+//!         Ok(Images { n })
+//!     }
+//!
+//!     fn iter(&mut self) -> Result<Self::Iter, Error> {
+//!         Ok(Box::new((0..self.n).map(|i| {
+//!             let pixels = vec![i as u8; 2 * 2 * 3];
+//!             let image = Array::from_vec(pixels, [2, 2, 3]).map_err(Error::msg)?;
+//!             Ok((image, i))
+//!         })))
+//!     }
+//! }
+//! # fn main() {}
+//! ```
+//!
 //! # Guest output
 //!
 //! Anything the plugin prints goes to the host's log, prefixed with the plugin
@@ -102,7 +142,7 @@ pub use crate::error::Error;
 pub use crate::generator::{Generator, IntoItem};
 pub use crate::worker::{Worker, worker};
 #[doc(no_inline)]
-pub use sandgen_wire::Encoding;
+pub use sandgen_wire::{Array, ArrayError, Dtype, Element, Encoding};
 #[doc(no_inline)]
 pub use serde_bytes::ByteBuf;
 

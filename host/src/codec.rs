@@ -3,8 +3,7 @@
 //! turned into sandgen [`Error`]s of the right kind.
 
 use sandgen_wire::Encoding;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
 
@@ -19,12 +18,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string()))
 }
 
-/// Decodes one item; a failure is [`ErrorKind::Decode`].
-pub(crate) fn decode_item<T: DeserializeOwned>(
+/// Decodes one item, borrowing from `bytes` where `T` does; a failure is
+/// [`ErrorKind::Decode`].
+pub(crate) fn decode_item<'a, T: Deserialize<'a>>(
     encoding: Encoding,
-    bytes: &[u8],
+    bytes: &'a [u8],
 ) -> Result<T, Error> {
-    encoding.decode(bytes).map_err(|e| {
+    encoding.decode_borrowed(bytes).map_err(|e| {
         let hint = if encoding == Encoding::Bincode && e.message().contains("trailing bytes") {
             " (is the item type right?)"
         } else {

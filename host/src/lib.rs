@@ -129,4 +129,4 @@ pub use crate::text::{cut_text, escape_text};
 pub use crate::worker::Isolation;
 pub use crate::worker::process::confine::Confinement;
 #[doc(no_inline)]
-pub use sandgen_wire::Encoding;
+pub use sandgen_wire::{Array, ArrayError, Dtype, Element, Encoding};

@@ -181,3 +181,60 @@ fn worker_arguments_are_recognised_and_nothing_else() {
     );
     assert_eq!(sandgen::run_worker_from_args(["run".into()]), None);
 }
+
+both_isolations!(arrays_are_read_in_place_from_the_batch);
+fn arrays_are_read_in_place_from_the_batch() {
+    use sandgen::{Array, Dtype};
+    let fixture = crate::util::plugin(crate::util::artifacts::FIXTURE_ARRAYS);
+    let args = json!({"n": 50, "dtype": "float32", "shape": [3, 4]});
+    let iterable = Arc::new(fixture.generator("labelled").args(&args).build().unwrap());
+    let mut batches = iterable.batches().unwrap();
+    let mut labels = Vec::new();
+    while let Some(batch) = batches.next_batch() {
+        let batch = batch.unwrap();
+        for item in batch.decode::<(Array<'_>, u64)>(batches.encoding()) {
+            let (image, label) = item.unwrap();
+            assert!(image.is_borrowed(), "a view of the batch's bytes");
+            assert_eq!(
+                (image.dtype(), image.shape()),
+                (Dtype::Float32, &[3, 4][..])
+            );
+            let expected: Vec<f32> = (0..12).map(|i| (label * 1000 + i) as f32).collect();
+            assert_eq!(image.to_vec::<f32>().unwrap(), expected);
+            labels.push(label);
+        }
+    }
+    assert_eq!(labels, (0..50).collect::<Vec<u64>>());
+}
+
+both_isolations!(a_malformed_array_is_a_decode_error_that_says_why);
+fn a_malformed_array_is_a_decode_error_that_says_why() {
+    use sandgen::Array;
+    let fixture = crate::util::plugin(crate::util::artifacts::FIXTURE_ARRAYS);
+    for (case, why) in [
+        ("dtype", "unknown dtype `complex64`: use one of bool, uint8"),
+        (
+            "length",
+            "an array of dtype float32 and shape [4] holds 16 bytes, not 12",
+        ),
+        ("bool", "a bool array holds the byte 2 at element 1"),
+    ] {
+        let iterable = Arc::new(fixture.generator("malformed").args(case).build().unwrap());
+        let mut batches = iterable.batches().unwrap();
+        let mut items = Vec::new();
+        while let Some(batch) = batches.next_batch() {
+            items.extend(
+                batch
+                    .unwrap()
+                    .decode::<Array<'_>>(batches.encoding())
+                    .map(|item| {
+                        // Owned, to outlive the batch.
+                        item.map(Array::into_owned)
+                    }),
+            );
+        }
+        assert_eq!(items.len(), 2, "{case}");
+        assert_eq!(items[0].as_ref().unwrap().to_vec::<f32>().unwrap(), [1.0]);
+        assert_error(items[1].as_ref().unwrap_err(), ErrorKind::Decode, why);
+    }
+}

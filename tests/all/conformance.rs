@@ -80,3 +80,52 @@ fn every_guest_writes_json_as_the_wire_crate_reads_it() {
         assert_eq!(bytes, json!([0, 255]), "{name}: bytes");
     }
 }
+
+/// The array items every implementation's `arrays` generator yields, as
+/// the wire crate writes them (design section 13's record).
+fn array_cases(encoding: Encoding) -> Vec<Vec<u8>> {
+    use sandgen::{Array, Dtype};
+    let f32s = Array::from_slice(&[0.5f32, 1.0, 1.5, 2.0, 2.5, 3.0], [2, 3]).unwrap();
+    let u8s = Array::from_slice(&[0u8, 1, 254, 255], [4]).unwrap();
+    let bools = Array::from_slice(&[true, false, true], [3]).unwrap();
+    let i64s = Array::from_slice(&[-1i64, 2, -3, 4], [2, 2]).unwrap();
+    let half = Array::new(Dtype::Float16, [2], vec![0x00, 0x3c, 0x00, 0xc0]).unwrap();
+    let empty = (Array::new(Dtype::Uint16, [0], vec![]).unwrap(), 7u64);
+    let scalar = Array::from_slice(&[3.25f64], []).unwrap();
+    let mut items: Vec<Vec<u8>> = [f32s, u8s, bools, i64s, half]
+        .iter()
+        .map(|array| encoding.encode(array).unwrap())
+        .collect();
+    items.push(encoding.encode(&empty).unwrap());
+    items.push(encoding.encode(&scalar).unwrap());
+    items
+}
+
+both_isolations!(every_guest_writes_arrays_as_the_wire_crate_does);
+fn every_guest_writes_arrays_as_the_wire_crate_does() {
+    let mut all = vec![("rust".to_owned(), plugin(artifacts::FIXTURE_ARRAYS))];
+    all.extend(Lang::ALL.map(|lang| (format!("{lang:?}"), fixture(lang))));
+    for (name, fixture) in all {
+        for encoding in [Encoding::Bincode, Encoding::Json] {
+            let iterable = fixture
+                .generator("arrays")
+                .encoding(encoding)
+                .build()
+                .unwrap();
+            let mut pass = iterable.iter_raw().unwrap();
+            let mut items = Vec::new();
+            while let Some(item) = pass.next_item() {
+                items.push(item.unwrap().to_vec());
+            }
+            let expected = array_cases(encoding);
+            assert_eq!(items.len(), expected.len(), "{name} in {encoding}");
+            for (i, (item, case)) in items.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    String::from_utf8_lossy(item),
+                    String::from_utf8_lossy(case),
+                    "{name} in {encoding}: case {i}"
+                );
+            }
+        }
+    }
+}

@@ -30,11 +30,15 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod array;
 pub mod frame;
 mod value_bincode;
 
+pub use crate::array::{Array, ArrayError, Dtype, Element};
+
 use std::fmt;
 
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IntoDeserializer};
 
@@ -139,9 +143,20 @@ impl Encoding {
     ///
     /// When `bytes` are not a `T` in this encoding.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        self.decode_borrowed(bytes)
+    }
+
+    /// Decodes one value that may borrow from `bytes` (an [`Array`]'s data,
+    /// a `&str`, a `&[u8]` in bincode): no copy out of the item. The whole
+    /// of `bytes` must be used.
+    ///
+    /// # Errors
+    ///
+    /// When `bytes` are not a `T` in this encoding.
+    pub fn decode_borrowed<'a, T: Deserialize<'a>>(self, bytes: &'a [u8]) -> Result<T, CodecError> {
         match self {
             Encoding::Bincode => {
-                let (value, read) = bincode::serde::decode_from_slice(bytes, BINCODE)
+                let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, BINCODE)
                     .map_err(|e| CodecError(format!("invalid bincode: {e}")))?;
                 if read != bytes.len() {
                     return Err(CodecError(format!(

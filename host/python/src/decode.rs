@@ -1,15 +1,23 @@
 //! Items into Python objects: JSON items, and bincode items by the shape
 //! that `item_type` describes. The bytes are decoded into [`Value`]s without
-//! the GIL; only making the Python objects needs it.
+//! the GIL (arrays borrowing their data from the batch until
+//! [`Value::into_owned`] copies it once); only making the Python objects
+//! needs it.
+
+use std::borrow::Cow;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::array::ArrayValue;
 
 /// How the items of a pass become Python objects.
 pub(crate) enum Decoder {
     /// JSON text into dict, list, str, int, float, bool and None.
     Json,
+    /// JSON text read by the shape of `item_type` (arrays from their
+    /// records, dataclasses from objects).
+    JsonShaped(Shape),
     /// Each item's encoded bytes as `bytes` (bincode without `item_type`).
     Raw,
     /// `item_type=bytes`: each item's payload (after its length) as
@@ -45,8 +53,21 @@ pub(crate) enum Shape {
     /// A dataclass: its fields in order, like a Rust struct.
     Record {
         class: Py<PyAny>,
+        names: Vec<String>,
         fields: Vec<Shape>,
     },
+    /// `numpy.ndarray`: an array record (`sandgen_wire::Array`).
+    Array,
+}
+
+impl Decoder {
+    /// The shape that `item_type` gave, if any.
+    pub(crate) fn shape(&self) -> Option<&Shape> {
+        match self {
+            Decoder::Bincode(shape) | Decoder::JsonShaped(shape) => Some(shape),
+            Decoder::Json | Decoder::Raw | Decoder::Bytes => None,
+        }
+    }
 }
 
 impl Shape {
@@ -64,6 +85,7 @@ impl Shape {
                 "bool" => Shape::Bool,
                 "str" => Shape::Str,
                 "bytes" => Shape::Bytes,
+                "ndarray" => Shape::Array,
                 other => {
                     return Err(pyo3::exceptions::PyValueError::new_err(format!(
                         "unknown item shape `{other}`"
@@ -89,6 +111,7 @@ impl Shape {
             ),
             "record" => Shape::Record {
                 class: parts.get_item(1)?.unbind(),
+                names: parts.get_item(3)?.extract()?,
                 fields: parts
                     .get_item(2)?
                     .try_iter()?
@@ -104,8 +127,9 @@ impl Shape {
     }
 }
 
-/// A decoded item, before it becomes a Python object.
-pub(crate) enum Value {
+/// A decoded item, before it becomes a Python object; arrays may borrow
+/// their data from the batch (`'a`).
+pub(crate) enum Value<'a> {
     None,
     Bool(bool),
     Unsigned(u64),
@@ -113,15 +137,41 @@ pub(crate) enum Value {
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
+    List(Vec<Value<'a>>),
+    Tuple(Vec<Value<'a>>),
     /// Keys in the order they came.
-    Dict(Vec<(String, Value)>),
+    Dict(Vec<(String, Value<'a>)>),
     /// A record's fields, in order.
-    Record(Vec<Value>),
+    Record(Vec<Value<'a>>),
+    Array(ArrayValue<'a>),
 }
 
-impl Value {
+impl<'a> Value<'a> {
+    /// The value with its arrays' data copied out of the batch (once,
+    /// into the typed memory the numpy arrays will own).
+    pub(crate) fn into_owned(self) -> Value<'static> {
+        let all = |values: Vec<Value<'a>>| values.into_iter().map(Value::into_owned).collect();
+        match self {
+            Value::None => Value::None,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Unsigned(n) => Value::Unsigned(n),
+            Value::Signed(n) => Value::Signed(n),
+            Value::Float(f) => Value::Float(f),
+            Value::Str(s) => Value::Str(s),
+            Value::Bytes(b) => Value::Bytes(b),
+            Value::List(items) => Value::List(all(items)),
+            Value::Tuple(items) => Value::Tuple(all(items)),
+            Value::Record(fields) => Value::Record(all(fields)),
+            Value::Dict(entries) => Value::Dict(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_owned()))
+                    .collect(),
+            ),
+            Value::Array(array) => Value::Array(array.into_owned()),
+        }
+    }
+
     /// The Python object of this value; `shape` gives the classes of
     /// records.
     pub(crate) fn into_py(self, py: Python<'_>, shape: Option<&Shape>) -> PyResult<Py<PyAny>> {
@@ -176,6 +226,7 @@ impl Value {
                 let Some(Shape::Record {
                     class,
                     fields: shapes,
+                    ..
                 }) = shape
                 else {
                     return Err(pyo3::exceptions::PyRuntimeError::new_err(
@@ -189,76 +240,8 @@ impl Value {
                     .collect::<PyResult<Vec<_>>>()?;
                 class.bind(py).call1(PyTuple::new(py, fields)?)?.unbind()
             }
+            Value::Array(array) => array.into_py(py)?,
         })
-    }
-}
-
-/// One JSON item.
-pub(crate) fn json(bytes: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))
-}
-
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
-    }
-}
-
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::None)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::None)
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Unsigned(n))
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Signed(n))
-    }
-
-    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
-        Ok(Value::Float(f))
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::Str(s.to_owned()))
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(Value::Str(s))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::List(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-        while let Some((key, value)) = map.next_entry::<String, Value>()? {
-            entries.push((key, value));
-        }
-        Ok(Value::Dict(entries))
     }
 }
 
@@ -288,7 +271,7 @@ pub(crate) fn bytes_payload(item: &[u8]) -> Result<&[u8], String> {
 
 /// Reads one bincode value of `shape` from `bytes`, all of which it must
 /// use.
-pub(crate) fn bincode(bytes: &[u8], shape: &Shape) -> Result<Value, String> {
+pub(crate) fn bincode<'a>(bytes: &'a [u8], shape: &Shape) -> Result<Value<'a>, String> {
     let mut reader = Reader { input: bytes };
     let value = reader.value(shape, 0)?;
     if !reader.input.is_empty() {
@@ -311,8 +294,8 @@ struct Reader<'a> {
     input: &'a [u8],
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.input.len() < n {
             return Err(format!(
                 "the item ended early (wanted {n} more bytes, {} left)",
@@ -352,7 +335,7 @@ impl Reader<'_> {
             .to_owned())
     }
 
-    fn value(&mut self, shape: &Shape, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, shape: &Shape, depth: usize) -> Result<Value<'a>, String> {
         if depth > MAX_DEPTH {
             return Err("the item nests too deeply".into());
         }
@@ -413,6 +396,19 @@ impl Reader<'_> {
                     .map(|field| self.value(field, depth + 1))
                     .collect::<Result<_, _>>()?,
             ),
+            Shape::Array => Value::Array(self.array()?),
         })
+    }
+
+    /// An array record: its dtype, its shape and its bytes (borrowed).
+    fn array(&mut self) -> Result<ArrayValue<'a>, String> {
+        let dtype = self.string()?;
+        let rank = check_len(self.varint()?, self.input.len())?;
+        let shape = (0..rank)
+            .map(|_| self.varint())
+            .collect::<Result<Vec<_>, _>>()?;
+        let len = check_len(self.varint()?, self.input.len())?;
+        ArrayValue::new(&dtype, shape, Cow::Borrowed(self.take(len)?))
+            .map_err(|e| format!("an array: {e}"))
     }
 }

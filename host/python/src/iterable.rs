@@ -6,36 +6,32 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use sandgen::{Encoding, Isolation, NextBatch};
 
-use crate::decode::Decoder;
 use crate::errors;
 use crate::output::Output;
-use crate::pass::Pass;
+use crate::pass::{Decoding, Pass};
 use crate::wait::WAIT;
 
 /// A generator's iterable: its worker, alive across passes.
 #[pyclass(frozen, module = "sandgen._native")]
 pub(crate) struct Iterable {
     inner: Arc<sandgen::Iterable>,
-    decoder: Arc<Decoder>,
-    item_type_name: String,
+    decoding: Arc<Decoding>,
     isolation: Isolation,
     output: Arc<Output>,
 }
 
 impl Iterable {
-    /// `iterable`, whose passes decode their items with `decoder`
-    /// (`item_type_name` names the item type in messages).
+    /// `iterable`, whose passes make their items Python objects as
+    /// `decoding` says.
     pub(crate) fn new(
         iterable: sandgen::Iterable,
-        decoder: Decoder,
-        item_type_name: String,
+        decoding: Decoding,
         isolation: Isolation,
         output: Arc<Output>,
     ) -> Iterable {
         Iterable {
             inner: Arc::new(iterable),
-            decoder: Arc::new(decoder),
-            item_type_name,
+            decoding: Arc::new(decoding),
             isolation,
             output,
         }
@@ -52,8 +48,7 @@ impl Iterable {
             .map_err(|error| errors::from_sandgen(py, &error))?;
         Ok(Pass::new(
             batches,
-            self.decoder.clone(),
-            self.item_type_name.clone(),
+            self.decoding.clone(),
             self.output.clone(),
         ))
     }

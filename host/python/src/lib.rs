@@ -13,14 +13,17 @@
 //! exceptions, `output` the guests' output lines (for `on_output`) and
 //! `wait` the interruptible waits.
 
+mod array;
 mod decode;
 mod engine;
 mod errors;
 mod iterable;
+mod json;
 mod options;
 mod output;
 mod pass;
 mod plugin;
+mod stack;
 mod wait;
 
 use pyo3::prelude::*;

@@ -16,6 +16,7 @@ use sandgen::{Encoding, ErrorKind, Isolation, IterableBuilder, Sharding};
 use crate::decode::{Decoder, Shape};
 use crate::errors;
 use crate::output::Output;
+use crate::pass::Decoding;
 
 /// `sandgen._IterableOptions`: the options of one iterable, checked, in the
 /// units the library takes.
@@ -53,7 +54,7 @@ pub(crate) struct IterableOptions<'py> {
     /// The guest's environment, as `(name, value)`.
     #[pyo3(attribute)]
     env: Vec<(String, String)>,
-    /// `item_type` as `sandgen._types.describe` describes it (bincode only).
+    /// `item_type` as `sandgen._types.describe` describes it.
     #[pyo3(attribute)]
     item_shape: Option<Bound<'py, PyAny>>,
     /// `item_type` as messages name it (`""` without one).
@@ -81,14 +82,19 @@ pub(crate) struct IterableOptions<'py> {
     /// The largest item, encoded, in bytes (`None`: the library's default).
     #[pyo3(attribute)]
     max_item_bytes: Option<u32>,
+    /// Stack this many items into each batch (`None`: items one by one).
+    #[pyo3(attribute)]
+    batch_size: Option<usize>,
+    /// Leave out a short last batch.
+    #[pyo3(attribute)]
+    drop_last: bool,
 }
 
 /// An iterable ready to start: its builder with every option set, and what
 /// the native `Iterable` keeps of the options.
 pub(crate) struct Ready {
     pub(crate) builder: IterableBuilder,
-    pub(crate) decoder: Decoder,
-    pub(crate) item_type_name: String,
+    pub(crate) decoding: Decoding,
     pub(crate) isolation: Isolation,
     /// The guests' output lines, for `on_output`.
     pub(crate) output: Arc<Output>,
@@ -163,8 +169,12 @@ impl IterableOptions<'_> {
         }
         Ok(Ready {
             builder,
-            decoder,
-            item_type_name: self.item_type_name,
+            decoding: Decoding {
+                decoder,
+                item_type_name: self.item_type_name,
+                batch_size: self.batch_size,
+                drop_last: self.drop_last,
+            },
             isolation,
             output,
         })
@@ -179,7 +189,8 @@ fn invalid(py: Python<'_>, message: String) -> PyErr {
 /// How the items of a pass become Python objects.
 fn item_decoder(encoding: Encoding, item_shape: Option<&Bound<'_, PyAny>>) -> PyResult<Decoder> {
     Ok(match (encoding, item_shape) {
-        (Encoding::Json, _) => Decoder::Json,
+        (Encoding::Json, None) => Decoder::Json,
+        (Encoding::Json, Some(shape)) => Decoder::JsonShaped(Shape::from_description(shape)?),
         (Encoding::Bincode, None) => Decoder::Raw,
         (Encoding::Bincode, Some(shape)) => match Shape::from_description(shape)? {
             Shape::Bytes => Decoder::Bytes,

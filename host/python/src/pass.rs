@@ -10,21 +10,25 @@ use sandgen::{Batch, Batches, ErrorKind, NextBatch};
 
 use crate::decode::{self, Decoder, Value};
 use crate::errors;
+use crate::json;
 use crate::output::Output;
+use crate::stack::{Stacked, Stacker};
 use crate::wait::WAIT;
 
 /// One pass: a Python iterator over the pass's batches, each a `list` of
 /// items made in one go (the Python side chains them into items with
 /// `itertools.chain.from_iterable`, so a `for` loop pays no native call per
-/// item). Dropping it stops the worker's pass.
+/// item). With `batch_size`, each element of the list is one stacked batch
+/// of items. Dropping it stops the worker's pass.
 #[pyclass(module = "sandgen._native")]
 pub(crate) struct Pass {
     /// `None` once the pass ended, failed or was stopped.
     batches: Option<Batches>,
-    decoder: Arc<Decoder>,
-    item_type_name: String,
-    /// Items handed out before the current batch.
-    delivered: u64,
+    decoding: Arc<Decoding>,
+    /// Items received before the current worker batch.
+    received: u64,
+    /// `batch_size`'s batch being filled.
+    stacker: Option<Stacker>,
     /// An error met after some items of a batch: raised once those items
     /// are out.
     pending: Option<PyErr>,
@@ -32,40 +36,115 @@ pub(crate) struct Pass {
     output: Arc<Output>,
 }
 
+/// How a pass's items become Python objects: the decoder, the item type's
+/// name for messages, and the batching.
+pub(crate) struct Decoding {
+    pub(crate) decoder: Decoder,
+    pub(crate) item_type_name: String,
+    /// `batch_size`: stack this many items into each batch.
+    pub(crate) batch_size: Option<usize>,
+    /// Leave out the last batch when it is short.
+    pub(crate) drop_last: bool,
+}
+
+/// Why an item of a worker batch was not delivered.
+struct Failure {
+    index: usize,
+    kind: ErrorKind,
+    reason: String,
+}
+
 /// A batch made ready without the GIL.
 enum Prepared {
-    /// Decoded items; `failed` tells which item could not be decoded (the
-    /// items before it are kept).
+    /// Decoded items, their arrays copied out of the batch; `failed` tells
+    /// which item could not be decoded (the items before it are kept).
     Values {
-        values: Vec<Value>,
-        failed: Option<(usize, String)>,
+        values: Vec<Value<'static>>,
+        failed: Option<Failure>,
+    },
+    /// Items stacked into the batches they completed; `received` items
+    /// of the worker batch.
+    Stacked {
+        stacked: Vec<Stacked>,
+        received: usize,
+        failed: Option<Failure>,
     },
     Encoded(Batch),
 }
 
-fn prepare(decoder: &Decoder, batch: Batch) -> Prepared {
-    let decode = |one: &dyn Fn(&[u8]) -> Result<Value, String>| {
-        let mut values = Vec::with_capacity(batch.len());
+/// One item of a worker batch, decoded (borrowing from it).
+fn decode_one<'a>(decoder: &Decoder, item: &'a [u8]) -> Result<Value<'a>, String> {
+    match decoder {
+        Decoder::Json => json::json(item),
+        Decoder::JsonShaped(shape) => json::json_shaped(item, shape),
+        Decoder::Bincode(shape) => decode::bincode(item, shape),
+        Decoder::Raw => Ok(Value::Bytes(item.to_vec())),
+        Decoder::Bytes => decode::bytes_payload(item).map(|p| Value::Bytes(p.to_vec())),
+    }
+}
+
+fn prepare(decoder: &Decoder, stacker: Option<&mut Stacker>, batch: Batch) -> Prepared {
+    let decode_error = |index, reason| {
+        Some(Failure {
+            index,
+            kind: ErrorKind::Decode,
+            reason,
+        })
+    };
+    if let Some(stacker) = stacker {
+        let mut stacked = Vec::new();
         for (index, item) in batch.items().enumerate() {
-            match one(item) {
-                Ok(value) => values.push(value),
+            let value = match decode_one(decoder, item) {
+                Ok(value) => value,
                 Err(reason) => {
-                    return Prepared::Values {
-                        values,
-                        failed: Some((index, reason)),
+                    let failed = decode_error(index, reason);
+                    let received = index;
+                    return Prepared::Stacked {
+                        stacked,
+                        received,
+                        failed,
+                    };
+                }
+            };
+            match stacker.push(value) {
+                Ok(done) => stacked.extend(done),
+                Err(reason) => {
+                    let failed = Some(Failure {
+                        index,
+                        kind: ErrorKind::InvalidInput,
+                        reason,
+                    });
+                    let received = index;
+                    return Prepared::Stacked {
+                        stacked,
+                        received,
+                        failed,
                     };
                 }
             }
         }
-        Prepared::Values {
-            values,
+        return Prepared::Stacked {
+            stacked,
+            received: batch.len(),
             failed: None,
+        };
+    }
+    if matches!(decoder, Decoder::Raw | Decoder::Bytes) {
+        return Prepared::Encoded(batch);
+    }
+    let mut values = Vec::with_capacity(batch.len());
+    for (index, item) in batch.items().enumerate() {
+        match decode_one(decoder, item) {
+            Ok(value) => values.push(value.into_owned()),
+            Err(reason) => {
+                let failed = decode_error(index, reason);
+                return Prepared::Values { values, failed };
+            }
         }
-    };
-    match decoder {
-        Decoder::Json => decode(&decode::json),
-        Decoder::Bincode(shape) => decode(&|item| decode::bincode(item, shape)),
-        Decoder::Raw | Decoder::Bytes => Prepared::Encoded(batch),
+    }
+    Prepared::Values {
+        values,
+        failed: None,
     }
 }
 
@@ -84,10 +163,11 @@ impl Pass {
             let Some(batches) = self.batches.as_mut() else {
                 return Ok(None);
             };
-            let decoder = &*self.decoder;
+            let decoder = &self.decoding.decoder;
+            let stacker = self.stacker.as_mut();
             let next = py.detach(|| {
                 batches.next_batch_within(WAIT).map(|next| match next {
-                    NextBatch::Batch(batch) => Some(Some(prepare(decoder, batch))),
+                    NextBatch::Batch(batch) => Some(Some(prepare(decoder, stacker, batch))),
                     NextBatch::End => Some(None),
                     // Pending, or an outcome a later library may add.
                     _ => None,
@@ -102,7 +182,15 @@ impl Pass {
                 Ok(None) => py.check_signals()?,
                 Ok(Some(None)) => {
                     self.batches = None;
-                    return Ok(None);
+                    // The last, short batch.
+                    let last = self.stacker.as_mut().and_then(Stacker::finish);
+                    return match last {
+                        Some(last) if !self.decoding.drop_last => {
+                            let batch = last.into_py(py, self.decoding.decoder.shape())?;
+                            Ok(Some(PyList::new(py, [batch])?))
+                        }
+                        _ => Ok(None),
+                    };
                 }
                 Ok(Some(Some(prepared))) => {
                     let items = self.finish(py, prepared)?;
@@ -112,7 +200,6 @@ impl Pass {
                         }
                         self.pending = Some(error);
                     }
-                    self.delivered += items.len() as u64;
                     if !items.is_empty() {
                         return Ok(Some(PyList::new(py, items)?));
                     }
@@ -128,50 +215,56 @@ impl Pass {
 }
 
 impl Pass {
-    /// A pass over `batches`, whose items `decoder` decodes
-    /// (`item_type_name` names their type in messages).
-    pub(crate) fn new(
-        batches: Batches,
-        decoder: Arc<Decoder>,
-        item_type_name: String,
-        output: Arc<Output>,
-    ) -> Pass {
+    /// A pass over `batches`, whose items `decoding` makes Python objects.
+    pub(crate) fn new(batches: Batches, decoding: Arc<Decoding>, output: Arc<Output>) -> Pass {
         Pass {
             batches: Some(batches),
-            decoder,
-            item_type_name,
-            delivered: 0,
+            stacker: decoding.batch_size.map(Stacker::new),
+            decoding,
+            received: 0,
             pending: None,
             output,
         }
     }
 
     /// Makes a prepared batch Python objects; an item that cannot be decoded
-    /// ends the pass, with the error kept in `pending`.
+    /// (or stacked) ends the pass, with the error kept in `pending`.
     fn finish(&mut self, py: Python<'_>, prepared: Prepared) -> PyResult<Vec<Py<PyAny>>> {
-        match prepared {
+        let shape = self.decoding.decoder.shape();
+        let (items, failed, received) = match prepared {
             Prepared::Values { values, failed } => {
-                let shape = match &*self.decoder {
-                    Decoder::Bincode(shape) => Some(shape),
-                    _ => None,
-                };
+                let received = values.len();
                 let items = values
                     .into_iter()
                     .map(|value| value.into_py(py, shape))
                     .collect::<PyResult<Vec<_>>>()?;
-                if let Some((index, reason)) = failed {
-                    self.pending = Some(self.decode_error(py, index, &reason));
-                }
-                Ok(items)
+                (items, failed, received)
+            }
+            Prepared::Stacked {
+                stacked,
+                received,
+                failed,
+            } => {
+                let items = stacked
+                    .into_iter()
+                    .map(|batch| batch.into_py(py, shape))
+                    .collect::<PyResult<Vec<_>>>()?;
+                (items, failed, received)
             }
             Prepared::Encoded(batch) => {
                 let mut items = Vec::with_capacity(batch.len());
+                let mut failed = None;
                 for (index, item) in batch.items().enumerate() {
-                    let payload = match &*self.decoder {
+                    let payload = match self.decoding.decoder {
                         Decoder::Bytes => match decode::bytes_payload(item) {
                             Ok(payload) => payload,
                             Err(reason) => {
-                                self.pending = Some(self.decode_error(py, index, &reason));
+                                let kind = ErrorKind::Decode;
+                                failed = Some(Failure {
+                                    index,
+                                    kind,
+                                    reason,
+                                });
                                 break;
                             }
                         },
@@ -179,30 +272,45 @@ impl Pass {
                     };
                     items.push(PyBytes::new(py, payload).into_any().unbind());
                 }
-                Ok(items)
+                let received = items.len();
+                (items, failed, received)
             }
+        };
+        // A failure's index counts from the batch's first item.
+        if let Some(failure) = failed {
+            self.pending = Some(self.item_error(py, failure));
         }
+        self.received += received as u64;
+        Ok(items)
     }
 
-    /// Ends the pass with a decode error for item `index` of the batch.
-    fn decode_error(&mut self, py: Python<'_>, index: usize, reason: &str) -> PyErr {
+    /// Ends the pass with the error of item `failure.index` of the batch.
+    fn item_error(&mut self, py: Python<'_>, failure: Failure) -> PyErr {
         let generator = self
             .batches
             .as_ref()
             .map(|b| b.iterable().generator().to_owned())
             .unwrap_or_default();
         self.batches = None;
-        let what = match &*self.decoder {
-            Decoder::Json => "JSON".to_owned(),
-            _ => format!("item_type {}", self.item_type_name),
+        let index = self.received + failure.index as u64;
+        let what = match (
+            &self.decoding.decoder,
+            self.decoding.item_type_name.as_str(),
+        ) {
+            (Decoder::Json, _) => "JSON".to_owned(),
+            (_, name) => format!("item_type {name}"),
         };
-        errors::new(
-            py,
-            ErrorKind::Decode,
-            &format!(
-                "cannot decode item {} of generator {generator} as {what}: {reason}",
-                self.delivered + index as u64
+        let message = match failure.kind {
+            ErrorKind::Decode => format!(
+                "cannot decode item {index} of generator {generator} as {what}: {}",
+                failure.reason
             ),
-        )
+            _ => format!(
+                "cannot stack item {index} of generator {generator} into a batch of {}: {}",
+                self.decoding.batch_size.unwrap_or(1),
+                failure.reason
+            ),
+        };
+        errors::new(py, failure.kind, &message)
     }
 }

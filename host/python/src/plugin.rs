@@ -59,8 +59,7 @@ impl Plugin {
     fn iterable(&self, py: Python<'_>, options: IterableOptions<'_>) -> PyResult<Iterable> {
         let Ready {
             builder,
-            decoder,
-            item_type_name,
+            decoding,
             isolation,
             output,
         } = options.apply(py, &self.plugin)?;
@@ -69,13 +68,7 @@ impl Plugin {
         // (or the error).
         output.deliver(py);
         match built? {
-            Ok(iterable) => Ok(Iterable::new(
-                iterable,
-                decoder,
-                item_type_name,
-                isolation,
-                output,
-            )),
+            Ok(iterable) => Ok(Iterable::new(iterable, decoding, isolation, output)),
             Err(error) => Err(errors::from_sandgen(py, &error)),
         }
     }

@@ -1,6 +1,11 @@
 //! What a pass hands over: batches of encoded items.
 
+use sandgen_wire::Encoding;
 use sandgen_wire::frame::{Frames, FramesView};
+use serde::Deserialize;
+
+use crate::codec;
+use crate::error::Error;
 
 /// What [`Batches::next_batch_within`](crate::Batches::next_batch_within) found.
 #[derive(Debug)]
@@ -44,6 +49,39 @@ impl Batch {
         BatchItems {
             frames: self.frames.view(),
         }
+    }
+
+    /// Each item decoded as `T`, which may borrow from the batch: an
+    /// [`Array`](crate::Array)'s data is then a view of the batch's bytes
+    /// (in bincode), with no copy. `encoding` is the iterable's
+    /// ([`Batches::encoding`](crate::Batches::encoding)).
+    ///
+    /// An item that is not a `T` is an [`ErrorKind::Decode`](crate::ErrorKind::Decode) error.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// use sandgen::{Array, Dtype, Engine};
+    ///
+    /// let plugin = Engine::new()?.load("images.wasm")?;
+    /// let iterable = std::sync::Arc::new(plugin.generator("images").args(&16u64).build()?);
+    /// let mut batches = iterable.batches()?;
+    /// while let Some(batch) = batches.next_batch() {
+    ///     let batch = batch?;
+    ///     for item in batch.decode::<(Array<'_>, u64)>(batches.encoding()) {
+    ///         let (image, label) = item?;
+    ///         assert_eq!(image.dtype(), Dtype::Uint8);
+    ///         println!("{label}: {:?} in {} bytes", image.shape(), image.data().len());
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decode<'a, T: Deserialize<'a> + 'a>(
+        &'a self,
+        encoding: Encoding,
+    ) -> impl Iterator<Item = Result<T, Error>> + 'a {
+        self.items()
+            .map(move |item| codec::decode_item(encoding, item))
     }
 }
 

@@ -242,6 +242,8 @@ class Plugin:
         sharding: Sharding = "plugin",
         on_output: OnOutput | None = None,
         max_item_mib: int | None = None,
+        batch_size: int | None = None,
+        drop_last: bool = False,
     ) -> Iterable:
         """Starts the workers running ``generator`` and returns its iterable.
 
@@ -279,6 +281,23 @@ class Plugin:
         small ints: about 1 to 4 bytes each encoded, 36 as a Python list
         slot and int), so bound the encoded size well below the memory the
         decoded items may take.
+
+        ``item_type`` says what each item is, for bincode (which carries no
+        types) and for JSON items read into types: ``numpy.ndarray`` for an
+        array item (``sandgen_guest.array``, Rust ``sandgen_guest::Array``),
+        which arrives as a writable numpy array of the item's dtype and
+        shape, its data copied once from the worker; arrays also decode
+        inside tuples, dataclasses and dicts (``tuple[numpy.ndarray, int]``
+        for an image and its label). See ``sandgen._types`` for every type.
+
+        ``batch_size=B`` gives batches of ``B`` items instead of items,
+        stacked in Rust without the GIL: arrays of one dtype and shape
+        become one array with a new first axis, numbers and bools one 1-D
+        array (integers as int64), tuples, dicts and dataclasses are stacked
+        field by field, and strings, bytes, lists and ``None`` stay a list.
+        The last batch may be short (``drop_last=True`` leaves it out). An
+        item that does not stack with its batch's first ends the pass with
+        ``InvalidInputError`` naming the item and the difference.
 
         ``on_output(worker, stream, line)`` is called for each line a guest
         prints (``stream`` is ``"stdout"`` or ``"stderr"``), on the thread
@@ -446,6 +465,8 @@ class _IterableOptions:
     sharding: str
     on_output: OnOutput  # called with (worker, stream, line)
     max_item_bytes: int | None  # None: the library's default
+    batch_size: int | None  # None: items one by one
+    drop_last: bool
 
 
 def _iterable_options(
@@ -509,9 +530,15 @@ def _iterable_options(
         )
     item_type, item_shape = given["item_type"], None
     if item_type is not None:
-        if encoding != "bincode":
-            raise _invalid("item_type needs encoding='bincode' (JSON items decode by themselves)")
         item_shape = describe(item_type)
+    batch_size = given["batch_size"]
+    if batch_size is not None:
+        batch_size = _int("batch_size", batch_size, 1)
+    drop_last = given["drop_last"]
+    if not isinstance(drop_last, bool):
+        raise _invalid(f"drop_last must be a bool, not {drop_last!r}")
+    if drop_last and batch_size is None:
+        raise _invalid("drop_last=True needs a batch_size (it drops a short last batch)")
     return _IterableOptions(
         generator=generator,
         encoding=encoding,
@@ -534,6 +561,8 @@ def _iterable_options(
         shard=shard,
         on_output=on_output,
         max_item_bytes=max_item,
+        batch_size=batch_size,
+        drop_last=drop_last,
     )
 
 

@@ -7,6 +7,14 @@ given as a Python type: ``int`` (an unsigned integer: Rust ``u16`` to
 ``tuple[...]``, ``T | None`` or a dataclass (its fields in order, like a
 Rust struct). Three markers name the other Rust numbers: ``sandgen.i64``
 (signed integers), ``sandgen.u8`` (a byte) and ``sandgen.f32``.
+
+``numpy.ndarray`` (or ``numpy.typing.NDArray[...]``) reads an array item:
+the record ``{dtype, shape, data}`` that ``sandgen_guest.array`` and Rust's
+``sandgen_guest::Array`` write. It arrives as a writable numpy array of the
+item's own dtype and shape.
+
+JSON items can be read by an ``item_type`` too: an array from its record,
+a dataclass from an object (by field name), a tuple from a list.
 """
 
 from __future__ import annotations
@@ -46,8 +54,17 @@ _SCALARS: dict[Any, str] = {
 
 _SUPPORTED = (
     "use int, float, str, bytes, bool, sandgen.i64, sandgen.u8, sandgen.f32, "
-    "list[T], dict[str, T], tuple[...], T | None or a dataclass"
+    "numpy.ndarray, list[T], dict[str, T], tuple[...], T | None or a dataclass"
 )
+
+
+def _is_ndarray(item_type: Any) -> bool:
+    """``numpy.ndarray``, or a parametrised one (``numpy.typing.NDArray``),
+    without importing numpy."""
+    target = typing.get_origin(item_type) or item_type
+    return (
+        isinstance(target, type) and target.__name__ == "ndarray" and target.__module__ == "numpy"
+    )
 
 
 def type_name(item_type: Any) -> str:
@@ -68,6 +85,8 @@ def describe(item_type: Any, _seen: tuple[type, ...] = ()) -> object:
         item_type_hashable = True
     if item_type_hashable and item_type in _SCALARS:
         return _SCALARS[item_type]
+    if _is_ndarray(item_type):
+        return "ndarray"
     origin = typing.get_origin(item_type)
     args = typing.get_args(item_type)
     if origin is list and len(args) == 1:
@@ -97,6 +116,7 @@ def describe(item_type: Any, _seen: tuple[type, ...] = ()) -> object:
             "record",
             item_type,
             [describe(hints[field.name], (*_seen, item_type)) for field in fields],
+            [field.name for field in fields],
         )
     raise _cannot(item_type, _SUPPORTED)
 
