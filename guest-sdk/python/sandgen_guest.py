@@ -72,16 +72,7 @@ from wit_world import exports
 from wit_world.exports import generator as _wit
 from componentize_py_types import Err
 
-__all__ = [
-    "Array",
-    "Generator",
-    "WorkerInfo",
-    "array",
-    "generator",
-    "plugin",
-    "worker_info",
-]
-
+__all__ = ["Array", "Generator", "WorkerInfo", "array", "generator", "plugin", "worker_info"]
 
 class WorkerInfo(typing.NamedTuple):
     """This instance's place among the workers of its iterable: ``id`` (from
@@ -259,9 +250,7 @@ class _Plugin(exports.Generator):
     _encoding = None
 
     def generators(self):
-        return [
-            _wit.GeneratorInfo(e.name, e.description) for e in self._entries.values()
-        ]
+        return [_wit.GeneratorInfo(e.name, e.description) for e in self._entries.values()]
 
     def initialize(self, encoding, config):
         if _Plugin._encoding is not None:
@@ -290,9 +279,7 @@ class _Plugin(exports.Generator):
             raise Err(f"this plugin has no generator named `{name}`; it has: {known}")
         json_items = encoding == _wit.Encoding.JSON
         try:
-            a, kw = entry.decode(
-                encoding, bytes(args), f"arguments for generator {name}"
-            )
+            a, kw = entry.decode(encoding, bytes(args), f"arguments for generator {name}")
             entry.bind(a, kw, f"arguments for generator {name}")
             if entry.is_class:
                 obj = entry.target(*a, **kw)
@@ -331,10 +318,7 @@ class _Iterator:
 
     def next(self, max_items, max_bytes):
         if self._error is not None:
-            error, self._error = (
-                self._error,
-                "the pass already failed; its iterator is dead",
-            )
+            error, self._error = self._error, "the pass already failed; its iterator is dead"
             raise Err(error)
         if self._over:
             return b""
@@ -368,10 +352,7 @@ class _Iterator:
         if self._error is not None:
             self._over = True
             if count == 0:
-                error, self._error = (
-                    self._error,
-                    "the pass already failed; its iterator is dead",
-                )
+                error, self._error = self._error, "the pass already failed; its iterator is dead"
                 raise Err(error)
         return bytes(buf)
 
@@ -468,20 +449,12 @@ class _Callable:
 
 class _Entry(_Callable):
     def __init__(self, target):
-        name = getattr(target, "__sandgen_name__", None) or getattr(
-            target, "__name__", None
-        )
+        name = getattr(target, "__sandgen_name__", None) or getattr(target, "__name__", None)
         if not name:
-            raise TypeError(
-                f"cannot tell the name of generator {target!r}; use generator(name=...)"
-            )
+            raise TypeError(f"cannot tell the name of generator {target!r}; use generator(name=...)")
         super().__init__(target, f"generator {name}")
         self.name = name
-        doc = (
-            getattr(target, "__sandgen_description__", None)
-            or inspect.getdoc(target)
-            or ""
-        )
+        doc = getattr(target, "__sandgen_description__", None) or inspect.getdoc(target) or ""
         self.description = " ".join(doc.strip().split("\n\n")[0].split())
 
 
@@ -491,11 +464,7 @@ class _Entry(_Callable):
 def _json_default(value):
     if isinstance(value, Array):
         # The record's fields in the order Rust's serde_json writes them.
-        return {
-            "dtype": value.dtype,
-            "shape": list(value.shape),
-            "data": list(value.data),
-        }
+        return {"dtype": value.dtype, "shape": list(value.shape), "data": list(value.data)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return list(bytes(value))
     if isinstance(value, tuple):
@@ -503,9 +472,7 @@ def _json_default(value):
     raise TypeError(f"an item of type {type(value).__name__} cannot be written as JSON")
 
 
-_dumps = json.JSONEncoder(
-    separators=(",", ":"), default=_json_default, allow_nan=False
-).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False).encode
 
 
 def _encode_json(item):
@@ -577,9 +544,7 @@ def _write(value, out):
     elif value is None:
         pass
     else:
-        raise TypeError(
-            f"an item of type {type(value).__name__} cannot be written as bincode"
-        )
+        raise TypeError(f"an item of type {type(value).__name__} cannot be written as bincode")
 
 
 def _encode_bincode(item):

@@ -1,0 +1,100 @@
+//! The array record's wire form, both encodings, and its checks.
+
+use super::*;
+use crate::Encoding;
+
+#[test]
+fn bincode_is_the_string_the_shape_and_the_bytes() {
+    let array = Array::from_slice(&[1u16, 0x0203], [2]).unwrap();
+    let bytes = Encoding::Bincode.encode(&array).unwrap();
+    assert_eq!(bytes, b"\x06uint16\x01\x02\x04\x01\x00\x03\x02");
+}
+
+#[test]
+fn json_is_the_object_with_byte_values() {
+    let array = Array::from_slice(&[true, false], [2, 1]).unwrap();
+    let text = Encoding::Json.encode(&array).unwrap();
+    assert_eq!(text, br#"{"dtype":"bool","shape":[2,1],"data":[1,0]}"#);
+    let back: Array<'_> = Encoding::Json.decode_borrowed(&text).unwrap();
+    assert_eq!(back, array);
+    // Fields in any order in JSON.
+    let other = br#"{"data":[1,0],"shape":[2,1],"dtype":"bool"}"#;
+    assert_eq!(
+        Encoding::Json.decode_borrowed::<Array<'_>>(other).unwrap(),
+        array
+    );
+}
+
+#[test]
+fn every_dtype_round_trips_in_both_encodings() {
+    for dtype in Dtype::ALL {
+        let data: Vec<u8> = (0..dtype.size() as u8 * 6).map(|b| b % 2).collect();
+        let array = Array::new(dtype, [3u64, 2], data.as_slice()).unwrap();
+        for encoding in [Encoding::Bincode, Encoding::Json] {
+            let bytes = encoding.encode(&array).unwrap();
+            let back: Array<'_> = encoding.decode_borrowed(&bytes).unwrap();
+            assert_eq!(back, array, "{dtype} in {encoding}");
+            assert_eq!(back.is_borrowed(), encoding == Encoding::Bincode);
+        }
+    }
+}
+
+#[test]
+fn parts_that_disagree_are_refused() {
+    let e = Array::new(Dtype::Float32, [2u64, 3], vec![0u8; 20]).unwrap_err();
+    assert_eq!(
+        e.message(),
+        "an array of dtype float32 and shape [2, 3] holds 24 bytes, not 20"
+    );
+    let e = Array::new(Dtype::Int64, [u64::MAX, 2], vec![]).unwrap_err();
+    assert!(e.message().contains("holds more than memory bytes"), "{e}");
+    let e = Array::new(Dtype::Bool, [3u64], vec![0, 1, 2]).unwrap_err();
+    assert_eq!(
+        e.message(),
+        "a bool array holds the byte 2 at element 2: bool elements are 0 or 1"
+    );
+    assert!(Array::from_slice(&[1u8, 2, 3], [2]).is_err());
+    assert_eq!(
+        Array::from_slice(&[1u8], [1])
+            .unwrap()
+            .to_vec::<i8>()
+            .unwrap_err()
+            .message(),
+        "the array holds uint8, not int8"
+    );
+}
+
+#[test]
+fn bad_records_name_what_was_expected() {
+    let decode = |text: &str| {
+        Encoding::Json
+            .decode_borrowed::<Array<'_>>(text.as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = decode(r#"{"dtype":"complex64","shape":[1],"data":[0]}"#);
+    assert!(
+        e.contains("unknown dtype `complex64`: use one of bool, uint8"),
+        "{e}"
+    );
+    let e = decode(r#"{"dtype":"uint8","shape":"x","data":[0]}"#);
+    assert!(e.contains("expected a sequence"), "{e}");
+    let e = decode(r#"{"dtype":"uint8","shape":[1],"data":[256]}"#);
+    assert!(e.contains("expected u8"), "{e}");
+    let e = decode(r#"{"dtype":"uint8","shape":[2],"data":[1]}"#);
+    assert!(e.contains("holds 2 bytes, not 1"), "{e}");
+    let e = decode(r#"{"dtype":"uint8","shape":[1]}"#);
+    assert!(e.contains("missing field `data`"), "{e}");
+    let e = decode(r#"{"dtype":"uint8","shape":[1],"data":[1],"x":1}"#);
+    assert!(e.contains("unknown field `x`"), "{e}");
+    // bincode: the data's length prefix past the end.
+    let mut bytes = Encoding::Bincode
+        .encode(&Array::from_slice(&[1u8, 2], [2]).unwrap())
+        .unwrap();
+    bytes.pop();
+    assert!(
+        Encoding::Bincode
+            .decode_borrowed::<Array<'_>>(&bytes)
+            .is_err()
+    );
+}
