@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import ray
 import ray.data
@@ -236,3 +237,50 @@ def test_the_example_runs(tmp_path: Path) -> None:
     ).stdout
     assert "30 rows from 2 shards" in out
     assert "{'id': 1, 'lang': 'en', 'stars': 5}" in out
+
+
+def test_arrays_become_tensor_columns() -> None:
+    import numpy as np
+    from ray.data.extensions import (
+        ArrowTensorType,
+        ArrowTensorTypeV2,
+        ArrowVariableShapedTensorType,
+    )
+
+    args = {"n": 6, "dtype": "float32", "shape": [2, 3]}
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_ARRAYS"),
+        "labelled",
+        shard_args=[args, dict(args, n=4)],
+        encoding="bincode",
+        item_type=tuple[np.ndarray, int],
+    )
+    schema = ds.schema().base_schema
+    assert isinstance(schema.field("item_0").type, ArrowTensorType | ArrowTensorTypeV2)
+    assert schema.field("item_0").type.shape == (2, 3)
+    assert schema.field("item_1").type == pa.int64()
+    batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    images = np.concatenate([b["item_0"] for b in batches])
+    labels = np.concatenate([b["item_1"] for b in batches]).tolist()
+    assert labels == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    assert images.shape == (10, 2, 3) and images.dtype == np.float32
+    for image, k in zip(images, labels, strict=True):
+        np.testing.assert_array_equal(image.ravel(), k * 1000 + np.arange(6, dtype=np.float32))
+    # Arrays of several shapes in one block: a variable-shaped tensor column.
+    ragged = sandgen.ray.read_generator(
+        guest("FIXTURE_ARRAYS"),
+        "ramp",
+        shard_args=[dict(args, ragged_at=2)],
+        encoding="bincode",
+        item_type=np.ndarray,
+    )
+    assert isinstance(
+        ragged.schema().base_schema.field("item").type, ArrowVariableShapedTensorType
+    )
+    shapes = [row["item"].shape for row in ragged.take_all()]
+    assert shapes == [(2, 3)] * 2 + [(3, 3)] * 4
+
+
+def test_batch_size_is_rays_to_set() -> None:
+    with pytest.raises(sandgen.InvalidInputError, match="batch_size"):
+        sandgen.ray.read_generator(guest("FIXTURE_SPDL"), "range", num_shards=1, batch_size=4)

@@ -203,3 +203,61 @@ def test_bad_options_are_refused_before_any_worker_starts(cache_dir: str) -> Non
         items(loader(unpicklable, 2, method="spawn"))
     # With fork it needs no pickling.
     assert sorted(items(loader(unpicklable, 2, method="fork"))) == [0, 0, 1, 1]
+
+
+def test_arrays_come_as_tensors_without_a_copy_or_a_warning(cache_dir: str) -> None:
+    import warnings
+
+    import numpy as np
+
+    args = {"n": 20, "dtype": "uint8", "shape": [4, 4, 3]}
+    # Batched by sandgen (stacked in Rust), through DataLoader workers.
+    data = sandgen.torch.dataset(
+        guest("FIXTURE_ARRAYS"),
+        "labelled",
+        args,
+        cache_dir=cache_dir,
+        encoding="bincode",
+        item_type=tuple[np.ndarray, int],
+        batch_size=4,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = list(loader(data, 2))
+    labels = sorted(int(x) for _, label in batches for x in label)
+    assert labels == list(range(20)), "each sample once"
+    for images, label in batches:
+        assert isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+        assert images.shape == (len(label), 4, 4, 3) and label.dtype == torch.int64
+        for image, k in zip(images, label, strict=True):
+            expected = (int(k) * 1000 + np.arange(48)).astype(np.uint8).reshape(4, 4, 3)
+            assert torch.equal(image, torch.from_numpy(expected))
+    # Item by item in this process: each tensor shares its array's memory
+    # (torch.from_numpy), and is writable.
+    data = sandgen.torch.dataset(
+        guest("FIXTURE_ARRAYS"),
+        "named",
+        {"n": 3, "dtype": "float32", "shape": [2]},
+        cache_dir=cache_dir,
+        encoding="bincode",
+        item_type=dict[str, np.ndarray],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = list(loader(data, 0))
+    assert [sorted(item) for item in got] == [["image", "mask"]] * 3
+    assert got[2]["image"].tolist() == [2000.0, 2001.0]
+    assert got[2]["mask"].dtype == torch.bool
+    got[2]["image"][0] = 1.0
+    # Collated by the DataLoader from unbatched items.
+    data = sandgen.torch.dataset(
+        guest("FIXTURE_ARRAYS"),
+        "labelled",
+        args,
+        cache_dir=cache_dir,
+        encoding="bincode",
+        item_type=tuple[np.ndarray, int],
+    )
+    collated = list(DataLoader(data, batch_size=8))
+    assert [tuple(images.shape) for images, _ in collated] == [(8, 4, 4, 3), (8, 4, 4, 3), (4, 4, 4, 3)]
+    assert sorted(int(x) for _, label in collated for x in label) == list(range(20))

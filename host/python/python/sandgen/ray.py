@@ -19,8 +19,14 @@ What travels, and what each node pays
 
 Rows and blocks
     A JSON-object item (or a dataclass item) becomes a row with its keys as
-    columns; any other item becomes ``{"item": value}``; ``bytes`` become
-    binary columns. Within a shard, items keep their order. A block is at
+    columns; a tuple item becomes the columns ``item_0``, ``item_1``, ...;
+    any other item becomes ``{"item": value}``; ``bytes`` become binary
+    columns. Arrays (``item_type=numpy.ndarray``, alone or inside those
+    items) become Arrow tensor columns (Ray's ``ArrowTensorArray``: one
+    fixed-shape tensor column where every array of a block has the same
+    dtype and shape, else variable-shaped), never Python lists; Ray's
+    ``iter_batches`` hands them back as numpy arrays. ``batch_size`` is
+    Ray's to set (``iter_batches``, ``map_batches``): it is refused here. Within a shard, items keep their order. A block is at
     most ``BLOCK_ROWS`` rows and about ``BLOCK_BYTES`` bytes: small enough
     for Ray's back-pressure to act (a block is its unit of memory
     accounting) and to keep the first rows flowing early, large enough that
@@ -114,7 +120,8 @@ def read_generator(
     else:
         shards = [args] * _int("num_shards", num_shards, 1)
     options = _with_defaults(
-        {"config": config, **iterable_options}, exclude=("worker_args", "shard")
+        {"config": config, **iterable_options},
+        exclude=("worker_args", "shard", "batch_size", "drop_last"),
     )
     for index, shard in enumerate(shards):
         try:
@@ -261,30 +268,58 @@ def _read_shard(
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
-    """An Arrow table of the rows; an integer column with a value beyond
-    int64 (a Rust u64) becomes uint64."""
+    """An Arrow table of the rows: arrays as tensor columns, an integer
+    column with a value beyond int64 (a Rust u64) as uint64."""
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.table({name: _column([row.get(name) for row in rows]) for name in names})
+
+
+def _column(values: list[Any]) -> pa.Array:
+    ndarray = _ndarray()
+    if ndarray is not None and values and all(type(v) is ndarray for v in values):
+        import numpy as np
+        from ray.data.extensions import ArrowTensorArray
+
+        first = values[0]
+        if all(v.shape == first.shape and v.dtype == first.dtype for v in values):
+            # One copy, into the block's tensor column.
+            return ArrowTensorArray.from_numpy(np.stack(values))
+        return ArrowTensorArray.from_numpy(values)
     try:
-        return pa.Table.from_pylist(rows)
+        return pa.array(values)
     except OverflowError:
-        names = list(dict.fromkeys(key for row in rows for key in row))
-        columns = {}
-        for name in names:
-            values = [row.get(name) for row in rows]
-            try:
-                columns[name] = pa.array(values)
-            except OverflowError:
-                columns[name] = pa.array(values, type=pa.uint64())
-        return pa.table(columns)
+        return pa.array(values, type=pa.uint64())
+
+
+def _ndarray() -> type | None:
+    """numpy's array type, if numpy was imported (items hold arrays only
+    then)."""
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    return None if numpy is None else numpy.ndarray
 
 
 def _row(item: Any) -> dict[str, Any]:
     if isinstance(item, dict) and all(isinstance(key, str) for key in item):
         return item
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        return dataclasses.asdict(item)
+        # Not dataclasses.asdict, which deep-copies every array.
+        return {f.name: _plain(getattr(item, f.name)) for f in dataclasses.fields(item)}
+    if type(item) is tuple:
+        return {f"item_{i}": value for i, value in enumerate(item)}
     return {"item": item}
+
+
+def _plain(value: Any) -> Any:
+    """A nested dataclass as a dict (its arrays not copied)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
 
 
 def _size(row: dict[str, Any]) -> int:
     """About how many bytes a row takes in a block."""
-    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())
+    return sum(
+        len(v) if isinstance(v, str | bytes) else getattr(v, "nbytes", 8) for v in row.values()
+    )
