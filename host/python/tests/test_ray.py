@@ -274,9 +274,7 @@ def test_arrays_become_tensor_columns() -> None:
         encoding="bincode",
         item_type=np.ndarray,
     )
-    assert isinstance(
-        ragged.schema().base_schema.field("item").type, ArrowVariableShapedTensorType
-    )
+    assert isinstance(ragged.schema().base_schema.field("item").type, ArrowVariableShapedTensorType)
     shapes = [row["item"].shape for row in ragged.take_all()]
     assert shapes == [(2, 3)] * 2 + [(3, 3)] * 4
 

@@ -259,5 +259,9 @@ def test_arrays_come_as_tensors_without_a_copy_or_a_warning(cache_dir: str) -> N
         item_type=tuple[np.ndarray, int],
     )
     collated = list(DataLoader(data, batch_size=8))
-    assert [tuple(images.shape) for images, _ in collated] == [(8, 4, 4, 3), (8, 4, 4, 3), (4, 4, 4, 3)]
+    assert [tuple(images.shape) for images, _ in collated] == [
+        (8, 4, 4, 3),
+        (8, 4, 4, 3),
+        (4, 4, 4, 3),
+    ]
     assert sorted(int(x) for _, label in collated for x in label) == list(range(20))

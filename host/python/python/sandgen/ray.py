@@ -26,9 +26,10 @@ Rows and blocks
     fixed-shape tensor column where every array of a block has the same
     dtype and shape, else variable-shaped), never Python lists; Ray's
     ``iter_batches`` hands them back as numpy arrays. ``batch_size`` is
-    Ray's to set (``iter_batches``, ``map_batches``): it is refused here. Within a shard, items keep their order. A block is at
-    most ``BLOCK_ROWS`` rows and about ``BLOCK_BYTES`` bytes: small enough
-    for Ray's back-pressure to act (a block is its unit of memory
+    Ray's to set (``iter_batches``, ``map_batches``): it is refused here.
+    Within a shard, items keep their order. A block is at most
+    ``BLOCK_ROWS`` rows and about ``BLOCK_BYTES`` bytes: small enough for
+    Ray's back-pressure to act (a block is its unit of memory
     accounting) and to keep the first rows flowing early, large enough that
     the per-block cost (an Arrow table, an object-store put) is spread over
     thousands of rows.

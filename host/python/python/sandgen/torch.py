@@ -67,8 +67,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import Iterable, PathLike, _iterable_options, load
-from ._types import describe
 from ._errors import Error, InvalidInputError, _state_note
+from ._types import describe
 
 __all__ = ["dataset"]
 
@@ -149,7 +149,10 @@ def _tensors(torch: Any, ndarray: type, value: Any) -> Any:
     if kind is list:
         return [_tensors(torch, ndarray, v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _tensors(torch, ndarray, getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {
+            f.name: _tensors(torch, ndarray, getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
         return kind(**fields)
     return value
 
