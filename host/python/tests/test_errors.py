@@ -230,7 +230,6 @@ BAD_OPTIONS = [
     ({"env": {"A=B": "1"}}, "invalid variable name"),
     ({"env": {"A": 1}}, "the value of A"),
     ({"env": ["A"]}, "env must be a dict"),
-    ({"item_type": int}, "item_type needs encoding='bincode'"),
     ({"encoding": "bincode", "item_type": complex}, "item_type complex cannot be decoded"),
     ({"encoding": "bincode", "item_type": dict[int, int]}, "dict keys must be str"),
     ({"encoding": "bincode", "item_type": int | str}, "one type and None"),
