@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import sandgen
+from compare import replace_between, stamp_now
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,8 +155,8 @@ def table(runs: list[dict]) -> str:
 
     lines = [
         (
-            f"Array items into numpy, {len(runs)} runs, this machine ({os.cpu_count()} CPUs); "
-            "items/s (median) and ratios of each run's own figures (median, range)."
+            f"Array items into numpy ({stamp_now(len(runs))}): items/s (median) and ratios "
+            "of each run's own figures (median, range)."
         ),
         "",
         (
@@ -188,16 +189,6 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def replace_between(path: Path, text: str) -> None:
-    begin, end = "<!-- bench/arrays.sh: begin -->", "<!-- bench/arrays.sh: end -->"
-    old = path.read_text()
-    if old.count(begin) != 1 or old.count(end) != 1:
-        sys.exit(f"{path}: expected one pair of `bench/arrays.sh` markers")
-    head, rest = old.split(begin)
-    _, tail = rest.split(end)
-    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
@@ -209,7 +200,7 @@ def main() -> None:
     print(json.dumps(runs))
     print(text)
     if options.write:
-        replace_between(ROOT / "BENCHMARKS.md", text)
+        replace_between(ROOT / "BENCHMARKS.md", text, "bench/arrays.sh")
 
 
 if __name__ == "__main__":

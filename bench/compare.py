@@ -603,12 +603,12 @@ def readme_summary(f: dict, stamp: str) -> str:
     )
 
 
-def replace_between(path: Path, text: str) -> None:
-    """Puts `text` between the file's `bench/run.sh` markers."""
-    begin, end = "<!-- bench/run.sh: begin -->", "<!-- bench/run.sh: end -->"
+def replace_between(path: Path, text: str, script: str = "bench/run.sh") -> None:
+    """Puts `text` between the file's markers of `script`."""
+    begin, end = f"<!-- {script}: begin -->", f"<!-- {script}: end -->"
     old = path.read_text()
     if old.count(begin) != 1 or old.count(end) != 1:
-        sys.exit(f"{path}: expected one pair of `bench/run.sh` markers")
+        sys.exit(f"{path}: expected one pair of `{script}` markers")
     head, rest = old.split(begin)
     _, tail = rest.split(end)
     path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")

@@ -35,8 +35,13 @@ fn implementations() -> Vec<(String, Fixture)> {
 
 /// The raw items of one pass of `kinds`.
 fn kinds(fixture: &Fixture, encoding: Encoding) -> Vec<Vec<u8>> {
+    raw_items(fixture, "kinds", encoding)
+}
+
+/// The raw items of one pass of `generator`.
+fn raw_items(fixture: &Fixture, generator: &str, encoding: Encoding) -> Vec<Vec<u8>> {
     let iterable = fixture
-        .generator("kinds")
+        .generator(generator)
         .encoding(encoding)
         .build()
         .unwrap();
@@ -107,16 +112,7 @@ fn every_guest_writes_arrays_as_the_wire_crate_does() {
     all.extend(Lang::ALL.map(|lang| (format!("{lang:?}"), fixture(lang))));
     for (name, fixture) in all {
         for encoding in [Encoding::Bincode, Encoding::Json] {
-            let iterable = fixture
-                .generator("arrays")
-                .encoding(encoding)
-                .build()
-                .unwrap();
-            let mut pass = iterable.iter_raw().unwrap();
-            let mut items = Vec::new();
-            while let Some(item) = pass.next_item() {
-                items.push(item.unwrap().to_vec());
-            }
+            let items = raw_items(&fixture, "arrays", encoding);
             let expected = array_cases(encoding);
             assert_eq!(items.len(), expected.len(), "{name} in {encoding}");
             for (i, (item, case)) in items.iter().zip(&expected).enumerate() {

@@ -113,6 +113,26 @@ impl Dtype {
     }
 }
 
+impl std::str::FromStr for Dtype {
+    type Err = ArrayError;
+
+    /// The dtype of a wire name. An unknown name is refused with a message
+    /// that shows at most its first 64 characters, escaped (the name may
+    /// come from a plugin), and lists the known ones.
+    fn from_str(name: &str) -> Result<Dtype, ArrayError> {
+        Dtype::from_name(name).ok_or_else(|| {
+            let mut shown: String = name.chars().take(64).flat_map(char::escape_debug).collect();
+            if name.chars().nth(64).is_some() {
+                shown.push('…');
+            }
+            ArrayError(format!(
+                "unknown dtype `{shown}`: use one of {}",
+                dtype_names()
+            ))
+        })
+    }
+}
+
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -406,12 +426,7 @@ impl<'de> Deserialize<'de> for DtypeField {
                 write!(f, "a dtype name ({})", dtype_names())
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<DtypeField, E> {
-                Dtype::from_name(name).map(DtypeField).ok_or_else(|| {
-                    E::custom(format_args!(
-                        "unknown dtype `{name}`: use one of {}",
-                        dtype_names()
-                    ))
-                })
+                name.parse().map(DtypeField).map_err(E::custom)
             }
         }
         deserializer.deserialize_str(V)
@@ -485,7 +500,9 @@ impl<'de: 'a, 'a> Visitor<'de> for ArrayVisitor<'a> {
                 "dtype" if dtype.is_none() => dtype = Some(map.next_value::<DtypeField>()?.0),
                 "shape" if shape.is_none() => shape = Some(map.next_value::<Vec<u64>>()?),
                 "data" if data.is_none() => data = Some(map.next_value::<DataField<'a>>()?.0),
-                "dtype" | "shape" | "data" => return Err(de::Error::duplicate_field("array")),
+                "dtype" => return Err(de::Error::duplicate_field("dtype")),
+                "shape" => return Err(de::Error::duplicate_field("shape")),
+                "data" => return Err(de::Error::duplicate_field("data")),
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }

@@ -120,12 +120,9 @@ impl<'a> ArrayValue<'a> {
         shape: Vec<u64>,
         data: Cow<'a, [u8]>,
     ) -> Result<ArrayValue<'a>, String> {
-        let dtype = Dtype::from_name(dtype).ok_or_else(|| {
-            format!(
-                "unknown dtype `{dtype}`: use one of {}",
-                Dtype::ALL.map(Dtype::name).join(", ")
-            )
-        })?;
+        let dtype: Dtype = dtype
+            .parse()
+            .map_err(|e: sandgen_wire::ArrayError| e.to_string())?;
         let (dtype, shape, data) = sandgen_wire::Array::new(dtype, shape, data)
             .map_err(|e| e.to_string())?
             .into_parts();

@@ -147,6 +147,23 @@ pub(crate) enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    /// What the value is, for messages.
+    pub(crate) fn kind(&self) -> String {
+        match self {
+            Value::Array(a) => format!("an array of {} and shape {:?}", a.dtype, a.shape),
+            Value::Unsigned(_) | Value::Signed(_) => "an integer".into(),
+            Value::Float(_) => "a float".into(),
+            Value::Bool(_) => "a bool".into(),
+            Value::None => "None".into(),
+            Value::Str(_) => "a string".into(),
+            Value::Bytes(_) => "bytes".into(),
+            Value::List(_) => "a list".into(),
+            Value::Tuple(parts) => format!("a tuple of {}", parts.len()),
+            Value::Dict(_) => "a dict".into(),
+            Value::Record(_) => "a record".into(),
+        }
+    }
+
     /// The value with its arrays' data copied out of the batch (once,
     /// into the typed memory the numpy arrays will own).
     pub(crate) fn into_owned(self) -> Value<'static> {

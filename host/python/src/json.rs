@@ -20,23 +20,13 @@ pub(crate) fn json_shaped(bytes: &[u8], shape: &Shape) -> Result<Value<'static>,
     conform(json(bytes)?, shape, &mut String::from("the item"))
 }
 
-/// What a value is, for messages.
-fn kind(value: &Value<'_>) -> &'static str {
-    match value {
-        Value::None => "null",
-        Value::Bool(_) => "a bool",
-        Value::Unsigned(_) | Value::Signed(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Str(_) => "a string",
-        Value::Bytes(_) => "bytes",
-        Value::List(_) | Value::Tuple(_) => "a list",
-        Value::Dict(_) | Value::Record(_) => "an object",
-        Value::Array(_) => "an array",
-    }
+fn expected(path: &str, what: &str, value: &Value<'_>) -> String {
+    format!("{path}: expected {what}, found {}", value.kind())
 }
 
-fn expected(path: &str, what: &str, value: &Value<'_>) -> String {
-    format!("{path}: expected {what}, found {}", kind(value))
+/// A plugin's key or name in a message: quoted, escaped, and cut.
+fn shown(text: &str) -> String {
+    sandgen::cut_text(&format!("{text:?}"), 64).into_owned()
 }
 
 /// Runs `f` with `part` appended to `path`, then restores it.
@@ -78,7 +68,8 @@ fn conform(
             entries
                 .into_iter()
                 .map(|(k, v)| {
-                    let v = within(path, &format!("[{k:?}]"), |p| conform(v, inner, p))?;
+                    let key = format!("[{}]", shown(&k));
+                    let v = within(path, &key, |p| conform(v, inner, p))?;
                     Ok((k, v))
                 })
                 .collect::<Result<_, String>>()?,
@@ -182,7 +173,8 @@ fn array(
             ("data", other) => return Err(expected(&at, "a list of byte values", &other)),
             (other, _) => {
                 return Err(format!(
-                    "{path}: an array record has no field {other:?} (it has dtype, shape and data)"
+                    "{path}: an array record has no field {} (it has dtype, shape and data)",
+                    shown(other)
                 ));
             }
         }

@@ -132,10 +132,16 @@ fn prepare(decoder: &Decoder, stacker: Option<&mut Stacker>, batch: Batch) -> Pr
     if matches!(decoder, Decoder::Raw | Decoder::Bytes) {
         return Prepared::Encoded(batch);
     }
+    let owned = |item: &[u8]| match decoder {
+        // Plain JSON values hold no array: nothing borrows from the batch.
+        Decoder::Json => json::json(item),
+        // Arrays are copied out of the batch here, once, without the GIL.
+        _ => decode_one(decoder, item).map(Value::into_owned),
+    };
     let mut values = Vec::with_capacity(batch.len());
     for (index, item) in batch.items().enumerate() {
-        match decode_one(decoder, item) {
-            Ok(value) => values.push(value.into_owned()),
+        match owned(item) {
+            Ok(value) => values.push(value),
             Err(reason) => {
                 let failed = decode_error(index, reason);
                 return Prepared::Values { values, failed };

@@ -15,6 +15,10 @@ use sandgen_wire::Dtype;
 use crate::array::{ArrayData, Elements};
 use crate::decode::{Shape, Value};
 
+/// The most bytes a column reserves before its items come: a large
+/// `batch_size` of large items grows its columns as they arrive instead.
+const MAX_RESERVE: usize = 256 << 20;
+
 /// One field of a batch, stacked across its items.
 enum Column {
     Array {
@@ -47,20 +51,11 @@ fn column_kind(column: &Column) -> String {
     }
 }
 
-fn value_kind(value: &Value<'_>) -> String {
-    match value {
-        Value::Array(a) => format!("an array of {} and shape {:?}", a.dtype, a.shape),
-        Value::Unsigned(_) | Value::Signed(_) => "an integer".into(),
-        Value::Float(_) => "a float".into(),
-        Value::Bool(_) => "a bool".into(),
-        Value::None => "None".into(),
-        Value::Str(_) => "a string".into(),
-        Value::Bytes(_) => "bytes".into(),
-        Value::List(_) => "a list".into(),
-        Value::Tuple(parts) => format!("a tuple of {}", parts.len()),
-        Value::Dict(_) => "a dict".into(),
-        Value::Record(_) => "a record".into(),
-    }
+/// A column's values, the first being `value`, with room for `items`.
+fn first<T>(value: T, items: usize) -> Vec<T> {
+    let mut column = Vec::with_capacity(items);
+    column.push(value);
+    column
 }
 
 /// Appends an array's elements, of the column's dtype.
@@ -83,59 +78,42 @@ fn append(column: &mut Elements, data: ArrayData<'_>) {
 }
 
 impl Column {
-    /// A column whose first item is `value`, with room for `capacity` items.
+    /// A column whose first item is `value`, with room for `capacity` items
+    /// (reserved up to [`MAX_RESERVE`] bytes; past it, the column grows as
+    /// items come).
     fn start(value: Value<'_>, capacity: usize) -> Column {
-        let mut column = match &value {
+        let items = capacity.min(1 << 16);
+        let parts = |parts: Vec<Value<'_>>| {
+            let columns = parts.into_iter().map(|p| Column::start(p, capacity));
+            columns.collect()
+        };
+        match value {
             Value::Array(array) => {
-                let n = array.shape.iter().product::<usize>();
-                Column::Array {
-                    dtype: array.dtype,
-                    shape: array.shape.clone(),
-                    data: Elements::with_capacity(array.dtype, n.saturating_mul(capacity)),
-                }
+                let per_item = array.shape.iter().product::<usize>();
+                let elements = per_item
+                    .saturating_mul(capacity)
+                    .min(MAX_RESERVE / array.dtype.size());
+                let (dtype, shape) = (array.dtype, array.shape);
+                let mut data = Elements::with_capacity(dtype, elements);
+                append(&mut data, array.data);
+                Column::Array { dtype, shape, data }
             }
-            Value::Unsigned(_) => Column::Unsigned(Vec::with_capacity(capacity)),
-            Value::Signed(_) => Column::Signed(Vec::with_capacity(capacity)),
-            Value::Float(_) => Column::Float(Vec::with_capacity(capacity)),
-            Value::Bool(_) => Column::Bool(Vec::with_capacity(capacity)),
-            Value::None | Value::Str(_) | Value::Bytes(_) | Value::List(_) => {
-                Column::Objects(Vec::with_capacity(capacity))
-            }
-            Value::Tuple(parts) | Value::Record(parts) => {
-                let columns = parts.len();
-                let empty = (0..columns).map(|_| Column::Objects(Vec::new())).collect();
-                match value {
-                    Value::Tuple(_) => Column::Tuple(empty),
-                    _ => Column::Record(empty),
-                }
-            }
+            Value::Unsigned(n) => Column::Unsigned(first(n, items)),
+            Value::Signed(n) => Column::Signed(first(n, items)),
+            Value::Float(f) => Column::Float(first(f, items)),
+            Value::Bool(b) => Column::Bool(first(b, items)),
+            Value::Tuple(values) => Column::Tuple(parts(values)),
+            Value::Record(values) => Column::Record(parts(values)),
             Value::Dict(entries) => Column::Dict(
                 entries
-                    .iter()
-                    .map(|(k, _)| (k.clone(), Column::Objects(Vec::new())))
+                    .into_iter()
+                    .map(|(k, v)| (k, Column::start(v, capacity)))
                     .collect(),
             ),
-        };
-        // Nested columns start from the first item's parts.
-        match (&mut column, value) {
-            (Column::Tuple(columns) | Column::Record(columns), Value::Tuple(parts))
-            | (Column::Tuple(columns) | Column::Record(columns), Value::Record(parts)) => {
-                for (column, part) in columns.iter_mut().zip(parts) {
-                    *column = Column::start(part, capacity);
-                }
-            }
-            (Column::Dict(columns), Value::Dict(entries)) => {
-                for ((_, column), (_, value)) in columns.iter_mut().zip(entries) {
-                    *column = Column::start(value, capacity);
-                }
-            }
-            (column, value) => {
-                let mut path = String::new();
-                // The first value fits the column made from it.
-                let _ = column.push(value, &mut path);
+            other @ (Value::None | Value::Str(_) | Value::Bytes(_) | Value::List(_)) => {
+                Column::Objects(first(other.into_owned(), items))
             }
         }
-        column
     }
 
     /// Adds one item's `value`; `path` names the place in messages.
@@ -144,7 +122,7 @@ impl Column {
             let at = if path.is_empty() { "" } else { " at " };
             format!(
                 "{}{at}{path}, where the batch's first item has {}",
-                value_kind(value),
+                value.kind(),
                 column_kind(column)
             )
         };
@@ -199,7 +177,7 @@ impl Column {
             {
                 for (key, value) in entries {
                     let len = path.len();
-                    path.push_str(&format!("[{key:?}]"));
+                    path.push_str(&format!("[{}]", sandgen::cut_text(&format!("{key:?}"), 64)));
                     if let Some((_, column)) = columns.iter_mut().find(|(c, _)| *c == key) {
                         column.push(value, path)?;
                     }
@@ -207,7 +185,7 @@ impl Column {
                 }
             }
             (Column::Dict(columns), Value::Dict(entries)) => {
-                let keys = |k: Vec<&String>| format!("{k:?}");
+                let keys = |k: Vec<&String>| sandgen::cut_text(&format!("{k:?}"), 256).into_owned();
                 return Err(format!(
                     "a dict with the keys {}{}{path}, where the batch's first item has {}",
                     keys(entries.iter().map(|(k, _)| k).collect()),

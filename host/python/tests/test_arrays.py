@@ -138,16 +138,21 @@ def test_batches_stack_arrays_and_numbers_in_rust(
     arrays: sandgen.Plugin, encoding: str, isolation: str
 ) -> None:
     args = {"n": 10, "dtype": "uint8", "shape": [4, 4, 3]}
-    batches = list(
-        arrays.iterable(
-            "labelled",
-            args,
-            encoding=encoding,
-            item_type=tuple[np.ndarray, int],
-            batch_size=4,
-            isolation=isolation,
+
+    def pairs(**options: object) -> list:
+        return list(
+            arrays.iterable(
+                "labelled",
+                args,
+                encoding=encoding,
+                item_type=tuple[np.ndarray, int],
+                batch_size=4,
+                isolation=isolation,
+                **options,
+            )
         )
-    )
+
+    batches = pairs()
     assert [b[0].shape for b in batches] == [(4, 4, 4, 3), (4, 4, 4, 3), (2, 4, 4, 3)]
     for i, (images, labels) in enumerate(batches):
         assert images.dtype == np.uint8 and images.flags.writeable
@@ -155,16 +160,7 @@ def test_batches_stack_arrays_and_numbers_in_rust(
         np.testing.assert_array_equal(labels, np.arange(i * 4, min(i * 4 + 4, 10)))
         for j, k in enumerate(labels):
             np.testing.assert_array_equal(images[j], ramp("uint8", (4, 4, 3), int(k)))
-    dropped = list(
-        arrays.iterable(
-            "labelled",
-            args,
-            encoding=encoding,
-            item_type=tuple[np.ndarray, int],
-            batch_size=4,
-            drop_last=True,
-        )
-    )
+    dropped = pairs(drop_last=True)
     assert [len(labels) for _, labels in dropped] == [4, 4]
 
 
@@ -229,18 +225,61 @@ def test_a_ragged_batch_names_the_item_and_the_difference(arrays: sandgen.Plugin
         ("bool", "an array: a bool array holds the byte 2 at element 1: bool elements are 0 or 1"),
     ],
 )
+@pytest.mark.parametrize("encoding", ["bincode", "json"])
 def test_a_malformed_array_is_a_decode_error_naming_the_item(
-    arrays: sandgen.Plugin, case: str, why: str
+    arrays: sandgen.Plugin, case: str, why: str, encoding: str
 ) -> None:
     got = []
     with pytest.raises(sandgen.DecodeError) as raised:
-        for item in arrays.iterable("malformed", case, encoding="bincode", item_type=np.ndarray):
+        for item in arrays.iterable("malformed", case, encoding=encoding, item_type=np.ndarray):
             got.append(item)
     assert [a.tolist() for a in got] == [[1.0]], "the good item before it arrives"
     assert str(raised.value).startswith(
         "cannot decode item 1 of generator malformed as item_type ndarray: "
     )
+    if encoding == "json":
+        why = "the item: " + why.removeprefix("an array: ")
     assert why in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("missing", 'the item: the array\'s field "data" is missing'),
+        (
+            "extra",
+            'the item: an array record has no field "strides" (it has dtype, shape and data)',
+        ),
+        ("types", "the item.shape: expected a list of dimensions, found a string"),
+    ],
+)
+def test_a_json_array_record_with_wrong_fields_names_the_field(
+    arrays: sandgen.Plugin, case: str, why: str
+) -> None:
+    iterable = arrays.iterable("malformed", case, item_type=np.ndarray)
+    with pytest.raises(sandgen.DecodeError) as raised:
+        list(iterable)
+    assert str(raised.value) == (
+        f"cannot decode item 1 of generator malformed as item_type ndarray: {why}"
+    )
+
+
+def test_numbers_stack_to_the_type_that_holds_them_all(load) -> None:
+    # `kinds` yields 7, -3, 1.5, "hé", True, None, ...: the first batch
+    # widens from unsigned to signed to float; the second cannot stack a
+    # bool on a string.
+    iterable = load("FIXTURE_PYTHON").iterable("kinds", batch_size=3)
+    batches = []
+    with pytest.raises(sandgen.InvalidInputError) as raised:
+        for batch in iterable:
+            batches.append(batch)
+    assert len(batches) == 1
+    assert batches[0].dtype == np.float64
+    assert batches[0].tolist() == [7.0, -3.0, 1.5]
+    assert str(raised.value) == (
+        "cannot stack item 4 of generator kinds into a batch of 3: a bool, where the "
+        "batch's first item has a string, bytes, a list or None"
+    )
 
 
 def test_json_arrays_with_wrong_field_types_name_the_field(arrays: sandgen.Plugin) -> None:

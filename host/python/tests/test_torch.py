@@ -205,22 +205,25 @@ def test_bad_options_are_refused_before_any_worker_starts(cache_dir: str) -> Non
     assert sorted(items(loader(unpicklable, 2, method="fork"))) == [0, 0, 1, 1]
 
 
-def test_arrays_come_as_tensors_without_a_copy_or_a_warning(cache_dir: str) -> None:
+def test_arrays_come_as_writable_tensors_without_a_warning(cache_dir: str) -> None:
     import warnings
 
     import numpy as np
 
+    def dataset(generator: str, args: Any, item_type: Any, **options: Any) -> Any:
+        return sandgen.torch.dataset(
+            guest("FIXTURE_ARRAYS"),
+            generator,
+            args,
+            cache_dir=cache_dir,
+            encoding="bincode",
+            item_type=item_type,
+            **options,
+        )
+
     args = {"n": 20, "dtype": "uint8", "shape": [4, 4, 3]}
     # Batched by sandgen (stacked in Rust), through DataLoader workers.
-    data = sandgen.torch.dataset(
-        guest("FIXTURE_ARRAYS"),
-        "labelled",
-        args,
-        cache_dir=cache_dir,
-        encoding="bincode",
-        item_type=tuple[np.ndarray, int],
-        batch_size=4,
-    )
+    data = dataset("labelled", args, tuple[np.ndarray, int], batch_size=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         batches = list(loader(data, 2))
@@ -232,16 +235,9 @@ def test_arrays_come_as_tensors_without_a_copy_or_a_warning(cache_dir: str) -> N
         for image, k in zip(images, label, strict=True):
             expected = (int(k) * 1000 + np.arange(48)).astype(np.uint8).reshape(4, 4, 3)
             assert torch.equal(image, torch.from_numpy(expected))
-    # Item by item in this process: each tensor shares its array's memory
-    # (torch.from_numpy), and is writable.
-    data = sandgen.torch.dataset(
-        guest("FIXTURE_ARRAYS"),
-        "named",
-        {"n": 3, "dtype": "float32", "shape": [2]},
-        cache_dir=cache_dir,
-        encoding="bincode",
-        item_type=dict[str, np.ndarray],
-    )
+    # Item by item in this process: writable tensors, without torch's
+    # warning about read-only arrays.
+    data = dataset("named", {"n": 3, "dtype": "float32", "shape": [2]}, dict[str, np.ndarray])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = list(loader(data, 0))
@@ -250,14 +246,7 @@ def test_arrays_come_as_tensors_without_a_copy_or_a_warning(cache_dir: str) -> N
     assert got[2]["mask"].dtype == torch.bool
     got[2]["image"][0] = 1.0
     # Collated by the DataLoader from unbatched items.
-    data = sandgen.torch.dataset(
-        guest("FIXTURE_ARRAYS"),
-        "labelled",
-        args,
-        cache_dir=cache_dir,
-        encoding="bincode",
-        item_type=tuple[np.ndarray, int],
-    )
+    data = dataset("labelled", args, tuple[np.ndarray, int])
     collated = list(DataLoader(data, batch_size=8))
     assert [tuple(images.shape) for images, _ in collated] == [
         (8, 4, 4, 3),

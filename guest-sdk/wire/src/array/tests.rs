@@ -77,6 +77,15 @@ fn bad_records_name_what_was_expected() {
         e.contains("unknown dtype `complex64`: use one of bool, uint8"),
         "{e}"
     );
+    // A plugin's name is shown cut and escaped.
+    let long = format!("\\u001b[2J{}", "x".repeat(100));
+    let e = decode(&format!(r#"{{"dtype":"{long}","shape":[1],"data":[0]}}"#));
+    assert!(
+        e.contains(&format!("unknown dtype `\\u{{1b}}[2J{}…`", "x".repeat(60))),
+        "{e}"
+    );
+    let e = decode(r#"{"dtype":"uint8","dtype":"uint8","shape":[1],"data":[0]}"#);
+    assert!(e.contains("duplicate field `dtype`"), "{e}");
     let e = decode(r#"{"dtype":"uint8","shape":"x","data":[0]}"#);
     assert!(e.contains("expected a sequence"), "{e}");
     let e = decode(r#"{"dtype":"uint8","shape":[1],"data":[256]}"#);
