@@ -15,6 +15,7 @@ mod conformance;
 mod epochs;
 mod examples;
 mod faults;
+mod images;
 mod languages;
 mod loading;
 mod output;
