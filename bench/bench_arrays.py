@@ -16,11 +16,19 @@ numpy array of its dtype and shape and reads one element of it
   arrays (a pool of 64, made before the clock starts): what a loop costs
   with no producer at all, the ceiling;
 - ``python, fresh``: a plain Python generator making each array
-  (``np.full``: one write of its memory, as sandgen's one copy).
+  (``np.full``: one write of its memory, as sandgen's one copy);
+- ``SPDL arena``: SPDL 0.8.0's ``iterate_in_subprocess`` with its
+  shared-memory arena (``arena=SharedMemorySegmentPool(...)``, whose items
+  arrive as zero-copy views of shared memory), its subprocess handing out
+  the same ready-made array (a Python producer: SPDL runs Python only; the
+  producer does no work on either side). Python's resource tracker may
+  print ``KeyError`` tracebacks for the arena's segments at exit (SPDL
+  unlinks them itself); they do not touch the figures.
 
-The plugin yields the same array every time (``repeat``: one copy in the
-guest per item), so that the figures measure the transfer, not the
-fixture's element loop.
+The plugin yields the same ready-made array every time (``repeat``: its one
+copy in the guest is the encoding into the batch), as the ``python`` column
+hands out ready-made arrays, so that the figures measure the transfer, not
+the fixture's element loop.
 
     bench/arrays.sh [RUNS] [--write]   # prints the table; --write puts it
                                        # between BENCHMARKS.md's markers
@@ -38,11 +46,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import sandgen
 from compare import replace_between, stamp_now
+from spdl.pipeline import SharedMemorySegmentPool, iterate_in_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +79,20 @@ def timed(make: Callable[[], Iterable[np.ndarray]], expect: int) -> float:
     if n != expect:
         sys.exit(f"expected {expect} items, got {n}")
     return n / seconds
+
+
+def ready_made(elements: int, n: int) -> Iterable[np.ndarray]:
+    """SPDL's producer: one ready-made array (ramp's item 0), n times."""
+    array = np.arange(elements, dtype=np.float32)
+    return (array for _ in range(n))
+
+
+def spdl_arena(elements: int, n: int) -> Iterable[np.ndarray]:
+    """The same arrays through SPDL's subprocess and shared-memory arena
+    (segments sized for one item and its header; as many as SPDL's buffer
+    plus the consumer's holds need)."""
+    pool = SharedMemorySegmentPool(segment_size=4 * elements + (1 << 16), count=8)
+    return iterate_in_subprocess(partial(ready_made, elements, n), arena=pool)
 
 
 def array_rates(plugin: sandgen.Plugin, elements: int, n: int) -> dict[str, float]:
@@ -111,6 +135,7 @@ def array_rates(plugin: sandgen.Plugin, elements: int, n: int) -> dict[str, floa
         "bytes_frombuffer": timed(frombuffer, n),
         "python": timed(python, n),
         "python_fresh": timed(python_fresh, n),
+        "spdl_arena": timed(partial(spdl_arena, elements, n), n),
     }
 
 
@@ -136,9 +161,9 @@ def batch_rates(plugin: sandgen.Plugin, n: int) -> dict[str, float]:
 
 def one_run(plugin: sandgen.Plugin) -> dict[str, dict[str, float]]:
     return {
-        "64KiB": array_rates(plugin, 16 * 1024, 4000),
-        "1MiB": array_rates(plugin, 256 * 1024, 400),
-        "batch": batch_rates(plugin, 1280),
+        "64KiB": array_rates(plugin, 16 * 1024, 40_000),
+        "1MiB": array_rates(plugin, 256 * 1024, 4_000),
+        "batch": batch_rates(plugin, 25_600),
     }
 
 
@@ -161,21 +186,22 @@ def table(runs: list[dict]) -> str:
         "",
         (
             "| float32 item | ndarray, thread | ndarray, process | bytes + frombuffer | python "
-            "| python, fresh | thread / frombuffer | thread / python | thread / python, fresh "
-            "| process / thread |"
+            "| python, fresh | SPDL arena | thread / frombuffer | thread / python "
+            "| thread / python, fresh | process / thread | process / SPDL arena |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in ["64KiB", "1MiB"]:
         lines.append(
             f"| {size.replace('KiB', ' KiB').replace('MiB', ' MiB')} "
             f"| {med(size, 'ndarray_thread'):,.0f} | {med(size, 'ndarray_process'):,.0f} "
             f"| {med(size, 'bytes_frombuffer'):,.0f} | {med(size, 'python'):,.0f} "
-            f"| {med(size, 'python_fresh'):,.0f} "
+            f"| {med(size, 'python_fresh'):,.0f} | {med(size, 'spdl_arena'):,.0f} "
             f"| {ratio(size, 'ndarray_thread', 'bytes_frombuffer')} "
             f"| {ratio(size, 'ndarray_thread', 'python')} "
             f"| {ratio(size, 'ndarray_thread', 'python_fresh')} "
-            f"| {ratio(size, 'ndarray_process', 'ndarray_thread')} |"
+            f"| {ratio(size, 'ndarray_process', 'ndarray_thread')} "
+            f"| {ratio(size, 'ndarray_process', 'spdl_arena')} |"
         )
     lines += [
         "",

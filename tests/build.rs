@@ -93,6 +93,8 @@ fn main() {
         "guest-sdk/js/package-lock.json",
         "guest-sdk/js/wit",
         "wit",
+        // The guests' flags (wasm SIMD).
+        ".cargo/config.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }

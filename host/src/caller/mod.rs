@@ -16,7 +16,7 @@ use sandgen_wire::Encoding;
 use crate::error::{Error, ErrorKind};
 use crate::fork;
 use crate::protocol::{Command, Status};
-use crate::worker::WorkerHandle;
+use crate::worker::{Recycler, WorkerHandle};
 
 /// How long closing or dropping an iterable waits for each worker to end.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -173,6 +173,12 @@ impl Workers {
     /// has read.
     pub(crate) fn recycle(&self, worker: usize, buf: Vec<u8>) {
         self.all[worker].handle.recycle(buf);
+    }
+
+    /// Where a batch of worker `worker` handed to the caller whole gives
+    /// its buffer back.
+    pub(crate) fn recycler(&self, worker: usize) -> Option<Recycler> {
+        self.all[worker].handle.recycler()
     }
 
     /// Ends the workers now and waits for them (up to a second each, then a

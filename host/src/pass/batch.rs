@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::codec;
 use crate::error::Error;
+use crate::worker::Recycler;
 
 /// What [`Batches::next_batch_within`](crate::Batches::next_batch_within) found.
 #[derive(Debug)]
@@ -22,11 +23,19 @@ pub enum NextBatch {
 #[derive(Debug, Default)]
 pub struct Batch {
     frames: Frames,
+    /// Where the buffer goes once the batch is dropped (a worker
+    /// process's reader fills it again).
+    home: Option<Recycler>,
 }
 
 impl Batch {
     pub(crate) fn new(frames: Frames) -> Batch {
-        Batch { frames }
+        Batch { frames, home: None }
+    }
+
+    /// A batch whose buffer goes back to `home` when it is dropped.
+    pub(crate) fn returning(frames: Frames, home: Option<Recycler>) -> Batch {
+        Batch { frames, home }
     }
 
     /// How many items the batch holds.
@@ -82,6 +91,14 @@ impl Batch {
     ) -> impl Iterator<Item = Result<T, Error>> + 'a {
         self.items()
             .map(move |item| codec::decode_item(encoding, item))
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.take() {
+            home.recycle(std::mem::take(&mut self.frames).into_buf());
+        }
     }
 }
 

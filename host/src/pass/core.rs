@@ -265,7 +265,8 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             delivered.items += u64::from(self.passes[worker].frames.left());
             delivered.bytes += self.passes[worker].frames.bytes() as u64;
         }
-        Batch::new(std::mem::take(&mut self.passes[worker].frames))
+        let frames = std::mem::take(&mut self.passes[worker].frames);
+        Batch::returning(frames, self.workers.recycler(worker))
     }
 
     /// In order with several workers: as many items as the workers' batches

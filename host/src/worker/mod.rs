@@ -27,6 +27,7 @@ use crate::guest::output::OutputHandler;
 use crate::protocol::Command;
 pub(crate) use crate::worker::process::ProcessSpec;
 use crate::worker::process::ProcessWorker;
+pub(crate) use crate::worker::process::Recycler;
 #[cfg(test)]
 use crate::worker::task::WorkerQueues;
 use crate::worker::task::{Queues, Task, queues};
@@ -192,6 +193,15 @@ impl WorkerHandle {
     pub(crate) fn recycle(&self, buf: Vec<u8>) {
         if let Flavor::Process(process) = &self.flavor {
             process.recycle(buf);
+        }
+    }
+
+    /// Where a batch handed to the caller whole gives its buffer back, in
+    /// process isolation (a thread's batches are the guest's own lists).
+    pub(crate) fn recycler(&self) -> Option<Recycler> {
+        match &self.flavor {
+            Flavor::Process(process) => Some(process.recycler()),
+            _ => None,
         }
     }
 

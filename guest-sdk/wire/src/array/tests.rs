@@ -107,3 +107,33 @@ fn bad_records_name_what_was_expected() {
             .is_err()
     );
 }
+
+/// `extend_from_le_bytes` appends exactly the elements `to_le_bytes`
+/// wrote, after what the vector held, and ignores a trailing part element.
+#[test]
+fn elements_append_from_their_bytes() {
+    fn check<T: Element + Copy + PartialEq + std::fmt::Debug>(held: T, elements: &[T]) {
+        let mut bytes = T::to_le_bytes(elements).into_owned();
+        let mut out = vec![held];
+        T::extend_from_le_bytes(&mut out, &bytes);
+        assert_eq!(out[0], held);
+        assert_eq!(&out[1..], elements);
+        if size_of::<T>() > 1 {
+            bytes.push(0xff);
+            let mut cut = Vec::new();
+            T::extend_from_le_bytes(&mut cut, &bytes);
+            assert_eq!(cut, elements, "a part element is not read");
+        }
+    }
+    check(9u8, &[0, 1, 254, 255]);
+    check(-9i8, &[-128, 0, 127]);
+    check(9u16, &[0, 0x1234, u16::MAX]);
+    check(-9i16, &[i16::MIN, -1, i16::MAX]);
+    check(9u32, &[0, 0x1234_5678, u32::MAX]);
+    check(-9i32, &[i32::MIN, -1, i32::MAX]);
+    check(9u64, &[0, 0x1234_5678_9abc_def0, u64::MAX]);
+    check(-9i64, &[i64::MIN, -1, i64::MAX]);
+    check(9.5f32, &[0.5, -1.25, f32::MAX, f32::MIN_POSITIVE]);
+    check(9.5f64, &[0.5, -1.25, f64::MAX, f64::MIN_POSITIVE]);
+    check(true, &[false, true, true]);
+}

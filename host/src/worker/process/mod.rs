@@ -21,5 +21,7 @@ mod reader;
 mod shared;
 mod wire;
 
-pub(crate) use crate::worker::process::parent::{ProcessSpec, ProcessWorker, check_start};
+pub(crate) use crate::worker::process::parent::{
+    ProcessSpec, ProcessWorker, Recycler, check_start,
+};
 pub(crate) use crate::worker::process::wire::WORKER_ARG;

@@ -54,9 +54,25 @@ pub(crate) struct ProcessWorker {
     child: Arc<Mutex<Child>>,
     pid: u32,
     /// Buffers of batches the caller has read, for the reader thread.
-    spare: Sender<Vec<u8>>,
+    spare: Recycler,
     /// Disconnects when the reader thread has reaped the child.
     reaped: Receiver<()>,
+}
+
+/// Where the buffers of read batches go back to: the spare buffers of a
+/// worker process's reader thread, which copies its shared batches into
+/// them (memory already in place: no page faults for a fresh one).
+#[derive(Clone, Debug)]
+pub(crate) struct Recycler(Sender<Vec<u8>>);
+
+impl Recycler {
+    /// Keeps `buf` for the next shared batch, unless enough are kept or it
+    /// is large.
+    pub(crate) fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() <= MAX_SPARE_BUFFER {
+            let _ = self.0.try_send(buf);
+        }
+    }
 }
 
 /// The caller's end of a worker process's stdin.
@@ -116,7 +132,7 @@ impl ProcessWorker {
         let worker = ProcessWorker {
             child: child.clone(),
             pid,
-            spare,
+            spare: Recycler(spare),
             reaped,
         };
         let (commands, statuses) = (queues.commands, queues.statuses);
@@ -163,9 +179,12 @@ impl ProcessWorker {
     /// Keeps `buf` for the next shared batch, unless enough are kept or it
     /// is large.
     pub(crate) fn recycle(&self, buf: Vec<u8>) {
-        if buf.capacity() <= MAX_SPARE_BUFFER {
-            let _ = self.spare.try_send(buf);
-        }
+        self.spare.recycle(buf);
+    }
+
+    /// Where a batch handed to the caller gives its buffer back.
+    pub(crate) fn recycler(&self) -> Recycler {
+        self.spare.clone()
     }
 
     /// Stops the worker at once.
