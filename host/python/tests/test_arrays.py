@@ -217,6 +217,23 @@ def test_a_ragged_batch_names_the_item_and_the_difference(arrays: sandgen.Plugin
     )
 
 
+def test_dicts_with_other_keys_do_not_stack(arrays: sandgen.Plugin) -> None:
+    args = {"n": 4, "dtype": "uint8", "shape": [2], "renamed_at": 3}
+    iterable = arrays.iterable(
+        "named", args, encoding="bincode", item_type=dict[str, np.ndarray], batch_size=2
+    )
+    batches = []
+    with pytest.raises(sandgen.InvalidInputError) as raised:
+        for batch in iterable:
+            batches.append(batch)
+    assert [sorted(batch) for batch in batches] == [["image", "mask"]]
+    np.testing.assert_array_equal(batches[0]["mask"], [[True, False], [True, False]])
+    assert str(raised.value) == (
+        "cannot stack item 3 of generator named into a batch of 2: a dict with the keys "
+        '["image", "labels"], where the batch\'s first item has ["image", "mask"]'
+    )
+
+
 @pytest.mark.parametrize(
     ("case", "why"),
     [
