@@ -85,6 +85,7 @@ mod codec;
 mod error;
 mod fork;
 mod options;
+mod position;
 mod program;
 mod protocol;
 mod text;
@@ -125,6 +126,7 @@ pub use crate::options::{
 };
 pub use crate::pass::{Batch, BatchItems, Delivered, NextBatch, Pass, RawPass};
 pub use crate::plugin::{GeneratorInfo, Plugin};
+pub use crate::position::{POSITION_FORMAT, Position};
 pub use crate::text::{cut_text, escape_text};
 pub use crate::worker::Isolation;
 pub use crate::worker::process::confine::Confinement;

@@ -303,6 +303,13 @@ impl PluginCore {
         })
     }
 
+    /// What a position names the plugin by: the fingerprint of its
+    /// contents, `xxh3-128:<hash>:<length>`.
+    pub(crate) fn content_id(&self) -> String {
+        let fingerprint = self.source.fingerprint();
+        format!("xxh3-128:{:032x}:{}", fingerprint.hash, fingerprint.len)
+    }
+
     /// Whether worker processes must be fully confined.
     pub(crate) fn require_confinement(&self) -> bool {
         self.engine.require_confinement

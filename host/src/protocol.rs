@@ -25,6 +25,11 @@ pub(crate) enum Command {
     /// each batch it drops (so the caller hears from it), and
     /// `IterationFinished`.
     SkipIteration,
+    /// Start a new pass (from Stand By) past the first `delivered` items the
+    /// worker delivered before a position: the worker produces them and
+    /// drops them (answering with an empty `Items` batch for each batch it
+    /// drops, as `SkipIteration`), then goes on as after `StartIteration`.
+    ResumeIteration { delivered: u64 },
 }
 
 /// Worker → caller.

@@ -21,6 +21,7 @@ mod loading;
 mod output;
 mod process;
 mod protocol;
+mod resume;
 mod sandbox;
 mod sharding;
 mod spdl;

@@ -228,6 +228,19 @@ impl Source {
         }
     }
 
+    /// The fingerprint of the component's contents (a file's was taken
+    /// when it was loaded).
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        match self {
+            Source::Bytes(bytes) => {
+                let mut hasher = FingerprintHasher::new();
+                hasher.update(bytes);
+                hasher.finish()
+            }
+            Source::File { fingerprint, .. } => *fingerprint,
+        }
+    }
+
     /// Feeds the component's bytes to `sink`, in chunks. A file must still
     /// hold what it held when it was loaded, else what was loaded is gone:
     /// the error comes after the last chunk, so a sink must not act on what

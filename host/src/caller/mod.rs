@@ -5,6 +5,7 @@
 //! failing worker (`worker 2 of 4`). The handle ([`Iterable`](crate::Iterable))
 //! and its passes (`pass/`) both work through it.
 
+mod progress;
 mod wait;
 
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use sandgen_wire::Encoding;
 
+pub(crate) use crate::caller::progress::{Progress, Resume};
 use crate::error::{Error, ErrorKind};
 use crate::fork;
 use crate::protocol::{Command, Status};
@@ -44,6 +46,8 @@ pub(crate) struct Workers {
     /// The process's fork generation when the workers started: in a forked
     /// child they are the parent's, and left alone.
     generation: u64,
+    /// What the passes delivered, for positions.
+    progress: Progress,
 }
 
 /// One worker, as the caller sees it.
@@ -58,7 +62,9 @@ struct Worker {
 
 impl Workers {
     pub(crate) fn new(handles: Vec<WorkerHandle>, setup: Setup) -> Workers {
+        let progress = Progress::new(handles.len());
         Workers {
+            progress,
             all: handles
                 .into_iter()
                 .map(|handle| Worker {
@@ -110,6 +116,16 @@ impl Workers {
         self.setup.in_order
     }
 
+    /// What the passes delivered.
+    pub(crate) fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Whether a pass is live.
+    pub(crate) fn pass_is_live(&self) -> bool {
+        self.pass_active.load(Ordering::SeqCst)
+    }
+
     /// The worker processes' ids, by worker index (none for threads).
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.all
@@ -152,11 +168,14 @@ impl Workers {
         let _ = self.all[worker].handle.queues.commands.send(command);
     }
 
-    /// Sends `StartIteration` (or, with `skip`, `SkipIteration`) to worker
-    /// `worker`: the pass's ordinal for it.
-    pub(crate) fn start_pass(&self, worker: usize, skip: bool) -> u64 {
+    /// Sends `StartIteration` (with `skip`, `SkipIteration`; past
+    /// `delivered` items it delivered before a position,
+    /// `ResumeIteration`) to worker `worker`: the pass's ordinal for it.
+    pub(crate) fn start_pass(&self, worker: usize, skip: bool, delivered: u64) -> u64 {
         let command = if skip {
             Command::SkipIteration
+        } else if delivered > 0 {
+            Command::ResumeIteration { delivered }
         } else {
             Command::StartIteration
         };

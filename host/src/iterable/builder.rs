@@ -15,9 +15,12 @@ use crate::guest::output::{OutputHandler, OutputLine, for_worker, stderr_handler
 use crate::iterable::Iterable;
 use crate::loader::PluginCore;
 use crate::options::{DirGrant, Flow, Grants, Limits, SeededRandom, Sharding, Stride};
-use crate::text::{ECHO, cut_text};
+use crate::position::Position;
 use crate::worker::task::Task;
 use crate::worker::{Isolation, WorkerHandle};
+
+mod checks;
+mod resume;
 
 /// Configures and creates an [`Iterable`]; made by [`Plugin::generator`](crate::Plugin::generator).
 ///
@@ -80,6 +83,7 @@ pub struct IterableBuilder {
     worker_args: Option<Vec<Payload>>,
     shard: Option<(usize, usize)>,
     sharding: Sharding,
+    resume: Option<Position>,
 }
 
 /// Arguments or config: raw, or encoded with a given encoding.
@@ -139,6 +143,7 @@ impl IterableBuilder {
             worker_args: None,
             shard: None,
             sharding: Sharding::Plugin,
+            resume: None,
         }
     }
 
@@ -354,6 +359,45 @@ impl IterableBuilder {
         self
     }
 
+    /// Resumes the run that `position` was taken of
+    /// ([`Iterable::position`]): the iterable's next pass gives exactly the
+    /// items that run would have given after the position (the same
+    /// sequence in order, the same multiset unordered), and later passes
+    /// go on counting from there. The plugin, generator, arguments, config,
+    /// seed, encoding, number of workers, order, sharding and shard must be
+    /// those of the run (a position names the plugin by the fingerprint of
+    /// its contents, and the arguments and config by theirs); without a
+    /// seed of its own the iterable takes the position's.
+    ///
+    /// `build` runs the passes before the position's in the workers
+    /// without sending their items (as [`Iterable::skip_pass`]), so that
+    /// what a plugin carries from pass to pass is as it was; the workers
+    /// then produce and drop the items of that pass they had delivered,
+    /// before they encode them for the caller. A plugin that is not
+    /// deterministic for its arguments and seed (one that reads the clock
+    /// or real random numbers) gets no such promise.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let first = plugin.generator("shuffled").seed(7).build()?;
+    /// let mut pass = first.iter::<u64>()?;
+    /// let head: Vec<u64> = pass.by_ref().take(3).collect::<Result<_, _>>()?;
+    /// let saved = first.position().to_json(); // in pass 0, after 3 items
+    /// drop(pass);
+    ///
+    /// let position = sandgen::Position::from_json(&saved)?;
+    /// let again = plugin.generator("shuffled").resume(position).build()?;
+    /// let tail: Vec<u64> = again.iter()?.collect::<Result<_, _>>()?; // pass 0, from item 3
+    /// # let _ = (head, tail);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resume(mut self, position: Position) -> Self {
+        self.resume = Some(position);
+        self
+    }
+
     /// As [`worker_args`](Self::worker_args), each already encoded.
     pub fn worker_args_raw(mut self, args: impl IntoIterator<Item = Vec<u8>>) -> Self {
         self.worker_args = Some(args.into_iter().map(Payload::Raw).collect());
@@ -387,18 +431,29 @@ impl IterableBuilder {
     /// several workers, the message names the worker that failed.
     pub fn build(mut self) -> Result<Iterable, Error> {
         self.validate()?;
+        let position = self.resume.take().map(Position::checked).transpose()?;
+        if let Some(position) = &position {
+            self.adopt_seed(position);
+        }
         let workers = self.workers;
         let args = self.args_per_worker()?;
         let (shard, shards) = self.shard_numbers()?;
         let config = std::mem::replace(&mut self.config, Payload::None)
             .into_bytes("config", self.encoding)?;
+        let drawn = position
+            .as_ref()
+            .and_then(|p| p.binding().drawn)
+            .unwrap_or_else(drawn_seed);
+        let binding = self.binding(&args, &config, drawn, (shard, shards));
+        if let Some(position) = &position {
+            self.check_position(position, &binding)?;
+        }
         let output = self.output.clone().unwrap_or_else(stderr_handler);
         // One worker thread starts parked: its first steps run on the
         // caller's thread, when the caller waits for them (no hand-off
         // between threads before the first item). Several workers start
         // side by side on threads of their own.
         let park = self.isolation == Isolation::Thread && workers == 1;
-        let drawn = drawn_seed();
         let mut handles = Vec::with_capacity(workers);
         for (index, args) in args.into_iter().enumerate() {
             // This worker among all the workers of all the shards.
@@ -424,107 +479,11 @@ impl IterableBuilder {
         // component) is sandgen's time, bounded by the load timeout; from
         // `Loaded` on, the inactivity timeout counts the plugin's own time.
         workers.await_initialized(self.plugin.load_timeout())?;
-        Ok(Iterable::new(workers))
-    }
-
-    /// Checks every option before any worker starts.
-    fn validate(&self) -> Result<(), Error> {
-        if self.generator.len() > MAX_GENERATOR_NAME {
-            let name = cut_text(&self.generator, ECHO);
-            let why = format!("a generator's name is at most {MAX_GENERATOR_NAME} bytes");
-            let message = format!("no generator is named `{name}`: {why}");
-            return Err(Error::new(ErrorKind::InvalidInput, message));
+        let iterable = Iterable::new(workers, binding, self.plugin);
+        if let Some(position) = &position {
+            resume::replay(&iterable, position)?;
         }
-        self.flow.validate()?;
-        self.limits.validate()?;
-        self.grants.validate()?;
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "timeout must be longer than zero",
-            ));
-        }
-        let workers = self.workers;
-        if workers == 0 || workers > MAX_WORKERS {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("the number of workers must be between 1 and {MAX_WORKERS}, not {workers}"),
-            ));
-        }
-        for (key, _) in &self.grants.env {
-            if WORKER_ENV.contains(&key.as_str()) {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "environment variable {key} is set by sandgen for each worker; choose another name"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// This iterable's shard and the number of shards, checked.
-    fn shard_numbers(&self) -> Result<(usize, usize), Error> {
-        let (shard, shards) = self.shard.unwrap_or((0, 1));
-        if shards == 0
-            || shard >= shards
-            || shards
-                .checked_mul(self.workers)
-                .is_none_or(|all| all > u32::MAX as usize)
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("invalid shard {shard} of {shards}: the index must be below the count"),
-            ));
-        }
-        if self.sharding == Sharding::Items && shards > 1 && self.seed.is_none() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "sharding by items over {shards} shards needs a seed: every shard must produce \
-                     the same stream; set `seed`, or shard by plugin"
-                ),
-            ));
-        }
-        Ok((shard, shards))
-    }
-
-    /// Each worker's encoded arguments: `args` for all, or `worker_args`
-    /// one each.
-    fn args_per_worker(&mut self) -> Result<Vec<Vec<u8>>, Error> {
-        let workers = self.workers;
-        let args = std::mem::replace(&mut self.args, Payload::None);
-        if self.sharding == Sharding::Items && self.worker_args.is_some() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "worker_args gives each worker its own arguments, but sharding by items runs \
-                 every worker on the same stream; give args, or shard by plugin",
-            ));
-        }
-        let Some(per_worker) = self.worker_args.take() else {
-            return Ok(vec![args.into_bytes("args", self.encoding)?; workers]);
-        };
-        if !matches!(args, Payload::None) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "give either args (for every worker) or worker_args (one per worker), not both",
-            ));
-        }
-        if per_worker.len() != workers {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "worker_args has {} values for {workers} worker(s); give exactly one per worker",
-                    per_worker.len()
-                ),
-            ));
-        }
-        per_worker
-            .into_iter()
-            .enumerate()
-            .map(|(i, payload)| payload.into_bytes(&format!("args of worker {i}"), self.encoding))
-            .collect()
+        Ok(iterable)
     }
 
     /// What worker `global` of `all` (counted over every shard) runs: the

@@ -14,7 +14,9 @@ use crate::caller::Workers;
 use crate::error::Error;
 pub use crate::iterable::batches::Batches;
 pub use crate::iterable::builder::{IterableBuilder, MAX_WORKERS};
+use crate::loader::PluginCore;
 use crate::pass::{NextBatch, Pass, PassCore, RawPass};
+use crate::position::{Binding, Position};
 
 /// A generator's iterable, living in sandboxed workers: iterate it any
 /// number of times, one pass at a time.
@@ -33,6 +35,9 @@ use crate::pass::{NextBatch, Pass, PassCore, RawPass};
 ///   they are idle or busy.
 pub struct Iterable {
     workers: Workers,
+    /// What its positions bind to (but the plugin's id).
+    binding: Binding,
+    plugin: Arc<PluginCore>,
 }
 
 impl std::fmt::Debug for Iterable {
@@ -46,8 +51,48 @@ impl std::fmt::Debug for Iterable {
 }
 
 impl Iterable {
-    pub(crate) fn new(workers: Workers) -> Iterable {
-        Iterable { workers }
+    pub(crate) fn new(workers: Workers, binding: Binding, plugin: Arc<PluginCore>) -> Iterable {
+        Iterable {
+            workers,
+            binding,
+            plugin,
+        }
+    }
+
+    /// Where the run stands, to resume it exactly
+    /// ([`IterableBuilder::resume`]): during a pass, after the items it
+    /// delivered so far (take it between items, on the thread that
+    /// iterates); between passes, before the next pass; after a pass that
+    /// failed, where it failed. A pass that ended, or was dropped early, is
+    /// over: the position is then at the start of the next pass, as the
+    /// next pass of this iterable would start.
+    ///
+    /// A [`Batches`] pass counts a batch as delivered when it hands it
+    /// over: a binding that hands its items out one by one subtracts those
+    /// it holds.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = plugin.generator("range").args(&10u64).build()?;
+    /// let mut pass = iterable.iter::<u64>()?;
+    /// pass.next();
+    /// pass.next();
+    /// let position = iterable.position();
+    /// assert_eq!((position.pass(), position.items()), (0, 2));
+    /// drop(pass);
+    /// assert_eq!((iterable.position().pass(), iterable.position().items()), (1, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn position(&self) -> Position {
+        let (pass, delivered, next_worker) = self
+            .workers
+            .progress()
+            .snapshot(self.workers.pass_is_live());
+        let mut binding = self.binding.clone();
+        binding.plugin = self.plugin.content_id();
+        Position::new(pass, delivered, next_worker, binding)
     }
 
     /// The generator's name.

@@ -75,24 +75,37 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
     /// will wait for it without a bound of its own; otherwise it starts on
     /// a thread, producing while the caller goes on. With `skip`, the
     /// workers run the pass without sending its items: it yields none.
+    ///
+    /// The first pass of a resumed iterable starts where its position was:
+    /// each worker past the items it had delivered, in order at the worker
+    /// that was next (a skipped pass runs whole all the same).
     pub(crate) fn start(workers: W, inline: bool, skip: bool) -> Result<Self, Error> {
         workers.begin_pass()?;
-        let passes = (0..workers.len())
+        let count = workers.len();
+        let resume = workers.progress().begin().filter(|_| !skip);
+        let before = |worker: usize| resume.as_ref().map_or(0, |r| r.delivered[worker]);
+        let passes = (0..count)
             .map(|worker| WorkerPass {
-                ordinal: workers.start_pass(worker, skip),
+                ordinal: workers.start_pass(worker, skip, before(worker)),
                 last_heard: Some(Instant::now()),
                 ..WorkerPass::default()
             })
             .collect();
-        let count = workers.len();
+        let delivered = (0..count)
+            .map(|worker| Delivered {
+                items: before(worker),
+                bytes: 0,
+            })
+            .collect();
+        let cursor = resume.as_ref().map_or(0, |r| r.next_worker);
         let pending = (0..count).find_map(|worker| workers.start_parked(worker, inline).err());
         Ok(PassCore {
             workers,
             passes,
-            cursor: 0,
+            cursor,
             done: false,
             waiting_since: None,
-            delivered: vec![Delivered::default(); count],
+            delivered,
             pending,
         })
     }
@@ -125,6 +138,10 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         let delivered = &mut self.delivered[worker];
         delivered.items += 1;
         delivered.bytes += item.len() as u64;
+        let items = delivered.items;
+        self.workers
+            .progress()
+            .delivered(worker, items, self.cursor);
         item
     }
 
@@ -241,6 +258,8 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
 
     /// Ends the pass with `error`: the other workers stop producing.
     fn failed(&mut self, error: Error) -> Error {
+        // The position stays where the pass failed.
+        self.workers.progress().fail();
         self.stop();
         error
     }
@@ -264,6 +283,10 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             let delivered = &mut self.delivered[worker];
             delivered.items += u64::from(self.passes[worker].frames.left());
             delivered.bytes += self.passes[worker].frames.bytes() as u64;
+            let items = delivered.items;
+            self.workers
+                .progress()
+                .delivered(worker, items, self.cursor);
         }
         let frames = std::mem::take(&mut self.passes[worker].frames);
         Batch::returning(frames, self.workers.recycler(worker))

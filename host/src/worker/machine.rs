@@ -92,6 +92,9 @@ struct Credit {
     seen: u64,
     /// The pass is run without sending its items (`SkipIteration`).
     skip: bool,
+    /// Items of the stream still to drop before the pass goes on as usual
+    /// (`ResumeIteration`).
+    to_skip: u64,
 }
 
 impl Credit {
@@ -104,7 +107,20 @@ impl Credit {
             batch_items: 1,
             seen: 0,
             skip,
+            to_skip: 0,
         }
+    }
+
+    /// A pass resumed after this worker delivered `delivered` items: the
+    /// items of the stream it drops first (with a stride, `delivered`
+    /// strides: exactly `delivered` of them are its own).
+    fn resuming(delivered: u64, flow: Flow) -> Credit {
+        let mut credit = Credit::new(false);
+        credit.to_skip = match flow.keep {
+            Some(stride) => delivered.saturating_mul(stride.step),
+            None => delivered,
+        };
+        credit
     }
 
     /// Whether the caller has no room for another batch.
@@ -356,14 +372,19 @@ impl<S: Session> Machine<S> {
             Err(TryRecvError::Disconnected) => return Step::Ended,
         };
         match command {
-            Command::StartIteration | Command::SkipIteration => {
+            Command::StartIteration | Command::SkipIteration | Command::ResumeIteration { .. } => {
                 if !self.statuses.report(Status::IterationStarted) {
                     return Step::Ended;
                 }
-                let skip = command == Command::SkipIteration;
+                let credit = match command {
+                    Command::ResumeIteration { delivered } => {
+                        Credit::resuming(delivered, session.flow())
+                    }
+                    _ => Credit::new(command == Command::SkipIteration),
+                };
                 match session.begin_pass(&self.interrupt) {
                     Ok(()) => {
-                        self.stage = Stage::Passing(session, Credit::new(skip));
+                        self.stage = Stage::Passing(session, credit);
                         Step::Moved
                     }
                     Err(stop) => self.fail(stop),
@@ -449,32 +470,33 @@ impl<S: Session> Machine<S> {
             }
             Some(Command::StopIteration) => return Ok(Turn::Finished),
             Some(Command::Abort) => return Ok(Turn::Exit),
-            Some(command @ (Command::StartIteration | Command::SkipIteration)) => {
+            Some(
+                command @ (Command::StartIteration
+                | Command::SkipIteration
+                | Command::ResumeIteration { .. }),
+            ) => {
                 self.statuses.report(Status::UnexpectedCommand(command));
                 return Ok(Turn::Exit);
             }
             None => {}
+        }
+        if credit.to_skip > 0 {
+            // A resumed pass drops the items delivered before its position,
+            // never more: the guest gives at most the items asked for.
+            let max_items = credit.to_skip.min(MAX_BATCH_ITEMS as u64) as u32;
+            let max_bytes = MAX_BATCH_BYTES as u32;
+            let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {
+                return Ok(Turn::Finished);
+            };
+            credit.to_skip = credit.to_skip.saturating_sub(u64::from(batch.count));
+            return Ok(self.dropped(credit, &batch));
         }
         let (max_items, max_bytes) = credit.next_bounds(flow);
         let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {
             return Ok(Turn::Finished);
         };
         if credit.skip {
-            // Dropped whole; an empty batch tells the caller the worker is
-            // busy (its inactivity timeout counts silence, not work). Each
-            // costs one item of the caller's credit, which the caller gives
-            // back as it takes it: the reports never pile up unread.
-            credit.seen += u64::from(batch.count);
-            credit.items_ahead += 1;
-            let progress = WorkerBatch {
-                frames: Vec::new(),
-                count: 0,
-            };
-            return Ok(if self.statuses.report(Status::Items(progress)) {
-                Turn::Batch
-            } else {
-                Turn::Exit
-            });
+            return Ok(self.dropped(credit, &batch));
         }
         let batch = match flow.keep {
             Some(stride) => credit.keep(stride, batch),
@@ -489,6 +511,25 @@ impl<S: Session> Machine<S> {
             Ok(Turn::Batch)
         } else {
             Ok(Turn::Exit)
+        }
+    }
+
+    /// Drops `batch` (a skipped pass's, or items before a resumed pass's
+    /// position); an empty batch tells the caller the worker is busy (its
+    /// inactivity timeout counts silence, not work). Each costs one item
+    /// of the caller's credit, which the caller gives back as it takes it:
+    /// the reports never pile up unread.
+    fn dropped(&self, credit: &mut Credit, batch: &WorkerBatch) -> Turn {
+        credit.seen += u64::from(batch.count);
+        credit.items_ahead += 1;
+        let progress = WorkerBatch {
+            frames: Vec::new(),
+            count: 0,
+        };
+        if self.statuses.report(Status::Items(progress)) {
+            Turn::Batch
+        } else {
+            Turn::Exit
         }
     }
 }

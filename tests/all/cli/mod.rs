@@ -14,13 +14,15 @@
 //! - `stopping`: a run that ends early (stdout closed or failing, `--take`,
 //!   SIGTERM, SIGINT, SIGKILL, a killed worker process);
 //! - `workers`: `--workers`, `--unordered` and `--seed`;
-//! - `progress`: the progress line on a terminal.
+//! - `progress`: the progress line on a terminal;
+//! - `resume`: `--save-state` and `--resume`.
 
 mod bench;
 mod errors;
 mod grants;
 mod options;
 mod progress;
+mod resume;
 mod run;
 mod stopping;
 mod workers;

@@ -115,7 +115,7 @@ pub(crate) fn bench(args: RunArgs, decode: Decode) -> Result<(), Failure> {
     // instantiation, initializer, create) to the first item, like SPDL's
     // iterate_in_subprocess call; loading the plugin is `load_ms`.
     let started = Instant::now();
-    let iterable = build(&plugin, &args, decode.encoding())?;
+    let iterable = build(&plugin, &args, decode.encoding(), None)?;
     let mut first_item = None;
     let (mut items, mut bytes, mut checksum) = (0u64, 0u64, 0u64);
     let mut left = args.take.unwrap_or(u64::MAX);

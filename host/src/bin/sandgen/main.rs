@@ -4,14 +4,17 @@
 //! plugin failed; 2 for usage errors or a plugin that cannot be loaded. On 1
 //! and 2, stderr carries one line `error: ...`.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod bench;
 mod json;
 mod progress;
+mod state;
 
 use json::json_line;
 
@@ -19,7 +22,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sandgen::{
     Encoding, Engine, ErrorKind, GuestStream, Isolation, Iterable, IterableBuilder, Plugin,
-    Sharding, escape_text,
+    Position, Sharding, escape_text,
 };
 
 #[derive(Parser)]
@@ -51,7 +54,12 @@ enum Command {
         load: LoadArgs,
     },
     /// Runs a generator and prints each item as one line of JSON.
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Iterates a generator, decoding every item as --decode says (as a
     /// consumer would) without printing it, and prints one JSON object of
     /// throughput figures.
@@ -178,6 +186,24 @@ struct RunArgs {
     seed: Option<String>,
 }
 
+/// Where `run` keeps its position, and where it starts.
+#[derive(clap::Args)]
+struct StateArgs {
+    /// Keep the run's position in FILE, for --resume: written atomically
+    /// whenever items reach stdout (it never counts an item that did not)
+    /// and when the run ends, also after --take, a failure, SIGINT or
+    /// SIGTERM (exit status 130).
+    #[arg(long, value_name = "FILE")]
+    save_state: Option<PathBuf>,
+    /// Start where the position in FILE (saved by --save-state) left off:
+    /// the items an uninterrupted run gives from there. The run's options
+    /// must be those of the saved run; --passes counts its passes from
+    /// the first (those before the position included), --take this run's
+    /// items.
+    #[arg(long, value_name = "FILE")]
+    resume: Option<PathBuf>,
+}
+
 /// An error with the exit status it warrants.
 struct Failure {
     status: u8,
@@ -236,7 +262,7 @@ fn main() -> ExitCode {
             timeout,
             load,
         } => list(plugin, timeout, &load),
-        Command::Run(args) => run(args),
+        Command::Run { run: args, state } => run(args, state),
         Command::Bench { run, decode } => bench::bench(run, decode),
         Command::Confinement => confinement(),
     };
@@ -276,17 +302,18 @@ fn list(plugin: PathBuf, timeout: String, load: &LoadArgs) -> Result<(), Failure
 }
 
 /// Builds the iterable from the common options.
-fn iterable(args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
-    build(&load(args)?, args, encoding)
-}
-
 /// The engine, and the plugin (compiled, or from the compile cache).
 fn load(args: &RunArgs) -> Result<Plugin, Failure> {
     Ok(args.load.engine()?.load(&args.plugin)?)
 }
 
 /// Builds the iterable: starts the worker and waits for initialization.
-fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable, Failure> {
+fn build(
+    plugin: &Plugin,
+    args: &RunArgs,
+    encoding: Encoding,
+    resume: Option<Position>,
+) -> Result<Iterable, Failure> {
     let mut builder = plugin
         .generator(&args.generator)
         .encoding(encoding)
@@ -357,6 +384,9 @@ fn build(plugin: &Plugin, args: &RunArgs, encoding: Encoding) -> Result<Iterable
         };
         builder = builder.env(key, value);
     }
+    if let Some(position) = resume {
+        builder = builder.resume(position);
+    }
     Ok(builder.build()?)
 }
 
@@ -424,33 +454,105 @@ fn with_payloads(
     Ok(builder)
 }
 
-fn run(args: RunArgs) -> Result<(), Failure> {
-    let iterable = iterable(&args, Encoding::Json)?;
-    let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+fn run(args: RunArgs, state: StateArgs) -> Result<(), Failure> {
+    let resume = state
+        .resume
+        .as_deref()
+        .map(state::read)
+        .transpose()
+        .map_err(usage)?;
+    let first = resume.as_ref().map_or(0, Position::pass);
+    let iterable = Arc::new(build(&load(&args)?, &args, Encoding::Json, resume)?);
+    let interrupted = match &state.save_state {
+        Some(_) => Some(state::close_on_interrupt(Arc::clone(&iterable)).map_err(usage)?),
+        None => None,
+    };
+    let saving = state.save_state.as_deref().map(|path| (path, &*iterable));
+    let result = items(&args, &iterable, first, &mut state::Out::new(saving));
+    if interrupted.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+        let path = state
+            .save_state
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""));
+        return Err(Failure {
+            status: 130,
+            error: anyhow::anyhow!("interrupted; the position is saved in {}", path.display()),
+        });
+    }
+    result
+}
+
+/// The passes of `run`, from pass `first`, their items into `out`, which
+/// is flushed (and the position saved) on every way out: while a pass
+/// that stops early (--take, an error) still lives, so that the position
+/// is where it stopped, not at the next pass.
+fn items(
+    args: &RunArgs,
+    iterable: &Iterable,
+    first: u64,
+    out: &mut state::Out<'_>,
+) -> Result<(), Failure> {
     let mut left = args.take.unwrap_or(u64::MAX);
     let mut progress = progress::Progress::new();
-    'passes: for _ in 0..args.passes {
+    for _ in first..args.passes {
         if left == 0 {
             break;
         }
-        let mut pass = iterable.iter_raw()?;
-        while let Some(item) = pass.next_item() {
-            let line = json_line(&args.generator, item?)?;
-            if let Err(e) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
-                return stdout_error(e);
+        let mut pass = match iterable.iter_raw() {
+            Ok(pass) => pass,
+            Err(error) => {
+                flushed(out.flush())?;
+                return Err(error.into());
             }
-            left -= 1;
-            progress.item(pass.delivered());
-            if left == 0 {
-                break 'passes;
-            }
+        };
+        let read = read_pass(args, &mut pass, &mut left, &mut progress, out);
+        if read.is_err() || left == 0 {
+            let written = flushed(out.flush());
+            drop(pass);
+            progress.finish();
+            return read.and(written);
         }
         progress.pass_done(pass.delivered());
     }
     progress.finish();
-    match out.flush() {
+    flushed(out.flush())
+}
+
+/// The items of one pass into `out`, until it ends or `left` is 0.
+fn read_pass(
+    args: &RunArgs,
+    pass: &mut sandgen::RawPass<'_>,
+    left: &mut u64,
+    progress: &mut progress::Progress,
+    out: &mut state::Out<'_>,
+) -> Result<(), Failure> {
+    while let Some(item) = pass.next_item() {
+        let line = json_line(&args.generator, item?)?;
+        match out.line(&line) {
+            Ok(()) => {}
+            Err(state::Output::Stdout(e)) => {
+                // Stdout is gone: the run ends (quietly for `| head`).
+                *left = 0;
+                return stdout_error(e);
+            }
+            Err(state::Output::State(e)) => return Err(usage(e)),
+        }
+        *left -= 1;
+        progress.item(pass.delivered());
+        if *left == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What writing the output met, as the run's result: a closed stdout
+/// (`| head`) ends the run quietly.
+fn flushed(result: Result<(), state::Output>) -> Result<(), Failure> {
+    match result {
         Ok(()) => Ok(()),
-        Err(e) => stdout_error(e),
+        Err(state::Output::Stdout(e)) => stdout_error(e),
+        Err(state::Output::State(e)) => Err(usage(e)),
     }
 }
 

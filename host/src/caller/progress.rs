@@ -1,0 +1,101 @@
+//! What the passes of one iterable delivered: the numbers a
+//! [`Position`](crate::Position) is made of, kept by the pass as it
+//! delivers (plain stores, no read-modify-write on the per-item path), and
+//! the plan of a resumed iterable's first pass.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Where each worker of a resumed iterable's first pass starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// Items each worker delivered before the position.
+    pub(crate) delivered: Vec<u64>,
+    /// In order, the worker whose item comes next.
+    pub(crate) next_worker: usize,
+}
+
+/// The counts of one iterable's passes.
+pub(crate) struct Progress {
+    /// Passes begun, skipped ones too.
+    begun: AtomicU64,
+    /// Items each worker delivered in the live (or last) pass.
+    delivered: Vec<AtomicU64>,
+    /// In order, the worker whose item comes next in that pass.
+    next_worker: AtomicUsize,
+    /// The last pass failed: its position stays where it failed (a pass
+    /// that ended or was stopped is over, and the next one starts afresh).
+    failed: AtomicBool,
+    /// A resumed iterable's plan for its next pass.
+    plan: Mutex<Option<Resume>>,
+}
+
+/// Where an iterable stands: the pass, each worker's items in it, the
+/// next worker.
+pub(crate) type Snapshot = (u64, Vec<u64>, usize);
+
+impl Progress {
+    pub(crate) fn new(workers: usize) -> Progress {
+        Progress {
+            begun: AtomicU64::new(0),
+            delivered: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            next_worker: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            plan: Mutex::new(None),
+        }
+    }
+
+    /// Sets where the next pass starts: pass `begun` (the passes before it
+    /// were run), each worker past the items of `resume`.
+    pub(crate) fn resume_at(&self, begun: u64, resume: Resume) {
+        self.begun.store(begun, Ordering::SeqCst);
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(resume);
+    }
+
+    /// A pass begins: counted, its counts reset (to the plan's, when the
+    /// iterable was resumed and this is its first pass, whose plan it
+    /// returns).
+    pub(crate) fn begin(&self) -> Option<Resume> {
+        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for (worker, count) in self.delivered.iter().enumerate() {
+            let start = plan.as_ref().map_or(0, |plan| plan.delivered[worker]);
+            count.store(start, Ordering::Relaxed);
+        }
+        let next = plan.as_ref().map_or(0, |plan| plan.next_worker);
+        self.next_worker.store(next, Ordering::Relaxed);
+        self.failed.store(false, Ordering::SeqCst);
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        plan
+    }
+
+    /// The live pass failed.
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Worker `worker` has delivered `items` in the live pass, and in
+    /// order `next` gives the next item.
+    pub(crate) fn delivered(&self, worker: usize, items: u64, next: usize) {
+        self.delivered[worker].store(items, Ordering::Relaxed);
+        self.next_worker.store(next, Ordering::Relaxed);
+    }
+
+    /// Where the iterable stands: in the live pass (`live`) or the one that
+    /// failed, or before the next one.
+    pub(crate) fn snapshot(&self, live: bool) -> Snapshot {
+        let begun = self.begun.load(Ordering::SeqCst);
+        if live || self.failed.load(Ordering::SeqCst) {
+            let delivered = self
+                .delivered
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .collect();
+            let next = self.next_worker.load(Ordering::Relaxed);
+            return (begun.saturating_sub(1), delivered, next);
+        }
+        match &*self.plan.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(plan) => (begun, plan.delivered.clone(), plan.next_worker),
+            None => (begun, vec![0; self.delivered.len()], 0),
+        }
+    }
+}
