@@ -38,6 +38,15 @@
 //! Compiled components are cached on disk (see [`EngineBuilder`]), so only
 //! the first load of a plugin pays for compilation.
 //!
+//! # Resume
+//!
+//! [`Iterable::position`] says where a run stands (a [`Position`]: JSON,
+//! versioned, checksummed); [`IterableBuilder::resume`] starts a new
+//! iterable there, and its passes give exactly the items the uninterrupted
+//! run gives from that point. A position binds to its run (the plugin's
+//! contents, generator, arguments, config, seed, workers, order and
+//! sharding): anything else is refused by name.
+//!
 //! # The sandbox
 //!
 //! A guest gets nothing it is not given: no files, no environment variables,
