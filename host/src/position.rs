@@ -197,7 +197,9 @@ impl Position {
 
     /// Items delivered in that pass, by every worker.
     pub fn items(&self) -> u64 {
-        self.delivered.iter().sum()
+        self.delivered
+            .iter()
+            .fold(0, |all, &n| all.saturating_add(n))
     }
 
     /// The position as JSON (one line).

@@ -348,3 +348,86 @@ fn python_and_javascript_plugins_resume_exactly(lang: crate::util::Lang) {
     assert_eq!([head, tail].concat(), whole[0], "{lang:?}");
     assert_eq!(read(&resumed), whole[1], "{lang:?}: the next pass");
 }
+
+both_isolations!(workers_that_finish_early_and_whole_batches_resume_exactly);
+/// Three workers with shares of 51, 50 and 50 items in order (the first
+/// one's last item comes after the others have finished), cut while
+/// reading whole batches ([`sandgen::Batches`] counts a batch when it
+/// hands it over), and a skipped pass while a resume is pending.
+fn workers_that_finish_early_and_whole_batches_resume_exactly() {
+    let make = || {
+        spdl()
+            .generator("sharded")
+            .args(&151u64)
+            .workers(3)
+            .buffer_size(8)
+            .timeout(TIMEOUT)
+    };
+    let whole = uninterrupted(&make);
+    assert_eq!(
+        *whole[0].last().unwrap(),
+        150,
+        "worker 0's last item comes last"
+    );
+    for head in [149, 150, 151] {
+        let (read, position) = stop_at(&make().build().unwrap(), 0, head);
+        assert_joined(&read, &rest(&make, position)[0], &whole[0], true, "sharded");
+    }
+
+    let iterable = std::sync::Arc::new(make().build().unwrap());
+    let mut batches = iterable.batches().unwrap();
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        let batch = batches.next_batch().unwrap().unwrap();
+        let items: Vec<u64> = batch
+            .decode(batches.encoding())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        read.extend(items);
+    }
+    let position = iterable.position();
+    assert_eq!(
+        position.items(),
+        read.len() as u64,
+        "whole batches are counted"
+    );
+    drop(batches);
+    assert_joined(
+        &read,
+        &rest(&make, position.clone())[0],
+        &whole[0],
+        true,
+        "batches",
+    );
+
+    // A pass skipped while the resume is pending skips the rest of the
+    // position's pass: the next one is the pass after it.
+    let resumed = make().resume(position).build().unwrap();
+    resumed.skip_pass().unwrap();
+    let next: Vec<u64> = resumed.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(next, whole[1]);
+}
+
+both_isolations!(an_item_that_does_not_decode_stays_ahead_of_the_position);
+/// A pass that fails to decode an item fails there: its position is before
+/// that item, so a resume meets it again (as the uninterrupted run does).
+fn an_item_that_does_not_decode_stays_ahead_of_the_position() {
+    let make = || {
+        spdl()
+            .generator("range")
+            .encoding(sandgen::Encoding::Json)
+            .args(&20u64)
+            .timeout(TIMEOUT)
+    };
+    let iterable = make().build().unwrap();
+    let read: Vec<_> = iterable.iter::<String>().unwrap().collect();
+    assert!(
+        matches!(&read[..], [Err(e)] if e.kind() == ErrorKind::Decode),
+        "{read:?}"
+    );
+    let position = iterable.position();
+    assert_eq!((position.pass(), position.items()), (0, 0));
+    let resumed = make().resume(position).build().unwrap();
+    let items: Vec<u64> = resumed.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(items, (0..20).collect::<Vec<_>>());
+}

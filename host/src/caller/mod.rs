@@ -121,11 +121,6 @@ impl Workers {
         &self.progress
     }
 
-    /// Whether a pass is live.
-    pub(crate) fn pass_is_live(&self) -> bool {
-        self.pass_active.load(Ordering::SeqCst)
-    }
-
     /// The worker processes' ids, by worker index (none for threads).
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.all

@@ -3,8 +3,8 @@
 //! delivers (plain stores, no read-modify-write on the per-item path), and
 //! the plan of a resumed iterable's first pass.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Where each worker of a resumed iterable's first pass starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,17 +17,26 @@ pub(crate) struct Resume {
 
 /// The counts of one iterable's passes.
 pub(crate) struct Progress {
-    /// Passes begun, skipped ones too.
-    begun: AtomicU64,
     /// Items each worker delivered in the live (or last) pass.
     delivered: Vec<AtomicU64>,
     /// In order, the worker whose item comes next in that pass.
     next_worker: AtomicUsize,
+    /// The passes, changed as one (a position taken from another thread
+    /// sees a pass begin or end whole).
+    passes: Mutex<Passes>,
+}
+
+#[derive(Default)]
+struct Passes {
+    /// Passes begun, skipped ones too.
+    begun: u64,
+    /// A pass is live (begun, not yet dropped).
+    live: bool,
     /// The last pass failed: its position stays where it failed (a pass
     /// that ended or was stopped is over, and the next one starts afresh).
-    failed: AtomicBool,
+    failed: bool,
     /// A resumed iterable's plan for its next pass.
-    plan: Mutex<Option<Resume>>,
+    plan: Option<Resume>,
 }
 
 /// Where an iterable stands: the pass, each worker's items in it, the
@@ -37,40 +46,50 @@ pub(crate) type Snapshot = (u64, Vec<u64>, usize);
 impl Progress {
     pub(crate) fn new(workers: usize) -> Progress {
         Progress {
-            begun: AtomicU64::new(0),
             delivered: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             next_worker: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-            plan: Mutex::new(None),
+            passes: Mutex::new(Passes::default()),
         }
+    }
+
+    fn passes(&self) -> MutexGuard<'_, Passes> {
+        self.passes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets where the next pass starts: pass `begun` (the passes before it
     /// were run), each worker past the items of `resume`.
     pub(crate) fn resume_at(&self, begun: u64, resume: Resume) {
-        self.begun.store(begun, Ordering::SeqCst);
-        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(resume);
+        let mut passes = self.passes();
+        passes.begun = begun;
+        passes.plan = Some(resume);
     }
 
     /// A pass begins: counted, its counts reset (to the plan's, when the
     /// iterable was resumed and this is its first pass, whose plan it
     /// returns).
     pub(crate) fn begin(&self) -> Option<Resume> {
-        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut passes = self.passes();
+        let plan = passes.plan.take();
         for (worker, count) in self.delivered.iter().enumerate() {
             let start = plan.as_ref().map_or(0, |plan| plan.delivered[worker]);
             count.store(start, Ordering::Relaxed);
         }
         let next = plan.as_ref().map_or(0, |plan| plan.next_worker);
         self.next_worker.store(next, Ordering::Relaxed);
-        self.failed.store(false, Ordering::SeqCst);
-        self.begun.fetch_add(1, Ordering::SeqCst);
+        passes.failed = false;
+        passes.live = true;
+        passes.begun += 1;
         plan
     }
 
     /// The live pass failed.
     pub(crate) fn fail(&self) {
-        self.failed.store(true, Ordering::SeqCst);
+        self.passes().failed = true;
+    }
+
+    /// The live pass is dropped.
+    pub(crate) fn end(&self) {
+        self.passes().live = false;
     }
 
     /// Worker `worker` has delivered `items` in the live pass, and in
@@ -80,22 +99,22 @@ impl Progress {
         self.next_worker.store(next, Ordering::Relaxed);
     }
 
-    /// Where the iterable stands: in the live pass (`live`) or the one that
-    /// failed, or before the next one.
-    pub(crate) fn snapshot(&self, live: bool) -> Snapshot {
-        let begun = self.begun.load(Ordering::SeqCst);
-        if live || self.failed.load(Ordering::SeqCst) {
+    /// Where the iterable stands: in the live pass or the one that failed,
+    /// or before the next one.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let passes = self.passes();
+        if passes.live || passes.failed {
             let delivered = self
                 .delivered
                 .iter()
                 .map(|count| count.load(Ordering::Relaxed))
                 .collect();
             let next = self.next_worker.load(Ordering::Relaxed);
-            return (begun.saturating_sub(1), delivered, next);
+            return (passes.begun.saturating_sub(1), delivered, next);
         }
-        match &*self.plan.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(plan) => (begun, plan.delivered.clone(), plan.next_worker),
-            None => (begun, vec![0; self.delivered.len()], 0),
+        match &passes.plan {
+            Some(plan) => (passes.begun, plan.delivered.clone(), plan.next_worker),
+            None => (passes.begun, vec![0; self.delivered.len()], 0),
         }
     }
 }

@@ -86,10 +86,7 @@ impl Iterable {
     /// # }
     /// ```
     pub fn position(&self) -> Position {
-        let (pass, delivered, next_worker) = self
-            .workers
-            .progress()
-            .snapshot(self.workers.pass_is_live());
+        let (pass, delivered, next_worker) = self.workers.progress().snapshot();
         let mut binding = self.binding.clone();
         binding.plugin = self.plugin.content_id();
         Position::new(pass, delivered, next_worker, binding)

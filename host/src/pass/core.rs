@@ -57,6 +57,8 @@ pub(crate) struct PassCore<W: Deref<Target = Workers>> {
     pub(crate) delivered: Vec<Delivered>,
     /// An error met while the pass started, for the first wait.
     pending: Option<Error>,
+    /// The worker of the item taken last, one by one.
+    last: Option<usize>,
 }
 
 /// What a wait for a worker's next batch found.
@@ -107,6 +109,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             waiting_since: None,
             delivered,
             pending,
+            last: None,
         })
     }
 
@@ -142,6 +145,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         self.workers
             .progress()
             .delivered(worker, items, self.cursor);
+        self.last = Some(worker);
         item
     }
 
@@ -256,6 +260,21 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         }
     }
 
+    /// The caller could not use the item it took last (it does not
+    /// decode): the pass fails there, and its position is before that
+    /// item, as after a plugin's error at it.
+    pub(crate) fn refuse_last(&mut self) {
+        if let Some(worker) = self.last.take() {
+            let delivered = &mut self.delivered[worker];
+            delivered.items = delivered.items.saturating_sub(1);
+            let items = delivered.items;
+            // In order, that worker's item comes next again.
+            self.workers.progress().delivered(worker, items, worker);
+        }
+        self.workers.progress().fail();
+        self.stop();
+    }
+
     /// Ends the pass with `error`: the other workers stop producing.
     fn failed(&mut self, error: Error) -> Error {
         // The position stays where the pass failed.
@@ -349,6 +368,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
 impl<W: Deref<Target = Workers>> Drop for PassCore<W> {
     fn drop(&mut self) {
         self.stop();
+        self.workers.progress().end();
         self.workers.end_pass();
     }
 }

@@ -67,11 +67,13 @@ impl<T: DeserializeOwned> Iterator for Pass<'_, T> {
         let encoding = self.core.workers.encoding();
         let item = match self.core.next_frame()? {
             Ok(bytes) => codec::decode_item(encoding, bytes),
-            Err(error) => Err(error),
+            // The pass failed (and stopped) already.
+            Err(error) => return Some(Err(error)),
         };
         if item.is_err() {
-            // A failed decode ends the pass like any other error.
-            self.core.stop();
+            // A failed decode ends the pass like any other error, its
+            // position before the item.
+            self.core.refuse_last();
         }
         Some(item)
     }
@@ -96,6 +98,15 @@ impl<'a> RawPass<'a> {
     /// The next item's encoded bytes, without copying them.
     pub fn next_item(&mut self) -> Option<Result<&[u8], Error>> {
         self.core.next_frame()
+    }
+
+    /// Ends the pass as failed at the item [`next_item`](Self::next_item)
+    /// gave last, for a caller that cannot use it (it does not parse):
+    /// the iterable's [`position`](crate::Iterable::position) is then
+    /// before that item, as after the plugin's own error at it, and the
+    /// workers stop producing.
+    pub fn refuse_last(&mut self) {
+        self.core.refuse_last();
     }
 
     /// What each worker delivered so far in this pass, by worker index

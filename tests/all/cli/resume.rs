@@ -78,10 +78,10 @@ fn runs_stopped_by_take_resume_exactly() {
     assert_eq!(with(&["--resume", state]), Vec::<String>::new());
 }
 
-/// `sleep` yields 0..n, 5 ms apart: a run that is still going after the
+/// `sleep` yields 0..1000, 5 ms apart: a run that is still going long after the
 /// first save of its state (a second after the first item).
 fn slow_run(state: &str, extra: &[&str]) -> Running {
-    let mut args = vec![FIXTURE_SPDL, "sleep", "--args", r#"{"n": 400, "ms": 5}"#];
+    let mut args = vec![FIXTURE_SPDL, "sleep", "--args", r#"{"n": 1000, "ms": 5}"#];
     args.extend(["--save-state", state]);
     args.extend_from_slice(extra);
     Running::spawn(&run_command(&args), Stdout::Collect)
@@ -111,7 +111,7 @@ fn resumed(state: &str) -> Vec<u64> {
         FIXTURE_SPDL,
         "sleep",
         "--args",
-        r#"{"n": 400, "ms": 5}"#,
+        r#"{"n": 1000, "ms": 5}"#,
         "--resume",
         state,
     ];
@@ -134,14 +134,14 @@ fn sigint_saves_the_position_and_exits_130() {
         )]
     );
     let printed = numbers(&out);
-    assert!(printed.len() < 400, "stopped before the end");
+    assert!(printed.len() < 1000, "stopped before the end");
     assert_eq!(
         position(state.as_ref()).items(),
         printed.len() as u64,
         "every line printed is counted"
     );
     let all: Vec<u64> = printed.into_iter().chain(resumed(state)).collect();
-    assert_eq!(all, (0..400).collect::<Vec<_>>());
+    assert_eq!(all, (0..1000).collect::<Vec<_>>());
 }
 
 both_isolations!(a_sigkilled_run_resumes_from_its_last_saved_position);
@@ -166,7 +166,7 @@ fn a_sigkilled_run_resumes_from_its_last_saved_position() {
         .copied()
         .chain(resumed(state))
         .collect();
-    assert_eq!(all, (0..400).collect::<Vec<_>>());
+    assert_eq!(all, (0..1000).collect::<Vec<_>>());
 }
 
 #[test]

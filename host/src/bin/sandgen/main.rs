@@ -13,10 +13,9 @@ use std::time::Duration;
 
 mod bench;
 mod json;
+mod passes;
 mod progress;
 mod state;
-
-use json::json_line;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -462,14 +461,26 @@ fn run(args: RunArgs, state: StateArgs) -> Result<(), Failure> {
         .transpose()
         .map_err(usage)?;
     let first = resume.as_ref().map_or(0, Position::pass);
+    if first >= args.passes {
+        // The run's passes are all behind the position: nothing to do.
+        return Ok(());
+    }
     let iterable = Arc::new(build(&load(&args)?, &args, Encoding::Json, resume)?);
+    if let Some(path) = &state.save_state {
+        // Saved before any item: a run killed before its first save still
+        // leaves its start, and a path that cannot be written is said now.
+        state::save(path, &iterable.position()).map_err(usage)?;
+    }
     let interrupted = match &state.save_state {
-        Some(_) => Some(state::close_on_interrupt(Arc::clone(&iterable)).map_err(usage)?),
+        Some(_) => Some(state::close_on_interrupt(&iterable).map_err(usage)?),
         None => None,
     };
     let saving = state.save_state.as_deref().map(|path| (path, &*iterable));
-    let result = items(&args, &iterable, first, &mut state::Out::new(saving));
-    if interrupted.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+    let result = passes::items(&args, &iterable, first, &mut state::Out::new(saving));
+    // A state file that could not be written is said first: the position
+    // it holds is behind stdout.
+    let unsaved = matches!(&result, Err(failure) if failure.status == 2);
+    if !unsaved && interrupted.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
         let path = state
             .save_state
             .as_deref()
@@ -480,80 +491,6 @@ fn run(args: RunArgs, state: StateArgs) -> Result<(), Failure> {
         });
     }
     result
-}
-
-/// The passes of `run`, from pass `first`, their items into `out`, which
-/// is flushed (and the position saved) on every way out: while a pass
-/// that stops early (--take, an error) still lives, so that the position
-/// is where it stopped, not at the next pass.
-fn items(
-    args: &RunArgs,
-    iterable: &Iterable,
-    first: u64,
-    out: &mut state::Out<'_>,
-) -> Result<(), Failure> {
-    let mut left = args.take.unwrap_or(u64::MAX);
-    let mut progress = progress::Progress::new();
-    for _ in first..args.passes {
-        if left == 0 {
-            break;
-        }
-        let mut pass = match iterable.iter_raw() {
-            Ok(pass) => pass,
-            Err(error) => {
-                flushed(out.flush())?;
-                return Err(error.into());
-            }
-        };
-        let read = read_pass(args, &mut pass, &mut left, &mut progress, out);
-        if read.is_err() || left == 0 {
-            let written = flushed(out.flush());
-            drop(pass);
-            progress.finish();
-            return read.and(written);
-        }
-        progress.pass_done(pass.delivered());
-    }
-    progress.finish();
-    flushed(out.flush())
-}
-
-/// The items of one pass into `out`, until it ends or `left` is 0.
-fn read_pass(
-    args: &RunArgs,
-    pass: &mut sandgen::RawPass<'_>,
-    left: &mut u64,
-    progress: &mut progress::Progress,
-    out: &mut state::Out<'_>,
-) -> Result<(), Failure> {
-    while let Some(item) = pass.next_item() {
-        let line = json_line(&args.generator, item?)?;
-        match out.line(&line) {
-            Ok(()) => {}
-            Err(state::Output::Stdout(e)) => {
-                // Stdout is gone: the run ends (quietly for `| head`).
-                *left = 0;
-                return stdout_error(e);
-            }
-            Err(state::Output::State(e)) => return Err(usage(e)),
-        }
-        *left -= 1;
-        progress.item(pass.delivered());
-        if *left == 0 {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// What writing the output met, as the run's result: a closed stdout
-/// (`| head`) ends the run quietly.
-fn flushed(result: Result<(), state::Output>) -> Result<(), Failure> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(state::Output::Stdout(e)) => stdout_error(e),
-        Err(state::Output::State(e)) => Err(usage(e)),
-    }
 }
 
 /// A closed stdout (`| head`) ends the run quietly; other write errors fail.

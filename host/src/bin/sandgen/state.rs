@@ -110,25 +110,33 @@ pub(crate) fn save(path: &Path, position: &Position) -> anyhow::Result<()> {
 /// Closes `iterable` on SIGINT or SIGTERM (its pass then ends with
 /// `Closed`, its position where it stopped): the flag says it happened.
 #[cfg(not(unix))]
-pub(crate) fn close_on_interrupt(_: Arc<Iterable>) -> anyhow::Result<Arc<AtomicBool>> {
+pub(crate) fn close_on_interrupt(_: &Arc<Iterable>) -> anyhow::Result<Arc<AtomicBool>> {
     Ok(Arc::new(AtomicBool::new(false)))
 }
 
 /// Closes `iterable` on SIGINT or SIGTERM (its pass then ends with
-/// `Closed`, its position where it stopped): the flag says it happened.
+/// `Closed`, its position where it stopped): the flag says it happened. A
+/// second signal ends the process as it would have without this handler.
+/// The handler holds the iterable weakly: dropping it still ends the
+/// workers.
 #[cfg(unix)]
-pub(crate) fn close_on_interrupt(iterable: Arc<Iterable>) -> anyhow::Result<Arc<AtomicBool>> {
+pub(crate) fn close_on_interrupt(iterable: &Arc<Iterable>) -> anyhow::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot handle SIGINT and SIGTERM to save the state")?;
     let flag = Arc::clone(&interrupted);
+    let iterable = Arc::downgrade(iterable);
     std::thread::Builder::new()
         .name("sandgen-signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
-                flag.store(true, Ordering::SeqCst);
-                iterable.close();
+            for signal in signals.forever() {
+                if flag.swap(true, Ordering::SeqCst) {
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                }
+                if let Some(iterable) = iterable.upgrade() {
+                    iterable.close();
+                }
             }
         })
         .context("cannot start the thread that handles SIGINT")?;
