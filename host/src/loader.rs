@@ -303,11 +303,11 @@ impl PluginCore {
         })
     }
 
-    /// What a position names the plugin by: the fingerprint of its
-    /// contents, `xxh3-128:<hash>:<length>`.
-    pub(crate) fn content_id(&self) -> String {
-        let fingerprint = self.source.fingerprint();
-        format!("xxh3-128:{:032x}:{}", fingerprint.hash, fingerprint.len)
+    /// The plugin's component, for what a position names it by
+    /// ([`Source::content_id`]): held apart from the plugin, so that an
+    /// iterable keeps neither the plugin nor its engine alive.
+    pub(crate) fn source(&self) -> Source {
+        self.source.clone()
     }
 
     /// Whether worker processes must be fully confined.

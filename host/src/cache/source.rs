@@ -206,6 +206,7 @@ fn hash_blocks(file: &File, blocks: std::ops::Range<u64>) -> std::io::Result<Vec
 
 /// A plugin's component: its bytes, or a file read again (in chunks) each
 /// time it must be hashed or compiled.
+#[derive(Clone)]
 pub(crate) enum Source {
     Bytes(std::sync::Arc<[u8]>),
     File {
@@ -226,6 +227,13 @@ impl Source {
             Source::Bytes(bytes) => bytes.len() as u64,
             Source::File { fingerprint, .. } => fingerprint.len,
         }
+    }
+
+    /// What a position names the plugin by: the fingerprint of its
+    /// contents, `xxh3-128:<hash>:<length>`.
+    pub(crate) fn content_id(&self) -> String {
+        let fingerprint = self.fingerprint();
+        format!("xxh3-128:{:032x}:{}", fingerprint.hash, fingerprint.len)
     }
 
     /// The fingerprint of the component's contents (a file's was taken

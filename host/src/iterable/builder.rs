@@ -479,7 +479,7 @@ impl IterableBuilder {
         // component) is sandgen's time, bounded by the load timeout; from
         // `Loaded` on, the inactivity timeout counts the plugin's own time.
         workers.await_initialized(self.plugin.load_timeout())?;
-        let iterable = Iterable::new(workers, binding, self.plugin);
+        let iterable = Iterable::new(workers, binding, self.plugin.source());
         if let Some(position) = &position {
             resume::replay(&iterable, position)?;
         }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use sandgen_wire::Encoding;
 use serde::de::DeserializeOwned;
 
+use crate::cache::Source;
 use crate::caller::Workers;
 use crate::error::Error;
 pub use crate::iterable::batches::Batches;
 pub use crate::iterable::builder::{IterableBuilder, MAX_WORKERS};
-use crate::loader::PluginCore;
 use crate::pass::{NextBatch, Pass, PassCore, RawPass};
 use crate::position::{Binding, Position};
 
@@ -37,7 +37,9 @@ pub struct Iterable {
     workers: Workers,
     /// What its positions bind to (but the plugin's id).
     binding: Binding,
-    plugin: Arc<PluginCore>,
+    /// The plugin's component, for its id (not the plugin: an iterable
+    /// outlives its plugin and engine).
+    source: Source,
 }
 
 impl std::fmt::Debug for Iterable {
@@ -51,11 +53,11 @@ impl std::fmt::Debug for Iterable {
 }
 
 impl Iterable {
-    pub(crate) fn new(workers: Workers, binding: Binding, plugin: Arc<PluginCore>) -> Iterable {
+    pub(crate) fn new(workers: Workers, binding: Binding, source: Source) -> Iterable {
         Iterable {
             workers,
             binding,
-            plugin,
+            source,
         }
     }
 
@@ -88,7 +90,7 @@ impl Iterable {
     pub fn position(&self) -> Position {
         let (pass, delivered, next_worker) = self.workers.progress().snapshot();
         let mut binding = self.binding.clone();
-        binding.plugin = self.plugin.content_id();
+        binding.plugin = self.source.content_id();
         Position::new(pass, delivered, next_worker, binding)
     }
 

@@ -52,7 +52,7 @@ impl IterableBuilder {
         binding: &Binding,
     ) -> Result<(), Error> {
         let mut ours = binding.clone();
-        ours.plugin = self.plugin.content_id();
+        ours.plugin = self.plugin.source().content_id();
         match position.binding().difference(&ours) {
             None => Ok(()),
             Some(why) => Err(Error::new(
