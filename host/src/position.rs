@@ -195,6 +195,12 @@ impl Position {
         &self.delivered
     }
 
+    /// The seed the run was given (`None`: none), which a resumed iterable
+    /// without a seed of its own takes.
+    pub fn seed(&self) -> Option<u64> {
+        self.binding.seed
+    }
+
     /// Items delivered in that pass, by every worker.
     pub fn items(&self) -> u64 {
         self.delivered

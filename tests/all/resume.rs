@@ -431,3 +431,74 @@ fn an_item_that_does_not_decode_stays_ahead_of_the_position() {
     let items: Vec<u64> = resumed.iter().unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(items, (0..20).collect::<Vec<_>>());
 }
+
+both_isolations!(items_held_unused_resume_from_the_first_of_them);
+/// A caller that reads whole batches but uses their items one by one (a
+/// language binding) takes the position before those it holds: each
+/// batch says which worker gave its items ([`sandgen::Batch::workers`]),
+/// in order and unordered; refusing held items fails the pass before them.
+fn items_held_unused_resume_from_the_first_of_them() {
+    for in_order in [true, false] {
+        let make = move || {
+            spdl()
+                .generator("random")
+                .args(&40u64)
+                .seed(3)
+                .workers(3)
+                .in_order(in_order)
+                .buffer_size(8)
+                .timeout(TIMEOUT)
+        };
+        let whole = uninterrupted(&make);
+        let iterable = std::sync::Arc::new(make().build().unwrap());
+        let mut batches = iterable.batches().unwrap();
+        let mut read = Vec::new();
+        let mut held: Vec<(usize, usize)> = Vec::new();
+        while read.len() < 50 {
+            let batch = batches.next_batch().unwrap().unwrap();
+            let runs = batch.workers();
+            assert_eq!(runs.iter().map(|r| r.1).sum::<usize>(), batch.len());
+            if in_order {
+                // Round-robin: one item of each worker in turn.
+                let next = |w: usize| (w + 1) % 3;
+                assert!(
+                    runs.windows(2)
+                        .all(|w| w[1].0 == next(w[0].0) && w[0].1 == 1)
+                );
+            } else {
+                assert_eq!(runs.len(), 1, "unordered, a batch is one worker's");
+            }
+            held = runs.to_vec();
+            let items: Vec<u64> = batch
+                .decode(batches.encoding())
+                .collect::<Result<_, _>>()
+                .unwrap();
+            read.extend(items);
+        }
+        // The last batch's items from the second on are held unused.
+        let last_len: usize = held.iter().map(|r| r.1).sum();
+        let mut unused = held.clone();
+        if unused[0].1 > 1 {
+            unused[0].1 -= 1;
+        } else {
+            unused.remove(0);
+        }
+        let used = read.len() - (last_len - 1);
+        let position = iterable.position_before(&unused);
+        assert_eq!(position.items(), used as u64, "in order: {in_order}");
+        assert_eq!(iterable.position().items(), read.len() as u64);
+        // Refused, the pass fails before them: the same position.
+        batches.refuse(&unused);
+        assert!(batches.next_batch().is_none(), "a refused pass is over");
+        assert_eq!(iterable.position(), position);
+        drop(batches);
+        assert_eq!(iterable.position(), position, "a failed pass stays put");
+        assert_joined(
+            &read[..used],
+            &rest(&make, position)[0],
+            &whole[0],
+            in_order,
+            "held items",
+        );
+    }
+}

@@ -11,6 +11,14 @@ use crate::output::Output;
 use crate::pass::{Decoding, Pass};
 use crate::wait::WAIT;
 
+/// A position's pass and seed, its JSON (`Iterable.state_dict`) checked.
+#[pyfunction]
+pub(crate) fn read_position(py: Python<'_>, text: &str) -> PyResult<(u64, Option<u64>)> {
+    let position =
+        sandgen::Position::from_json(text).map_err(|error| errors::from_sandgen(py, &error))?;
+    Ok((position.pass(), position.seed()))
+}
+
 /// A generator's iterable: its worker, alive across passes.
 #[pyclass(frozen, module = "sandgen._native")]
 pub(crate) struct Iterable {
@@ -47,6 +55,7 @@ impl Iterable {
             .batches()
             .map_err(|error| errors::from_sandgen(py, &error))?;
         Ok(Pass::new(
+            self.inner.clone(),
             batches,
             self.decoding.clone(),
             self.output.clone(),
@@ -79,6 +88,12 @@ impl Iterable {
         py.detach(|| inner.close());
         // The guests' last lines.
         self.output.deliver(py);
+    }
+
+    /// The iterable's position, as JSON (between passes, or of a pass
+    /// that failed; a live pass's is its `Pass.state`).
+    fn position(&self) -> String {
+        self.inner.position().to_json()
     }
 
     #[getter]

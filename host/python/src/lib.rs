@@ -35,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(engine::load_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(engine::_run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(output::escape_text, m)?)?;
+    m.add_function(wrap_pyfunction!(iterable::read_position, m)?)?;
     m.add_class::<plugin::Plugin>()?;
     m.add_class::<iterable::Iterable>()?;
     m.add_class::<pass::Pass>()?;

@@ -56,13 +56,25 @@ impl Plugin {
 
     /// Starts the workers and creates the generator's iterable; the options
     /// (a `sandgen._IterableOptions`) were checked by the Python side.
-    fn iterable(&self, py: Python<'_>, options: IterableOptions<'_>) -> PyResult<Iterable> {
+    /// `resume`: a position's JSON (`Iterable.state_dict`) to start at.
+    #[pyo3(signature = (options, resume=None))]
+    fn iterable(
+        &self,
+        py: Python<'_>,
+        options: IterableOptions<'_>,
+        resume: Option<&str>,
+    ) -> PyResult<Iterable> {
         let Ready {
-            builder,
+            mut builder,
             decoding,
             isolation,
             output,
         } = options.apply(py, &self.plugin)?;
+        if let Some(text) = resume {
+            let position = sandgen::Position::from_json(text)
+                .map_err(|error| errors::from_sandgen(py, &error))?;
+            builder = builder.resume(position);
+        }
         let built = interruptible(py, "start a worker", move || builder.build());
         // What the initializer and `create` printed, before what they made
         // (or the error).

@@ -282,6 +282,11 @@ pub(crate) struct Stacked {
 }
 
 impl Stacked {
+    /// How many items the batch holds.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
     /// The batch as a Python object.
     pub(crate) fn into_py(self, py: Python<'_>, shape: Option<&Shape>) -> PyResult<Py<PyAny>> {
         self.column.into_py(py, self.count, shape)
@@ -319,6 +324,16 @@ impl Stacker {
         } else {
             None
         })
+    }
+
+    /// How many items a batch holds.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How many items wait for their batch to fill.
+    pub(crate) fn held(&self) -> usize {
+        self.count
     }
 
     /// The batch so far (short), if it has any item.

@@ -100,16 +100,26 @@ impl Progress {
     }
 
     /// Where the iterable stands: in the live pass or the one that failed,
-    /// or before the next one.
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    /// or before the next one; in a pass, before the `unused` items the
+    /// caller holds (runs of `(worker, items)` in delivery order).
+    pub(crate) fn snapshot_before(&self, unused: &[(usize, usize)]) -> Snapshot {
         let passes = self.passes();
         if passes.live || passes.failed {
-            let delivered = self
+            let mut delivered: Vec<u64> = self
                 .delivered
                 .iter()
                 .map(|count| count.load(Ordering::Relaxed))
                 .collect();
-            let next = self.next_worker.load(Ordering::Relaxed);
+            let mut next = self.next_worker.load(Ordering::Relaxed);
+            for &(worker, items) in unused {
+                if let Some(count) = delivered.get_mut(worker) {
+                    *count = count.saturating_sub(items as u64);
+                }
+            }
+            if let Some(&(first, _)) = unused.iter().find(|&&(w, n)| n > 0 && w < delivered.len()) {
+                // In order, the first unused item comes next again.
+                next = first;
+            }
             return (passes.begun.saturating_sub(1), delivered, next);
         }
         match &passes.plan {

@@ -87,6 +87,17 @@ impl Batches {
         self.core.stop();
     }
 
+    /// The caller cannot use the last items it was handed, `unused` (runs
+    /// of `(worker, items)` in delivery order, as
+    /// [`Batch::workers`](crate::Batch::workers) gives them): an item that
+    /// does not decode, and those it held after it. The pass fails there:
+    /// the workers stop, and the iterable's
+    /// [`position`](Iterable::position) stays before those items, as after
+    /// a plugin's error at the first of them.
+    pub fn refuse(&mut self, unused: &[(usize, usize)]) {
+        self.core.refuse(unused);
+    }
+
     /// The iterable this pass runs over.
     pub fn iterable(&self) -> &Iterable {
         &self.core.workers.0

@@ -70,8 +70,9 @@ impl Iterable {
     /// next pass of this iterable would start.
     ///
     /// A [`Batches`] pass counts a batch as delivered when it hands it
-    /// over: a binding that hands its items out one by one subtracts those
-    /// it holds.
+    /// over: a caller that hands its items on one by one (or stacks them)
+    /// takes [`position_before`](Iterable::position_before) the items it
+    /// still holds.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), sandgen::Error> {
@@ -88,7 +89,32 @@ impl Iterable {
     /// # }
     /// ```
     pub fn position(&self) -> Position {
-        let (pass, delivered, next_worker) = self.workers.progress().snapshot();
+        self.position_before(&[])
+    }
+
+    /// The [`position`](Iterable::position) before the last items of the
+    /// pass that the caller was handed but has not used (read ahead, held
+    /// in a buffer): `unused` names them as runs of `(worker, items)` in
+    /// delivery order, as [`Batch::workers`](crate::Batch::workers) gives
+    /// them. Resuming there gives those items again. Between passes no
+    /// item is held, and `unused` is ignored.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sandgen::Error> {
+    /// let plugin = sandgen::Engine::new()?.load("plugin.wasm")?;
+    /// let iterable = std::sync::Arc::new(plugin.generator("range").args(&10u64).build()?);
+    /// let mut batches = iterable.batches()?;
+    /// let batch = batches.next_batch().expect("a batch")?;
+    /// // One item of the batch used, the rest held.
+    /// let mut unused = batch.workers().to_vec();
+    /// unused[0].1 -= 1;
+    /// let position = iterable.position_before(&unused);
+    /// assert_eq!(position.items(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn position_before(&self, unused: &[(usize, usize)]) -> Position {
+        let (pass, delivered, next_worker) = self.workers.progress().snapshot_before(unused);
         let mut binding = self.binding.clone();
         binding.plugin = self.source.content_id();
         Position::new(pass, delivered, next_worker, binding)

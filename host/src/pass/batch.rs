@@ -23,19 +23,38 @@ pub enum NextBatch {
 #[derive(Debug, Default)]
 pub struct Batch {
     frames: Frames,
+    /// Which worker gave the items: runs of `(worker, items)`, in order.
+    workers: Vec<(usize, usize)>,
     /// Where the buffer goes once the batch is dropped (a worker
     /// process's reader fills it again).
     home: Option<Recycler>,
 }
 
 impl Batch {
-    pub(crate) fn new(frames: Frames) -> Batch {
-        Batch { frames, home: None }
+    /// A batch of items merged from several workers, `workers` saying
+    /// whose each run of them is.
+    pub(crate) fn merged(frames: Frames, workers: Vec<(usize, usize)>) -> Batch {
+        Batch {
+            frames,
+            workers,
+            home: None,
+        }
     }
 
-    /// A batch whose buffer goes back to `home` when it is dropped.
-    pub(crate) fn returning(frames: Frames, home: Option<Recycler>) -> Batch {
-        Batch { frames, home }
+    /// A batch of `worker`'s items, whose buffer goes back to `home` when
+    /// it is dropped.
+    pub(crate) fn returning(worker: usize, frames: Frames, home: Option<Recycler>) -> Batch {
+        let items = frames.left() as usize;
+        let workers = if items > 0 {
+            vec![(worker, items)]
+        } else {
+            Vec::new()
+        };
+        Batch {
+            frames,
+            workers,
+            home,
+        }
     }
 
     /// How many items the batch holds.
@@ -51,6 +70,17 @@ impl Batch {
     /// The batch's size in bytes, framing included.
     pub fn bytes(&self) -> usize {
         self.frames.bytes()
+    }
+
+    /// Which worker gave the items, in order: runs of `(worker, items)`
+    /// whose items add up to [`len`](Batch::len). A batch read as it comes
+    /// (unordered, or with one worker) is one worker's; in order with
+    /// several workers, each item is the next worker's.
+    ///
+    /// A caller that holds items it was handed but has not used yet gives
+    /// their runs to [`Iterable::position_before`](crate::Iterable::position_before).
+    pub fn workers(&self) -> &[(usize, usize)] {
+        &self.workers
     }
 
     /// Each item's encoded bytes, without copying them.

@@ -264,14 +264,29 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
     /// decode): the pass fails there, and its position is before that
     /// item, as after a plugin's error at it.
     pub(crate) fn refuse_last(&mut self) {
-        if let Some(worker) = self.last.take() {
-            let delivered = &mut self.delivered[worker];
-            delivered.items = delivered.items.saturating_sub(1);
-            let items = delivered.items;
-            // In order, that worker's item comes next again.
-            self.workers.progress().delivered(worker, items, worker);
+        match self.last.take() {
+            Some(worker) => self.refuse(&[(worker, 1)]),
+            None => self.refuse(&[]),
         }
-        self.workers.progress().fail();
+    }
+
+    /// The caller cannot use the last items it was handed, `unused` (runs
+    /// of `(worker, items)` in delivery order): the pass fails there, its
+    /// position before them.
+    pub(crate) fn refuse(&mut self, unused: &[(usize, usize)]) {
+        let progress = self.workers.progress();
+        // In order, the first unused item comes next again.
+        let first = unused
+            .iter()
+            .find(|&&(w, n)| n > 0 && w < self.delivered.len());
+        let next = first.map_or(self.cursor, |&(worker, _)| worker);
+        for &(worker, items) in unused {
+            if let Some(delivered) = self.delivered.get_mut(worker) {
+                delivered.items = delivered.items.saturating_sub(items as u64);
+                progress.delivered(worker, delivered.items, next);
+            }
+        }
+        progress.fail();
         self.stop();
     }
 
@@ -308,7 +323,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
                 .delivered(worker, items, self.cursor);
         }
         let frames = std::mem::take(&mut self.passes[worker].frames);
-        Batch::returning(frames, self.workers.recycler(worker))
+        Batch::returning(worker, frames, self.workers.recycler(worker))
     }
 
     /// In order with several workers: as many items as the workers' batches
@@ -317,6 +332,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
     fn take_merged(&mut self, first: usize) -> Batch {
         let mut buf = Vec::new();
         let mut count = 0u32;
+        let mut runs: Vec<(usize, usize)> = Vec::new();
         let mut worker = first;
         loop {
             if self.passes[worker].frames.left() == 0 {
@@ -332,9 +348,13 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             buf.extend_from_slice(&(item.len() as u32).to_le_bytes());
             buf.extend_from_slice(item);
             count += 1;
+            match runs.last_mut() {
+                Some((last, items)) if *last == worker => *items += 1,
+                _ => runs.push((worker, 1)),
+            }
             worker = self.cursor;
         }
-        Batch::new(Frames::new(buf, count))
+        Batch::merged(Frames::new(buf, count), runs)
     }
 
     /// The next batch for [`Batches`].

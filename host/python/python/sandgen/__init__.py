@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Self
 
@@ -311,7 +312,8 @@ class Plugin:
         # `_ITERABLE_DEFAULTS`): locals() holds just the parameters here.
         given = locals()
         keywords = {name: given[name] for name in _ITERABLE_DEFAULTS}
-        return Iterable(self._native.iterable(_iterable_options(generator, args, keywords)))
+        options = _iterable_options(generator, args, keywords)
+        return Iterable(self._native.iterable(options), self._native, options)
 
 
 class Iterable:
@@ -321,17 +323,86 @@ class Iterable:
     live pass raises ``BusyError``; leaving a ``for`` loop early stops the
     worker's pass at once. ``close()`` (or leaving a ``with`` block) ends the
     worker; so does dropping the iterable.
+
+    ``state_dict()`` says where the run stands, and ``load_state_dict`` of
+    it, on this iterable or on another of the same plugin, generator, args
+    and options (in another process, after a crash), gives exactly the
+    items an uninterrupted run would have given from there on.
     """
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_options", "_pass", "_plugin")
 
-    def __init__(self, native: _native.Iterable) -> None:
+    def __init__(
+        self, native: _native.Iterable, plugin: _native.Plugin, options: _IterableOptions
+    ) -> None:
         self._native = native
+        # What made it: `load_state_dict` makes it again, resumed.
+        self._plugin = plugin
+        self._options = options
+        # The native pass of the last `iter()`, while it lives.
+        self._pass: weakref.ref[_native.Pass] | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        # The native pass yields whole batches (lists); chaining them in C
-        # keeps the per-item cost of a `for` loop at that of a list's.
-        return itertools.chain.from_iterable(self._native.start())
+        running = self._native.start()
+        self._pass = weakref.ref(running)
+        # The native pass yields whole batches (list iterators); chaining
+        # them in C keeps the per-item cost of a `for` loop at that of a
+        # list's.
+        return itertools.chain.from_iterable(running)
+
+    def _running(self) -> _native.Pass | None:
+        """The live pass, if any."""
+        running = None if self._pass is None else self._pass()
+        return running if running is not None and running.live else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands, as a JSON-serialisable dict (a sandgen
+        position): during a pass, after the items the loop has taken so far;
+        between passes, before the next one; after a pass that failed, where
+        it failed. It binds to the plugin's content, the generator, its args
+        and config, the seed, ``num_workers``, ``in_order``, ``sharding`` and
+        ``shard``. Take it on the thread that iterates."""
+        running = None if self._pass is None else self._pass()
+        text = self._native.position() if running is None else running.state()
+        state: dict[str, Any] = json.loads(text)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Moves the iterable to ``state`` (from ``state_dict()``): the next
+        ``iter()`` gives the rest of the pass it was taken in, and later
+        passes follow it. The workers start afresh and run the plugin up to
+        that point without sending its items.
+
+        A state of another plugin, generator, args, config, seed, number of
+        workers, order or sharding raises ``InvalidInputError`` naming what
+        differs, as does an edited or damaged one (the iterable is then as it
+        was); ``BusyError`` while a pass is live; ``ClosedError`` once
+        closed."""
+        if self._native.closed:
+            raise ClosedError(
+                f"cannot load a state into the iterable of generator {self.generator!r}: it is "
+                "closed; load it into a new iterable",
+                kind="closed",
+            )
+        if self._running() is not None:
+            raise BusyError(
+                f"cannot load a state into the iterable of generator {self.generator!r} while "
+                "one of its passes is live: finish or close the pass (leave its loop) first",
+                kind="busy",
+            )
+        if not isinstance(state, Mapping):
+            raise _invalid(
+                f"state must be a dict from state_dict(), not {type(state).__name__} {state!r}"
+            )
+        try:
+            text = json.dumps(dict(state))
+        except (TypeError, ValueError) as e:
+            raise _invalid(f"state is not a sandgen position: it is not JSON data ({e})") from e
+        # The new workers first: a state that does not fit leaves this
+        # iterable as it was.
+        native = self._plugin.iterable(self._options, text)
+        old, self._native, self._pass = self._native, native, None
+        old.close()
 
     def skip_passes(self, count: int = 1) -> None:
         """Runs the next ``count`` passes in the workers without sending their

@@ -41,6 +41,12 @@ with persistent workers and without. Call it before each epoch when the
 workers are not persistent (a fresh worker cannot know the epoch
 otherwise); persistent workers count their epochs themselves.
 
+Checkpoints: the dataset has ``state_dict()`` and ``load_state_dict()``, so
+torchdata's ``StatefulDataLoader`` saves where each DataLoader worker stands
+(a sandgen position: ``Iterable.state_dict``) and a new loader over a new
+dataset resumes with the batch after the last one it yielded, mid-epoch or
+between epochs, with the seed the first dataset drew.
+
 Tensors: where items hold arrays (``item_type=numpy.ndarray``, or a tuple,
 dict or dataclass holding some) or come in batches (``batch_size=B``,
 stacked in Rust), every numpy array becomes a ``torch.Tensor`` through
@@ -61,13 +67,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import json
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from . import Iterable, PathLike, _iterable_options, load
-from ._errors import Error, InvalidInputError, _state_note
+from . import Iterable, PathLike, _iterable_options, _native, load
+from ._errors import BusyError, Error, InvalidInputError, _state_note
 from ._types import describe
 
 __all__ = ["dataset"]
@@ -109,7 +116,8 @@ def dataset(
             "worker to run the same stream: use sharding='plugin' with shard="
         )
     options = dict(options, sharding=sharding)
-    if sharding == "items" and options.get("seed") is None:
+    seed_drawn = sharding == "items" and options.get("seed") is None
+    if seed_drawn:
         # Every DataLoader worker must run the same stream: one seed for all.
         options["seed"] = int.from_bytes(os.urandom(8), "little")
     data = importlib.import_module("torch.utils.data")
@@ -123,7 +131,7 @@ def dataset(
             f"plugin {plugin.path} has no generator {generator!r}: it has {', '.join(names)}"
         )
     _iterable_options(generator, args, options, exclude=("shard",))
-    return cls(plugin.path, generator, args, shard, cache_dir, options, None)
+    return cls(plugin.path, generator, args, shard, cache_dir, options, None, seed_drawn)
 
 
 def _holds_arrays(shape: object) -> bool:
@@ -165,18 +173,24 @@ class _Live:
     """The sandgen iterable a process runs for the dataset, kept across
     epochs, and where it is."""
 
-    __slots__ = ("failed", "iterable", "passes", "pid", "running")
+    __slots__ = ("end_state", "epochs", "failed", "iterable", "passes", "pid", "running")
 
     def __init__(self, iterable: Iterable) -> None:
         self.iterable = iterable
         # Passes started on it (read, skipped or cut short).
         self.passes = 0
+        # Epochs handed out by `iter()` (an iterator dropped unread counts:
+        # torchdata makes one for the epoch a state finished, then the next).
+        self.epochs = 0
         # The process it belongs to (a forked child must not use it).
         self.pid = os.getpid()
         # The native pass of the current epoch, if one is live.
         self.running: Any = None
         # A pass failed: its workers ended.
         self.failed = False
+        # The position at the end of the last pass, read to its end (a
+        # DataLoader worker's state once its share of the epoch is out).
+        self.end_state: str | None = None
 
     def stop(self) -> None:
         if self.running is not None:
@@ -200,10 +214,11 @@ def _rebuild(
     cache_dir: PathLike | None,
     options: dict[str, Any],
     epoch: int | None = None,
+    seed_drawn: bool = False,
 ) -> Any:
     data = importlib.import_module("torch.utils.data")
     cls = _dataset_class(data.IterableDataset)
-    return cls(plugin_path, generator, args, shard, cache_dir, options, epoch)
+    return cls(plugin_path, generator, args, shard, cache_dir, options, epoch, seed_drawn)
 
 
 def _dataset_class(base: type) -> type:
@@ -223,6 +238,7 @@ def _dataset_class(base: type) -> type:
             cache_dir: PathLike | None,
             options: dict[str, Any],
             epoch: int | None,
+            seed_drawn: bool = False,
         ) -> None:
             super().__init__()
             self.plugin_path = plugin_path
@@ -233,6 +249,10 @@ def _dataset_class(base: type) -> type:
             self.options = options
             # The epoch the next iteration gives, when set_epoch said so.
             self._epoch = epoch
+            # The seed was drawn by `dataset`: a resumed run takes its state's.
+            self._seed_drawn = seed_drawn
+            # The position the next iteration starts at (load_state_dict).
+            self._resume: str | None = None
             self._live: _Live | None = None
             # Items hold numpy arrays, made tensors on the way out.
             item_type = options.get("item_type")
@@ -249,6 +269,61 @@ def _dataset_class(base: type) -> type:
             if epoch < 0:
                 raise _invalid(f"the epoch must be at least 0, not {epoch}")
             self._epoch = epoch
+            self._resume = None
+
+        def state_dict(self) -> dict[str, Any]:
+            """Where this process's share of the epoch stands (torchdata's
+            ``StatefulDataLoader`` keeps one per DataLoader worker):
+            ``{"position": ...}``, a sandgen position (``Iterable.state_dict``)
+            after the items taken so far; ``{"epoch": k}`` after
+            ``set_epoch(k)``; ``{}`` before anything ran."""
+            if self._resume is not None:
+                return {"position": json.loads(self._resume)}
+            live = self._current()
+            running = None if live is None else live.running
+            if running is None and self._epoch is not None:
+                return {"epoch": self._epoch}
+            if live is None:
+                return {}
+            if running is not None:
+                text = running.state()
+            elif live.end_state is not None:
+                text = live.end_state
+            else:
+                text = live.iterable._native.position()
+            return {"position": json.loads(text)}
+
+        def load_state_dict(self, state: Mapping[str, Any]) -> None:
+            """Makes the next iteration continue from ``state`` (from
+            ``state_dict()`` in the same DataLoader worker of an earlier run):
+            the rest of that epoch, then the epochs after it. A state of
+            other args or options, or an edited one, raises
+            ``InvalidInputError`` naming what differs; ``BusyError`` while
+            an epoch is being read."""
+            live = self._current()
+            if live is not None and live.running is not None and live.running.live:
+                raise BusyError(
+                    f"cannot load a state into the dataset of generator {self.generator!r} "
+                    "while an epoch is being read: load it before iterating",
+                    kind="busy",
+                )
+            if not isinstance(state, Mapping) or not set(state) <= {"position", "epoch"}:
+                raise _invalid(
+                    "state must be a dict from the dataset's state_dict() ({}, {'epoch': k} or "
+                    f"{{'position': ...}}), not {state!r:.200}"
+                )
+            if "position" in state:
+                try:
+                    text = json.dumps(state["position"])
+                except (TypeError, ValueError) as e:
+                    raise _invalid(f"the state's position is not JSON data ({e})") from e
+                # Checked now: a damaged state fails here, not in a worker.
+                _native.read_position(text)
+                self._resume, self._epoch = text, None
+            elif "epoch" in state:
+                self.set_epoch(state["epoch"])
+            else:
+                self._resume = self._epoch = None
 
         @property
         def worker_pids(self) -> list[int]:
@@ -266,7 +341,7 @@ def _dataset_class(base: type) -> type:
                 self._live = live = None
             return live
 
-        def _start(self) -> _Live:
+        def _start(self, resume: str | None = None) -> _Live:
             data = importlib.import_module("torch.utils.data")
             info = data.get_worker_info()
             args = self.args
@@ -278,16 +353,36 @@ def _dataset_class(base: type) -> type:
                 # numbered after the others' (and by items, keep their share).
                 options["shard"] = (info.id, info.num_workers)
             plugin = load(self.plugin_path, cache_dir=self.cache_dir)
-            return _Live(plugin.iterable(self.generator, args, **options))
+            if resume is None:
+                return _Live(plugin.iterable(self.generator, args, **options))
+            passes, seed = _native.read_position(resume)
+            if self._seed_drawn:
+                # The run's seed, drawn by the dataset it was taken of.
+                options["seed"] = seed
+            checked = _iterable_options(self.generator, args, options)
+            native = plugin._native.iterable(checked, resume)
+            live = _Live(Iterable(native, plugin._native, checked))
+            live.passes = live.epochs = passes
+            return live
 
         def __iter__(self) -> Iterator[Any]:
             live = self._current()
             if live is not None:
                 live.stop()
+                live.end_state = None
+            resume, self._resume = self._resume, None
+            if resume is not None:
+                # A new iterable, at the loaded position.
+                if live is not None:
+                    live.iterable.close()
+                self._epoch = None
+                self._live = live = self._start(resume)
+                live.epochs += 1
+                return self._epoch_items(live)
             epoch, self._epoch = self._epoch, None
             if epoch is None:
                 # The epoch after the last one this process ran.
-                epoch = 0 if live is None else live.passes
+                epoch = 0 if live is None else live.epochs
             if live is not None and (epoch < live.passes or live.failed):
                 # An earlier epoch than the iterable has run, or its workers
                 # ended with an error: a new iterable, moved on to the epoch.
@@ -298,6 +393,7 @@ def _dataset_class(base: type) -> type:
             if epoch > live.passes:
                 live.iterable.skip_passes(epoch - live.passes)
                 live.passes = epoch
+            live.epochs = epoch + 1
             return self._epoch_items(live)
 
         def _epoch_items(self, live: _Live) -> Iterator[Any]:
@@ -312,6 +408,8 @@ def _dataset_class(base: type) -> type:
                     ndarray = importlib.import_module("numpy").ndarray
                     items = (_tensors(torch, ndarray, item) for item in items)
                 yield from items
+                # Its position at its end, for a state taken before the next.
+                live.end_state = running.state()
             except Error as error:
                 live.failed = True
                 if in_worker:
@@ -340,6 +438,7 @@ def _dataset_class(base: type) -> type:
                 self.cache_dir,
                 self.options,
                 self._epoch,
+                self._seed_drawn,
             )
             named = {"args": self.args, "shard": self.shard, **self.options}
             for name, value in named.items():
