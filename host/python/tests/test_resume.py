@@ -153,7 +153,19 @@ def test_state_at_the_end_of_a_pass_and_between_passes(spdl: sandgen.Plugin) -> 
         assert run(iterable, 2) == [[], [2, 3, 4, 0, 1]]
 
 
-def test_a_batch_held_unused_is_given_again(spdl: sandgen.Plugin) -> None:
+def test_items_read_ahead_are_given_again(spdl: sandgen.Plugin) -> None:
+    # The pass reads whole worker batches ahead of the loop: the state counts
+    # only the items the loop took.
+    with spdl.iterable("range", 1000, buffer_size=256) as iterable:
+        items = iter(iterable)
+        assert [next(items) for _ in range(3)] == [0, 1, 2]
+        state = iterable.state_dict()
+        assert state["delivered"] == [3]
+        del items
+    with spdl.iterable("range", 1000, buffer_size=256) as again:
+        again.load_state_dict(state)
+        assert list(again) == list(range(3, 1000))
+    # Stacked, the items waiting for their batch to fill are not counted.
     options = {"batch_size": 4, "item_type": int, "num_workers": 2, "seed": 1}
     with spdl.iterable("random", 30, **options) as whole:
         expected = run(whole, 1)[0]
@@ -161,8 +173,6 @@ def test_a_batch_held_unused_is_given_again(spdl: sandgen.Plugin) -> None:
         items = iter(iterable)
         taken = [plain(next(items)) for _ in range(3)]
         state = iterable.state_dict()
-        # Three batches of four: the stacker's items and the rest of the
-        # worker batch are not counted.
         assert sum(state["delivered"]) == 12
         del items
     with spdl.iterable("random", 30, **options) as again:
