@@ -158,13 +158,17 @@ def test_items_read_ahead_are_given_again(spdl: sandgen.Plugin) -> None:
     # only the items the loop took.
     with spdl.iterable("range", 1000, buffer_size=256) as iterable:
         items = iter(iterable)
-        assert [next(items) for _ in range(3)] == [0, 1, 2]
+        # Worker batches grow from one item (1, 2, 4, ...): the fifth item
+        # comes in the third, with two more.
+        assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+        # The pass has more in hand than the loop took (else this tests nothing).
+        assert json.loads(iterable._native.position())["delivered"][0] > 5
         state = iterable.state_dict()
-        assert state["delivered"] == [3]
+        assert state["delivered"] == [5]
         del items
     with spdl.iterable("range", 1000, buffer_size=256) as again:
         again.load_state_dict(state)
-        assert list(again) == list(range(3, 1000))
+        assert list(again) == list(range(5, 1000))
     # Stacked, the items waiting for their batch to fill are not counted.
     options = {"batch_size": 4, "item_type": int, "num_workers": 2, "seed": 1}
     with spdl.iterable("random", 30, **options) as whole:
