@@ -236,7 +236,7 @@ impl Foreign {
                 let module = source.file_stem().unwrap();
                 cmd.arg("-d")
                     .arg(root.join("wit"))
-                    .args(["-w", "plugin", "componentize", "-p"])
+                    .args(["-w", "resumable-plugin", "componentize", "-p"])
                     .arg(root.join("guest-sdk/python"))
                     .arg("-p")
                     .arg(folder)
@@ -261,7 +261,15 @@ impl Foreign {
                     // sandgen's world plus the environment import of the
                     // helper's `workerInfo`.
                     .arg(root.join("guest-sdk/js/wit"))
-                    .args(["-n", "plugin", "-d", "http", "-d", "fetch-event", "-o"])
+                    .args([
+                        "-n",
+                        "resumable-plugin",
+                        "-d",
+                        "http",
+                        "-d",
+                        "fetch-event",
+                        "-o",
+                    ])
                     .arg(&output);
                 cmd
             }

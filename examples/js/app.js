@@ -78,3 +78,6 @@ export const generator = plugin({
     },
   },
 });
+
+// The fast path of resuming (wit/resume.wit).
+export { resume } from "../../guest-sdk/js/sandgen.js";

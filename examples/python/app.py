@@ -3,7 +3,7 @@
 Build (from the repository root; `tests/install-plugin-tools.sh` installs the
 pinned componentize-py into guest-sdk/python/.venv):
 
-    componentize-py -d wit -w plugin componentize -p guest-sdk/python -p examples/python app -o target/example_python.wasm
+    componentize-py -d wit -w resumable-plugin componentize -p guest-sdk/python -p examples/python app -o target/example_python.wasm
 
 Run:
 

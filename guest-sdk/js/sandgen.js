@@ -14,7 +14,7 @@
 // world in guest-sdk/js/wit (sandgen's `plugin` world plus the environment
 // import that `workerInfo` reads):
 //
-//     componentize-js app.js -w guest-sdk/js/wit -n plugin -d http -d fetch-event -o app.wasm
+//     componentize-js app.js -w guest-sdk/js/wit -n resumable-plugin -d http -d fetch-event -o app.wasm
 //
 // What a generator is: each entry of `plugin`'s object is a generator, under
 // its key, and is one of
@@ -136,9 +136,9 @@ export function plugin(generators, options = {}) {
             fail(`creating generator ${name} failed: create() returned something that is not iterable`);
           }
           source = () => object;
-        } else {
-          source = () => e.iter(value);
+          return new Iterable(source, encoding === "json", object);
         }
+        source = () => e.iter(value);
         return new Iterable(source, encoding === "json");
       });
     },
@@ -147,9 +147,24 @@ export function plugin(generators, options = {}) {
 
 /** The WIT `iterable` resource: one per `create`. */
 class Iterable {
-  constructor(source, json) {
+  constructor(source, json, object) {
     this.source = source;
     this.json = json;
+    // An object made by `create` (its `skipPasses`, if it has one).
+    this.object = object;
+  }
+
+  /** `skip-passes`: `count` (a BigInt) passes at once, where the object can. */
+  skipPasses(count) {
+    return guard(() => {
+      const object = this.object;
+      if (object == null || typeof object.skipPasses !== "function") return false;
+      try {
+        return Boolean(object.skipPasses(Number(count)));
+      } catch (e) {
+        fail(describe(e));
+      }
+    });
   }
 
   iter() {
@@ -178,6 +193,10 @@ class Iterator {
     this.over = false;
     this.index = 0;
     this.writer = new Writer();
+  }
+
+  skip(count) {
+    return guard(() => skipItems(this, count));
   }
 
   next(maxItems, maxBytes) {
@@ -231,6 +250,59 @@ class Iterator {
       return out.take();
     });
   }
+}
+
+/**
+ * The WIT `resume` interface (wit/resume.wit), the fast path of resuming: a
+ * plugin built for the world `resumable-plugin` re-exports it,
+ * `export { resume } from "./sandgen.js";`. `skip` drops the items before a
+ * position without writing them; an object made by `create` with a method
+ * `skipPasses(count)` that returns true moves on `count` passes at once.
+ */
+export const resume = {
+  skip(it, count) {
+    return it.skip(count);
+  },
+  skipPasses(it, count) {
+    return it.skipPasses(count);
+  },
+};
+
+/** `skip` of an iterator: up to `count` (a BigInt) items dropped unwritten,
+ * for about a batch's time; how many, as a BigInt (0 once the pass is over). */
+function skipItems(self, count) {
+  if (self.error !== undefined) {
+    const error = self.error;
+    self.error = "the pass already failed; its iterator is dead";
+    fail(error);
+  }
+  if (self.over) return 0n;
+  const deadline = now() + BATCH_MS;
+  let dropped = 0n;
+  while (dropped < count) {
+    let step;
+    try {
+      step = self.items.next();
+    } catch (e) {
+      self.error = describe(e);
+      self.over = true;
+      break;
+    }
+    if (step.done) {
+      self.over = true;
+      break;
+    }
+    dropped += 1n;
+    // The clock is read every 64 items.
+    if ((dropped & 63n) === 0n && now() >= deadline) break;
+  }
+  self.index += Number(dropped);
+  if (self.error !== undefined && dropped === 0n) {
+    const error = self.error;
+    self.error = "the pass already failed; its iterator is dead";
+    fail(error);
+  }
+  return dropped;
 }
 
 /** Runs `f`, turning a failure into the string that the WIT `err` carries. */

@@ -15,7 +15,7 @@ for the implementation of the ``generator`` interface::
 
 and is built into a component with componentize-py (version 0.25.1)::
 
-    componentize-py -d wit -w plugin componentize -p guest-sdk/python -p . app -o app.wasm
+    componentize-py -d wit -w resumable-plugin componentize -p guest-sdk/python -p . app -o app.wasm
 
 What a generator is
     A *function* (usually a generator function, but anything that returns an
@@ -62,8 +62,10 @@ Output
 """
 
 import inspect
+import itertools
 import json
 import struct
+import sys
 import time
 import traceback
 import typing
@@ -229,7 +231,13 @@ def generator(obj=None, *, name=None, description=None):
 def plugin(*generators, initialize=None):
     """Returns the implementation of sandgen's ``generator`` interface that
     exports ``generators`` (functions or classes) and runs ``initialize``
-    (optional) with the config. Bind it to the name ``Generator``."""
+    (optional) with the config. Bind it to the name ``Generator``.
+
+    Built for the world ``resumable-plugin`` (``wit/resume.wit``), it also
+    binds ``Resume`` in the calling module: the fast path of resuming, which
+    skips the items before a position with ``itertools.islice`` (without
+    writing them) and lets a class generator with a method
+    ``skip_passes(count) -> bool`` move on ``count`` passes at once."""
     entries = {}
     for target in generators:
         entry = _Entry(target)
@@ -237,6 +245,9 @@ def plugin(*generators, initialize=None):
             raise ValueError(f"two generators are named {entry.name!r}")
         entries[entry.name] = entry
     init = _Callable(initialize, "the initializer") if initialize else None
+    if _Resume is not None:
+        # componentize-py finds each interface's class by name in the app.
+        sys._getframe(1).f_globals.setdefault("Resume", _Resume)
     return type("Generator", (_Plugin,), {"_entries": entries, "_init": init})
 
 
@@ -283,7 +294,7 @@ class _Plugin(exports.Generator):
             entry.bind(a, kw, f"arguments for generator {name}")
             if entry.is_class:
                 obj = entry.target(*a, **kw)
-                return _Iterable(lambda: obj, json_items)
+                return _Iterable(lambda: obj, json_items, obj)
             target = entry.target
             return _Iterable(lambda: target(*a, **kw), json_items)
         except Err:
@@ -295,9 +306,20 @@ class _Plugin(exports.Generator):
 class _Iterable:
     """The WIT `iterable` resource: one per `create`."""
 
-    def __init__(self, source, json_items):
+    def __init__(self, source, json_items, obj=None):
         self._source = source
         self._json = json_items
+        # A class generator's object (its `skip_passes`, if it has one).
+        self._obj = obj
+
+    def skip_passes(self, count):
+        method = getattr(self._obj, "skip_passes", None)
+        if method is None:
+            return False
+        try:
+            return bool(method(count))
+        except BaseException as e:
+            raise Err(_describe(e)) from None
 
     def iter(self):
         try:
@@ -355,6 +377,54 @@ class _Iterator:
                 error, self._error = self._error, "the pass already failed; its iterator is dead"
                 raise Err(error)
         return bytes(buf)
+
+
+    def skip(self, count):
+        """Drops up to ``count`` items unwritten, in steps of 1, 2, 4, ...
+        for about a batch's time: how many (0 once the pass is over)."""
+        if self._error is not None:
+            error, self._error = self._error, "the pass already failed; its iterator is dead"
+            raise Err(error)
+        if self._over:
+            return 0
+        clock = time.monotonic_ns
+        deadline = clock() + _BATCH_NS
+        dropped, step = 0, 1
+        try:
+            while dropped < count:
+                take = min(step, count - dropped)
+                got = sum(1 for _ in itertools.islice(self._items, take))
+                dropped += got
+                if got < take:
+                    self._over = True
+                    break
+                step *= 2
+                if clock() >= deadline:
+                    break
+        except BaseException as e:
+            self._error = _describe(e)
+            self._over = True
+        self._index += dropped
+        if self._error is not None and dropped == 0:
+            error, self._error = self._error, "the pass already failed; its iterator is dead"
+            raise Err(error)
+        return dropped
+
+
+if hasattr(exports, "Resume"):
+
+    class _Resume(exports.Resume):
+        """The WIT `resume` interface (``wit/resume.wit``)."""
+
+        def skip(self, it, count):
+            return it.skip(count)
+
+        def skip_passes(self, it, count):
+            return it.skip_passes(count)
+
+else:
+    # Built for the world `plugin`: resumed by replay.
+    _Resume = None
 
 
 def _describe(error):

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::bindings::exports::sandgen::generator::generator as wit;
+use crate::bindings::exports::sandgen::generator::resume;
 use crate::{Encoding, Error, Generator, IntoItem};
 
 /// How long a batch may take before it is returned.
@@ -110,12 +111,19 @@ fn create_with<G: Generator>(
 pub trait ErasedIterable {
     /// Starts a pass.
     fn iter(&mut self) -> Result<Box<dyn ErasedPass>, Error>;
+
+    /// Runs `count` passes without producing their items, if it can.
+    fn skip_passes(&mut self, count: u64) -> Result<bool, Error>;
 }
 
 /// One pass, with its type erased.
 pub trait ErasedPass {
     /// Returns the next batch of frames (empty when the pass is over).
     fn next_batch(&mut self, max_items: u32, max_bytes: u32) -> Result<Vec<u8>, Error>;
+
+    /// Drops up to `count` items, for about the time a batch may take:
+    /// how many (0 once the pass is over).
+    fn skip(&mut self, count: u64) -> Result<u64, Error>;
 }
 
 struct IterableState<G> {
@@ -133,6 +141,10 @@ impl<G: Generator> ErasedIterable for IterableState<G> {
             capacity_hint: 256,
             batch_time: self.batch_time,
         }))
+    }
+
+    fn skip_passes(&mut self, count: u64) -> Result<bool, Error> {
+        self.generator.skip_passes(count)
     }
 }
 
@@ -207,9 +219,47 @@ impl<G: Generator> ErasedPass for Pass<G> {
         self.capacity_hint = buf.len().max(64);
         Ok(buf)
     }
+
+    fn skip(&mut self, count: u64) -> Result<u64, Error> {
+        self.skip_items(count)
+    }
 }
 
 impl<G: Generator> Pass<G> {
+    /// [`ErasedPass::skip`]: the generator's skip, from where the pass is,
+    /// in steps of 1, 2, 4, ... items until `count` or until it took
+    /// [`BATCH_TIME`] (a slow generator answers promptly).
+    fn skip_items(&mut self, count: u64) -> Result<u64, Error> {
+        match std::mem::replace(&mut self.state, PassState::Dead) {
+            PassState::Running => {}
+            PassState::Failed(error) => return Err(error),
+            PassState::Finished => {
+                self.state = PassState::Finished;
+                return Ok(0);
+            }
+            PassState::Dead => {
+                return Err(Error::msg("the pass already failed; its iterator is dead"));
+            }
+        }
+        self.state = PassState::Running;
+        let started = Instant::now();
+        let (mut dropped, mut step) = (0u64, 1u64);
+        while dropped < count {
+            let take = step.min(count - dropped);
+            if !G::skip(&mut self.iter, take) {
+                // Some of `take` were dropped; the next call says it ended.
+                self.state = PassState::Finished;
+                break;
+            }
+            dropped += take;
+            step = step.saturating_mul(2);
+            if started.elapsed() >= self.batch_time {
+                break;
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Appends one frame: a 4-byte little-endian length, then the item.
     fn encode_frame(&self, item: &G::Item, buf: &mut Vec<u8>) -> Result<(), Error> {
         sandgen_wire::frame::push(buf, |buf| {
@@ -263,6 +313,24 @@ impl wit::GuestIterator for IteratorImpl {
         self.inner
             .borrow_mut()
             .next_batch(max_items, max_bytes)
+            .map_err(Error::into_message)
+    }
+}
+
+impl<R: Registry> resume::Guest for R {
+    fn skip(it: wit::IteratorBorrow<'_>, count: u64) -> Result<u64, String> {
+        it.get::<IteratorImpl>()
+            .inner
+            .borrow_mut()
+            .skip(count)
+            .map_err(Error::into_message)
+    }
+
+    fn skip_passes(it: wit::IterableBorrow<'_>, count: u64) -> Result<bool, String> {
+        it.get::<IterableImpl>()
+            .inner
+            .borrow_mut()
+            .skip_passes(count)
             .map_err(Error::into_message)
     }
 }
@@ -416,6 +484,46 @@ mod tests {
             pass.next_batch(100, u32::MAX).unwrap_err().message(),
             "boom at 0"
         );
+    }
+
+    #[test]
+    fn skip_drops_items_unwritten_and_says_how_many() {
+        let mut it = iterable(Encoding::Json, b"[10, null]");
+        let mut pass = it.iter().unwrap();
+        assert_eq!(pass.skip(4).unwrap(), 4);
+        let b = pass.next_batch(2, u32::MAX).unwrap();
+        assert_eq!(frames(&b), [b"4", b"5"]);
+        // Past the end: the items there were, then 0 (the pass is over).
+        assert!(pass.skip(100).unwrap() <= 4);
+        assert_eq!(pass.skip(1).unwrap(), 0);
+        assert!(pass.next_batch(10, u32::MAX).unwrap().is_empty());
+        // No more than asked for, up to the last item.
+        let mut pass = it.iter().unwrap();
+        assert_eq!(pass.skip(9).unwrap(), 9);
+        assert_eq!(frames(&pass.next_batch(10, u32::MAX).unwrap()), [b"9"]);
+    }
+
+    #[test]
+    fn skip_of_a_failed_pass_fails_as_next_does() {
+        let mut it = iterable(Encoding::Json, b"[5, 3]");
+        let mut pass = it.iter().unwrap();
+        // `nth` does not look at the items: the error at 3 is dropped too.
+        assert_eq!(pass.skip(4).unwrap(), 4);
+        assert_eq!(frames(&pass.next_batch(10, u32::MAX).unwrap()), [b"4"]);
+        let mut pass = it.iter().unwrap();
+        let b = pass.next_batch(100, u32::MAX).unwrap();
+        assert_eq!(frames(&b), [b"0", b"1", b"2"]);
+        assert_eq!(pass.skip(1).unwrap_err().message(), "boom at 3");
+        assert_eq!(
+            pass.skip(1).unwrap_err().message(),
+            "the pass already failed; its iterator is dead"
+        );
+    }
+
+    #[test]
+    fn skip_passes_is_declined_unless_the_generator_can() {
+        let mut it = iterable(Encoding::Json, b"[3, null]");
+        assert!(!it.skip_passes(2).unwrap());
     }
 
     #[test]

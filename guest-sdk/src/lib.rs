@@ -7,8 +7,9 @@
 //! number of passes, each a plain Rust iterator. State kept in the generator
 //! lives across passes. [`export_plugin!`] exports the generators, and an
 //! optional initializer, through sandgen's WIT contract
-//! (`wit/generator.wit`); the SDK takes care of both encodings, framing,
-//! batching and error reporting.
+//! (`wit/generator.wit`, and the fast path of resuming in `wit/resume.wit`:
+//! [`Generator::skip`], [`Generator::skip_passes`]); the SDK takes care of
+//! both encodings, framing, batching and error reporting.
 //!
 //! ```
 //! use sandgen_guest::{Error, Generator, export_plugin};
@@ -130,7 +131,7 @@ mod worker;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "plugin",
+        world: "resumable-plugin",
         pub_export_macro: true,
         export_macro_name: "__sandgen_export_bindings",
         default_bindings_module: "::sandgen_guest::bindings",

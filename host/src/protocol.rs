@@ -52,7 +52,7 @@ pub(crate) enum Status {
 
 /// A batch of items as the worker sends it: frames checked by
 /// [`sandgen_wire::frame::validate_batch`], and their count.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct WorkerBatch {
     #[serde(with = "serde_bytes")]
     pub(crate) frames: Vec<u8>,

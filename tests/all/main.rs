@@ -22,6 +22,7 @@ mod output;
 mod process;
 mod protocol;
 mod resume;
+mod resume_fast;
 mod sandbox;
 mod sharding;
 mod spdl;

@@ -320,7 +320,9 @@ fn damaged_positions_are_refused_by_name() {
 every_language!(python_and_javascript_plugins_resume_exactly);
 /// Seeded random items of a Python or JavaScript plugin (`entropy`: hex
 /// strings from `os.urandom`, `crypto.getRandomValues`), cut in a pass and
-/// resumed: the replay gives what the uninterrupted run gives.
+/// resumed: the helpers' skip (`itertools.islice`, stepping the iterator)
+/// runs the generator for the skipped items, which draw what they drew in
+/// the uninterrupted run, so the seeded stream after the cut is the same.
 fn python_and_javascript_plugins_resume_exactly(lang: crate::util::Lang) {
     let make = || {
         crate::languages::fixture(lang)

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::Notify;
+use wasmtime::component::{ResourceAny, TypedFunc};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings;
@@ -80,6 +81,9 @@ pub(crate) struct Guest {
     pub(crate) runtime: Option<tokio::runtime::Runtime>,
     pub(crate) store: Store<HostState>,
     pub(crate) instance: bindings::Plugin,
+    /// The plugin's fast path of resuming (`wit/resume.wit`), if it
+    /// exports it.
+    pub(crate) resume: Option<ResumeExports>,
     output: GuestOutput,
     pub(crate) generator: String,
     _clock: ClockGuard,
@@ -136,7 +140,7 @@ impl Guest {
         let instance = drive(
             &runtime,
             interrupt,
-            linked.pre.instantiate_async(&mut store),
+            linked.pre.instance_pre().instantiate_async(&mut store),
         )
         .map_err(|fault| {
             trap::fault_stop(
@@ -147,10 +151,21 @@ impl Guest {
                 fault,
             )
         })?;
+        let resume = ResumeExports::find(&mut store, &instance, &linked.name)?;
+        let instance = bindings::Plugin::new(&mut store, &instance).map_err(|e| {
+            Stop::Failed(Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "plugin {} does not export the generator interface: {e:#}",
+                    linked.name
+                ),
+            ))
+        })?;
         Ok(Guest {
             runtime: Some(runtime),
             store,
             instance,
+            resume,
             output,
             generator: generator.to_owned(),
             _clock: clock,
@@ -174,6 +189,54 @@ impl Guest {
     /// Turns a failed call into a [`Stop`].
     pub(crate) fn stop(&self, phase: &str, fault: Fault) -> Stop {
         trap::fault_stop(&self.store, &self.output, &self.generator, phase, fault)
+    }
+}
+
+/// The functions of `wit/resume.wit`, which a plugin may export.
+#[derive(Clone, Copy)]
+pub(crate) struct ResumeExports {
+    /// `skip(borrow<iterator>, count) -> result<u64, string>`.
+    pub(crate) skip: TypedFunc<(ResourceAny, u64), (Result<u64, String>,)>,
+    /// `skip-passes(borrow<iterable>, count) -> result<bool, string>`.
+    pub(crate) skip_passes: TypedFunc<(ResourceAny, u64), (Result<bool, String>,)>,
+}
+
+/// The name of the resume interface among a plugin's exports.
+const RESUME_INTERFACE: &str = "sandgen:generator/resume@0.1.0";
+
+impl ResumeExports {
+    /// The resume functions of `instance`: `None` when it does not export
+    /// the interface; an error when it exports it with other types.
+    fn find(
+        store: &mut Store<HostState>,
+        instance: &wasmtime::component::Instance,
+        plugin: &str,
+    ) -> Result<Option<ResumeExports>, Stop> {
+        let Some(interface) = instance.get_export_index(&mut *store, None, RESUME_INTERFACE) else {
+            return Ok(None);
+        };
+        let wrong = |what: &str, e: wasmtime::Error| {
+            Stop::Failed(Error::new(
+                ErrorKind::Incompatible,
+                format!(
+                    "plugin {plugin} exports {RESUME_INTERFACE} with a wrong `{what}` ({e:#}): \
+                     build it against wit/resume.wit of this sandgen, or leave the interface out"
+                ),
+            ))
+        };
+        let mut func = |name: &str| {
+            instance
+                .get_export_index(&mut *store, Some(&interface), name)
+                .ok_or_else(|| wrong(name, wasmtime::Error::msg("the function is missing")))
+        };
+        let (skip, skip_passes) = (func("skip")?, func("skip-passes")?);
+        let skip = instance
+            .get_typed_func(&mut *store, skip)
+            .map_err(|e| wrong("skip", e))?;
+        let skip_passes = instance
+            .get_typed_func(&mut *store, skip_passes)
+            .map_err(|e| wrong("skip-passes", e))?;
+        Ok(Some(ResumeExports { skip, skip_passes }))
     }
 }
 

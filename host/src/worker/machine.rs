@@ -49,6 +49,23 @@ pub(crate) trait Session: Sized {
     ) -> Result<Option<WorkerBatch>, Stop>;
     /// Ends the pass (its end was reported already).
     fn end_pass(&mut self, interrupt: &Interrupt) -> Result<(), Stop>;
+
+    /// Drops up to `count` items of the pass inside the plugin, without
+    /// producing them (its fast path, `wit/resume.wit`): `Some(n)`, how
+    /// many (it may stop early to answer promptly; 0 once the pass is
+    /// over), or `None` when the plugin has no fast path (the caller then
+    /// replays).
+    fn skip_items(&mut self, count: u64, interrupt: &Interrupt) -> Result<Option<u64>, Stop> {
+        let _ = (count, interrupt);
+        Ok(None)
+    }
+
+    /// Runs one whole pass inside the plugin without producing its items
+    /// (its fast path): `false` when the plugin has none.
+    fn skip_whole_pass(&mut self, interrupt: &Interrupt) -> Result<bool, Stop> {
+        let _ = interrupt;
+        Ok(false)
+    }
 }
 
 /// A worker: its queues, and where it is in the protocol.
@@ -382,6 +399,20 @@ impl<S: Session> Machine<S> {
                     }
                     _ => Credit::new(command == Command::SkipIteration),
                 };
+                if credit.skip {
+                    // The plugin's fast path runs the whole pass at once.
+                    match session.skip_whole_pass(&self.interrupt) {
+                        Ok(true) => {
+                            if !self.statuses.report(Status::IterationFinished) {
+                                return Step::Ended;
+                            }
+                            self.stage = Stage::Finishing(session);
+                            return Step::PassEnded;
+                        }
+                        Ok(false) => {}
+                        Err(stop) => return self.fail(stop),
+                    }
+                }
                 match session.begin_pass(&self.interrupt) {
                     Ok(()) => {
                         self.stage = Stage::Passing(session, credit);
@@ -482,7 +513,19 @@ impl<S: Session> Machine<S> {
         }
         if credit.to_skip > 0 {
             // A resumed pass drops the items delivered before its position,
-            // never more: the guest gives at most the items asked for.
+            // never more: inside the plugin where it has the fast path (each
+            // prompt answer reported as progress), else as the guest gives
+            // them (at most the items asked for).
+            if let Some(dropped) = session.skip_items(credit.to_skip, &self.interrupt)? {
+                // 0: the pass is over (the position was past its end).
+                credit.to_skip = if dropped == 0 {
+                    0
+                } else {
+                    credit.to_skip - dropped.min(credit.to_skip)
+                };
+                credit.seen += dropped;
+                return Ok(self.dropped(credit, &WorkerBatch::default()));
+            }
             let max_items = credit.to_skip.min(MAX_BATCH_ITEMS as u64) as u32;
             let max_bytes = MAX_BATCH_BYTES as u32;
             let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {

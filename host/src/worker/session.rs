@@ -104,14 +104,7 @@ impl Session for GuestSession {
 
     /// Starts a pass: the fuel budget afresh, then `iter`.
     fn begin_pass(&mut self, interrupt: &Interrupt) -> Result<(), Stop> {
-        if let Some(budget) = self.limits.fuel
-            && let Err(e) = self.guest.store.set_fuel(budget)
-        {
-            return Err(Stop::Failed(Error::new(
-                ErrorKind::InvalidInput,
-                format!("cannot set the fuel budget: {e:#}"),
-            )));
-        }
+        self.refuel()?;
         let exports = self.guest.instance.sandgen_generator_generator();
         self.guest.store.data_mut().limiter.forget();
         let started = Guest::call(
@@ -187,9 +180,69 @@ impl Session for GuestSession {
         );
         dropped.map_err(|fault| self.guest.stop("while ending a pass", fault))
     }
+
+    /// `skip` of `wit/resume.wit`, where the plugin exports it.
+    fn skip_items(&mut self, count: u64, interrupt: &Interrupt) -> Result<Option<u64>, Stop> {
+        let (Some(resume), Some(iterator)) = (self.guest.resume, self.iterator) else {
+            return Ok(None);
+        };
+        self.guest.store.data_mut().limiter.forget();
+        let skipped = Guest::call(
+            &self.guest.runtime,
+            interrupt,
+            resume
+                .skip
+                .call_async(&mut self.guest.store, (iterator, count)),
+        );
+        match skipped {
+            Ok((Ok(dropped),)) => Ok(Some(dropped)),
+            Ok((Err(message),)) => {
+                self.guest.flush_output();
+                Err(Stop::Failed(self.iteration_error(message)))
+            }
+            Err(fault) => Err(self.guest.stop("while skipping items to resume", fault)),
+        }
+    }
+
+    /// `skip-passes` of `wit/resume.wit` for one pass, where the plugin
+    /// exports it and can (`false`: it cannot); the fuel budget afresh, as
+    /// for a pass.
+    fn skip_whole_pass(&mut self, interrupt: &Interrupt) -> Result<bool, Stop> {
+        let Some(resume) = self.guest.resume else {
+            return Ok(false);
+        };
+        self.refuel()?;
+        self.guest.store.data_mut().limiter.forget();
+        let skipped = Guest::call(
+            &self.guest.runtime,
+            interrupt,
+            resume
+                .skip_passes
+                .call_async(&mut self.guest.store, (self.iterable, 1)),
+        );
+        self.guest.flush_output();
+        match skipped {
+            Ok((Ok(done),)) => Ok(done),
+            Ok((Err(message),)) => Err(Stop::Failed(self.iteration_error(message))),
+            Err(fault) => Err(self.guest.stop("while skipping a pass", fault)),
+        }
+    }
 }
 
 impl GuestSession {
+    /// The fuel budget afresh, as each pass has it.
+    fn refuel(&mut self) -> Result<(), Stop> {
+        if let Some(budget) = self.limits.fuel
+            && let Err(e) = self.guest.store.set_fuel(budget)
+        {
+            return Err(Stop::Failed(Error::new(
+                ErrorKind::InvalidInput,
+                format!("cannot set the fuel budget: {e:#}"),
+            )));
+        }
+        Ok(())
+    }
+
     fn contract_error(&self, detail: &str) -> Error {
         Error::new(
             ErrorKind::Protocol,
