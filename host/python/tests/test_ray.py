@@ -3,6 +3,7 @@ the tests start (two CPUs, no dashboard)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -282,3 +283,78 @@ def test_arrays_become_tensor_columns() -> None:
 def test_batch_size_is_rays_to_set() -> None:
     with pytest.raises(sandgen.InvalidInputError, match="batch_size"):
         sandgen.ray.read_generator(guest("FIXTURE_SPDL"), "range", num_shards=1, batch_size=4)
+
+
+def _by_shard(rows: list[dict]) -> dict[int, list[int]]:
+    shards: dict[int, list[int]] = {}
+    for row in rows:
+        shards.setdefault(int(row["sandgen_shard"]), []).append(int(row["item"]))
+    return shards
+
+
+def test_a_dataset_stopped_after_any_rows_resumes_with_the_rest() -> None:
+    def dataset(resume: list | None = None) -> ray.data.Dataset:
+        return sandgen.ray.read_generator(
+            guest("FIXTURE_SPDL"),
+            "random",
+            num_shards=3,
+            args=30,
+            seed=9,
+            positions=True,
+            resume=resume,
+        )
+
+    whole = _by_shard(dataset().take_all())
+    assert sorted(whole) == [0, 1, 2] and all(len(items) == 30 for items in whole.values())
+    # Rows used one by one (iter_rows), then in batches (iter_batches).
+    for used, batch_size in ((1, None), (41, None), (90, None), (35, 7)):
+        positions = sandgen.ray.ShardPositions(num_shards=3)
+        taken: list[dict] = []
+        if batch_size is None:
+            for row in dataset().iter_rows():
+                if len(taken) == used:
+                    break
+                taken.append(row)
+                positions.update(row)
+        else:
+            for batch in dataset().iter_batches(batch_size=batch_size, batch_format="numpy"):
+                if len(taken) >= used:
+                    break
+                taken += [
+                    {"sandgen_shard": s, "item": i}
+                    for s, i in zip(batch["sandgen_shard"], batch["item"], strict=True)
+                ]
+                positions.update(batch)
+        state = positions.state()
+        json.dumps(state)
+        # All 90 used: every shard resumes at its end, with no row.
+        rest = _by_shard(dataset(state).take_all())
+        before = _by_shard(taken)
+        for shard in range(3):
+            joined = before.get(shard, []) + rest.get(shard, [])
+            assert joined == whole[shard], (used, shard)
+
+
+def test_a_resume_of_another_dataset_is_refused_by_name() -> None:
+    def dataset(seed: int, resume: list | None = None) -> ray.data.Dataset:
+        return sandgen.ray.read_generator(
+            guest("FIXTURE_SPDL"),
+            "range",
+            num_shards=2,
+            args=5,
+            seed=seed,
+            positions=True,
+            resume=resume,
+        )
+
+    positions = sandgen.ray.ShardPositions(num_shards=2)
+    for row in dataset(1).take(3):
+        positions.update(row)
+    with pytest.raises(sandgen.InvalidInputError, match="seed 1, this iterable has seed 2"):
+        dataset(2, positions.state()).take_all()
+    with pytest.raises(sandgen.InvalidInputError, match="one position \\(or None\\) per shard"):
+        dataset(1, positions.state()[:1])
+    with pytest.raises(sandgen.InvalidInputError, match="resume\\[1\\], shard 1 of 2"):
+        dataset(1, [None, {"format": 1}])
+    with pytest.raises(sandgen.InvalidInputError, match="positions=True"):
+        positions.update({"item": 3})

@@ -461,6 +461,19 @@ class Iterable:
         return f"<sandgen.Iterable {self.generator!r} ({state})>"
 
 
+def _resumed(
+    plugin: Plugin, generator: str, args: Any, state: Mapping[str, Any], options: dict[str, Any]
+) -> Iterable:
+    """An iterable of ``generator`` started at ``state`` (``state_dict()``):
+    its workers start once, already there (``sandgen.torch``, ``sandgen.ray``)."""
+    try:
+        text = json.dumps(dict(state))
+    except (TypeError, ValueError) as e:
+        raise _invalid(f"the state is not a sandgen position: it is not JSON data ({e})") from e
+    checked = _iterable_options(generator, args, options)
+    return Iterable(plugin._native.iterable(checked, text), plugin._native, checked)
+
+
 def iterate(
     path: PathLike,
     generator: str,

@@ -41,6 +41,23 @@ Failures and retries
     ``retry_exceptions=False``: a plugin's error is deterministic, and
     retrying it would only repeat it, slower; Ray still retries a task whose
     worker process or node was lost (``max_retries=MAX_RETRIES``).
+
+Stop and resume
+    ``positions=True`` adds two columns to every row: ``sandgen_shard`` (the
+    shard's index) and ``sandgen_position`` (the shard's position after that
+    row, as JSON text: ``Iterable.state_dict``). A consumer feeds the batches
+    it has used to a ``ShardPositions``, saves ``ShardPositions.state()``
+    with its checkpoint, and after a stop reads the dataset again with
+    ``resume=`` that state: each shard starts right after the last of its
+    rows that was used (a shard with none used starts at its beginning), so
+    the rows used before and those read after are exactly the dataset's rows,
+    each shard's in its order. A position binds to its shard (and to the
+    plugin, generator, args and options): a state of another dataset is
+    refused by name, in the read task. Ray's own retries compose with it: a
+    read task that Ray runs again (its worker process or node lost) starts
+    again from the same place (its ``resume`` position, or the start) and,
+    the plugin being deterministic under its args and seed, makes the same
+    rows again.
 """
 
 from __future__ import annotations
@@ -48,8 +65,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +85,14 @@ from . import (
     Plugin,
     _int,
     _iterable_options,
+    _native,
     _path,
+    _resumed,
     _with_defaults,
     load_bytes,
 )
 
-__all__ = ["BLOCK_BYTES", "BLOCK_ROWS", "MAX_RETRIES", "read_generator"]
+__all__ = ["BLOCK_BYTES", "BLOCK_ROWS", "MAX_RETRIES", "ShardPositions", "read_generator"]
 
 BLOCK_ROWS = 4096
 BLOCK_BYTES = 8 << 20
@@ -88,6 +108,8 @@ def read_generator(
     args: Any = None,
     config: Any = None,
     cache_dir: PathLike | None = None,
+    positions: bool = False,
+    resume: list[Mapping[str, Any] | None] | None = None,
     **iterable_options: Any,
 ) -> ray.data.Dataset:
     """A dataset of ``generator``'s items, one read task per shard.
@@ -99,6 +121,12 @@ def read_generator(
     ``sandgen.Plugin.iterable``. Everything is checked here, on the driver,
     before any task is scheduled: the plugin is loaded and its generators
     listed.
+
+    ``positions=True`` gives every row its shard and the shard's position
+    after it (``sandgen_shard``, ``sandgen_position``); ``resume`` (one
+    entry per shard: a position from ``ShardPositions.state()``, or ``None``
+    for the shard's start) reads each shard from there. See the module's
+    "Stop and resume".
 
     >>> ds = sandgen.ray.read_generator(                     # doctest: +SKIP
     ...     "example_jsonl.wasm", "rows",
@@ -129,6 +157,9 @@ def read_generator(
             _iterable_options(generator, shard, options)
         except InvalidInputError as e:
             raise InvalidInputError(f"shard {index} of {len(shards)}: {e}") from None
+    if not isinstance(positions, bool):
+        raise InvalidInputError(f"positions must be a bool, not {positions!r}")
+    starts = _starts(resume, len(shards))
     path = _path("plugin_path", plugin_path)
     try:
         data = Path(path).read_bytes()
@@ -150,6 +181,8 @@ def read_generator(
         config=config,
         cache_dir=None if cache_dir is None else _path("cache_dir", cache_dir),
         options=iterable_options,
+        positions=positions,
+        starts=starts,
     )
     with warnings.catch_warnings():
         # Ray 2.60 deprecates `ray_remote_args` (to be removed in 2.64) but
@@ -160,6 +193,75 @@ def read_generator(
             override_num_blocks=len(shards),
             ray_remote_args=_remote_args(),
         )
+
+
+def _starts(resume: object, count: int) -> list[str | None]:
+    """Each shard's start, as a position's JSON text (``None``: its
+    beginning), checked as positions on the driver."""
+    if resume is None:
+        return [None] * count
+    if not isinstance(resume, list | tuple) or len(resume) != count:
+        raise InvalidInputError(
+            f"resume must be a list of one position (or None) per shard, {count} in all, "
+            f"as ShardPositions.state() gives: not {resume!r:.200}"
+        )
+    starts: list[str | None] = []
+    for index, state in enumerate(resume):
+        if state is None:
+            starts.append(None)
+            continue
+        try:
+            if not isinstance(state, Mapping):
+                raise InvalidInputError(f"it is a {type(state).__name__}, not a position's dict")
+            text = json.dumps(dict(state))
+            _native.read_position(text)
+        except (InvalidInputError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"resume[{index}], shard {index} of {count}: {e}") from None
+        starts.append(text)
+    return starts
+
+
+class ShardPositions:
+    """Where each shard of a dataset read with ``positions=True`` stands, from
+    the rows a consumer has used: give it each batch (or row) once used, and
+    save ``state()`` with the checkpoint; ``read_generator(..., resume=state)``
+    reads the rest.
+
+    >>> positions = sandgen.ray.ShardPositions(num_shards=4)   # doctest: +SKIP
+    >>> for batch in ds.iter_batches(batch_size=256):          # doctest: +SKIP
+    ...     train(batch)
+    ...     positions.update(batch)
+    """
+
+    def __init__(self, num_shards: int) -> None:
+        self._positions: list[str | None] = [None] * _int("num_shards", num_shards, 1)
+
+    def update(self, rows: Mapping[str, Any]) -> None:
+        """Takes the positions of used rows: a batch (a dict of columns, as
+        ``iter_batches`` gives it) or one row (``iter_rows``)."""
+        try:
+            shards, texts = rows["sandgen_shard"], rows["sandgen_position"]
+        except (KeyError, TypeError):
+            raise InvalidInputError(
+                "the rows have no sandgen_shard and sandgen_position columns: read the "
+                "dataset with read_generator(..., positions=True)"
+            ) from None
+        if isinstance(texts, str):
+            shards, texts = [shards], [texts]
+        for shard, text in zip(shards, texts, strict=True):
+            index = int(shard)
+            if not 0 <= index < len(self._positions):
+                raise InvalidInputError(
+                    f"a row of shard {index}, beyond the {len(self._positions)} shards "
+                    "this ShardPositions was made for"
+                )
+            # Within a shard, rows come in order: the last one used is latest.
+            self._positions[index] = str(text)
+
+    def state(self) -> list[dict[str, Any] | None]:
+        """One position per shard (``None``: none of its rows used yet),
+        JSON-serialisable: ``resume=`` of ``read_generator``."""
+        return [None if text is None else json.loads(text) for text in self._positions]
 
 
 def _remote_args() -> dict[str, Any]:
@@ -181,6 +283,8 @@ class _SandgenDatasource(Datasource):
         config: Any,
         cache_dir: str | None,
         options: dict[str, Any],
+        positions: bool,
+        starts: list[str | None],
     ) -> None:
         self._plugin = plugin
         self._digest = digest
@@ -190,6 +294,8 @@ class _SandgenDatasource(Datasource):
         self._config = config
         self._cache_dir = cache_dir
         self._options = options
+        self._positions = positions
+        self._starts = starts
 
     def get_name(self) -> str:
         return f"sandgen({self._name}/{self._generator})"
@@ -214,6 +320,8 @@ class _SandgenDatasource(Datasource):
                     config=self._config,
                     cache_dir=self._cache_dir,
                     options=self._options,
+                    positions=self._positions,
+                    start=self._starts[index],
                 ),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None),
                 per_task_row_limit=per_task_row_limit,
@@ -237,20 +345,31 @@ def _read_shard(
     config: Any,
     cache_dir: str | None,
     options: dict[str, Any],
+    positions: bool = False,
+    start: str | None = None,
 ) -> Iterator[pa.Table]:
-    """Runs one shard in a Ray worker: its items as Arrow tables."""
+    """Runs one shard in a Ray worker, from `start` (a position's JSON) when
+    given: its items as Arrow tables, with their positions if asked."""
     index, count = shard
     try:
         loaded = _LOADED.get(digest)
         if loaded is None:
             loaded = load_bytes(ray.get(plugin), name=name, cache_dir=cache_dir)
             _LOADED[digest] = loaded
-        iterable = loaded.iterable(generator, args, config=config, shard=shard, **options)
+        if start is None:
+            iterable = loaded.iterable(generator, args, config=config, shard=shard, **options)
+        else:
+            given = dict(options, config=config, shard=shard)
+            iterable = _resumed(loaded, generator, args, json.loads(start), given)
         with iterable:
             rows: list[dict[str, Any]] = []
             size = 0
-            for item in iterable:
+            items = iter(iterable)
+            running = iterable._running()
+            for item in items:
                 row = _row(item)
+                if positions and running is not None:
+                    row = dict(row, sandgen_shard=index, sandgen_position=running.state())
                 rows.append(row)
                 size += _size(row)
                 if len(rows) >= BLOCK_ROWS or size >= BLOCK_BYTES:

@@ -73,7 +73,7 @@ import pickle
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from . import Iterable, PathLike, _iterable_options, _native, load
+from . import Iterable, PathLike, _iterable_options, _native, _resumed, load
 from ._errors import BusyError, Error, InvalidInputError, _state_note
 from ._types import describe
 
@@ -359,9 +359,8 @@ def _dataset_class(base: type) -> type:
             if self._seed_drawn:
                 # The run's seed, drawn by the dataset it was taken of.
                 options["seed"] = seed
-            checked = _iterable_options(self.generator, args, options)
-            native = plugin._native.iterable(checked, resume)
-            live = _Live(Iterable(native, plugin._native, checked))
+            state = json.loads(resume)
+            live = _Live(_resumed(plugin, self.generator, args, state, options))
             live.passes = live.epochs = passes
             return live
 
