@@ -58,15 +58,32 @@ fn discover(root: &Path) -> Vec<Guest> {
                 Kind::Foreign(Foreign {
                     language: "Python",
                     source: relative("app.py"),
+                    world: RESUMABLE,
                 })
             } else if dir.join("app.js").exists() {
                 Kind::Foreign(Foreign {
                     language: "JavaScript",
                     source: relative("app.js"),
+                    world: RESUMABLE,
                 })
             } else {
                 continue;
             };
+            // The fixtures in other languages are built a second time for
+            // the world `plugin` alone: without the fast path of resuming,
+            // a resume replays them (`*_REPLAY`).
+            if let Kind::Foreign(plugin) = &kind
+                && *prefix == "FIXTURE"
+            {
+                let replay = Foreign {
+                    world: "plugin",
+                    ..plugin.clone()
+                };
+                guests.push(Guest {
+                    constant: format!("{constant}_REPLAY"),
+                    kind: Kind::Foreign(replay),
+                });
+            }
             guests.push(Guest { constant, kind });
         }
     }
@@ -209,11 +226,17 @@ fn main() {
 }
 
 /// A plugin in another language, built with that language's toolchain.
+#[derive(Clone)]
 struct Foreign {
     language: &'static str,
     /// The app module: a `.py` or `.js` file, relative to the root.
     source: String,
+    /// The world it is built for.
+    world: &'static str,
 }
+
+/// The world of plugins with the fast path of resuming (`wit/resume.wit`).
+const RESUMABLE: &str = "resumable-plugin";
 
 /// How to install the toolchains that build the Python and JS plugins.
 const INSTALL: &str = "run `tests/install-plugin-tools.sh` (the README's test command does)";
@@ -236,7 +259,7 @@ impl Foreign {
                 let module = source.file_stem().unwrap();
                 cmd.arg("-d")
                     .arg(root.join("wit"))
-                    .args(["-w", "resumable-plugin", "componentize", "-p"])
+                    .args(["-w", self.world, "componentize", "-p"])
                     .arg(root.join("guest-sdk/python"))
                     .arg("-p")
                     .arg(folder)
@@ -261,15 +284,7 @@ impl Foreign {
                     // sandgen's world plus the environment import of the
                     // helper's `workerInfo`.
                     .arg(root.join("guest-sdk/js/wit"))
-                    .args([
-                        "-n",
-                        "resumable-plugin",
-                        "-d",
-                        "http",
-                        "-d",
-                        "fetch-event",
-                        "-o",
-                    ])
+                    .args(["-n", self.world, "-d", "http", "-d", "fetch-event", "-o"])
                     .arg(&output);
                 cmd
             }

@@ -16,6 +16,15 @@ pub fn fixture(lang: Lang) -> Fixture {
     })
 }
 
+/// The same fixture built for the world `plugin` alone, without the fast
+/// path of resuming (`wit/resume.wit`): a resume replays it.
+pub fn replay_fixture(lang: Lang) -> Fixture {
+    plugin(match lang {
+        Lang::Python => artifacts::FIXTURE_PYTHON_REPLAY,
+        Lang::Js => artifacts::FIXTURE_JS_REPLAY,
+    })
+}
+
 fn example(lang: Lang) -> Fixture {
     plugin(match lang {
         Lang::Python => artifacts::EXAMPLE_PYTHON,

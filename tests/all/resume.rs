@@ -324,31 +324,36 @@ every_language!(python_and_javascript_plugins_resume_exactly);
 /// runs the generator for the skipped items, which draw what they drew in
 /// the uninterrupted run, so the seeded stream after the cut is the same.
 fn python_and_javascript_plugins_resume_exactly(lang: crate::util::Lang) {
-    let make = || {
-        crate::languages::fixture(lang)
-            .generator("entropy")
-            .encoding(sandgen::Encoding::Json)
-            .args(&12u64)
-            .workers(2)
-            .seed(4)
-            .timeout(TIMEOUT)
-    };
-    let read = |iterable: &sandgen::Iterable| -> Vec<String> {
-        iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
-    };
-    let whole = make().build().unwrap();
-    let whole: Vec<Vec<String>> = (0..2).map(|_| read(&whole)).collect();
-    assert_eq!(whole[0].len(), 24);
-    assert_ne!(whole[0], whole[1], "every pass draws anew");
-    let first = make().build().unwrap();
-    let mut pass = first.iter::<String>().unwrap();
-    let head: Vec<String> = pass.by_ref().take(13).collect::<Result<_, _>>().unwrap();
-    let position = Position::from_json(&first.position().to_json()).unwrap();
-    drop(pass);
-    let resumed = make().resume(position).build().unwrap();
-    let tail = read(&resumed);
-    assert_eq!([head, tail].concat(), whole[0], "{lang:?}");
-    assert_eq!(read(&resumed), whole[1], "{lang:?}: the next pass");
+    // Built with the fast path, and for the world `plugin` alone (replayed).
+    for fixture in [crate::languages::fixture, crate::languages::replay_fixture] {
+        let make = || {
+            fixture(lang)
+                .generator("entropy")
+                .encoding(sandgen::Encoding::Json)
+                .args(&12u64)
+                .workers(2)
+                .seed(4)
+                .timeout(TIMEOUT)
+        };
+        let read = |iterable: &sandgen::Iterable| -> Vec<String> {
+            iterable.iter().unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        let whole = make().build().unwrap();
+        let whole: Vec<Vec<String>> = (0..2).map(|_| read(&whole)).collect();
+        assert_eq!(whole[0].len(), 24);
+        assert_ne!(whole[0], whole[1], "every pass draws anew");
+        for cut in [1, 13, 23] {
+            let first = make().build().unwrap();
+            let mut pass = first.iter::<String>().unwrap();
+            let head: Vec<String> = pass.by_ref().take(cut).collect::<Result<_, _>>().unwrap();
+            let position = Position::from_json(&first.position().to_json()).unwrap();
+            drop(pass);
+            let resumed = make().resume(position).build().unwrap();
+            let tail = read(&resumed);
+            assert_eq!([head, tail].concat(), whole[0], "{lang:?} cut at {cut}");
+            assert_eq!(read(&resumed), whole[1], "{lang:?}: the next pass");
+        }
+    }
 }
 
 both_isolations!(workers_that_finish_early_and_whole_batches_resume_exactly);

@@ -164,4 +164,24 @@ fn python_and_javascript_helpers_skip_without_writing_the_items(lang: Lang) {
         .find_map(Result::err)
         .unwrap();
     assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+    // Built for the world `plugin` alone, the same plugin is replayed: the
+    // items before the position are written, and exhaust the budget.
+    let make_replayed = || {
+        crate::languages::replay_fixture(lang)
+            .generator("big")
+            .encoding(Encoding::Json)
+            .args(&serde_json::json!({"size": 4096, "n": 200}))
+            .timeout(TIMEOUT)
+    };
+    let position = position_after(&make_replayed, 190);
+    let replayed = make_replayed().fuel(fuel).resume(position).build();
+    let error = match replayed {
+        Ok(iterable) => iterable
+            .iter::<serde_json::Value>()
+            .unwrap()
+            .find_map(Result::err)
+            .unwrap(),
+        Err(error) => error,
+    };
+    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
 }
