@@ -23,6 +23,7 @@ mod process;
 mod protocol;
 mod resume;
 mod resume_fast;
+mod resume_kills;
 mod sandbox;
 mod sharding;
 mod spdl;
