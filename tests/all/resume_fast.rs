@@ -47,6 +47,16 @@ fn position_after(make: &dyn Fn() -> IterableBuilder, stop: u64) -> Position {
     }
 }
 
+/// A pass of `iterable` fails, out of fuel.
+fn assert_out_of_fuel(iterable: &sandgen::Iterable) {
+    let error = iterable
+        .iter_raw()
+        .unwrap()
+        .find_map(Result::err)
+        .expect("the pass fails");
+    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+}
+
 both_isolations!(a_plugin_with_the_fast_path_skips_without_making_the_items);
 fn a_plugin_with_the_fast_path_skips_without_making_the_items() {
     let make = || {
@@ -61,12 +71,7 @@ fn a_plugin_with_the_fast_path_skips_without_making_the_items() {
     let rest: Vec<u64> = resumed.iter().unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(rest, (STOP..ITEMS).collect::<Vec<_>>());
     // The budget is real: a whole pass made and encoded exhausts it.
-    let error = resumed
-        .iter::<u64>()
-        .unwrap()
-        .find_map(Result::err)
-        .unwrap();
-    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+    assert_out_of_fuel(&resumed);
 }
 
 both_isolations!(a_plugin_without_the_fast_path_is_replayed);
@@ -83,12 +88,7 @@ fn a_plugin_without_the_fast_path_is_replayed() {
     // Replayed, the items before the position are made: they exhaust the
     // budget that the fast path has room to spare in.
     let starved = make().fuel(FUEL).resume(position.clone()).build().unwrap();
-    let error = starved
-        .iter::<u64>()
-        .unwrap()
-        .find_map(Result::err)
-        .unwrap();
-    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+    assert_out_of_fuel(&starved);
     // With no budget, the replay gives exactly the rest.
     let resumed = make().resume(position).build().unwrap();
     let rest: Vec<u64> = resumed.iter().unwrap().collect::<Result<_, _>>().unwrap();
@@ -127,12 +127,7 @@ fn a_generator_that_moves_to_a_pass_at_once_resumes_there() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(next, [9, 10, 11]);
-    let error = resumed
-        .iter::<u64>()
-        .unwrap()
-        .find_map(Result::err)
-        .unwrap();
-    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+    assert_out_of_fuel(&resumed);
 }
 
 every_language!(python_and_javascript_helpers_skip_without_writing_the_items);
@@ -158,12 +153,7 @@ fn python_and_javascript_helpers_skip_without_writing_the_items(lang: Lang) {
     let resumed = make().fuel(fuel).resume(position).build().unwrap();
     let rest: Vec<Vec<u8>> = resumed.iter().unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(rest, vec![vec![0u8; 4096]; 10], "{lang:?}");
-    let error = resumed
-        .iter::<serde_json::Value>()
-        .unwrap()
-        .find_map(Result::err)
-        .unwrap();
-    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+    assert_out_of_fuel(&resumed);
     // Built for the world `plugin` alone, the same plugin is replayed: the
     // items before the position are written, and exhaust the budget.
     let make_replayed = || {
@@ -175,13 +165,8 @@ fn python_and_javascript_helpers_skip_without_writing_the_items(lang: Lang) {
     };
     let position = position_after(&make_replayed, 190);
     let replayed = make_replayed().fuel(fuel).resume(position).build();
-    let error = match replayed {
-        Ok(iterable) => iterable
-            .iter::<serde_json::Value>()
-            .unwrap()
-            .find_map(Result::err)
-            .unwrap(),
-        Err(error) => error,
-    };
-    assert_error(&error, ErrorKind::FuelExhausted, "fuel");
+    match replayed {
+        Ok(iterable) => assert_out_of_fuel(&iterable),
+        Err(error) => assert_error(&error, ErrorKind::FuelExhausted, "fuel"),
+    }
 }
