@@ -130,8 +130,8 @@ pub trait Generator: Sized + 'static {
     /// their end would have left it, and the next [`iter`](Generator::iter)
     /// starts the pass after them. Returns `false`, having done nothing,
     /// when it cannot (the default): the host then starts each pass and
-    /// drops its items with [`skip`](Generator::skip), in steps it can
-    /// watch.
+    /// runs it, dropping its items (an error in it still fails it), in
+    /// steps it can watch.
     ///
     /// ```
     /// use sandgen_guest::{Error, Generator};

@@ -315,6 +315,9 @@ impl Pass {
             self.output.deliver(py);
             match next {
                 Err(error) => {
+                    // Items waiting for their batch are not delivered: the
+                    // position stays before them.
+                    self.refuse_stacked();
                     self.batches = None;
                     return Err(errors::from_sandgen(py, &error));
                 }
@@ -416,11 +419,7 @@ impl Pass {
             // The items from the failed one on, and those stacked for a
             // batch that now never fills, are not delivered: the position
             // stays before them.
-            let stacked = self.stacker.as_mut().map_or(0, |s| {
-                let held = s.held();
-                s.finish();
-                held
-            });
+            let stacked = self.drop_stacked();
             let unused = take_back(&mut self.held, len - failure.index + stacked);
             if let Some(batches) = self.batches.as_mut() {
                 batches.refuse(&unused);
@@ -429,6 +428,27 @@ impl Pass {
         }
         self.received += received as u64;
         Ok(items)
+    }
+
+    /// Empties the stacker: how many items it held.
+    fn drop_stacked(&mut self) -> usize {
+        self.stacker.as_mut().map_or(0, |s| {
+            let held = s.held();
+            s.finish();
+            held
+        })
+    }
+
+    /// The pass failed: the items waiting in the stacker were never
+    /// delivered, and the position goes back before them.
+    fn refuse_stacked(&mut self) {
+        let stacked = self.drop_stacked();
+        let unused = take_back(&mut self.held, stacked);
+        if let Some(batches) = self.batches.as_mut()
+            && !unused.is_empty()
+        {
+            batches.refuse(&unused);
+        }
     }
 
     /// Ends the pass with the error of item `failure.index` of the batch.

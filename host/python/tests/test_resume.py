@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import signal
 from typing import Any
 
 import numpy
@@ -259,3 +261,26 @@ def test_a_damaged_state_is_refused(spdl: sandgen.Plugin) -> None:
         assert list(iterable) == list(range(10))
         iterable.load_state_dict(state)
         assert list(iterable) == list(range(4, 10))
+
+
+def test_items_stacked_when_a_worker_dies_are_not_delivered(spdl: sandgen.Plugin) -> None:
+    options = {"isolation": "process", "batch_size": 4, "item_type": int, "buffer_size": 64}
+    with spdl.iterable("range", 3000, **options) as whole:
+        expected = run(whole, 1)[0]
+    with spdl.iterable("range", 3000, **options) as iterable:
+        items = iter(iterable)
+        taken = [plain(next(items))]
+        # On until the stacker holds items: what the pass has handed over
+        # is then no whole number of batches.
+        while json.loads(iterable._native.position())["delivered"][0] % 4 == 0:
+            taken.append(plain(next(items)))
+        os.kill(iterable.worker_pids[0], signal.SIGKILL)
+        with pytest.raises(sandgen.WorkerDiedError):
+            for batch in items:
+                taken.append(plain(batch))
+        state = iterable.state_dict()
+        # Only whole batches were delivered: the stacked items were not.
+        assert sum(state["delivered"]) == 4 * len(taken)
+    with spdl.iterable("range", 3000, **options) as again:
+        again.load_state_dict(state)
+        assert taken + run(again, 1)[0] == expected

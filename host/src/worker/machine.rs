@@ -129,12 +129,17 @@ impl Credit {
     }
 
     /// A pass resumed after this worker delivered `delivered` items: the
-    /// items of the stream it drops first (with a stride, `delivered`
-    /// strides: exactly `delivered` of them are its own).
+    /// items of the stream it drops first (with a stride, those up to and
+    /// with its last delivered one; the others' items after it are made
+    /// and left out as in any pass, so an error among them still fails it).
     fn resuming(delivered: u64, flow: Flow) -> Credit {
         let mut credit = Credit::new(false);
         credit.to_skip = match flow.keep {
-            Some(stride) => delivered.saturating_mul(stride.step),
+            Some(_) if delivered == 0 => 0,
+            Some(stride) => stride
+                .offset
+                .saturating_add((delivered - 1).saturating_mul(stride.step))
+                .saturating_add(1),
             None => delivered,
         };
         credit
@@ -517,6 +522,16 @@ impl<S: Session> Machine<S> {
             // prompt answer reported as progress), else as the guest gives
             // them (at most the items asked for).
             if let Some(dropped) = session.skip_items(credit.to_skip, &self.interrupt)? {
+                if dropped > credit.to_skip {
+                    return Err(Stop::Failed(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "the plugin broke the resume contract: `skip` of {} items said it \
+                             dropped {dropped}",
+                            credit.to_skip
+                        ),
+                    )));
+                }
                 // 0: the pass is over (the position was past its end).
                 credit.to_skip = if dropped == 0 {
                     0

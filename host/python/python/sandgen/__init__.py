@@ -361,7 +361,9 @@ class Iterable:
         between passes, before the next one; after a pass that failed, where
         it failed. It binds to the plugin's content, the generator, its args
         and config, the seed, ``num_workers``, ``in_order``, ``sharding`` and
-        ``shard``. Take it on the thread that iterates."""
+        ``shard``. Take it on the thread that iterates, inside the loop:
+        leaving a ``for`` loop (``break``, an exception, Ctrl-C) stops its
+        pass, and the state is then at the start of the next pass."""
         running = None if self._pass is None else self._pass()
         text = self._native.position() if running is None else running.state()
         state: dict[str, Any] = json.loads(text)

@@ -51,7 +51,9 @@ Stop and resume
     ``resume=`` that state: each shard starts right after the last of its
     rows that was used (a shard with none used starts at its beginning), so
     the rows used before and those read after are exactly the dataset's rows,
-    each shard's in its order. A position binds to its shard (and to the
+    each shard's in its order. Rows must then reach the consumer in their
+    shard's order: ``positions=True`` needs Ray Data's ``preserve_order``.
+    A position binds to its shard (and to the
     plugin, generator, args and options): a state of another dataset is
     refused by name, in the read task. Ray's own retries compose with it: a
     read task that Ray runs again (its worker process or node lost) starts
@@ -159,6 +161,13 @@ def read_generator(
             raise InvalidInputError(f"shard {index} of {len(shards)}: {e}") from None
     if not isinstance(positions, bool):
         raise InvalidInputError(f"positions must be a bool, not {positions!r}")
+    if positions and not ray.data.DataContext.get_current().execution_options.preserve_order:
+        # A shard's rows must reach the consumer in order, or its last row
+        # used would not say that the rows before it were used.
+        raise InvalidInputError(
+            "positions=True needs each shard's rows in order: set "
+            "ray.data.DataContext.get_current().execution_options.preserve_order = True"
+        )
     starts = _starts(resume, len(shards))
     path = _path("plugin_path", plugin_path)
     try:

@@ -73,7 +73,7 @@ import pickle
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from . import Iterable, PathLike, _iterable_options, _native, _resumed, load
+from . import Iterable, PathLike, _iterable_options, _native, _resumed, _seed, load
 from ._errors import BusyError, Error, InvalidInputError, _state_note
 from ._types import describe
 
@@ -277,14 +277,17 @@ def _dataset_class(base: type) -> type:
             ``{"position": ...}``, a sandgen position (``Iterable.state_dict``)
             after the items taken so far; ``{"epoch": k}`` after
             ``set_epoch(k)``; ``{}`` before anything ran."""
+            # A drawn seed goes with every state: a resumed run's later
+            # epochs need it (the position holds it too).
+            seed = {"seed": self.options["seed"]} if self._seed_drawn else {}
             if self._resume is not None:
                 return {"position": json.loads(self._resume)}
             live = self._current()
             running = None if live is None else live.running
             if running is None and self._epoch is not None:
-                return {"epoch": self._epoch}
+                return {"epoch": self._epoch, **seed}
             if live is None:
-                return {}
+                return seed
             if running is not None:
                 text = running.state()
             elif live.end_state is not None:
@@ -307,23 +310,28 @@ def _dataset_class(base: type) -> type:
                     "while an epoch is being read: load it before iterating",
                     kind="busy",
                 )
-            if not isinstance(state, Mapping) or not set(state) <= {"position", "epoch"}:
+            if not isinstance(state, Mapping) or not set(state) <= {"position", "epoch", "seed"}:
                 raise _invalid(
                     "state must be a dict from the dataset's state_dict() ({}, {'epoch': k} or "
                     f"{{'position': ...}}), not {state!r:.200}"
                 )
+            seed = state.get("seed")
             if "position" in state:
                 try:
                     text = json.dumps(state["position"])
                 except (TypeError, ValueError) as e:
                     raise _invalid(f"the state's position is not JSON data ({e})") from e
                 # Checked now: a damaged state fails here, not in a worker.
-                _native.read_position(text)
+                _, seed = _native.read_position(text)
                 self._resume, self._epoch = text, None
             elif "epoch" in state:
                 self.set_epoch(state["epoch"])
             else:
                 self._resume = self._epoch = None
+            if self._seed_drawn and seed is not None:
+                # The run's seed, drawn by the dataset the state was taken
+                # of: this dataset's epochs from here on are that run's.
+                self.options = dict(self.options, seed=_seed(seed))
 
         @property
         def worker_pids(self) -> list[int]:
@@ -355,10 +363,7 @@ def _dataset_class(base: type) -> type:
             plugin = load(self.plugin_path, cache_dir=self.cache_dir)
             if resume is None:
                 return _Live(plugin.iterable(self.generator, args, **options))
-            passes, seed = _native.read_position(resume)
-            if self._seed_drawn:
-                # The run's seed, drawn by the dataset it was taken of.
-                options["seed"] = seed
+            passes, _ = _native.read_position(resume)
             state = json.loads(resume)
             live = _Live(_resumed(plugin, self.generator, args, state, options))
             live.passes = live.epochs = passes
@@ -371,11 +376,13 @@ def _dataset_class(base: type) -> type:
                 live.end_state = None
             resume, self._resume = self._resume, None
             if resume is not None:
-                # A new iterable, at the loaded position.
+                # A new iterable, at the loaded position (a state that does
+                # not fit leaves the live one as it was).
+                resumed = self._start(resume)
                 if live is not None:
                     live.iterable.close()
                 self._epoch = None
-                self._live = live = self._start(resume)
+                self._live = live = resumed
                 live.epochs += 1
                 return self._epoch_items(live)
             epoch, self._epoch = self._epoch, None
