@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import signal
 from typing import Any
 
 import numpy
@@ -263,24 +261,24 @@ def test_a_damaged_state_is_refused(spdl: sandgen.Plugin) -> None:
         assert list(iterable) == list(range(4, 10))
 
 
-def test_items_stacked_when_a_worker_dies_are_not_delivered(spdl: sandgen.Plugin) -> None:
-    options = {"isolation": "process", "batch_size": 4, "item_type": int, "buffer_size": 64}
-    with spdl.iterable("range", 3000, **options) as whole:
-        expected = run(whole, 1)[0]
-    with spdl.iterable("range", 3000, **options) as iterable:
+def test_items_stacked_when_a_pass_fails_are_not_delivered(
+    spdl: sandgen.Plugin, isolation: str
+) -> None:
+    # Items 0..9, then the plugin fails: two whole batches, two items stacked.
+    args = {"n": 100, "fail_at": 10, "message": "bad sample 10"}
+    options = {"isolation": isolation, "batch_size": 4, "item_type": int}
+    with spdl.iterable("fail_at", args, **options) as iterable:
         items = iter(iterable)
-        taken = [plain(next(items))]
-        # On until the stacker holds items: what the pass has handed over
-        # is then no whole number of batches.
-        while json.loads(iterable._native.position())["delivered"][0] % 4 == 0:
-            taken.append(plain(next(items)))
-        os.kill(iterable.worker_pids[0], signal.SIGKILL)
-        with pytest.raises(sandgen.WorkerDiedError):
-            for batch in items:
-                taken.append(plain(batch))
+        taken = [plain(next(items)), plain(next(items))]
+        with pytest.raises(sandgen.IterationFailedError, match="bad sample 10"):
+            next(items)
         state = iterable.state_dict()
-        # Only whole batches were delivered: the stacked items were not.
-        assert sum(state["delivered"]) == 4 * len(taken)
-    with spdl.iterable("range", 3000, **options) as again:
+        # The pass handed over ten items; the two stacked were never delivered.
+        assert json.loads(iterable._native.position())["delivered"] == [8]
+        assert (state["pass"], state["delivered"]) == (0, [8])
+    assert taken == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # Resumed, the rest of the pass meets the failure again.
+    with spdl.iterable("fail_at", args, **options) as again:
         again.load_state_dict(state)
-        assert taken + run(again, 1)[0] == expected
+        with pytest.raises(sandgen.IterationFailedError, match="bad sample 10"):
+            list(again)
