@@ -415,3 +415,22 @@ fn a_worker_sharding_by_items_keeps_every_nth_item_of_each_pass() {
         assert!(matches!(h.machine.run_inline(), Inline::Waiting));
     }
 }
+
+/// A resumed worker that keeps every `step`-th item of the stream from
+/// `offset` drops the stream through its last delivered item and no
+/// further: the others' items after it are made and left out as in any
+/// pass, so that an error among them still fails the pass.
+#[test]
+fn a_resumed_stride_skips_through_its_last_item() {
+    let flow = |keep| Flow {
+        buffer_size: 8,
+        buffer_bytes: 1 << 20,
+        keep,
+    };
+    let stride = Some(crate::options::Stride { offset: 1, step: 3 });
+    // Items 1, 4 and 7 of the stream delivered: 0..=7 dropped.
+    assert_eq!(super::Credit::resuming(3, flow(stride)).to_skip, 8);
+    assert_eq!(super::Credit::resuming(1, flow(stride)).to_skip, 2);
+    assert_eq!(super::Credit::resuming(0, flow(stride)).to_skip, 0);
+    assert_eq!(super::Credit::resuming(5, flow(None)).to_skip, 5);
+}
