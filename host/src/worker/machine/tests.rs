@@ -19,8 +19,21 @@ struct Script {
     fail_initialize: bool,
     /// Fails when asked for the batch after this many items of a pass.
     fail_after: Option<u64>,
+    /// The plugin's fast path of resuming, if it has one.
+    skip: Option<Skip>,
     /// What the machine called, in order.
     calls: Arc<Mutex<Vec<String>>>,
+}
+
+/// How the scripted plugin's `skip` answers.
+#[derive(Clone, Copy)]
+enum Skip {
+    /// Drops what it is asked to, up to the end of the pass.
+    Honest,
+    /// Says it dropped this many, whatever it was asked.
+    Claims(u64),
+    /// Fails, as a plugin's error.
+    Fails,
 }
 
 struct Fake {
@@ -85,6 +98,27 @@ impl Session for Fake {
         self.next = None;
         Ok(())
     }
+
+    fn skip_items(&mut self, count: u64, _: &Interrupt) -> Result<Option<u64>, Stop> {
+        let Some(skip) = self.script.skip else {
+            return Ok(None);
+        };
+        self.script
+            .calls
+            .lock()
+            .unwrap()
+            .push(format!("skip {count}"));
+        let next = self.next.expect("skip only during a pass");
+        match skip {
+            Skip::Honest => {
+                let end = (next + count).min(self.script.items);
+                self.next = Some(end);
+                Ok(Some(end - next))
+            }
+            Skip::Claims(dropped) => Ok(Some(dropped)),
+            Skip::Fails => Err(Stop::Failed(Error::new(ErrorKind::IterationFailed, "no"))),
+        }
+    }
 }
 
 struct Harness {
@@ -105,6 +139,7 @@ fn harness(items: u64, buffer_size: usize, change: impl FnOnce(&mut Script)) -> 
         },
         fail_initialize: false,
         fail_after: None,
+        skip: None,
         calls: calls.clone(),
     };
     change(&mut script);
@@ -433,4 +468,45 @@ fn a_resumed_stride_skips_through_its_last_item() {
     assert_eq!(super::Credit::resuming(1, flow(stride)).to_skip, 2);
     assert_eq!(super::Credit::resuming(0, flow(stride)).to_skip, 0);
     assert_eq!(super::Credit::resuming(5, flow(None)).to_skip, 5);
+}
+
+/// A resumed pass of a plugin with the fast path drops the items before
+/// its position in the plugin (one call, no item made), then goes on.
+#[test]
+fn a_resumed_pass_skips_in_the_plugin_where_it_can() {
+    let mut h = harness(10, 1024, |s| s.skip = Some(Skip::Honest)).initialized();
+    h.commands
+        .send(Command::ResumeIteration { delivered: 7 })
+        .unwrap();
+    while matches!(h.machine.run_inline(), Inline::Producing) {}
+    assert_eq!(
+        h.drain(),
+        [
+            "IterationStarted",
+            "items ",
+            "items 7",
+            "items 8,9",
+            "IterationFinished"
+        ]
+    );
+    let calls = h.calls.lock().unwrap().clone();
+    assert_eq!(calls[1..3], ["begin", "skip 7"], "{calls:?}");
+}
+
+/// A plugin whose `skip` says it dropped more than it was asked to breaks
+/// the contract, and one whose `skip` fails fails the pass: the worker
+/// ends with that error, nothing delivered.
+#[test]
+fn a_skip_that_claims_too_much_or_fails_ends_the_worker() {
+    for (skip, expected) in [
+        (Skip::Claims(8), "failed: protocol"),
+        (Skip::Fails, "failed: iteration_failed"),
+    ] {
+        let mut h = harness(10, 1024, |s| s.skip = Some(skip)).initialized();
+        h.commands
+            .send(Command::ResumeIteration { delivered: 7 })
+            .unwrap();
+        while matches!(h.machine.run_inline(), Inline::Producing) {}
+        assert_eq!(h.drain(), ["IterationStarted", expected]);
+    }
 }
