@@ -92,6 +92,7 @@ mod compile;
 mod clock;
 mod codec;
 mod error;
+mod failure;
 mod fork;
 mod options;
 mod position;
@@ -127,6 +128,7 @@ pub use crate::compile::{DEFAULT_LOAD_MEMORY, DEFAULT_LOAD_TIMEOUT};
 pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::entry::{run_worker_from_args, run_worker_if_requested};
 pub use crate::error::{Error, ErrorKind};
+pub use crate::failure::{DEFAULT_MAX_RESTARTS, Failure, OnFailure};
 pub use crate::guest::output::{GuestStream, OutputLine};
 pub use crate::iterable::{Batches, Iterable, IterableBuilder, MAX_WORKERS};
 pub use crate::options::{

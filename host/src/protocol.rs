@@ -29,7 +29,15 @@ pub(crate) enum Command {
     /// worker delivered before a position: the worker produces them and
     /// drops them (answering with an empty `Items` batch for each batch it
     /// drops, as `SkipIteration`), then goes on as after `StartIteration`.
-    ResumeIteration { delivered: u64 },
+    /// A restarted worker also drops the stream's items before `past` (the
+    /// item that failed, passed over), and asks for one item at a time
+    /// before the stream's item `careful` (to find the item a trap in a
+    /// batch of several was at).
+    ResumeIteration {
+        delivered: u64,
+        past: u64,
+        careful: u64,
+    },
 }
 
 /// Worker → caller.
@@ -41,6 +49,15 @@ pub(crate) enum Status {
     /// Items of the current pass (SPDL's ITERATOR_SUCCESS), a batch at a time.
     Items(WorkerBatch),
     IteratorFailed(Error),
+    /// Sent just before `IteratorFailed` when a `next` call of the pass
+    /// failed: `item`, the index in the pass's stream of the first item the
+    /// call was to give; `asked`, how many it asked for (items before a
+    /// plugin's error come in the call before, so for an error, and for a
+    /// trap in a call that asked for one, `item` is the one that failed).
+    FailedAt {
+        item: u64,
+        asked: u32,
+    },
     IterationFinished,
     UnexpectedCommand(Command),
     /// The worker runs and has the plugin loaded (a worker process has

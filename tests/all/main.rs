@@ -14,6 +14,7 @@ mod confinement;
 mod conformance;
 mod epochs;
 mod examples;
+mod failures;
 mod faults;
 mod images;
 mod languages;

@@ -6,16 +6,19 @@
 //! and its passes (`pass/`) both work through it.
 
 mod progress;
+mod restart;
 mod wait;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sandgen_wire::Encoding;
 
 pub(crate) use crate::caller::progress::{Progress, Resume};
+pub(crate) use crate::caller::restart::Respawn;
 use crate::error::{Error, ErrorKind};
+use crate::failure::{Failure, OnFailure};
 use crate::fork;
 use crate::protocol::{Command, Status};
 use crate::worker::{Recycler, WorkerHandle};
@@ -33,6 +36,13 @@ pub(crate) struct Setup {
     pub(crate) timeout: Option<Duration>,
     /// Items round-robin by worker (`true`) or as they come.
     pub(crate) in_order: bool,
+    /// What a pass does when a worker fails, and how many restarts it may
+    /// make.
+    pub(crate) on_failure: OnFailure,
+    pub(crate) max_restarts: u32,
+    /// How long a restarted worker may take to start (the plugin's load
+    /// timeout).
+    pub(crate) start_up: Duration,
 }
 
 /// The workers of one iterable, as the caller sees them.
@@ -48,11 +58,17 @@ pub(crate) struct Workers {
     generation: u64,
     /// What the passes delivered, for positions.
     progress: Progress,
+    /// What started each worker, to start it again (empty: the workers
+    /// cannot be restarted).
+    respawn: Vec<Respawn>,
+    /// The failures the passes survived.
+    failures: Mutex<Vec<Failure>>,
 }
 
 /// One worker, as the caller sees it.
 struct Worker {
-    handle: WorkerHandle,
+    /// Replaced when the worker is restarted.
+    handle: RwLock<Arc<WorkerHandle>>,
     /// `StartIteration` commands sent; a pass's `IterationStarted` is the
     /// status with the same ordinal, so leftovers of earlier passes are told
     /// apart without a pass id on the wire.
@@ -68,7 +84,7 @@ impl Workers {
             all: handles
                 .into_iter()
                 .map(|handle| Worker {
-                    handle,
+                    handle: RwLock::new(Arc::new(handle)),
                     starts_sent: AtomicU64::new(0),
                     starts_seen: AtomicU64::new(0),
                 })
@@ -78,7 +94,32 @@ impl Workers {
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
             generation: fork::generation(),
+            respawn: Vec::new(),
+            failures: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps what started each worker, so that a pass can restart it.
+    pub(crate) fn with_respawn(mut self, respawn: Vec<Respawn>) -> Workers {
+        self.respawn = respawn;
+        self
+    }
+
+    /// Worker `worker`'s handle, as it is now.
+    fn handle(&self, worker: usize) -> Arc<WorkerHandle> {
+        Arc::clone(
+            &self.all[worker]
+                .handle
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Every worker's handle, as they are now.
+    fn handles(&self) -> Vec<Arc<WorkerHandle>> {
+        (0..self.all.len())
+            .map(|worker| self.handle(worker))
+            .collect()
     }
 
     /// Whether this is a process forked from the one that started the
@@ -123,9 +164,9 @@ impl Workers {
 
     /// The worker processes' ids, by worker index (none for threads).
     pub(crate) fn pids(&self) -> Vec<u32> {
-        self.all
+        self.handles()
             .iter()
-            .filter_map(|worker| worker.handle.process_id())
+            .filter_map(|handle| handle.process_id())
             .collect()
     }
 
@@ -160,7 +201,7 @@ impl Workers {
     /// Sends `command` to worker `worker` (a worker that is gone is
     /// reported by the next wait, not here).
     pub(crate) fn send(&self, worker: usize, command: Command) {
-        let _ = self.all[worker].handle.queues.commands.send(command);
+        let _ = self.handle(worker).queues.commands.send(command);
     }
 
     /// Sends `StartIteration` (with `skip`, `SkipIteration`; past
@@ -170,10 +211,20 @@ impl Workers {
         let command = if skip {
             Command::SkipIteration
         } else if delivered > 0 {
-            Command::ResumeIteration { delivered }
+            Command::ResumeIteration {
+                delivered,
+                past: 0,
+                careful: 0,
+            }
         } else {
             Command::StartIteration
         };
+        self.start_with(worker, command)
+    }
+
+    /// Sends a command that starts a pass to worker `worker`: the pass's
+    /// ordinal for it.
+    fn start_with(&self, worker: usize, command: Command) -> u64 {
         self.send(worker, command);
         self.all[worker].starts_sent.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -186,24 +237,25 @@ impl Workers {
     /// Gives back the buffer of a batch of worker `worker` that the caller
     /// has read.
     pub(crate) fn recycle(&self, worker: usize, buf: Vec<u8>) {
-        self.all[worker].handle.recycle(buf);
+        self.handle(worker).recycle(buf);
     }
 
     /// Where a batch of worker `worker` handed to the caller whole gives
     /// its buffer back.
     pub(crate) fn recycler(&self, worker: usize) -> Option<Recycler> {
-        self.all[worker].handle.recycler()
+        self.handle(worker).recycler()
     }
 
     /// Ends the workers now and waits for them (up to a second each, then a
     /// worker process is killed). Closing twice does nothing more.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Ordering::SeqCst) && !self.forked() {
-            for worker in &self.all {
-                worker.handle.interrupt();
+            let handles = self.handles();
+            for handle in &handles {
+                handle.interrupt();
             }
-            for worker in &self.all {
-                worker.handle.shutdown(TEARDOWN_GRACE);
+            for handle in &handles {
+                handle.shutdown(TEARDOWN_GRACE);
             }
         }
     }
@@ -271,8 +323,8 @@ impl Workers {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| error.clone());
         if !self.forked() {
-            for worker in &self.all {
-                worker.handle.interrupt();
+            for handle in self.handles() {
+                handle.interrupt();
             }
         }
     }
@@ -321,11 +373,12 @@ impl Drop for Workers {
             return;
         }
         // Interrupt every worker first, so that they end side by side.
-        for worker in &self.all {
-            let _ = worker.handle.queues.commands.send(Command::Abort);
+        let handles = self.handles();
+        for handle in &handles {
+            let _ = handle.queues.commands.send(Command::Abort);
         }
-        for worker in &self.all {
-            worker.handle.shutdown(TEARDOWN_GRACE);
+        for handle in &handles {
+            handle.shutdown(TEARDOWN_GRACE);
         }
     }
 }

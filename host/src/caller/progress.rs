@@ -82,6 +82,11 @@ impl Progress {
         plan
     }
 
+    /// The live (or last) pass, counted from 0.
+    pub(crate) fn pass(&self) -> u64 {
+        self.passes().begun.saturating_sub(1)
+    }
+
     /// The live pass failed.
     pub(crate) fn fail(&self) {
         self.passes().failed = true;

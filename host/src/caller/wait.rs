@@ -29,7 +29,8 @@ impl Workers {
         let deadline = timeout.and_then(|timeout| waiting_since.checked_add(timeout));
         self.run_parked(worker, wait.is_none(), deadline, timeout, phase)?;
         let (wait, last) = self.slice(wait, waiting_since);
-        let statuses = &self.all[worker].handle.queues.statuses;
+        let handle = self.handle(worker);
+        let statuses = &handle.queues.statuses;
         let received = match wait {
             Some(wait) => statuses.recv_timeout(wait),
             None => statuses.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -42,26 +43,30 @@ impl Workers {
     }
 
     /// Waits up to `wait` for the next status of any of `workers`;
-    /// `Ok(None)` as for [`recv_for`](Self::recv_for).
+    /// `Ok(None)` as for [`recv_for`](Self::recv_for). An error names the
+    /// worker it is of.
     pub(crate) fn recv_any_for(
         &self,
         workers: &[usize],
         wait: Option<Duration>,
         waiting_since: Instant,
         phase: &str,
-    ) -> Result<Option<(usize, Status)>, Error> {
+    ) -> Result<Option<(usize, Status)>, (usize, Error)> {
         if let [worker] = workers {
             return Ok(self
-                .recv_for(*worker, wait, waiting_since, phase)?
+                .recv_for(*worker, wait, waiting_since, phase)
+                .map_err(|error| (*worker, error))?
                 .map(|status| (*worker, status)));
         }
         let timeout = self.setup.timeout;
         let (wait, last) = self.slice(wait, waiting_since);
         let mut select = crossbeam_channel::Select::new();
-        for &worker in workers {
+        let handles: Vec<_> = workers.iter().map(|&worker| self.handle(worker)).collect();
+        for (&worker, handle) in workers.iter().zip(&handles) {
             // Several workers are waited for at once: none runs here.
-            self.run_parked(worker, false, None, timeout, phase)?;
-            select.recv(&self.all[worker].handle.queues.statuses);
+            self.run_parked(worker, false, None, timeout, phase)
+                .map_err(|error| (worker, error))?;
+            select.recv(&handle.queues.statuses);
         }
         let ready = match wait {
             Some(wait) => select.select_timeout(wait).ok(),
@@ -73,12 +78,17 @@ impl Workers {
             }
             // Every worker was silent for the whole timeout: the first is
             // named.
-            return Err(self.recv_failed(workers[0], RecvTimeoutError::Timeout, timeout, phase));
+            let error = self.recv_failed(workers[0], RecvTimeoutError::Timeout, timeout, phase);
+            return Err((workers[0], error));
         };
-        let worker = workers[operation.index()];
-        match operation.recv(&self.all[worker].handle.queues.statuses) {
+        let index = operation.index();
+        let worker = workers[index];
+        match operation.recv(&handles[index].queues.statuses) {
             Ok(status) => Ok(Some((worker, status))),
-            Err(_) => Err(self.recv_failed(worker, RecvTimeoutError::Disconnected, timeout, phase)),
+            Err(_) => Err((
+                worker,
+                self.recv_failed(worker, RecvTimeoutError::Disconnected, timeout, phase),
+            )),
         }
     }
 
@@ -107,7 +117,8 @@ impl Workers {
     ) -> Result<Status, Error> {
         let until = deadline.and_then(|timeout| Instant::now().checked_add(timeout));
         self.run_parked(worker, true, until, deadline, phase)?;
-        let statuses = &self.all[worker].handle.queues.statuses;
+        let handle = self.handle(worker);
+        let statuses = &handle.queues.statuses;
         let received = match deadline {
             Some(timeout) => statuses.recv_timeout(timeout),
             None => statuses.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -122,7 +133,7 @@ impl Workers {
     pub(crate) fn start_parked(&self, worker: usize, inline: bool) -> Result<(), Error> {
         let timeout = self.setup.timeout;
         let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let parked = self.all[worker].handle.pass_started(inline, deadline);
+        let parked = self.handle(worker).pass_started(inline, deadline);
         self.parked_outcome(worker, parked, timeout, "iteration")
     }
 
@@ -137,7 +148,7 @@ impl Workers {
         timeout: Option<Duration>,
         phase: &str,
     ) -> Result<(), Error> {
-        let parked = self.all[worker].handle.before_wait(inline, deadline);
+        let parked = self.handle(worker).before_wait(inline, deadline);
         self.parked_outcome(worker, parked, timeout, phase)
     }
 
@@ -155,25 +166,21 @@ impl Workers {
             Parked::TimedOut => {
                 Err(self.recv_failed(worker, RecvTimeoutError::Timeout, timeout, phase))
             }
-            Parked::Forked => {
-                let error = self.named(
-                    worker,
-                    Error::new(
-                        ErrorKind::WorkerDied,
-                        format!(
-                            "the worker thread of generator {} belongs to the process this one was forked from, and a forked process has none of its threads; create the iterable after the fork",
-                            self.setup.generator
-                        ),
+            Parked::Forked => Err(self.named(
+                worker,
+                Error::new(
+                    ErrorKind::WorkerDied,
+                    format!(
+                        "the worker thread of generator {} belongs to the process this one was forked from, and a forked process has none of its threads; create the iterable after the fork",
+                        self.setup.generator
                     ),
-                );
-                self.fail(&error);
-                Err(error)
-            }
+                ),
+            )),
         }
     }
 
     /// The error of a wait on worker `worker` that timed out or found the
-    /// worker gone.
+    /// worker gone (the pass decides whether it ends the workers).
     fn recv_failed(
         &self,
         worker: usize,
@@ -200,8 +207,6 @@ impl Workers {
                 ),
             ),
         };
-        let error = self.named(worker, error);
-        self.fail(&error);
-        error
+        self.named(worker, error)
     }
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use sandgen_wire::Encoding;
 use serde::Serialize;
 
-use crate::caller::{Setup, Workers, name_worker};
+use crate::caller::{Respawn, Setup, Workers, name_worker};
 use crate::codec;
 use crate::error::{Error, ErrorKind};
+use crate::failure::{DEFAULT_MAX_RESTARTS, OnFailure};
 use crate::guest::output::{OutputHandler, OutputLine, for_worker, stderr_handler};
 use crate::iterable::Iterable;
 use crate::loader::PluginCore;
@@ -20,6 +21,7 @@ use crate::worker::task::Task;
 use crate::worker::{Isolation, WorkerHandle};
 
 mod checks;
+mod failures;
 mod resume;
 
 /// Configures and creates an [`Iterable`]; made by [`Plugin::generator`](crate::Plugin::generator).
@@ -38,6 +40,8 @@ mod resume;
 /// | [`buffer_size`](Self::buffer_size) | 1024 items ([`DEFAULT_BUFFER_SIZE`](crate::DEFAULT_BUFFER_SIZE)) |
 /// | [`buffer_bytes`](Self::buffer_bytes) | 16 MiB ([`DEFAULT_BUFFER_BYTES`](crate::DEFAULT_BUFFER_BYTES)) |
 /// | [`timeout`](Self::timeout) | none |
+/// | [`on_failure`](Self::on_failure) | [`OnFailure::Stop`]: a worker's failure ends the pass |
+/// | [`max_restarts`](Self::max_restarts) | 3 per pass ([`DEFAULT_MAX_RESTARTS`](crate::DEFAULT_MAX_RESTARTS)) |
 /// | [`memory_limit`](Self::memory_limit) | 1 GiB ([`DEFAULT_MEMORY_LIMIT`](crate::DEFAULT_MEMORY_LIMIT)) |
 /// | [`fuel`](Self::fuel) | unlimited |
 /// | [`max_item_bytes`](Self::max_item_bytes) | 1 GiB ([`DEFAULT_MAX_ITEM_BYTES`](crate::DEFAULT_MAX_ITEM_BYTES)) |
@@ -84,6 +88,8 @@ pub struct IterableBuilder {
     shard: Option<(usize, usize)>,
     sharding: Sharding,
     resume: Option<Position>,
+    on_failure: OnFailure,
+    max_restarts: u32,
 }
 
 /// Arguments or config: raw, or encoded with a given encoding.
@@ -144,6 +150,8 @@ impl IterableBuilder {
             shard: None,
             sharding: Sharding::Plugin,
             resume: None,
+            on_failure: OnFailure::Stop,
+            max_restarts: DEFAULT_MAX_RESTARTS,
         }
     }
 
@@ -455,26 +463,37 @@ impl IterableBuilder {
         // side by side on threads of their own.
         let park = self.isolation == Isolation::Thread && workers == 1;
         let mut handles = Vec::with_capacity(workers);
+        let mut respawn = Vec::with_capacity(workers);
         for (index, args) in args.into_iter().enumerate() {
             // This worker among all the workers of all the shards.
             let global = shard * workers + index;
             let task = self.task(global, shards * workers, drawn, args, config.clone());
-            let handle = self
+            let output = for_worker(&output, index);
+            let placement = self
                 .plugin
                 .placement(self.isolation, &task)
-                .and_then(|placement| {
-                    WorkerHandle::spawn(&placement, task, for_worker(&output, index), park)
-                })
+                .map_err(|e| name_worker(e, index, workers))?;
+            let handle = WorkerHandle::spawn(&placement, task.clone(), Arc::clone(&output), park)
                 .map_err(|e| name_worker(e, index, workers))?;
             handles.push(handle);
+            if self.on_failure != OnFailure::Stop {
+                respawn.push(Respawn {
+                    placement,
+                    task,
+                    output,
+                });
+            }
         }
         let setup = Setup {
             generator: self.generator,
             encoding: self.encoding,
             timeout: self.timeout,
             in_order: self.in_order,
+            on_failure: self.on_failure,
+            max_restarts: self.max_restarts,
+            start_up: self.plugin.load_timeout(),
         };
-        let workers = Workers::new(handles, setup);
+        let workers = Workers::new(handles, setup).with_respawn(respawn);
         // Start-up (a worker process starts and reads its compiled
         // component) is sandgen's time, bounded by the load timeout; from
         // `Loaded` on, the inactivity timeout counts the plugin's own time.

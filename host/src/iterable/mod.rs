@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::Source;
 use crate::caller::Workers;
 use crate::error::Error;
+use crate::failure::Failure;
 pub use crate::iterable::batches::Batches;
 pub use crate::iterable::builder::{IterableBuilder, MAX_WORKERS};
 use crate::pass::{NextBatch, Pass, PassCore, RawPass};
@@ -59,6 +60,16 @@ impl Iterable {
             binding,
             source,
         }
+    }
+
+    /// The failures its passes survived, oldest first: each worker
+    /// restarted (with [`OnFailure::Restart`](crate::OnFailure::Restart) or
+    /// [`Skip`](crate::OnFailure::Skip)), with the worker, the pass, where
+    /// it stood, the item passed over, and the error. A pass that fails
+    /// for good returns its error as before; the failures it survived
+    /// until then are here too.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.workers.failures()
     }
 
     /// Where the run stands, to resume it exactly

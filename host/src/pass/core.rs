@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use sandgen_wire::frame::Frames;
 
 use crate::caller::Workers;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
+use crate::failure::{Failure, OnFailure, item_failure, restartable};
 use crate::pass::{Batch, Delivered, NextBatch};
 use crate::protocol::{Command, Status};
 
@@ -30,6 +31,11 @@ struct WorkerPass {
     /// When the worker last sent anything (or the pass began): the longest
     /// silent is named when every worker was silent for the whole timeout.
     last_heard: Option<Instant>,
+    /// Where its last `next` call failed (`FailedAt`): the stream's item
+    /// and how many it asked for.
+    failed_at: Option<(u64, u32)>,
+    /// A restarted worker passes over the stream's items before this one.
+    past: u64,
 }
 
 impl WorkerPass {
@@ -55,10 +61,17 @@ pub(crate) struct PassCore<W: Deref<Target = Workers>> {
     waiting_since: Option<Instant>,
     /// What each worker delivered so far in this pass.
     pub(crate) delivered: Vec<Delivered>,
-    /// An error met while the pass started, for the first wait.
-    pending: Option<Error>,
+    /// An error met while the pass started (and its worker), for the first
+    /// wait.
+    pending: Option<(usize, Error)>,
     /// The worker of the item taken last, one by one.
     last: Option<usize>,
+    /// The pass runs without its items (`SkipIteration`).
+    skip: bool,
+    /// This pass, counted from 0 over the iterable's life.
+    pass: u64,
+    /// Workers restarted in this pass.
+    restarts: u32,
 }
 
 /// What a wait for a worker's next batch found.
@@ -100,7 +113,11 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             })
             .collect();
         let cursor = resume.as_ref().map_or(0, |r| r.next_worker);
-        let pending = (0..count).find_map(|worker| workers.start_parked(worker, inline).err());
+        let pending = (0..count).find_map(|worker| {
+            let started = workers.start_parked(worker, inline);
+            started.err().map(|error| (worker, error))
+        });
+        let pass = workers.progress().pass();
         Ok(PassCore {
             workers,
             passes,
@@ -110,6 +127,9 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             delivered,
             pending,
             last: None,
+            skip,
+            pass,
+            restarts: 0,
         })
     }
 
@@ -153,7 +173,9 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
     /// batch in hand, waiting for it up to `wait` (`None`: as long as the
     /// inactivity timeout allows).
     fn next_worker(&mut self, wait: Option<Duration>) -> Result<Filled, Error> {
-        if let Some(error) = self.pending.take() {
+        if let Some((worker, error)) = self.pending.take()
+            && let Err(error) = self.recover(worker, error)
+        {
             return Err(self.failed(error));
         }
         if self.done {
@@ -201,7 +223,10 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             let (worker, status) = match received {
                 Ok(Some(received)) => received,
                 Ok(None) => return Ok(Filled::Pending),
-                Err(error) => return Err(self.failed(error)),
+                Err((worker, error)) => match self.recover(worker, error) {
+                    Ok(()) => continue,
+                    Err(error) => return Err(self.failed(error)),
+                },
             };
             self.waiting_since = Some(Instant::now());
             self.passes[worker].last_heard = self.waiting_since;
@@ -215,7 +240,10 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
                     // worker that was waited for is at the cursor).
                 }
                 Ok(false) => {}
-                Err(error) => return Err(self.failed(error)),
+                Err(error) => match self.recover(worker, error) {
+                    Ok(()) => {}
+                    Err(error) => return Err(self.failed(error)),
+                },
             }
         }
     }
@@ -251,12 +279,110 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             // A worker that was closed under a live pass may report its own
             // end (a killed process): the pass was closed.
             Status::IteratorFailed(_) if workers.is_closed() => Err(workers.closed_error()),
-            Status::IteratorFailed(error) => {
-                let error = workers.named(worker, error);
-                workers.fail(&error);
-                Err(error)
+            Status::IteratorFailed(error) => Err(workers.named(worker, error)),
+            Status::FailedAt { item, asked } => {
+                if state.started {
+                    state.failed_at = Some((item, asked));
+                }
+                Ok(false)
             }
             other => Err(workers.protocol_error(worker, &other, "iteration")),
+        }
+    }
+
+    /// Worker `worker` failed with `error`: as the iterable's
+    /// [`OnFailure`] says and its restarts allow, a fresh worker takes its
+    /// place, resumed where it stood (or past the item that failed), and
+    /// the failure is recorded; otherwise the error that ends the pass.
+    fn recover(&mut self, worker: usize, error: Error) -> Result<(), Error> {
+        let workers = &*self.workers;
+        let on_failure = workers.on_failure();
+        if on_failure == OnFailure::Stop
+            || !restartable(error.kind())
+            || !workers.can_restart(worker)
+        {
+            return Err(workers.restarts_spent(error, self.restarts));
+        }
+        let state = &self.passes[worker];
+        let position = self.delivered[worker].items;
+        // It failed before the item it was to pass over, while dropping the
+        // items before it: its plugin produces the items it skips.
+        let replaying = state.failed_at.filter(|&(item, _)| item < state.past);
+        if self.restarts >= workers.max_restarts() {
+            let error = match replaying {
+                Some((item, _)) => error.hint(format!(
+                    "it failed again at item {item} while passing over item {}: a plugin passes over an item without producing it only with the `skip` of wit/resume.wit",
+                    state.past - 1
+                )),
+                None => error,
+            };
+            return Err(workers.restarts_spent(error, self.restarts));
+        }
+        // What was passed over stays passed over.
+        let (mut past, mut careful, mut skipped) = (state.past, 0, None);
+        if on_failure == OnFailure::Skip
+            && item_failure(error.kind())
+            && !self.skip
+            && replaying.is_none()
+        {
+            match state.failed_at {
+                // Items before a plugin's error come in the call before; a
+                // trap in a call that asked for one item is at that item.
+                Some((item, asked)) if asked == 1 || error.kind() == ErrorKind::IterationFailed => {
+                    past = past.max(item + 1);
+                    skipped = Some(item);
+                }
+                // A trap in a call that asked for several: the new worker
+                // asks for one at a time up to there, to find the item.
+                Some((item, asked)) => careful = item + u64::from(asked),
+                None => {}
+            }
+        }
+        self.restarts += 1;
+        workers.record(Failure {
+            worker,
+            pass: self.pass,
+            position,
+            skipped,
+            error,
+        });
+        if let Some(item) = skipped
+            && workers.keeps(worker, item)
+        {
+            // An item of its own passed over counts as delivered: positions
+            // count the worker's items of the stream, and a resume from one
+            // passes over it too. In order, it takes its turn (the worker
+            // failed at its turn): the rest comes as in an undisturbed pass.
+            if workers.in_order() {
+                self.cursor = (worker + 1) % self.passes.len();
+            }
+            let delivered = &mut self.delivered[worker].items;
+            *delivered += 1;
+            workers
+                .progress()
+                .delivered(worker, *delivered, self.cursor);
+        }
+        let command = if self.skip {
+            Command::SkipIteration
+        } else {
+            Command::ResumeIteration {
+                delivered: self.delivered[worker].items,
+                past,
+                careful,
+            }
+        };
+        match workers.restart(worker, self.pass, command) {
+            Ok(ordinal) => {
+                self.passes[worker] = WorkerPass {
+                    ordinal,
+                    last_heard: Some(Instant::now()),
+                    past,
+                    ..WorkerPass::default()
+                };
+                self.waiting_since = None;
+                Ok(())
+            }
+            Err(error) => self.recover(worker, error),
         }
     }
 
@@ -290,8 +416,9 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         self.stop();
     }
 
-    /// Ends the pass with `error`: the other workers stop producing.
+    /// Ends the pass with `error`: the workers end.
     fn failed(&mut self, error: Error) -> Error {
+        self.workers.fail(&error);
         // The position stays where the pass failed.
         self.workers.progress().fail();
         self.stop();

@@ -20,6 +20,9 @@ fn workers(count: usize, in_order: bool, timeout: Duration) -> (Workers, Vec<Wor
         encoding: Encoding::Bincode,
         timeout: Some(timeout),
         in_order,
+        on_failure: crate::OnFailure::Stop,
+        max_restarts: 0,
+        start_up: timeout,
     };
     (Workers::new(handles, setup), ends)
 }

@@ -10,16 +10,18 @@
 //! the caller's own thread (`thread.rs`), with [`Machine::run_inline`], and
 //! the rest on a thread of its own, with [`Machine::run`].
 
+mod credit;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use sandgen_wire::frame::Frames;
 
 use crate::error::{Error, ErrorKind};
 use crate::guest::{Interrupt, Stop};
-use crate::options::{Flow, Stride};
+use crate::options::Flow;
 use crate::protocol::{Command, Status, WorkerBatch};
+use crate::worker::machine::credit::Credit;
 use crate::worker::task::Reports;
 
 /// The most bytes asked of the guest in one `next` call (a larger single item
@@ -94,111 +96,6 @@ enum Stage<S: Session> {
     Finishing(Box<S>),
     /// Ended: nothing more to do.
     Ended,
-}
-
-/// The flow control of a pass: what the caller has not taken yet, and how
-/// large the next batch may be.
-#[derive(Debug)]
-struct Credit {
-    /// Items and bytes produced that the caller has not consumed yet.
-    items_ahead: usize,
-    bytes_ahead: usize,
-    /// How many items the next `next` call asks for (slow start).
-    batch_items: usize,
-    /// Items of this pass's stream seen so far (kept or not).
-    seen: u64,
-    /// The pass is run without sending its items (`SkipIteration`).
-    skip: bool,
-    /// Items of the stream still to drop before the pass goes on as usual
-    /// (`ResumeIteration`).
-    to_skip: u64,
-}
-
-impl Credit {
-    /// Slow start: the first call of a pass asks for one item, and each call
-    /// twice as many as the last, so the first items come at once.
-    fn new(skip: bool) -> Credit {
-        Credit {
-            items_ahead: 0,
-            bytes_ahead: 0,
-            batch_items: 1,
-            seen: 0,
-            skip,
-            to_skip: 0,
-        }
-    }
-
-    /// A pass resumed after this worker delivered `delivered` items: the
-    /// items of the stream it drops first (with a stride, those up to and
-    /// with its last delivered one; the others' items after it are made
-    /// and left out as in any pass, so an error among them still fails it).
-    fn resuming(delivered: u64, flow: Flow) -> Credit {
-        let mut credit = Credit::new(false);
-        credit.to_skip = match flow.keep {
-            Some(_) if delivered == 0 => 0,
-            Some(stride) => stride
-                .offset
-                .saturating_add((delivered - 1).saturating_mul(stride.step))
-                .saturating_add(1),
-            None => delivered,
-        };
-        credit
-    }
-
-    /// Whether the caller has no room for another batch.
-    fn full(&self, flow: Flow) -> bool {
-        self.items_ahead >= flow.buffer_size || self.bytes_ahead >= flow.buffer_bytes
-    }
-
-    /// The caller took this much off its queue.
-    fn returned(&mut self, items: u32, bytes: u64) {
-        self.items_ahead = self.items_ahead.saturating_sub(items as usize);
-        self.bytes_ahead = self
-            .bytes_ahead
-            .saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
-    }
-
-    /// The bounds of the next batch (items, bytes). A batch is at most half
-    /// of the buffer, so that two are in flight: the worker produces while
-    /// the caller consumes.
-    fn next_bounds(&mut self, flow: Flow) -> (u32, u32) {
-        if self.skip {
-            // Nothing reaches the caller: the largest batches the guest gives.
-            return (MAX_BATCH_ITEMS as u32, MAX_BATCH_BYTES as u32);
-        }
-        let batch_cap = (flow.buffer_size / 2).clamp(1, MAX_BATCH_ITEMS);
-        let batch_bytes = (flow.buffer_bytes / 2).clamp(1, MAX_BATCH_BYTES);
-        let max_items = (flow.buffer_size - self.items_ahead).min(self.batch_items) as u32;
-        self.batch_items = (self.batch_items * 2).min(batch_cap);
-        let max_bytes = (flow.buffer_bytes - self.bytes_ahead).clamp(1, batch_bytes) as u32;
-        (max_items, max_bytes)
-    }
-
-    /// This worker's share of `batch`, the next items of the pass's stream:
-    /// the items that `stride` keeps, framed again.
-    fn keep(&mut self, stride: Stride, batch: WorkerBatch) -> WorkerBatch {
-        let mut frames = Frames::new(batch.frames, batch.count);
-        let mut kept = Vec::new();
-        let mut count = 0;
-        while let Some(item) = frames.next_frame() {
-            if stride.keeps(self.seen) {
-                kept.extend_from_slice(&(item.len() as u32).to_le_bytes());
-                kept.extend_from_slice(item);
-                count += 1;
-            }
-            self.seen += 1;
-        }
-        WorkerBatch {
-            frames: kept,
-            count,
-        }
-    }
-
-    /// A batch went to the caller.
-    fn produced(&mut self, batch: &WorkerBatch) {
-        self.items_ahead += batch.count as usize;
-        self.bytes_ahead += batch.frames.len();
-    }
 }
 
 /// What one step of the machine did.
@@ -399,9 +296,11 @@ impl<S: Session> Machine<S> {
                     return Step::Ended;
                 }
                 let credit = match command {
-                    Command::ResumeIteration { delivered } => {
-                        Credit::resuming(delivered, session.flow())
-                    }
+                    Command::ResumeIteration {
+                        delivered,
+                        past,
+                        careful,
+                    } => Credit::resuming(delivered, past, careful, session.flow()),
                     _ => Credit::new(command == Command::SkipIteration),
                 };
                 if credit.skip {
@@ -521,7 +420,9 @@ impl<S: Session> Machine<S> {
             // never more: inside the plugin where it has the fast path (each
             // prompt answer reported as progress), else as the guest gives
             // them (at most the items asked for).
-            if let Some(dropped) = session.skip_items(credit.to_skip, &self.interrupt)? {
+            let asked = u32::try_from(credit.to_skip).unwrap_or(u32::MAX);
+            let skipped = session.skip_items(credit.to_skip, &self.interrupt);
+            if let Some(dropped) = self.failed_at(credit, asked, skipped)? {
                 if dropped > credit.to_skip {
                     return Err(Stop::Failed(Error::new(
                         ErrorKind::Protocol,
@@ -543,14 +444,16 @@ impl<S: Session> Machine<S> {
             }
             let max_items = credit.to_skip.min(MAX_BATCH_ITEMS as u64) as u32;
             let max_bytes = MAX_BATCH_BYTES as u32;
-            let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {
+            let batch = session.next_batch(max_items, max_bytes, &self.interrupt);
+            let Some(batch) = self.failed_at(credit, max_items, batch)? else {
                 return Ok(Turn::Finished);
             };
             credit.to_skip = credit.to_skip.saturating_sub(u64::from(batch.count));
             return Ok(self.dropped(credit, &batch));
         }
         let (max_items, max_bytes) = credit.next_bounds(flow);
-        let Some(batch) = session.next_batch(max_items, max_bytes, &self.interrupt)? else {
+        let batch = session.next_batch(max_items, max_bytes, &self.interrupt);
+        let Some(batch) = self.failed_at(credit, max_items, batch)? else {
             return Ok(Turn::Finished);
         };
         if credit.skip {
@@ -558,7 +461,10 @@ impl<S: Session> Machine<S> {
         }
         let batch = match flow.keep {
             Some(stride) => credit.keep(stride, batch),
-            None => batch,
+            None => {
+                credit.seen += u64::from(batch.count);
+                batch
+            }
         };
         if batch.count == 0 {
             // None of these items is this worker's: on to the next batch.
@@ -570,6 +476,21 @@ impl<S: Session> Machine<S> {
         } else {
             Ok(Turn::Exit)
         }
+    }
+
+    /// A `next` call that failed tells the caller where (`FailedAt`) before
+    /// its `IteratorFailed`.
+    fn failed_at<T>(
+        &self,
+        credit: &Credit,
+        asked: u32,
+        result: Result<T, Stop>,
+    ) -> Result<T, Stop> {
+        if let Err(Stop::Failed(_)) = &result {
+            let item = credit.seen;
+            self.statuses.report(Status::FailedAt { item, asked });
+        }
+        result
     }
 
     /// Drops `batch` (a skipped pass's, or items before a resumed pass's

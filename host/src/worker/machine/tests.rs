@@ -341,6 +341,8 @@ fn a_failed_batch_is_the_last_status() {
             "IterationStarted",
             "items 0",
             "items 1,2",
+            // The call that failed asked for 4 items from item 3 on.
+            "FailedAt { item: 3, asked: 4 }",
             "failed: iteration_failed"
         ]
     );
@@ -464,10 +466,34 @@ fn a_resumed_stride_skips_through_its_last_item() {
     };
     let stride = Some(crate::options::Stride { offset: 1, step: 3 });
     // Items 1, 4 and 7 of the stream delivered: 0..=7 dropped.
-    assert_eq!(super::Credit::resuming(3, flow(stride)).to_skip, 8);
-    assert_eq!(super::Credit::resuming(1, flow(stride)).to_skip, 2);
-    assert_eq!(super::Credit::resuming(0, flow(stride)).to_skip, 0);
-    assert_eq!(super::Credit::resuming(5, flow(None)).to_skip, 5);
+    assert_eq!(super::Credit::resuming(3, 0, 0, flow(stride)).to_skip, 8);
+    assert_eq!(super::Credit::resuming(1, 0, 0, flow(stride)).to_skip, 2);
+    assert_eq!(super::Credit::resuming(0, 0, 0, flow(stride)).to_skip, 0);
+    assert_eq!(super::Credit::resuming(5, 0, 0, flow(None)).to_skip, 5);
+    // A restarted worker passes over the item that failed (item 5), and
+    // what it passed over before stays passed over.
+    assert_eq!(super::Credit::resuming(5, 6, 0, flow(None)).to_skip, 6);
+    assert_eq!(super::Credit::resuming(9, 6, 0, flow(None)).to_skip, 9);
+    assert_eq!(super::Credit::resuming(1, 6, 0, flow(stride)).to_skip, 6);
+}
+
+/// A restarted worker looking for the item that trapped asks for one item
+/// at a time up to it, then slow-starts as usual.
+#[test]
+fn a_careful_pass_asks_for_one_item_at_a_time() {
+    let flow = Flow {
+        buffer_size: 64,
+        buffer_bytes: 1 << 20,
+        keep: None,
+    };
+    let mut credit = super::Credit::resuming(0, 0, 3, flow);
+    for seen in 0..3 {
+        credit.seen = seen;
+        assert_eq!(credit.next_bounds(flow).0, 1, "item {seen}");
+    }
+    credit.seen = 3;
+    assert_eq!(credit.next_bounds(flow).0, 1);
+    assert_eq!(credit.next_bounds(flow).0, 2);
 }
 
 /// A resumed pass of a plugin with the fast path drops the items before
@@ -476,7 +502,11 @@ fn a_resumed_stride_skips_through_its_last_item() {
 fn a_resumed_pass_skips_in_the_plugin_where_it_can() {
     let mut h = harness(10, 1024, |s| s.skip = Some(Skip::Honest)).initialized();
     h.commands
-        .send(Command::ResumeIteration { delivered: 7 })
+        .send(Command::ResumeIteration {
+            delivered: 7,
+            past: 0,
+            careful: 0,
+        })
         .unwrap();
     while matches!(h.machine.run_inline(), Inline::Producing) {}
     assert_eq!(
@@ -499,14 +529,22 @@ fn a_resumed_pass_skips_in_the_plugin_where_it_can() {
 #[test]
 fn a_skip_that_claims_too_much_or_fails_ends_the_worker() {
     for (skip, expected) in [
-        (Skip::Claims(8), "failed: protocol"),
-        (Skip::Fails, "failed: iteration_failed"),
+        (Skip::Claims(8), &["failed: protocol"][..]),
+        // A failed skip says where it was (`FailedAt`) first.
+        (
+            Skip::Fails,
+            &["FailedAt { item: 0, asked: 7 }", "failed: iteration_failed"][..],
+        ),
     ] {
         let mut h = harness(10, 1024, |s| s.skip = Some(skip)).initialized();
         h.commands
-            .send(Command::ResumeIteration { delivered: 7 })
+            .send(Command::ResumeIteration {
+                delivered: 7,
+                past: 0,
+                careful: 0,
+            })
             .unwrap();
         while matches!(h.machine.run_inline(), Inline::Producing) {}
-        assert_eq!(h.drain(), ["IterationStarted", expected]);
+        assert_eq!(h.drain()[1..], *expected);
     }
 }

@@ -31,7 +31,7 @@ const MAX_REPORT: usize = 1 << 20;
 /// agree on. Raise it with any change to the messages below or to
 /// [`Command`](crate::protocol::Command), [`Status`], [`Task`](crate::worker::task::Task)
 /// or what they contain.
-pub(crate) const PROTOCOL: u32 = 6;
+pub(crate) const PROTOCOL: u32 = 7;
 
 /// The first argument that makes a program a worker process.
 pub(crate) const WORKER_ARG: &str = "__sandgen-worker";
