@@ -49,15 +49,6 @@ pub(crate) enum Status {
     /// Items of the current pass (SPDL's ITERATOR_SUCCESS), a batch at a time.
     Items(WorkerBatch),
     IteratorFailed(Error),
-    /// Sent just before `IteratorFailed` when a `next` call of the pass
-    /// failed: `item`, the index in the pass's stream of the first item the
-    /// call was to give; `asked`, how many it asked for (items before a
-    /// plugin's error come in the call before, so for an error, and for a
-    /// trap in a call that asked for one, `item` is the one that failed).
-    FailedAt {
-        item: u64,
-        asked: u32,
-    },
     IterationFinished,
     UnexpectedCommand(Command),
     /// The worker runs and has the plugin loaded (a worker process has
@@ -65,6 +56,16 @@ pub(crate) enum Status {
     /// The caller's inactivity timeout restarts here, so that it counts
     /// the plugin's time, not the start of a worker process.
     Loaded,
+    /// Sent just before `IteratorFailed` when a `next` call of the pass
+    /// failed: `item`, the index in the pass's stream of the first item the
+    /// call was to give; `asked`, how many it asked for (items before a
+    /// plugin's error come in the call before, so for an error, and for a
+    /// trap in a call that asked for one, `item` is the one that failed).
+    /// Last, so that the others keep their tags on the wire.
+    FailedAt {
+        item: u64,
+        asked: u32,
+    },
 }
 
 /// A batch of items as the worker sends it: frames checked by

@@ -103,6 +103,7 @@ fn generators_are_listed() {
             "worker",
             "busy",
             "blocks",
+            "flaky",
         ]
     );
 }

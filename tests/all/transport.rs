@@ -288,7 +288,7 @@ fn a_worker_that_ignores_back_pressure_is_killed() {
 /// The worker protocol's version, as `host/src/worker/process/wire.rs`
 /// states it: a fake worker that opens with another one is refused (the
 /// fakes below must speak this one to get as far as they do).
-const PROTOCOL: u32 = 6;
+const PROTOCOL: u32 = 7;
 
 /// The 12 bytes a worker process opens with: the magic, then [`PROTOCOL`].
 fn preamble() -> Vec<u8> {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use sandgen::{Encoding, Isolation, NextBatch};
 
 use crate::errors;
@@ -132,6 +133,29 @@ impl Iterable {
     #[getter]
     fn num_workers(&self) -> usize {
         self.inner.workers()
+    }
+
+    /// The failures the passes survived, oldest first: one dict each, with
+    /// `worker`, `pass`, `position`, `skipped`, `kind`, `action` and
+    /// `message` (escaped, one line).
+    #[getter]
+    fn failures<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .failures()
+            .iter()
+            .map(|failure| {
+                let dict = PyDict::new(py);
+                dict.set_item("worker", failure.worker())?;
+                dict.set_item("pass", failure.pass())?;
+                dict.set_item("position", failure.position())?;
+                dict.set_item("skipped", failure.skipped())?;
+                dict.set_item("kind", failure.kind().name())?;
+                dict.set_item("action", failure.action())?;
+                let message = sandgen::escape_text(failure.error().to_string().as_bytes());
+                dict.set_item("message", message.as_ref())?;
+                Ok(dict)
+            })
+            .collect()
     }
 }
 

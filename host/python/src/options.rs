@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use sandgen::{Encoding, ErrorKind, Isolation, IterableBuilder, Sharding};
+use sandgen::{Encoding, ErrorKind, Isolation, IterableBuilder, OnFailure, Sharding};
 
 use crate::decode::{Decoder, Shape};
 use crate::errors;
@@ -88,6 +88,11 @@ pub(crate) struct IterableOptions<'py> {
     /// Leave out a short last batch.
     #[pyo3(attribute)]
     drop_last: bool,
+    /// `"stop"`, `"restart"` or `"skip"`.
+    #[pyo3(attribute)]
+    on_failure: String,
+    #[pyo3(attribute)]
+    max_restarts: u32,
 }
 
 /// An iterable ready to start: its builder with every option set, and what
@@ -116,6 +121,10 @@ impl IterableOptions<'_> {
             .sharding
             .parse()
             .map_err(|e: sandgen::Error| invalid(py, e.to_string()))?;
+        let on_failure: OnFailure = self
+            .on_failure
+            .parse()
+            .map_err(|e: sandgen::Error| invalid(py, e.to_string()))?;
         let decoder = item_decoder(encoding, self.item_shape.as_ref())?;
         let output = Output::new(self.on_output.unbind());
         let mut builder = plugin
@@ -126,6 +135,8 @@ impl IterableOptions<'_> {
             .workers(self.num_workers)
             .in_order(self.in_order)
             .sharding(sharding)
+            .on_failure(on_failure)
+            .max_restarts(self.max_restarts)
             .on_output(output.handler());
         if let Some(seed) = self.seed {
             builder = builder.seed(seed);

@@ -358,3 +358,14 @@ def test_a_resume_of_another_dataset_is_refused_by_name() -> None:
         dataset(1, [None, {"format": 1}])
     with pytest.raises(sandgen.InvalidInputError, match="positions=True"):
         positions.update({"item": 3})
+
+
+def test_on_failure_skip_acts_inside_the_read_task() -> None:
+    # Shard 1's plugin fails at its item 1: skipped inside the read task, so
+    # Ray sees no failure and the other rows all come, in order.
+    ok = {"n": 3, "fail_at": 99, "message": "unused"}
+    bad = {"n": 4, "fail_at": 1, "message": "a bad sample"}
+    ds = sandgen.ray.read_generator(
+        guest("FIXTURE_SPDL"), "fail_at", shard_args=[ok, bad], on_failure="skip"
+    )
+    assert [row["item"] for row in ds.take_all()] == [0, 1, 2, 0, 2, 3]

@@ -261,3 +261,62 @@ fn python_and_js_limits_through_the_cli() {
         );
     }
 }
+
+both_isolations!(on_failure_skip_prints_one_line_per_failure_and_exits_0);
+/// `--on-failure skip`: the run gives every item but the one that failed,
+/// says which on one escaped line, and exits 0; `--on-failure restart`
+/// meets the failure every time, spends `--max-restarts` and exits 1 with
+/// the error and the count, after a line per restart.
+fn on_failure_skip_prints_one_line_per_failure_and_exits_0() {
+    let run = |on_failure: &str| {
+        sandgen(&[
+            "run",
+            FIXTURE_SPDL,
+            "fail_at",
+            "--args",
+            r#"{"n": 5, "fail_at": 2, "message": "bad\u001b[2J record"}"#,
+            "--on-failure",
+            on_failure,
+            "--max-restarts",
+            "2",
+        ])
+    };
+    let skipped = run("skip");
+    let (out, errors) = expect(&skipped, 0);
+    assert_eq!(out, "0\n1\n3\n4\n");
+    assert!(errors.is_empty(), "{errors:?}");
+    let lines: Vec<String> = stderr(&skipped)
+        .lines()
+        .filter(|l| l.starts_with("sandgen: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "sandgen: worker 0 restarted past item 2 in pass 0 after 2 items (iteration_failed): \
+             iteration failed in generator fail_at: bad\\x1b[2J record"
+        ]
+    );
+    let restarted = run("restart");
+    let (out, errors) = expect(&restarted, 1);
+    assert_eq!(out, "0\n1\n");
+    assert_eq!(
+        errors,
+        [
+            "error: the pass failed after 2 restarts (on_failure=restart, max_restarts=2): \
+          iteration failed in generator fail_at: bad\\x1b[2J record"
+        ]
+    );
+    let restarts = stderr(&restarted)
+        .lines()
+        .filter(|l| l.starts_with("sandgen: worker 0 restarted in pass 0 after 2 items"))
+        .count();
+    assert_eq!(restarts, 2, "{}", stderr(&restarted));
+    // A mode that does not exist is a usage error.
+    let (_, errors) = expect(&run("retry"), 2);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("unknown on_failure `retry`"),
+        "{errors:?}"
+    );
+}

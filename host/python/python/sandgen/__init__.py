@@ -86,13 +86,23 @@ def __dir__() -> list[str]:
     # The public names only: not the modules and helpers this one imports
     # (os, json, Any, ...), which `dir(sandgen)` would otherwise list.
     return sorted(
-        {*__all__, "__version__", "Encoding", "Isolation", "OnOutput", "PathLike", "Sharding"}
+        {
+            *__all__,
+            "__version__",
+            "Encoding",
+            "Isolation",
+            "OnFailure",
+            "OnOutput",
+            "PathLike",
+            "Sharding",
+        }
     )
 
 
 Isolation = Literal["thread", "process"]
 Encoding = Literal["json", "bincode"]
 Sharding = Literal["plugin", "items"]
+OnFailure = Literal["stop", "restart", "skip"]
 PathLike = str | os.PathLike[str]
 OnOutput = Callable[[int, str, str], object]
 
@@ -245,6 +255,8 @@ class Plugin:
         max_item_mib: int | None = None,
         batch_size: int | None = None,
         drop_last: bool = False,
+        on_failure: OnFailure = "stop",
+        max_restarts: int = 3,
     ) -> Iterable:
         """Starts the workers running ``generator`` and returns its iterable.
 
@@ -299,6 +311,20 @@ class Plugin:
         The last batch may be short (``drop_last=True`` leaves it out). An
         item that does not stack with its batch's first ends the pass with
         ``InvalidInputError`` naming the item and the difference.
+
+        ``on_failure`` says what a pass does when a worker fails:
+        ``"stop"`` (the error ends the pass), ``"restart"`` (a worker that
+        died, was killed, timed out, trapped, hit its memory or fuel limit or
+        whose plugin raised is started afresh, a new process in process
+        isolation, and resumed where it stood: no item is lost or repeated,
+        and in order the sequence is that of an undisturbed pass) or
+        ``"skip"`` (as restart, but past the item whose production failed,
+        which is left out; the plugin must skip without producing: the
+        Python and Rust SDKs' default skip does, unless producing an item is
+        what fails). One pass restarts at most ``max_restarts`` times (all
+        workers together); past that the pass ends with the error, which
+        says how many restarts it made. ``Iterable.failures`` lists every
+        restart.
 
         ``on_output(worker, stream, line)`` is called for each line a guest
         prints (``stream`` is ``"stdout"`` or ``"stderr"``), on the thread
@@ -458,6 +484,18 @@ class Iterable:
     def num_workers(self) -> int:
         return self._native.num_workers
 
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """The failures the passes survived (``on_failure="restart"`` or
+        ``"skip"``), oldest first, one dict each: ``worker`` (its index),
+        ``pass`` (counted from 0), ``position`` (the items that worker had
+        delivered in the pass when it failed), ``skipped`` (with skip, the
+        index of the item left out in the worker's stream, else ``None``),
+        ``kind`` (as ``SandgenError.kind``), ``action`` (``"restart"`` or
+        ``"skip"``) and ``message`` (one line, control characters escaped).
+        A state loaded with ``load_state_dict`` starts a new list."""
+        return self._native.failures
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.isolation
         return f"<sandgen.Iterable {self.generator!r} ({state})>"
@@ -553,6 +591,8 @@ class _IterableOptions:
     max_item_bytes: int | None  # None: the library's default
     batch_size: int | None  # None: items one by one
     drop_last: bool
+    on_failure: str  # "stop", "restart" or "skip"
+    max_restarts: int
 
 
 def _iterable_options(
@@ -625,6 +665,12 @@ def _iterable_options(
         raise _invalid(f"drop_last must be a bool, not {drop_last!r}")
     if drop_last and batch_size is None:
         raise _invalid("drop_last=True needs a batch_size (it drops a short last batch)")
+    on_failure = given["on_failure"]
+    if on_failure not in ("stop", "restart", "skip"):
+        raise _invalid(f"unknown on_failure {on_failure!r}: use 'stop', 'restart' or 'skip'")
+    max_restarts = _int("max_restarts", given["max_restarts"], 0)
+    if max_restarts > 2**32 - 1:
+        raise _invalid(f"max_restarts must be at most {2**32 - 1}, not {max_restarts}")
     return _IterableOptions(
         generator=generator,
         encoding=encoding,
@@ -649,6 +695,8 @@ def _iterable_options(
         max_item_bytes=max_item,
         batch_size=batch_size,
         drop_last=drop_last,
+        on_failure=on_failure,
+        max_restarts=max_restarts,
     )
 
 

@@ -42,6 +42,16 @@ Failures and retries
     retrying it would only repeat it, slower; Ray still retries a task whose
     worker process or node was lost (``max_retries=MAX_RETRIES``).
 
+    ``on_failure="restart"`` or ``"skip"`` (with ``max_restarts``) acts
+    inside each read task, below Ray: a sandboxed worker that dies, traps or
+    fails is started again in the same task and resumed where it stood (or
+    past the failed item), so the task goes on and Ray never sees the
+    failure; the rows are exactly those of an undisturbed read (less the
+    items skipped). Only a failure that spends the task's restarts reaches
+    Ray, as a plugin error, which Ray does not retry. A task whose own Ray
+    worker process or node is lost is Ray's to retry, as above: sandgen's
+    restarts then start again with the task.
+
 Stop and resume
     ``positions=True`` adds two columns to every row: ``sandgen_shard`` (the
     shard's index) and ``sandgen_position`` (the shard's position after that

@@ -20,8 +20,8 @@ mod state;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sandgen::{
-    Encoding, Engine, ErrorKind, GuestStream, Isolation, Iterable, IterableBuilder, Plugin,
-    Position, Sharding, escape_text,
+    Encoding, Engine, ErrorKind, GuestStream, Isolation, Iterable, IterableBuilder, OnFailure,
+    Plugin, Position, Sharding, escape_text,
 };
 
 #[derive(Parser)]
@@ -183,6 +183,14 @@ struct RunArgs {
     /// this seed (0 to 2^64-1) and the worker's index.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     seed: Option<String>,
+    /// What a pass does when a worker fails: stop (the error ends the run),
+    /// restart (start the worker afresh where it stood) or skip (restart it
+    /// past the item that failed). Each restart is one line on stderr.
+    #[arg(long, default_value_t = OnFailure::default(), value_name = "MODE")]
+    on_failure: OnFailure,
+    /// The most restarts one pass may make before a failure ends it.
+    #[arg(long, default_value_t = sandgen::DEFAULT_MAX_RESTARTS, value_name = "N")]
+    max_restarts: u32,
 }
 
 /// Where `run` keeps its position, and where it starts.
@@ -322,7 +330,9 @@ fn build(
     builder = builder
         .workers(args.workers)
         .in_order(!args.unordered)
-        .sharding(args.sharding);
+        .sharding(args.sharding)
+        .on_failure(args.on_failure)
+        .max_restarts(args.max_restarts);
     if let Some(seed) = &args.seed {
         let seed = seed
             .parse::<u64>()
@@ -477,6 +487,11 @@ fn run(args: RunArgs, state: StateArgs) -> Result<(), Failure> {
     };
     let saving = state.save_state.as_deref().map(|path| (path, &*iterable));
     let result = passes::items(&args, &iterable, first, &mut state::Out::new(saving));
+    // The failures the passes survived (and those before the one that
+    // ended them), one escaped line each.
+    for failure in iterable.failures() {
+        progress::eprint_line(&format!("sandgen: {failure}"));
+    }
     // A state file that could not be written is said first: the position
     // it holds is behind stdout.
     let unsaved = matches!(&result, Err(failure) if failure.status == 2);
