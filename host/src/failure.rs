@@ -116,6 +116,10 @@ pub struct Failure {
     pub(crate) position: u64,
     pub(crate) skipped: Option<u64>,
     pub(crate) error: Error,
+    /// Where the new worker resumed: the worker's items delivered, and the
+    /// stream's items it passed over (`past`), for a later restart that
+    /// replays this pass.
+    pub(crate) resumed: (u64, u64),
 }
 
 impl Failure {

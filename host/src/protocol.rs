@@ -23,8 +23,15 @@ pub(crate) enum Command {
     /// Run a new pass to its end (from Stand By) without sending its items:
     /// the worker answers `IterationStarted`, an empty `Items` batch for
     /// each batch it drops (so the caller hears from it), and
-    /// `IterationFinished`.
-    SkipIteration,
+    /// `IterationFinished`. A restarted worker replaying a pass that had
+    /// restarts first passes over the items before where the last of them
+    /// resumed (`delivered`, `past` as in `ResumeIteration`), as that pass
+    /// did; `careful` as in `ResumeIteration`.
+    SkipIteration {
+        delivered: u64,
+        past: u64,
+        careful: u64,
+    },
     /// Start a new pass (from Stand By) past the first `delivered` items the
     /// worker delivered before a position: the worker produces them and
     /// drops them (answering with an empty `Items` batch for each batch it

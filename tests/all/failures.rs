@@ -202,6 +202,35 @@ fn a_failing_item_is_skipped_or_spends_the_restarts() {
     assert_eq!(failure.kind(), ErrorKind::IterationFailed);
     assert_eq!(failure.action(), "skip");
     assert!(failure.to_string().contains("bad sample 17"), "{failure}");
+    // A later pass meets it again and leaves it out again, and so does a
+    // restart there, which replays the earlier pass past the item too.
+    assert_eq!(all_items(&skipping), expected);
+    let mut pass = skipping.iter::<u64>().unwrap();
+    let first: Vec<u64> = pass.by_ref().take(5).map(Result::unwrap).collect();
+    let position = skipping.position();
+    drop(pass);
+    assert_eq!(first, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        skipping
+            .failures()
+            .iter()
+            .map(|f| f.pass())
+            .collect::<Vec<_>>(),
+        [0, 1]
+    );
+    // A run resumed in pass 2 replays passes 0 and 1 (without their
+    // items), passing over the item there as the run did.
+    let resumed = spdl()
+        .generator("fail_at")
+        .encoding(sandgen::Encoding::Json)
+        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
+        .timeout(TIMEOUT)
+        .on_failure(OnFailure::Skip)
+        .max_restarts(2)
+        .resume(position)
+        .build()
+        .unwrap();
+    assert_eq!(all_items(&resumed), expected[5..]);
 
     let restarting = make(OnFailure::Restart);
     let mut pass = restarting.iter::<u64>().unwrap();

@@ -151,8 +151,8 @@ impl Iterable {
                 dict.set_item("skipped", failure.skipped())?;
                 dict.set_item("kind", failure.kind().name())?;
                 dict.set_item("action", failure.action())?;
-                let message = sandgen::escape_text(failure.error().to_string().as_bytes());
-                dict.set_item("message", message.as_ref())?;
+                let message = failure.error().to_string();
+                dict.set_item("message", sandgen::escape_text(message.as_bytes()).as_ref())?;
                 Ok(dict)
             })
             .collect()

@@ -209,7 +209,11 @@ impl Workers {
     /// `ResumeIteration`) to worker `worker`: the pass's ordinal for it.
     pub(crate) fn start_pass(&self, worker: usize, skip: bool, delivered: u64) -> u64 {
         let command = if skip {
-            Command::SkipIteration
+            Command::SkipIteration {
+                delivered: 0,
+                past: 0,
+                careful: 0,
+            }
         } else if delivered > 0 {
             Command::ResumeIteration {
                 delivered,

@@ -70,7 +70,8 @@ impl Workers {
     }
 
     /// Replaces worker `worker` with a fresh one: started and initialized,
-    /// the `passes` before the live one run in it without their items, and
+    /// the `passes` before the live one run in it without their items (each
+    /// as far as its last restart had passed over), and
     /// the live one started with `command`. Returns the live pass's
     /// ordinal for the new worker. Each wait is bounded as the first
     /// worker's were (the load timeout, then the inactivity timeout).
@@ -100,10 +101,27 @@ impl Workers {
         self.all[worker].starts_sent.store(0, Ordering::SeqCst);
         self.all[worker].starts_seen.store(0, Ordering::SeqCst);
         self.await_restarted(worker)?;
-        for _ in 0..passes {
-            self.replay_pass(worker)?;
+        for pass in 0..passes {
+            self.replay_pass(worker, pass)?;
         }
         Ok(self.start_with(worker, command))
+    }
+
+    /// How a restarted worker replays pass `pass`: as the last restart of
+    /// this worker in that pass resumed (past the items it passed over),
+    /// or from its start.
+    fn replay_command(&self, worker: usize, pass: u64) -> Command {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (delivered, past) = failures
+            .iter()
+            .rev()
+            .find(|failure| failure.worker == worker && failure.pass == pass)
+            .map_or((0, 0), |failure| failure.resumed);
+        Command::SkipIteration {
+            delivered,
+            past,
+            careful: 0,
+        }
     }
 
     /// Waits for a restarted worker's `Loaded` and initialization.
@@ -120,9 +138,9 @@ impl Workers {
         }
     }
 
-    /// Runs one earlier pass in a restarted worker without its items.
-    fn replay_pass(&self, worker: usize) -> Result<(), Error> {
-        self.start_pass(worker, true, 0);
+    /// Runs earlier pass `pass` in a restarted worker without its items.
+    fn replay_pass(&self, worker: usize, pass: u64) -> Result<(), Error> {
+        self.start_with(worker, self.replay_command(worker, pass));
         loop {
             match self.recv_within(worker, self.setup.timeout, "replay of an earlier pass")? {
                 Status::IterationStarted => {

@@ -320,11 +320,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         }
         // What was passed over stays passed over.
         let (mut past, mut careful, mut skipped) = (state.past, 0, None);
-        if on_failure == OnFailure::Skip
-            && item_failure(error.kind())
-            && !self.skip
-            && replaying.is_none()
-        {
+        if on_failure == OnFailure::Skip && item_failure(error.kind()) && replaying.is_none() {
             match state.failed_at {
                 // Items before a plugin's error come in the call before; a
                 // trap in a call that asked for one item is at that item.
@@ -339,14 +335,8 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             }
         }
         self.restarts += 1;
-        workers.record(Failure {
-            worker,
-            pass: self.pass,
-            position,
-            skipped,
-            error,
-        });
         if let Some(item) = skipped
+            && !self.skip
             && workers.keeps(worker, item)
         {
             // An item of its own passed over counts as delivered: positions
@@ -362,11 +352,26 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
                 .progress()
                 .delivered(worker, *delivered, self.cursor);
         }
+        let delivered = self.delivered[worker].items;
+        workers.record(Failure {
+            worker,
+            pass: self.pass,
+            position,
+            skipped,
+            error,
+            resumed: (delivered, past),
+        });
         let command = if self.skip {
-            Command::SkipIteration
+            // Nothing of a skipped pass was delivered: it runs again from
+            // its start, past what was passed over.
+            Command::SkipIteration {
+                delivered,
+                past,
+                careful,
+            }
         } else {
             Command::ResumeIteration {
-                delivered: self.delivered[worker].items,
+                delivered,
                 past,
                 careful,
             }

@@ -291,7 +291,9 @@ impl<S: Session> Machine<S> {
             Err(TryRecvError::Disconnected) => return Step::Ended,
         };
         match command {
-            Command::StartIteration | Command::SkipIteration | Command::ResumeIteration { .. } => {
+            Command::StartIteration
+            | Command::SkipIteration { .. }
+            | Command::ResumeIteration { .. } => {
                 if !self.statuses.report(Status::IterationStarted) {
                     return Step::Ended;
                 }
@@ -301,7 +303,16 @@ impl<S: Session> Machine<S> {
                         past,
                         careful,
                     } => Credit::resuming(delivered, past, careful, session.flow()),
-                    _ => Credit::new(command == Command::SkipIteration),
+                    Command::SkipIteration {
+                        delivered,
+                        past,
+                        careful,
+                    } => {
+                        let mut credit = Credit::resuming(delivered, past, careful, session.flow());
+                        credit.skip = true;
+                        credit
+                    }
+                    _ => Credit::new(false),
                 };
                 if credit.skip {
                     // The plugin's fast path runs the whole pass at once.
@@ -407,7 +418,7 @@ impl<S: Session> Machine<S> {
             Some(Command::Abort) => return Ok(Turn::Exit),
             Some(
                 command @ (Command::StartIteration
-                | Command::SkipIteration
+                | Command::SkipIteration { .. }
                 | Command::ResumeIteration { .. }),
             ) => {
                 self.statuses.report(Status::UnexpectedCommand(command));

@@ -83,13 +83,14 @@ impl Credit {
     /// of the buffer, so that two are in flight: the worker produces while
     /// the caller consumes.
     pub(super) fn next_bounds(&mut self, flow: Flow) -> (u32, u32) {
+        if self.seen < self.careful {
+            let max_bytes =
+                (flow.buffer_bytes.saturating_sub(self.bytes_ahead)).clamp(1, MAX_BATCH_BYTES);
+            return (1, max_bytes as u32);
+        }
         if self.skip {
             // Nothing reaches the caller: the largest batches the guest gives.
             return (MAX_BATCH_ITEMS as u32, MAX_BATCH_BYTES as u32);
-        }
-        if self.seen < self.careful {
-            let max_bytes = (flow.buffer_bytes - self.bytes_ahead).clamp(1, MAX_BATCH_BYTES);
-            return (1, max_bytes as u32);
         }
         let batch_cap = (flow.buffer_size / 2).clamp(1, MAX_BATCH_ITEMS);
         let batch_bytes = (flow.buffer_bytes / 2).clamp(1, MAX_BATCH_BYTES);

@@ -223,7 +223,13 @@ fn a_pass_reports_its_items_in_growing_batches_and_ends() {
 #[test]
 fn a_skipped_pass_reports_progress_within_the_callers_buffer() {
     let mut h = harness(10_000, 2, |_| {}).initialized();
-    h.commands.send(Command::SkipIteration).unwrap();
+    h.commands
+        .send(Command::SkipIteration {
+            delivered: 0,
+            past: 0,
+            careful: 0,
+        })
+        .unwrap();
     let mut turns = 0;
     while matches!(h.machine.run_inline(), Inline::Producing) {
         turns += 1;
