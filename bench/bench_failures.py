@@ -21,6 +21,7 @@ seeded stream shows that nothing was lost or repeated.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -44,7 +45,9 @@ def guest(fixture: str) -> str:
     return json.loads(os.environ["SANDGEN_TEST_GUESTS"])[fixture]
 
 
-def killed_pass(plugin: sandgen.Plugin, workers: int, kill: bool) -> tuple[float, int, list[int]]:
+def killed_pass(
+    plugin: sandgen.Plugin, workers: int, kill: bool
+) -> tuple[float, int, list[int]]:
     """Seconds of one pass (and restarts), killing a worker every 100 ms."""
     iterable = plugin.iterable(
         "random",
@@ -98,7 +101,7 @@ def trap_latency(plugin: sandgen.Plugin, isolation: str) -> list[float]:
         times.append(time.perf_counter())
     if len(times) != n or len(iterable.failures) != TRAPS:
         sys.exit(f"flaky: {len(times)} items, {len(iterable.failures)} restarts")
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     typical = statistics.median(gaps)
     return [gaps[trap - 1] - typical for trap in traps]
 
@@ -175,8 +178,10 @@ def table(runs: list[dict]) -> str:
         )
     lines += [
         "",
-        f"Restart latency, failure → the new worker's next item (ms, median of {TRAPS} "
-        f"per run over {len(runs)} runs, and the slowest):",
+        (
+            f"Restart latency, failure → the new worker's next item (ms, median of {TRAPS} "
+            f"per run over {len(runs)} runs, and the slowest):"
+        ),
         "",
         "| failure | isolation | median (ms) | max (ms) |",
         "|---|---|---|---|",
