@@ -134,7 +134,8 @@ impl Failure {
     }
 
     /// How many items the worker had delivered in that pass when it
-    /// failed: where the new worker resumed.
+    /// failed: where the new worker resumed (with [`skipped`](Self::skipped),
+    /// after the item it passed over).
     pub fn position(&self) -> u64 {
         self.position
     }

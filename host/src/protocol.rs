@@ -72,6 +72,8 @@ pub(crate) enum Status {
     FailedAt {
         item: u64,
         asked: u32,
+        /// The call was dropping items before where the worker resumed.
+        dropping: bool,
     },
 }
 

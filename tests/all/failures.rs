@@ -162,9 +162,27 @@ fn skip_with_items_sharding_leaves_out_each_trap_once() {
         .flat_map(|w| traps.iter().map(move |&t| (w, t)))
         .collect();
     assert_eq!(skipped, each);
-    // A position taken now resumes past the left-out items too.
+    // A position taken in the next pass resumes past the left-out items
+    // too: the rest of the pass is the stream without them.
+    let mut pass = iterable.iter::<u64>().unwrap();
+    let taken: Vec<u64> = pass.by_ref().take(250).map(Result::unwrap).collect();
     let position = iterable.position();
-    assert_eq!(position.pass(), 1);
+    drop(pass);
+    assert_eq!(taken, expected[..250]);
+    let resumed = spdl()
+        .generator("flaky")
+        .encoding(sandgen::Encoding::Json)
+        .args(&serde_json::json!({"n": N, "traps": traps, "always": true}))
+        .workers(3)
+        .sharding(sandgen::Sharding::Items)
+        .buffer_size(64)
+        .timeout(TIMEOUT)
+        .on_failure(OnFailure::Skip)
+        .max_restarts(50)
+        .resume(position)
+        .build()
+        .unwrap();
+    assert_eq!(all_items(&resumed), expected[250..]);
 }
 both_isolations!(skip_with_items_sharding_leaves_out_each_trap_once);
 
@@ -257,6 +275,55 @@ fn a_failing_item_is_skipped_or_spends_the_restarts() {
     assert!(stopping.failures().is_empty());
 }
 both_isolations!(a_failing_item_is_skipped_or_spends_the_restarts);
+
+/// A pass stopped early never met the bad item (a buffer of 4 keeps its
+/// worker from reading ahead to it); a restart in the next pass replays
+/// that pass whole (the plugin has no `skip_passes`), meets the item there,
+/// and passes over it as the pass would have: a restart of its own,
+/// recorded.
+fn a_replayed_pass_passes_over_the_item_it_never_reached() {
+    let iterable = spdl()
+        .generator("fail_at")
+        .encoding(sandgen::Encoding::Json)
+        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
+        .buffer_size(4)
+        .timeout(TIMEOUT)
+        .on_failure(OnFailure::Skip)
+        .max_restarts(2)
+        .build()
+        .unwrap();
+    let first: Vec<u64> = iterable
+        .iter::<u64>()
+        .unwrap()
+        .take(5)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first, [0, 1, 2, 3, 4]);
+    let expected: Vec<u64> = (0..50).filter(|&v| v != 17).collect();
+    assert_eq!(all_items(&iterable), expected);
+    let failures: Vec<(u64, Option<u64>)> = iterable
+        .failures()
+        .iter()
+        .map(|f| (f.pass(), f.skipped()))
+        .collect();
+    assert_eq!(failures, [(1, Some(17)), (0, Some(17))]);
+    // With one restart allowed, the replay's failure ends the pass, saying
+    // how many restarts it made.
+    let strict = spdl()
+        .generator("fail_at")
+        .encoding(sandgen::Encoding::Json)
+        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
+        .buffer_size(4)
+        .timeout(TIMEOUT)
+        .on_failure(OnFailure::Skip)
+        .max_restarts(1)
+        .build()
+        .unwrap();
+    drop(strict.iter::<u64>().unwrap().take(5).count());
+    let error = strict.iter::<u64>().unwrap().find_map(Result::err).unwrap();
+    assert_error(&error, ErrorKind::IterationFailed, "after 1 restart ");
+}
+both_isolations!(a_replayed_pass_passes_over_the_item_it_never_reached);
 
 fn pass_kind(iterable: &Iterable) -> ErrorKind {
     match iterable.iter::<u64>() {

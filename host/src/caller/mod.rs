@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sandgen_wire::Encoding;
 
 pub(crate) use crate::caller::progress::{Progress, Resume};
-pub(crate) use crate::caller::restart::Respawn;
+pub(crate) use crate::caller::restart::{FailedAt, Respawn};
 use crate::error::{Error, ErrorKind};
 use crate::failure::{Failure, OnFailure};
 use crate::fork;

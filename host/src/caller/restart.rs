@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::caller::Workers;
-use crate::error::Error;
-use crate::failure::{Failure, OnFailure};
+use crate::error::{Error, ErrorKind};
+use crate::failure::{Failure, OnFailure, item_failure};
 use crate::guest::output::OutputHandler;
 use crate::protocol::{Command, Status};
 use crate::worker::task::Task;
@@ -19,6 +19,18 @@ use crate::worker::{Placement, WorkerHandle};
 /// How long a failed worker, interrupted, may take to end before its
 /// replacement goes on without it (a process still running is killed).
 const REPLACED_GRACE: Duration = Duration::from_millis(100);
+
+/// Where a worker's `next` call failed (`Status::FailedAt`): the stream's
+/// item, how many it asked for, and whether it was dropping items before
+/// where it resumed.
+pub(crate) type FailedAt = (u64, u32, bool);
+
+/// How a restarted worker replays an earlier pass (`SkipIteration`).
+struct Replay {
+    delivered: u64,
+    past: u64,
+    careful: u64,
+}
 
 /// What started one worker: enough to start it again.
 pub(crate) struct Respawn {
@@ -70,17 +82,67 @@ impl Workers {
     }
 
     /// Replaces worker `worker` with a fresh one: started and initialized,
-    /// the `passes` before the live one run in it without their items (each
-    /// as far as its last restart had passed over), and
-    /// the live one started with `command`. Returns the live pass's
-    /// ordinal for the new worker. Each wait is bounded as the first
-    /// worker's were (the load timeout, then the inactivity timeout).
+    /// the `passes` before the live one run in it without their items
+    /// (each as far as its last restart had passed over), and the live one
+    /// started with `command`. Each wait is bounded as the first worker's
+    /// were (the load timeout, then the inactivity timeout).
+    ///
+    /// With `skip_failed`, an item that fails in the replay of an earlier
+    /// pass (one that pass never reached, stopped early) is passed over as
+    /// the pass would have: a restart of its own, recorded, at most
+    /// `budget` of them. Returns the live pass's ordinal for the new worker
+    /// and those extra restarts; or the error and those restarts.
     pub(crate) fn restart(
         &self,
         worker: usize,
         passes: u64,
         command: Command,
-    ) -> Result<u64, Error> {
+        budget: u32,
+        skip_failed: bool,
+    ) -> Result<(u64, u32), (Error, u32)> {
+        let mut plans: Vec<Replay> = (0..passes)
+            .map(|pass| self.replay_plan(worker, pass))
+            .collect();
+        let mut used = 0;
+        loop {
+            self.fresh_worker(worker).map_err(|error| (error, used))?;
+            let failed = plans.iter().enumerate().find_map(|(pass, plan)| {
+                let replayed = self.replay_pass(worker, plan);
+                replayed.err().map(|failed| (pass, failed))
+            });
+            let Some((pass, (error, failed_at))) = failed else {
+                return Ok((self.start_with(worker, command), used));
+            };
+            let plan = &mut plans[pass];
+            let skipped = match failed_at {
+                Some((item, asked, false))
+                    if skip_failed && used < budget && item_failure(error.kind()) =>
+                {
+                    if asked == 1 || error.kind() == ErrorKind::IterationFailed {
+                        plan.past = plan.past.max(item.saturating_add(1));
+                        Some(item)
+                    } else {
+                        plan.careful = item.saturating_add(u64::from(asked));
+                        None
+                    }
+                }
+                _ => return Err((error, used)),
+            };
+            used += 1;
+            self.record(Failure {
+                worker,
+                pass: pass as u64,
+                position: plan.delivered,
+                skipped,
+                error,
+                resumed: (plan.delivered, plan.past),
+            });
+        }
+    }
+
+    /// Starts a fresh worker in place of worker `worker` (the old one is
+    /// interrupted and ended) and waits for its initialization.
+    fn fresh_worker(&self, worker: usize) -> Result<(), Error> {
         let respawn = &self.respawn[worker];
         let fresh = WorkerHandle::spawn(
             &respawn.placement,
@@ -98,26 +160,30 @@ impl Workers {
         };
         old.interrupt();
         old.shutdown(REPLACED_GRACE);
+        if self.is_closed() {
+            // Closed while it started: `close` may have ended the old one
+            // only.
+            let fresh = self.handle(worker);
+            fresh.interrupt();
+            fresh.shutdown(REPLACED_GRACE);
+            return Err(self.closed_error());
+        }
         self.all[worker].starts_sent.store(0, Ordering::SeqCst);
         self.all[worker].starts_seen.store(0, Ordering::SeqCst);
-        self.await_restarted(worker)?;
-        for pass in 0..passes {
-            self.replay_pass(worker, pass)?;
-        }
-        Ok(self.start_with(worker, command))
+        self.await_restarted(worker)
     }
 
     /// How a restarted worker replays pass `pass`: as the last restart of
     /// this worker in that pass resumed (past the items it passed over),
     /// or from its start.
-    fn replay_command(&self, worker: usize, pass: u64) -> Command {
+    fn replay_plan(&self, worker: usize, pass: u64) -> Replay {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let (delivered, past) = failures
             .iter()
             .rev()
             .find(|failure| failure.worker == worker && failure.pass == pass)
             .map_or((0, 0), |failure| failure.resumed);
-        Command::SkipIteration {
+        Replay {
             delivered,
             past,
             careful: 0,
@@ -138,11 +204,22 @@ impl Workers {
         }
     }
 
-    /// Runs earlier pass `pass` in a restarted worker without its items.
-    fn replay_pass(&self, worker: usize, pass: u64) -> Result<(), Error> {
-        self.start_with(worker, self.replay_command(worker, pass));
+    /// Runs an earlier pass in a restarted worker without its items, as
+    /// `plan` says; a failure with where it was (`FailedAt`), if said.
+    fn replay_pass(&self, worker: usize, plan: &Replay) -> Result<(), (Error, Option<FailedAt>)> {
+        let command = Command::SkipIteration {
+            delivered: plan.delivered,
+            past: plan.past,
+            careful: plan.careful,
+        };
+        self.start_with(worker, command);
+        let mut failed_at = None;
         loop {
-            match self.recv_within(worker, self.setup.timeout, "replay of an earlier pass")? {
+            let phase = "replay of an earlier pass";
+            let status = self
+                .recv_within(worker, self.setup.timeout, phase)
+                .map_err(|error| (error, None))?;
+            match status {
                 Status::IterationStarted => {
                     self.pass_started(worker);
                 }
@@ -150,10 +227,16 @@ impl Workers {
                     // Its one item of credit goes back at once.
                     self.send(worker, Command::Consumed { items: 1, bytes: 0 });
                 }
-                Status::FailedAt { .. } => {}
+                Status::FailedAt {
+                    item,
+                    asked,
+                    dropping,
+                } => failed_at = Some((item, asked, dropping)),
                 Status::IterationFinished => return Ok(()),
-                Status::IteratorFailed(error) => return Err(self.named(worker, error)),
-                other => return Err(self.protocol_error(worker, &other, "replay")),
+                Status::IteratorFailed(error) => {
+                    return Err((self.named(worker, error), failed_at));
+                }
+                other => return Err((self.protocol_error(worker, &other, "replay"), None)),
             }
         }
     }

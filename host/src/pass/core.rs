@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sandgen_wire::frame::Frames;
 
-use crate::caller::Workers;
+use crate::caller::{FailedAt, Workers};
 use crate::error::{Error, ErrorKind};
 use crate::failure::{Failure, OnFailure, item_failure, restartable};
 use crate::pass::{Batch, Delivered, NextBatch};
@@ -31,9 +31,10 @@ struct WorkerPass {
     /// When the worker last sent anything (or the pass began): the longest
     /// silent is named when every worker was silent for the whole timeout.
     last_heard: Option<Instant>,
-    /// Where its last `next` call failed (`FailedAt`): the stream's item
-    /// and how many it asked for.
-    failed_at: Option<(u64, u32)>,
+    /// Where its last `next` call failed (`FailedAt`): the stream's item,
+    /// how many it asked for, and whether it was dropping items before
+    /// where it resumed.
+    failed_at: Option<FailedAt>,
     /// A restarted worker passes over the stream's items before this one.
     past: u64,
 }
@@ -280,9 +281,13 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
             // end (a killed process): the pass was closed.
             Status::IteratorFailed(_) if workers.is_closed() => Err(workers.closed_error()),
             Status::IteratorFailed(error) => Err(workers.named(worker, error)),
-            Status::FailedAt { item, asked } => {
+            Status::FailedAt {
+                item,
+                asked,
+                dropping,
+            } => {
                 if state.started {
-                    state.failed_at = Some((item, asked));
+                    state.failed_at = Some((item, asked, dropping));
                 }
                 Ok(false)
             }
@@ -293,9 +298,48 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
     /// Worker `worker` failed with `error`: as the iterable's
     /// [`OnFailure`] says and its restarts allow, a fresh worker takes its
     /// place, resumed where it stood (or past the item that failed), and
-    /// the failure is recorded; otherwise the error that ends the pass.
-    fn recover(&mut self, worker: usize, error: Error) -> Result<(), Error> {
+    /// the failure is recorded; otherwise the error that ends the pass. A
+    /// restart that fails is a failure of its own, within the same bound.
+    fn recover(&mut self, worker: usize, mut error: Error) -> Result<(), Error> {
+        loop {
+            let (command, past) = self.plan_restart(worker, error)?;
+            let workers = &*self.workers;
+            let budget = workers.max_restarts().saturating_sub(self.restarts);
+            let skip_failed = workers.on_failure() == OnFailure::Skip;
+            match workers.restart(worker, self.pass, command, budget, skip_failed) {
+                Ok((ordinal, used)) => {
+                    self.restarts += used;
+                    self.passes[worker] = WorkerPass {
+                        ordinal,
+                        last_heard: Some(Instant::now()),
+                        past,
+                        ..WorkerPass::default()
+                    };
+                    self.waiting_since = None;
+                    return Ok(());
+                }
+                Err((failed, used)) => {
+                    // The new worker failed: what is known of where the
+                    // old one failed no longer holds.
+                    self.restarts += used;
+                    let state = &mut self.passes[worker];
+                    state.failed_at = None;
+                    state.past = past;
+                    error = failed;
+                }
+            }
+        }
+    }
+
+    /// Whether and how worker `worker`, failed with `error`, is restarted:
+    /// the command that resumes its replacement and what it passes over,
+    /// the failure recorded (and an item passed over counted); or the
+    /// error that ends the pass.
+    fn plan_restart(&mut self, worker: usize, error: Error) -> Result<(Command, u64), Error> {
         let workers = &*self.workers;
+        if error.kind() == ErrorKind::Closed {
+            return Err(error);
+        }
         let on_failure = workers.on_failure();
         if on_failure == OnFailure::Stop
             || !restartable(error.kind())
@@ -305,32 +349,35 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         }
         let state = &self.passes[worker];
         let position = self.delivered[worker].items;
-        // It failed before the item it was to pass over, while dropping the
-        // items before it: its plugin produces the items it skips.
-        let replaying = state.failed_at.filter(|&(item, _)| item < state.past);
+        // It failed while dropping the items before where it resumed: not
+        // at a new item.
+        let dropping = state.failed_at.is_some_and(|(_, _, dropping)| dropping);
         if self.restarts >= workers.max_restarts() {
-            let error = match replaying {
-                Some((item, _)) => error.hint(format!(
-                    "it failed again at item {item} while passing over item {}: a plugin passes over an item without producing it only with the `skip` of wit/resume.wit",
+            let error = if dropping && state.past > 0 {
+                error.hint(format!(
+                    "it failed again while passing over item {}: a plugin passes over an item without producing it only with the `skip` of wit/resume.wit",
                     state.past - 1
-                )),
-                None => error,
+                ))
+            } else {
+                error
             };
             return Err(workers.restarts_spent(error, self.restarts));
         }
         // What was passed over stays passed over.
         let (mut past, mut careful, mut skipped) = (state.past, 0, None);
-        if on_failure == OnFailure::Skip && item_failure(error.kind()) && replaying.is_none() {
+        if on_failure == OnFailure::Skip && item_failure(error.kind()) && !dropping {
             match state.failed_at {
                 // Items before a plugin's error come in the call before; a
                 // trap in a call that asked for one item is at that item.
-                Some((item, asked)) if asked == 1 || error.kind() == ErrorKind::IterationFailed => {
-                    past = past.max(item + 1);
+                Some((item, asked, _))
+                    if asked == 1 || error.kind() == ErrorKind::IterationFailed =>
+                {
+                    past = past.max(item.saturating_add(1));
                     skipped = Some(item);
                 }
                 // A trap in a call that asked for several: the new worker
                 // asks for one at a time up to there, to find the item.
-                Some((item, asked)) => careful = item + u64::from(asked),
+                Some((item, asked, _)) => careful = item.saturating_add(u64::from(asked)),
                 None => {}
             }
         }
@@ -376,19 +423,7 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
                 careful,
             }
         };
-        match workers.restart(worker, self.pass, command) {
-            Ok(ordinal) => {
-                self.passes[worker] = WorkerPass {
-                    ordinal,
-                    last_heard: Some(Instant::now()),
-                    past,
-                    ..WorkerPass::default()
-                };
-                self.waiting_since = None;
-                Ok(())
-            }
-            Err(error) => self.recover(worker, error),
-        }
+        Ok((command, past))
     }
 
     /// The caller could not use the item it took last (it does not

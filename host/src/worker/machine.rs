@@ -498,8 +498,11 @@ impl<S: Session> Machine<S> {
         result: Result<T, Stop>,
     ) -> Result<T, Stop> {
         if let Err(Stop::Failed(_)) = &result {
-            let item = credit.seen;
-            self.statuses.report(Status::FailedAt { item, asked });
+            self.statuses.report(Status::FailedAt {
+                item: credit.seen,
+                asked,
+                dropping: credit.to_skip > 0,
+            });
         }
         result
     }

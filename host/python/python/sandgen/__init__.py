@@ -322,9 +322,12 @@ class Plugin:
         which is left out; the plugin must skip without producing: the
         Python and Rust SDKs' default skip does, unless producing an item is
         what fails). One pass restarts at most ``max_restarts`` times (all
-        workers together); past that the pass ends with the error, which
-        says how many restarts it made. ``Iterable.failures`` lists every
-        restart.
+        workers together; with ``sharding="items"`` every worker meets a bad
+        item, so leaving it out costs one restart per worker); past that the
+        pass ends with the error, which says how many restarts it made.
+        ``Iterable.failures`` lists every restart. A restart runs on the
+        thread that iterates, and in pass k first runs the k passes before
+        it in the new worker without their items.
 
         ``on_output(worker, stream, line)`` is called for each line a guest
         prints (``stream`` is ``"stdout"`` or ``"stderr"``), on the thread

@@ -348,7 +348,7 @@ fn a_failed_batch_is_the_last_status() {
             "items 0",
             "items 1,2",
             // The call that failed asked for 4 items from item 3 on.
-            "FailedAt { item: 3, asked: 4 }",
+            "FailedAt { item: 3, asked: 4, dropping: false }",
             "failed: iteration_failed"
         ]
     );
@@ -539,7 +539,10 @@ fn a_skip_that_claims_too_much_or_fails_ends_the_worker() {
         // A failed skip says where it was (`FailedAt`) first.
         (
             Skip::Fails,
-            &["FailedAt { item: 0, asked: 7 }", "failed: iteration_failed"][..],
+            &[
+                "FailedAt { item: 0, asked: 7, dropping: true }",
+                "failed: iteration_failed",
+            ][..],
         ),
     ] {
         let mut h = harness(10, 1024, |s| s.skip = Some(skip)).initialized();
