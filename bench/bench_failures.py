@@ -95,6 +95,8 @@ def trap_latency(plugin: sandgen.Plugin, isolation: str) -> list[float]:
         buffer_size=2,
         on_failure="restart",
         max_restarts=TRAPS,
+        # The panic messages of the traps.
+        on_output=lambda worker, stream, line: None,
     )
     times = []
     for _ in iterable:
@@ -111,7 +113,12 @@ def kill_latency(plugin: sandgen.Plugin) -> list[float]:
     first item (the old one's items in flight, at most 2, come first)."""
     latencies = []
     iterable = plugin.iterable(
-        "range", 10**9, isolation="process", buffer_size=2, on_failure="restart"
+        "range",
+        10**9,
+        isolation="process",
+        buffer_size=2,
+        on_failure="restart",
+        max_restarts=TRAPS,
     )
     items = iter(iterable)
     for _ in range(TRAPS):
