@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sandgen::{Array, Dtype, ErrorKind};
+use sandgen::{Array, Dtype, ErrorKind, OnFailure};
 use serde_json::json;
 
 use crate::util::{Fixture, artifacts, assert_error, plugin, temp_dir};
@@ -372,5 +372,75 @@ fn an_ungranted_folder_says_to_grant_it() {
     assert!(
         error.to_string().contains("(is it granted with dirs=?)"),
         "{error}"
+    );
+}
+
+both_isolations!(a_training_pass_leaves_out_bad_files_and_says_which);
+/// `on_failure = skip` (design section 15): a truncated JPEG and an
+/// oversized PNG among good images are left out, each named in the pass's
+/// failures, and every good image comes, in order.
+fn a_training_pass_leaves_out_bad_files_and_says_which() {
+    let per_class = 2;
+    let build = |root: &Path, on_failure| {
+        Arc::new(
+            images()
+                .generator("images")
+                .args(&json!({"dir": "/data", "size": 16}))
+                .dir(root, "/data")
+                .on_failure(on_failure)
+                .build()
+                .unwrap(),
+        )
+    };
+    let expected = read(&build(&dataset(per_class), OnFailure::Stop));
+    let root = dataset(per_class);
+    let good_jpeg = jpeg(64, 48, false, false, [9, 9, 9]);
+    let truncated = &good_jpeg[..good_jpeg.len() / 2];
+    std::fs::write(root.join("cat/00a-truncated.jpg"), truncated).unwrap();
+    let small_png = temp_dir("small").join("x.png");
+    png(
+        &small_png,
+        4,
+        4,
+        png::ColorType::Rgb,
+        png::BitDepth::Eight,
+        &[1, 2, 3],
+    );
+    let huge = claiming(std::fs::read(small_png).unwrap(), 50_000);
+    std::fs::write(root.join("dog/01a-huge.png"), huge).unwrap();
+    // Without on_failure, the first bad file ends the pass.
+    let mut stopping = build(&root, OnFailure::Stop).batches().unwrap();
+    let error = std::iter::from_fn(|| stopping.next_batch())
+        .find_map(Result::err)
+        .unwrap();
+    assert_error(&error, ErrorKind::IterationFailed, "00a-truncated.jpg");
+    let skipping = build(&root, OnFailure::Skip);
+    assert_eq!(read(&skipping), expected);
+    let left_out: Vec<(Option<u64>, String)> = skipping
+        .failures()
+        .iter()
+        .map(|f| {
+            (
+                f.skipped(),
+                f.error().plugin_message().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(left_out.len(), 2, "{left_out:?}");
+    // Cat's files: 00-Rgb, 00a-truncated (item 1), 01-Gray; then dog's:
+    // 00-Rgb, 01-Gray, 01a-huge (item 5).
+    assert_eq!(left_out[0].0, Some(1));
+    assert!(
+        left_out[0]
+            .1
+            .starts_with("image /data/cat/00a-truncated.jpg: cannot decode the JPEG"),
+        "{left_out:?}"
+    );
+    assert_eq!(left_out[1].0, Some(5));
+    assert!(
+        left_out[1].1.starts_with(
+            "image /data/dog/01a-huge.png: the image claims 50000×50000 pixels, more than this plugin decodes"
+        ),
+        "{left_out:?}"
     );
 }

@@ -66,7 +66,7 @@ impl Generator for Images {
         "yields (uint8 [size, size, 3] image, label) for each JPEG and PNG file of dir/<class>/";
     type Args = Args;
     type Item = (Array<'static>, u64);
-    type Iter = Box<dyn Iterator<Item = Result<(Array<'static>, u64), Error>>>;
+    type Iter = Pass;
 
     fn create(args: Args) -> Result<Self, Error> {
         if args.size == 0 || args.size as usize > MAX_SIDE {
@@ -84,13 +84,38 @@ impl Generator for Images {
     }
 
     fn iter(&mut self) -> Result<Self::Iter, Error> {
-        let size = self.size;
-        let files = self.files.clone();
-        Ok(Box::new(files.into_iter().map(move |(path, label)| {
-            let image = load(Path::new(&path), size)
-                .map_err(|why| Error::msg(format!("image {path}: {why}")))?;
-            Ok((image, label))
-        })))
+        Ok(Pass {
+            files: self.files.clone().into_iter(),
+            size: self.size,
+        })
+    }
+
+    /// Passes over files without reading them: a resume, or
+    /// `on_failure="skip"` leaving out a bad file, decodes none of the
+    /// files it skips.
+    fn skip(pass: &mut Pass, count: u64) -> bool {
+        match usize::try_from(count) {
+            Ok(0) => true,
+            Ok(count) => pass.files.nth(count - 1).is_some(),
+            Err(_) => pass.files.nth(usize::MAX).is_some(),
+        }
+    }
+}
+
+/// One pass: the worker's files, each decoded when it is asked for.
+struct Pass {
+    files: std::vec::IntoIter<(String, u64)>,
+    size: u32,
+}
+
+impl Iterator for Pass {
+    type Item = Result<(Array<'static>, u64), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (path, label) = self.files.next()?;
+        let image = load(Path::new(&path), self.size)
+            .map_err(|why| Error::msg(format!("image {path}: {why}")));
+        Some(image.map(|image| (image, label)))
     }
 }
 
