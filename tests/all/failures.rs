@@ -319,7 +319,7 @@ fn a_replayed_pass_passes_over_the_item_it_never_reached() {
         .max_restarts(1)
         .build()
         .unwrap();
-    drop(strict.iter::<u64>().unwrap().take(5).count());
+    assert_eq!(strict.iter::<u64>().unwrap().take(5).count(), 5);
     let error = strict.iter::<u64>().unwrap().find_map(Result::err).unwrap();
     assert_error(&error, ErrorKind::IterationFailed, "after 1 restart ");
 }
