@@ -31,21 +31,29 @@ fn all_items(iterable: &Iterable) -> Vec<u64> {
         .unwrap()
 }
 
-/// The flaky fixture over `n` values and `workers` workers, trapping at
-/// `traps`.
-fn flaky(n: u64, traps: &[u64], always: bool, workers: usize, in_order: bool) -> Iterable {
+/// 0..50 of `fail_at`, whose item 17 fails every time, with `on_failure`
+/// and `max_restarts` (a buffer of 4: its worker reads little ahead).
+fn bad_sample_17(on_failure: OnFailure, max_restarts: u32) -> sandgen::IterableBuilder {
+    spdl()
+        .generator("fail_at")
+        .encoding(sandgen::Encoding::Json)
+        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
+        .buffer_size(4)
+        .timeout(TIMEOUT)
+        .on_failure(on_failure)
+        .max_restarts(max_restarts)
+}
+
+/// The flaky fixture over `n` values, trapping at `traps` (every time, or
+/// but for the first ahead of a restart), with `on_failure`.
+fn flaky(n: u64, traps: &[u64], always: bool, on_failure: OnFailure) -> sandgen::IterableBuilder {
     spdl()
         .generator("flaky")
         .encoding(sandgen::Encoding::Json)
         .args(&serde_json::json!({"n": n, "traps": traps, "always": always}))
-        .workers(workers)
-        .in_order(in_order)
         .buffer_size(64)
         .timeout(TIMEOUT)
-        .on_failure(OnFailure::Restart)
-        .max_restarts(1000)
-        .build()
-        .unwrap()
+        .on_failure(on_failure)
 }
 
 /// Workers that trap at random values (seeded) are restarted where they
@@ -60,7 +68,12 @@ fn traps_at_random_values_restart_exactly() {
             .collect();
         traps.sort_unstable();
         traps.dedup();
-        let iterable = flaky(N, &traps, false, workers, in_order);
+        let iterable = flaky(N, &traps, false, OnFailure::Restart)
+            .workers(workers)
+            .in_order(in_order)
+            .max_restarts(1000)
+            .build()
+            .unwrap();
         let mut got = all_items(&iterable);
         if !in_order {
             got.sort_unstable();
@@ -93,15 +106,9 @@ fn skip_leaves_out_the_items_that_trap_every_time() {
     const N: u64 = 900;
     let traps = [150, 151, 400, 899];
     for (workers, in_order) in [(1, true), (3, true), (3, false)] {
-        let iterable = spdl()
-            .generator("flaky")
-            .encoding(sandgen::Encoding::Json)
-            .args(&serde_json::json!({"n": N, "traps": traps, "always": true}))
+        let iterable = flaky(N, &traps, true, OnFailure::Skip)
             .workers(workers)
             .in_order(in_order)
-            .buffer_size(64)
-            .timeout(TIMEOUT)
-            .on_failure(OnFailure::Skip)
             .max_restarts(20)
             .build()
             .unwrap();
@@ -138,18 +145,13 @@ both_isolations!(skip_leaves_out_the_items_that_trap_every_time);
 fn skip_with_items_sharding_leaves_out_each_trap_once() {
     const N: u64 = 600;
     let traps = [100, 101, 302, 599];
-    let iterable = spdl()
-        .generator("flaky")
-        .encoding(sandgen::Encoding::Json)
-        .args(&serde_json::json!({"n": N, "traps": traps, "always": true}))
-        .workers(3)
-        .sharding(sandgen::Sharding::Items)
-        .buffer_size(64)
-        .timeout(TIMEOUT)
-        .on_failure(OnFailure::Skip)
-        .max_restarts(50)
-        .build()
-        .unwrap();
+    let make = || {
+        flaky(N, &traps, true, OnFailure::Skip)
+            .workers(3)
+            .sharding(sandgen::Sharding::Items)
+            .max_restarts(50)
+    };
+    let iterable = make().build().unwrap();
     let expected: Vec<u64> = (0..N).filter(|v| !traps.contains(v)).collect();
     assert_eq!(all_items(&iterable), expected);
     let mut skipped: Vec<(usize, u64)> = iterable
@@ -169,19 +171,7 @@ fn skip_with_items_sharding_leaves_out_each_trap_once() {
     let position = iterable.position();
     drop(pass);
     assert_eq!(taken, expected[..250]);
-    let resumed = spdl()
-        .generator("flaky")
-        .encoding(sandgen::Encoding::Json)
-        .args(&serde_json::json!({"n": N, "traps": traps, "always": true}))
-        .workers(3)
-        .sharding(sandgen::Sharding::Items)
-        .buffer_size(64)
-        .timeout(TIMEOUT)
-        .on_failure(OnFailure::Skip)
-        .max_restarts(50)
-        .resume(position)
-        .build()
-        .unwrap();
+    let resumed = make().resume(position).build().unwrap();
     assert_eq!(all_items(&resumed), expected[250..]);
 }
 both_isolations!(skip_with_items_sharding_leaves_out_each_trap_once);
@@ -191,17 +181,7 @@ both_isolations!(skip_with_items_sharding_leaves_out_each_trap_once);
 /// every time, spends its restarts and ends the pass with the error and
 /// the count.
 fn a_failing_item_is_skipped_or_spends_the_restarts() {
-    let make = |on_failure| {
-        spdl()
-            .generator("fail_at")
-            .encoding(sandgen::Encoding::Json)
-            .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
-            .timeout(TIMEOUT)
-            .on_failure(on_failure)
-            .max_restarts(2)
-            .build()
-            .unwrap()
-    };
+    let make = |on_failure| bad_sample_17(on_failure, 2).build().unwrap();
     let skipping = make(OnFailure::Skip);
     let expected: Vec<u64> = (0..50).filter(|&v| v != 17).collect();
     assert_eq!(all_items(&skipping), expected);
@@ -238,13 +218,7 @@ fn a_failing_item_is_skipped_or_spends_the_restarts() {
     );
     // A run resumed in pass 2 replays passes 0 and 1 (without their
     // items), passing over the item there as the run did.
-    let resumed = spdl()
-        .generator("fail_at")
-        .encoding(sandgen::Encoding::Json)
-        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
-        .timeout(TIMEOUT)
-        .on_failure(OnFailure::Skip)
-        .max_restarts(2)
+    let resumed = bad_sample_17(OnFailure::Skip, 2)
         .resume(position)
         .build()
         .unwrap();
@@ -282,16 +256,7 @@ both_isolations!(a_failing_item_is_skipped_or_spends_the_restarts);
 /// and passes over it as the pass would have: a restart of its own,
 /// recorded.
 fn a_replayed_pass_passes_over_the_item_it_never_reached() {
-    let iterable = spdl()
-        .generator("fail_at")
-        .encoding(sandgen::Encoding::Json)
-        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
-        .buffer_size(4)
-        .timeout(TIMEOUT)
-        .on_failure(OnFailure::Skip)
-        .max_restarts(2)
-        .build()
-        .unwrap();
+    let iterable = bad_sample_17(OnFailure::Skip, 2).build().unwrap();
     let first: Vec<u64> = iterable
         .iter::<u64>()
         .unwrap()
@@ -309,16 +274,7 @@ fn a_replayed_pass_passes_over_the_item_it_never_reached() {
     assert_eq!(failures, [(1, Some(17)), (0, Some(17))]);
     // With one restart allowed, the replay's failure ends the pass, saying
     // how many restarts it made.
-    let strict = spdl()
-        .generator("fail_at")
-        .encoding(sandgen::Encoding::Json)
-        .args(&serde_json::json!({"n": 50, "fail_at": 17, "message": "bad sample 17"}))
-        .buffer_size(4)
-        .timeout(TIMEOUT)
-        .on_failure(OnFailure::Skip)
-        .max_restarts(1)
-        .build()
-        .unwrap();
+    let strict = bad_sample_17(OnFailure::Skip, 1).build().unwrap();
     assert_eq!(strict.iter::<u64>().unwrap().take(5).count(), 5);
     let error = strict.iter::<u64>().unwrap().find_map(Result::err).unwrap();
     assert_error(&error, ErrorKind::IterationFailed, "after 1 restart ");
