@@ -21,11 +21,12 @@ impl IterableBuilder {
     ///     .on_failure(OnFailure::Skip)
     ///     .max_restarts(10)
     ///     .build()?;
-    /// let images: Vec<Vec<u8>> = iterable.iter().collect::<Result<_, _>>()?;
+    /// for image in iterable.iter_raw()? {
+    ///     let _encoded: Vec<u8> = image?;
+    /// }
     /// for failure in iterable.failures() {
     ///     eprintln!("left out: {failure}");
     /// }
-    /// # let _ = images;
     /// # Ok(())
     /// # }
     /// ```
