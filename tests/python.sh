@@ -14,7 +14,7 @@ sources=("$root/host/python" "$root/examples/python-host" "$root/examples/ray"
     "$root/bench/bench_python.py" "$root/bench/bench_workers.py" "$root/bench/bench_ray.py"
     "$root/bench/bench_transport.py" "$root/bench/bench_startup.py" "$root/bench/compare.py"
     "$root/bench/bench_dataloader.py" "$root/bench/bench_arrays.py" "$root/bench/bench_images.py"
-    "$root/bench/profile_images.py" "$root/bench/bench_resume.py")
+    "$root/bench/profile_images.py" "$root/bench/bench_resume.py" "$root/bench/bench_failures.py")
 "$venv/bin/ruff" check --quiet "${sources[@]}"
 "$venv/bin/ruff" format --quiet --check "${sources[@]}"
 
