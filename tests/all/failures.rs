@@ -15,14 +15,6 @@ use crate::util::{assert_error, spdl};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A xorshift64 step: the test's random choices, the same in every run.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn all_items(iterable: &Iterable) -> Vec<u64> {
     iterable
         .iter::<u64>()
@@ -64,7 +56,7 @@ fn traps_at_random_values_restart_exactly() {
     for (workers, in_order) in [(1, true), (3, true), (3, false)] {
         let mut state = 0x7ab5 + workers as u64;
         let mut traps: Vec<u64> = (0..12)
-            .map(|_| 100 + next(&mut state) % (N - 100))
+            .map(|_| 100 + crate::util::xorshift(&mut state) % (N - 100))
             .collect();
         traps.sort_unstable();
         traps.dedup();
@@ -347,7 +339,8 @@ fn killed_every_100_ms_the_pass_is_exactly_the_undisturbed_one() {
                 while !done.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(100));
                     let pids = iterable.worker_pids();
-                    let pid = pids[(next(&mut state) % pids.len() as u64) as usize];
+                    let pid =
+                        pids[(crate::util::xorshift(&mut state) % pids.len() as u64) as usize];
                     // A worker that already ended is no kill.
                     let killed = Command::new("kill")
                         .args(["-KILL", &pid.to_string()])

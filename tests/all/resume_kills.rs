@@ -21,14 +21,6 @@ fn kill(pid: u32) {
     assert!(status.success(), "kill {pid}");
 }
 
-/// A xorshift64 step: the kill points, the same in every run.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[test]
 fn runs_whose_worker_processes_are_killed_resume_exactly() {
     let _watch = crate::util::watchdog("resume_kills::runs_whose_worker_processes_are_killed");
@@ -65,10 +57,10 @@ fn runs_whose_worker_processes_are_killed_resume_exactly() {
             let iterable = builder.build().unwrap();
             let pids = iterable.worker_pids();
             let mut pass = iterable.iter::<u64>().unwrap();
-            let at = (next(&mut state) % 2000) as usize + 1;
+            let at = (crate::util::xorshift(&mut state) % 2000) as usize + 1;
             got.extend(pass.by_ref().take(at).map(Result::unwrap));
             if kills < 4 {
-                kill(pids[(next(&mut state) % 3) as usize]);
+                kill(pids[(crate::util::xorshift(&mut state) % 3) as usize]);
                 kills += 1;
             }
             // Items already on their way still come; then the pass fails.

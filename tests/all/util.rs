@@ -551,3 +551,12 @@ pub fn run_probe(test: &str, env: &str, marker: &str) -> (u64, u64) {
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
         .unwrap_or_else(|| panic!("{test} printed no `{marker}` figures: {stdout}"))
 }
+
+/// A xorshift64 step: a test's seeded random choices (kill points, trap
+/// values), the same in every run.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
