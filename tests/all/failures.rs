@@ -127,6 +127,21 @@ fn skip_leaves_out_the_items_that_trap_every_time() {
         expected_skipped.sort_unstable();
         assert_eq!(skipped, expected_skipped, "{failures:?}");
         assert!(failures.iter().all(|f| f.kind() == ErrorKind::Trap));
+        // A trap in a call that asked for several items names none; the
+        // next worker asks for one at a time up to there and names it: at
+        // most one unnamed try before each item passed over.
+        for worker in 0..workers {
+            let mut unnamed = 0;
+            for failure in failures.iter().filter(|f| f.worker() == worker) {
+                unnamed = if failure.skipped().is_some() {
+                    0
+                } else {
+                    unnamed + 1
+                };
+                assert!(unnamed <= 1, "worker {worker}: {failures:#?}");
+            }
+            assert_eq!(unnamed, 0, "worker {worker}: {failures:#?}");
+        }
     }
 }
 both_isolations!(skip_leaves_out_the_items_that_trap_every_time);
@@ -241,6 +256,27 @@ fn a_failing_item_is_skipped_or_spends_the_restarts() {
     assert!(stopping.failures().is_empty());
 }
 both_isolations!(a_failing_item_is_skipped_or_spends_the_restarts);
+
+/// An item passed over counts in its worker's position: a position taken
+/// after it resumes after it, with neither the item nor the one before
+/// the position made again.
+fn a_position_past_a_skipped_item_resumes_after_it() {
+    let iterable = bad_sample_17(OnFailure::Skip, 2).build().unwrap();
+    let mut pass = iterable.iter::<u64>().unwrap();
+    let taken: Vec<u64> = pass.by_ref().take(20).map(Result::unwrap).collect();
+    let position = iterable.position();
+    drop(pass);
+    let expected: Vec<u64> = (0..50).filter(|&v| v != 17).collect();
+    assert_eq!(taken, expected[..20]);
+    assert_eq!(position.items(), 21, "the item passed over counts");
+    let resumed = bad_sample_17(OnFailure::Skip, 2)
+        .resume(position)
+        .build()
+        .unwrap();
+    assert_eq!(all_items(&resumed), expected[20..]);
+    assert!(resumed.failures().is_empty(), "{:?}", resumed.failures());
+}
+both_isolations!(a_position_past_a_skipped_item_resumes_after_it);
 
 /// A pass stopped early never met the bad item (a buffer of 4 keeps its
 /// worker from reading ahead to it); a restart in the next pass replays
