@@ -405,8 +405,8 @@ fn huge_plugin_messages_are_cut() {
 
 both_isolations!(an_iterable_outlives_its_engine_and_plugin);
 /// The engine and the plugin may be dropped while an iterable lives: its
-/// worker goes on, a spinning guest still times out, and dropping a busy
-/// iterable still stops its guest within milliseconds.
+/// worker goes on, a spinning guest still times out (and is stopped), and
+/// closing a busy iterable still stops its guest within milliseconds.
 fn an_iterable_outlives_its_engine_and_plugin() {
     let spinning = |timeout: Option<Duration>| {
         let engine = sandgen::Engine::builder()
@@ -433,19 +433,41 @@ fn an_iterable_outlives_its_engine_and_plugin() {
         "timed out",
     );
     drop(pass);
-    drop(iterable);
-
-    let iterable = spinning(None);
-    let mut pass = iterable.iter::<u64>().unwrap();
-    assert_eq!(pass.next().unwrap().unwrap(), 0);
-    drop(pass);
+    // The guest was stopped at the timeout: dropping the iterable waits
+    // for no busy guest (a guest that cannot be interrupted holds it for
+    // the whole teardown grace of a second, then is left spinning).
     let started = Instant::now();
     drop(iterable);
     let teardown = started.elapsed();
     assert!(
         teardown < crate::util::limit(Duration::from_millis(500)),
-        "dropping a busy iterable took {teardown:?}"
+        "dropping an iterable whose guest timed out took {teardown:?}"
     );
+
+    // A call waiting on the spinning guest (a parked worker runs it on
+    // the waiting thread): closing the iterable, as dropping it does,
+    // stops the guest within milliseconds, and the call ends `Closed`.
+    let iterable = std::sync::Arc::new(spinning(None));
+    let mut batches = iterable.batches().unwrap();
+    assert_eq!(batches.next_batch().unwrap().unwrap().len(), 1);
+    let (sender, waited) = std::sync::mpsc::channel();
+    // Detached: a guest that cannot be stopped spins on it for good.
+    std::thread::spawn(move || {
+        let next = batches.next_batch().map(|batch| batch.map(|_| ()));
+        let _ = sender.send(next);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    iterable.close();
+    let teardown = started.elapsed();
+    assert!(
+        teardown < crate::util::limit(Duration::from_millis(500)),
+        "closing an iterable whose guest is busy took {teardown:?}"
+    );
+    let next = waited
+        .recv_timeout(crate::util::limit(Duration::from_secs(5)))
+        .expect("the call waiting on the stopped guest did not end");
+    assert_eq!(next.unwrap().unwrap_err().kind(), ErrorKind::Closed);
 }
 
 both_isolations!(the_longest_timeouts_mean_no_limit);

@@ -480,6 +480,8 @@ fn c_teardown_of_busy_and_idle_workers_is_prompt() {
     let busy = spdl().generator("spin").args(&1u64).build().unwrap();
     let mut pass = busy.iter::<u64>().unwrap();
     assert_eq!(pass.next().unwrap().unwrap(), 0);
+    // Time for the worker to call the guest again: it spins from then on.
+    std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     drop(pass);
     drop(busy);
