@@ -444,9 +444,9 @@ fn an_iterable_outlives_its_engine_and_plugin() {
         "dropping an iterable whose guest timed out took {teardown:?}"
     );
 
-    // A call waiting on the spinning guest (a parked worker runs it on
-    // the waiting thread): closing the iterable, as dropping it does,
-    // stops the guest within milliseconds, and the call ends `Closed`.
+    // A call waiting on the guest, which spins in the `next` call after
+    // its first item: closing the iterable, as dropping it does, stops the
+    // guest within milliseconds, and the waiting call ends `Closed`.
     let iterable = std::sync::Arc::new(spinning(None));
     let mut batches = iterable.batches().unwrap();
     assert_eq!(batches.next_batch().unwrap().unwrap().len(), 1);
