@@ -309,6 +309,54 @@ fn a_replayed_pass_passes_over_the_item_it_never_reached() {
 }
 both_isolations!(a_replayed_pass_passes_over_the_item_it_never_reached);
 
+/// `close()` at random moments of a pass whose workers keep trapping and
+/// being restarted (often while a restart starts or replays): the pass
+/// gives a prefix of its items and then ends `Closed` (never the error of
+/// a worker it was closing), and every later pass is refused `Closed`.
+fn closing_while_workers_restart_ends_the_pass_closed() {
+    const N: u64 = 40_000;
+    let traps: Vec<u64> = (1..N / 50).map(|i| i * 50).collect();
+    let mut state = 0x29c1;
+    for round in 0..12 {
+        let iterable = flaky(N, &traps, false, OnFailure::Restart)
+            .workers(2)
+            .max_restarts(u32::MAX)
+            .build()
+            .unwrap();
+        let delay = Duration::from_millis(1 + crate::util::xorshift(&mut state) % 40);
+        let (got, error) = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(delay);
+                iterable.close();
+            });
+            let mut pass = iterable.iter::<u64>().unwrap();
+            let mut got = Vec::new();
+            let error = loop {
+                match pass.next() {
+                    Some(Ok(item)) => got.push(item),
+                    Some(Err(error)) => break Some(error),
+                    None => break None,
+                }
+            };
+            if error.is_some() {
+                assert!(
+                    pass.next().is_none(),
+                    "round {round}: items after the error"
+                );
+            }
+            (got, error)
+        });
+        let expected: Vec<u64> = (0..got.len() as u64).collect();
+        assert!(got == expected, "round {round}: not a prefix of 0..{N}");
+        match error {
+            Some(error) => assert_error(&error, ErrorKind::Closed, "was closed"),
+            None => assert_eq!(got.len() as u64, N, "round {round}: ended early"),
+        }
+        assert_eq!(pass_kind(&iterable), ErrorKind::Closed, "round {round}");
+    }
+}
+both_isolations!(closing_while_workers_restart_ends_the_pass_closed);
+
 fn pass_kind(iterable: &Iterable) -> ErrorKind {
     match iterable.iter::<u64>() {
         Err(error) => error.kind(),

@@ -340,6 +340,11 @@ impl<W: Deref<Target = Workers>> PassCore<W> {
         if error.kind() == ErrorKind::Closed {
             return Err(error);
         }
+        // Closed meanwhile (from another thread): whatever a worker that
+        // was being ended said, the pass ends as closed.
+        if workers.is_closed() {
+            return Err(workers.closed_error());
+        }
         let on_failure = workers.on_failure();
         if on_failure == OnFailure::Stop
             || !restartable(error.kind())
