@@ -317,7 +317,7 @@ fn closing_while_workers_restart_ends_the_pass_closed() {
     const N: u64 = 40_000;
     let traps: Vec<u64> = (1..N / 50).map(|i| i * 50).collect();
     let mut state = 0x29c1;
-    for round in 0..12 {
+    for round in 0..20 {
         let iterable = flaky(N, &traps, false, OnFailure::Restart)
             .workers(2)
             .max_restarts(u32::MAX)
